@@ -1,0 +1,18 @@
+/*
+ * bpfprobe: load and attach the smallest possible BPF program of a given
+ * kind, so `uffdtrace doctor` reports what this kernel really allows instead
+ * of inferring it from a version number.  Read verbatim by cffi's cdef.
+ * Every function returns a file descriptor (>= 0) or a negative errno.
+ */
+
+/* Load "r0 = 0; exit".  The verifier log (if any) is written to log. */
+int bpfp_load(int prog_type, int expected_attach_type, uint32_t attach_btf_id,
+              char *log, uint32_t log_size);
+/* perf_event_open a tracepoint by its tracefs id and attach prog_fd to it. */
+int bpfp_attach_tracepoint(int prog_fd, uint64_t tracepoint_id);
+/* perf_event_open a kprobe through the kprobe PMU (pmu_type from sysfs). */
+int bpfp_attach_kprobe(int prog_fd, int pmu_type, const char *func);
+/* BPF_RAW_TRACEPOINT_OPEN: a raw tracepoint by name, or (name == NULL) the
+ * fentry/fexit target that was fixed at load time by attach_btf_id. */
+int bpfp_attach_raw(int prog_fd, const char *name);
+int bpfp_close(int fd);

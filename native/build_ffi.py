@@ -1,0 +1,60 @@
+"""cffi out-of-line API build of native/ into ``uffdtrace._native``.
+
+The C declarations are read from the same headers the C sources include
+(``bpf/uffd_move_abi.h``, ``native/uffdw.h``, ``native/bpfprobe.h``): there is
+no second, hand-typed copy of any struct or constant.
+"""
+from pathlib import Path
+
+from cffi import FFI
+
+ROOT = Path(__file__).resolve().parent.parent
+HEADERS = ["bpf/uffd_move_abi.h", "native/uffdw.h", "native/bpfprobe.h"]
+SOURCES = ["native/uffdw.c", "native/bpfprobe.c"]
+
+# libc and kernel constants the Python side needs; "..." makes the C
+# compiler supply each value, so none is copied here by hand.
+SYSTEM_CONSTANTS = """
+#define PROT_NONE ...
+#define PROT_READ ...
+#define PROT_WRITE ...
+#define MAP_PRIVATE ...
+#define MAP_SHARED ...
+#define MAP_ANONYMOUS ...
+#define MADV_HUGEPAGE ...
+#define MADV_NOHUGEPAGE ...
+#define MADV_MERGEABLE ...
+#define MADV_UNMERGEABLE ...
+#define MADV_DONTNEED ...
+#define UFFDIO_REGISTER_MODE_MISSING ...
+static const int BPF_PROG_TYPE_KPROBE;
+static const int BPF_PROG_TYPE_TRACEPOINT;
+static const int BPF_PROG_TYPE_RAW_TRACEPOINT;
+static const int BPF_PROG_TYPE_TRACING;
+static const int BPF_TRACE_FENTRY;
+static const int BPF_TRACE_FEXIT;
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef("typedef uint64_t __u64; typedef int64_t __s64;")
+for header in HEADERS:
+    ffibuilder.cdef((ROOT / header).read_text())
+ffibuilder.cdef(SYSTEM_CONSTANTS)
+ffibuilder.set_source(
+    "uffdtrace._native",
+    """
+    #include <linux/types.h>
+    #include <linux/bpf.h>
+    #include <linux/userfaultfd.h>
+    #include <sys/mman.h>
+    #include "bpf/uffd_move_abi.h"
+    #include "native/uffdw.h"
+    #include "native/bpfprobe.h"
+    """,
+    sources=SOURCES,
+    include_dirs=["."],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,327 @@
+/*
+ * uffdw: native primitives that make the kernel perform real UFFDIO_MOVEs.
+ *
+ * Python (uffdtrace.workload) composes these into failure scenarios; the C
+ * side exists so that (a) tight loops run without Python per-call overhead
+ * and (b) fork()ed children run only async-signal-safe C, never Python.
+ * Declarations and the contract live in uffdw.h.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/io_uring.h>
+#include <linux/types.h>
+#include <linux/userfaultfd.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../bpf/uffd_move_abi.h"
+#include "uffdw.h"
+
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t page_size(void)
+{
+	return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+int uffdw_open(uint64_t features, uint64_t *features_out, uint64_t *ioctls_out)
+{
+	struct uffdio_api api = { .api = UFFD_API, .features = features };
+	int fd;
+
+	/*
+	 * USER_MODE_ONLY lets unprivileged users open a uffd when
+	 * vm.unprivileged_userfaultfd=0; it only limits which faults are
+	 * reported, never moves.  Kernels older than 5.11 reject the flag.
+	 */
+	fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	if (fd < 0 && errno == EINVAL)
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, UFFDIO_API, &api) < 0) {
+		int err = errno;
+
+		close(fd);
+		return -err;
+	}
+	if (features_out)
+		*features_out = api.features;
+	if (ioctls_out)
+		*ioctls_out = api.ioctls;
+	return fd;
+}
+
+int uffdw_close(int fd)
+{
+	return close(fd) < 0 ? -errno : 0;
+}
+
+int uffdw_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls_out)
+{
+	struct uffdio_register reg = {
+		.range = { .start = start, .len = len },
+		.mode = mode,
+	};
+
+	if (ioctl(fd, UFFDIO_REGISTER, &reg) < 0)
+		return -errno;
+	if (ioctls_out)
+		*ioctls_out = reg.ioctls;
+	return 0;
+}
+
+int uffdw_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
+	       struct uffdw_call *out)
+{
+	struct uffdt_move_arg arg = { .dst = dst, .src = src, .len = len, .mode = mode, .move = 0 };
+	uint64_t t0 = now_ns();
+	long ret = ioctl(fd, UFFDT_IOC_MOVE, &arg);
+	int err = ret < 0 ? errno : 0;
+
+	out->ns = now_ns() - t0;
+	out->dst = dst;
+	out->src = src;
+	out->len = len;
+	out->mode = mode;
+	out->ret = ret;
+	out->err = err;
+	out->pid = getpid();
+	out->tid = gettid();
+	out->move = arg.move;
+	return 0;
+}
+
+int uffdw_move_loop(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
+		    uint64_t count, struct uffdw_loop_stats *out)
+{
+	struct uffdt_move_arg arg;
+	uint64_t i, t0;
+
+	if (!slots || !chunk)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	t0 = now_ns();
+	for (i = 0; i < count; i++) {
+		uint64_t slot = i % slots, pass = i / slots;
+		uint64_t from = (pass & 1) ? b : a, to = (pass & 1) ? a : b;
+
+		arg.dst = to + slot * chunk;
+		arg.src = from + slot * chunk;
+		arg.len = chunk;
+		arg.mode = 0;
+		arg.move = 0;
+		if (ioctl(fd, UFFDT_IOC_MOVE, &arg) == 0) {
+			out->ok++;
+			out->bytes_moved += chunk;
+		} else {
+			if (!out->failed) {
+				out->first_err = errno;
+				out->first_err_call = i;
+			}
+			out->failed++;
+			if (arg.move > 0)
+				out->bytes_moved += (uint64_t)arg.move;
+		}
+	}
+	out->ns = now_ns() - t0;
+	out->calls = count;
+	return 0;
+}
+
+/* Read exactly len bytes, retrying on EINTR and short reads. */
+static int read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EPIPE;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int reap(pid_t pid)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return -errno;
+	}
+	return 0;
+}
+
+int uffdw_move_in_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
+			struct uffdw_call *out)
+{
+	int pipefd[2], rc;
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		rc = -errno;
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return rc;
+	}
+	if (pid == 0) {
+		struct uffdw_call call;
+
+		close(pipefd[0]);
+		uffdw_move(fd, dst, src, len, mode, &call);
+		_exit(write(pipefd[1], &call, sizeof(call)) == sizeof(call) ? 0 : 1);
+	}
+	close(pipefd[1]);
+	rc = read_full(pipefd[0], out, sizeof(*out));
+	close(pipefd[0]);
+	reap(pid);
+	return rc;
+}
+
+int64_t uffdw_map(uint64_t len, int prot, int flags, uint64_t align)
+{
+	uint64_t span, addr, aligned;
+	void *p;
+
+	if (align < page_size())
+		align = page_size();
+	span = len + align;
+	p = mmap(NULL, span, prot, flags, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	addr = (uint64_t)p;
+	aligned = (addr + align - 1) & ~(align - 1);
+	/* Trim the slack so the mapping is exactly [aligned, aligned + len). */
+	if (aligned > addr)
+		munmap(p, aligned - addr);
+	if (addr + span > aligned + len)
+		munmap((void *)(aligned + len), addr + span - (aligned + len));
+	return (int64_t)aligned;
+}
+
+int uffdw_unmap(uint64_t addr, uint64_t len)
+{
+	return munmap((void *)addr, len) < 0 ? -errno : 0;
+}
+
+int uffdw_madvise(uint64_t addr, uint64_t len, int advice)
+{
+	return madvise((void *)addr, len, advice) < 0 ? -errno : 0;
+}
+
+int uffdw_mprotect(uint64_t addr, uint64_t len, int prot)
+{
+	return mprotect((void *)addr, len, prot) < 0 ? -errno : 0;
+}
+
+void uffdw_fill(uint64_t addr, uint64_t len, int distinct)
+{
+	uint64_t ps = page_size(), off;
+
+	for (off = 0; off < len; off += ps) {
+		unsigned char *page = (unsigned char *)(addr + off);
+
+		memset(page, 0x5a, ps);
+		if (distinct)
+			memcpy(page, &off, sizeof(off));
+	}
+}
+
+int uffdw_iouring_pin(uint64_t addr, uint64_t len)
+{
+	struct io_uring_params params;
+	struct iovec iov = { .iov_base = (void *)addr, .iov_len = len };
+	int ring, err;
+
+	memset(&params, 0, sizeof(params));
+	ring = (int)syscall(__NR_io_uring_setup, 1, &params);
+	if (ring < 0)
+		return -errno;
+	/* Fixed buffers are pinned with FOLL_WRITE | FOLL_LONGTERM. */
+	if (syscall(__NR_io_uring_register, ring, IORING_REGISTER_BUFFERS, &iov, 1) < 0) {
+		err = errno;
+		close(ring);
+		return -err;
+	}
+	return ring;
+}
+
+int uffdw_fork_holder(int *ctl_fd_out)
+{
+	int pipefd[2], rc;
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		rc = -errno;
+		close(pipefd[0]);
+		close(pipefd[1]);
+		return rc;
+	}
+	if (pid == 0) {
+		char c;
+
+		/* Die with the parent even if it is SIGKILLed. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		close(pipefd[1]);
+		while (read(pipefd[0], &c, 1) < 0 && errno == EINTR)
+			;
+		_exit(0);
+	}
+	close(pipefd[0]);
+	*ctl_fd_out = pipefd[1];
+	return pid;
+}
+
+int uffdw_release_holder(int pid, int ctl_fd)
+{
+	close(ctl_fd);
+	return reap(pid);
+}
+
+int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out)
+{
+	int pipefd[2], avail;
+	uint64_t i, t0;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return -errno;
+	t0 = now_ns();
+	for (i = 0; i < count; i++)
+		ioctl(pipefd[0], FIONREAD, &avail);
+	*ns_out = now_ns() - t0;
+	close(pipefd[0]);
+	close(pipefd[1]);
+	return 0;
+}

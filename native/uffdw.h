@@ -1,0 +1,74 @@
+/*
+ * uffdw: the native UFFDIO_MOVE workload primitives.
+ *
+ * This header is the whole C <-> Python contract for native/uffdw.c: cffi's
+ * cdef reads it verbatim, so it holds only plain declarations (no #if, no
+ * includes).  Every function returns a negative errno on failure instead of
+ * touching the thread's errno, so Python never races on errno.
+ */
+
+/* One UFFDIO_MOVE call, exactly as the kernel reported it. */
+struct uffdw_call {
+	uint64_t dst;
+	uint64_t src;
+	uint64_t len;
+	uint64_t mode;
+	int64_t ret;   /* ioctl() return value */
+	int32_t err;   /* errno when ret == -1, else 0 */
+	int32_t pid;   /* process that issued the ioctl */
+	int32_t tid;   /* thread that issued the ioctl */
+	int64_t move;  /* uffdio_move.move after the call (0 if left untouched) */
+	uint64_t ns;   /* wall time of the ioctl */
+};
+
+/* Aggregate of a tight loop of moves (no per-call record, no Python). */
+struct uffdw_loop_stats {
+	uint64_t calls;
+	uint64_t ok;
+	uint64_t failed;
+	uint64_t bytes_moved;
+	uint64_t ns;
+	int32_t first_err;   /* errno of the first failing call, 0 if none */
+	uint64_t first_err_call;
+};
+
+/* userfaultfd with UFFDIO_API done; features_out gets what the kernel offers. */
+int uffdw_open(uint64_t features, uint64_t *features_out, uint64_t *ioctls_out);
+int uffdw_close(int fd);
+/* Register [start, start+len) with the given UFFDIO_REGISTER_MODE_* bits. */
+int uffdw_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls_out);
+
+int uffdw_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
+               struct uffdw_call *out);
+/*
+ * `count` moves of `chunk` bytes each, ping-ponging between two registered
+ * areas a and b of `slots` chunks: the first pass moves every chunk a -> b,
+ * the next b -> a, and so on, so every call is a real move of populated pages.
+ */
+int uffdw_move_loop(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
+                    uint64_t count, struct uffdw_loop_stats *out);
+/* Fork a child that issues one move on `fd` (inherited) and reports it. */
+int uffdw_move_in_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
+                        struct uffdw_call *out);
+
+/* Anonymous mapping aligned to `align` (a power of two >= page size). */
+int64_t uffdw_map(uint64_t len, int prot, int flags, uint64_t align);
+int uffdw_unmap(uint64_t addr, uint64_t len);
+int uffdw_madvise(uint64_t addr, uint64_t len, int advice);
+int uffdw_mprotect(uint64_t addr, uint64_t len, int prot);
+/* Write to every page so it is populated; distinct=1 gives each page its own
+ * content, distinct=0 gives all pages the same non-zero content (KSM bait). */
+void uffdw_fill(uint64_t addr, uint64_t len, int distinct);
+
+/* io_uring ring with [addr, addr+len) registered as one fixed buffer: a real
+ * FOLL_LONGTERM pin.  Returns the ring fd; closing it releases the pin. */
+int uffdw_iouring_pin(uint64_t addr, uint64_t len);
+
+/* Fork a child that just waits, keeping every private page COW-shared.
+ * Returns its pid; *ctl_fd_out is the pipe whose closing releases it. */
+int uffdw_fork_holder(int *ctl_fd_out);
+/* Release and reap a holder; returns 0 or -errno. */
+int uffdw_release_holder(int pid, int ctl_fd);
+
+/* A cheap ioctl that is not UFFDIO_MOVE, for bystander-overhead loops. */
+int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out);

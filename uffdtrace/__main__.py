@@ -1,0 +1,3 @@
+from uffdtrace.cli import main
+
+raise SystemExit(main())

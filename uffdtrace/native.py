@@ -1,0 +1,250 @@
+"""Python face of the native primitives in native/ (built by cffi).
+
+Everything that touches a userfaultfd or a raw mapping goes through here, so
+the scenarios read as plain Python while each move is a real ioctl in C.
+"""
+from __future__ import annotations
+
+import errno as errno_mod
+import os
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from .errors import UserError
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+@lru_cache(maxsize=None)
+def native():
+    """The compiled cffi module; a clear error if it was never built."""
+    try:
+        from . import _native
+    except ImportError as exc:
+        raise UserError(
+            "the native module uffdtrace._native is not built "
+            f"({exc}); run scripts/setup.sh (or: pip install -e .)"
+        ) from None
+    return _native
+
+
+def ffi():
+    return native().ffi
+
+
+def lib():
+    return native().lib
+
+
+def errno_name(err: int) -> str:
+    return errno_mod.errorcode.get(err, f"E{err}")
+
+
+def check(rc: int, what: str) -> int:
+    """Raise OSError for a native call's negative-errno return."""
+    if rc < 0:
+        raise OSError(-rc, f"{what}: {os.strerror(-rc)}")
+    return rc
+
+
+@lru_cache(maxsize=None)
+def hpage_size() -> int:
+    """PMD-sized (transparent huge) page size of this machine."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
+            return int(f.read())
+    except OSError:
+        return 2 << 20
+
+
+@dataclass(frozen=True)
+class MoveCall:
+    """One UFFDIO_MOVE call as the kernel answered it."""
+
+    dst: int
+    src: int
+    len: int
+    mode: int
+    ret: int
+    errno: str | None
+    move: int
+    pid: int
+    tid: int
+    ns: int
+
+    @classmethod
+    def from_native(cls, c) -> "MoveCall":
+        return cls(
+            dst=c.dst, src=c.src, len=c.len, mode=c.mode, ret=c.ret,
+            errno=errno_name(c.err) if c.ret < 0 else None,
+            move=c.move, pid=c.pid, tid=c.tid, ns=c.ns,
+        )
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoopStats:
+    """Aggregate of a native move loop."""
+
+    calls: int
+    ok: int
+    failed: int
+    bytes_moved: int
+    ns: int
+    first_errno: str | None
+    first_error_call: int | None
+
+
+def move_support() -> tuple[bool, str]:
+    """Ask the kernel (UFFDIO_API) whether UFFDIO_MOVE exists.
+
+    Returns (supported, how we know): the feature bit and the range-ioctl
+    bit are both read from the kernel, never guessed from a version.
+    """
+    features = ffi().new("uint64_t *")
+    ioctls = ffi().new("uint64_t *")
+    fd = lib().uffdw_open(0, features, ioctls)
+    if fd < 0:
+        return False, f"userfaultfd unavailable: {os.strerror(-fd)}"
+    lib().uffdw_close(fd)
+    has_feature = bool(features[0] & lib().UFFDT_FEATURE_MOVE)
+    if has_feature:
+        return True, "UFFDIO_API advertises UFFD_FEATURE_MOVE"
+    return False, f"UFFDIO_API features 0x{features[0]:x} lack UFFD_FEATURE_MOVE"
+
+
+class Mapping:
+    """An anonymous mapping owned by Python, unmapped on close()."""
+
+    def __init__(self, length: int, *, shared: bool = False, align: int = PAGE_SIZE,
+                 prot: int | None = None):
+        L = lib()
+        flags = L.MAP_ANONYMOUS | (L.MAP_SHARED if shared else L.MAP_PRIVATE)
+        if prot is None:
+            prot = L.PROT_READ | L.PROT_WRITE
+        self.length = length
+        self.addr = check(L.uffdw_map(length, prot, flags, align), "mmap")
+
+    def page(self, index: int) -> int:
+        return self.addr + index * PAGE_SIZE
+
+    def fill(self, *, distinct: bool = True, offset: int = 0, length: int | None = None):
+        """Populate pages by writing them (distinct content unless told)."""
+        length = self.length - offset if length is None else length
+        lib().uffdw_fill(self.addr + offset, length, 1 if distinct else 0)
+
+    def madvise(self, advice: int):
+        check(lib().uffdw_madvise(self.addr, self.length, advice), "madvise")
+
+    def mprotect(self, prot: int):
+        check(lib().uffdw_mprotect(self.addr, self.length, prot), "mprotect")
+
+    def close(self):
+        if self.addr:
+            lib().uffdw_unmap(self.addr, self.length)
+            self.addr = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Uffd:
+    """A userfaultfd with UFFDIO_API done (requesting UFFD_FEATURE_MOVE)."""
+
+    def __init__(self):
+        L = lib()
+        supported = ffi().new("uint64_t *")
+        self.fd = L.uffdw_open(L.UFFDT_FEATURE_MOVE, supported, ffi().NULL)
+        if self.fd < 0:
+            err = -self.fd
+            if err == errno_mod.EINVAL:
+                raise UserError("this kernel does not support UFFDIO_MOVE "
+                                "(UFFDIO_API rejected UFFD_FEATURE_MOVE; Linux 6.8+ needed)")
+            raise UserError(f"cannot open a userfaultfd: {os.strerror(err)} "
+                            "(root, CAP_SYS_PTRACE or vm.unprivileged_userfaultfd=1 needed)")
+
+    def register(self, mapping: Mapping):
+        check(lib().uffdw_register(self.fd, mapping.addr, mapping.length,
+                                   lib().UFFDIO_REGISTER_MODE_MISSING, ffi().NULL),
+              "UFFDIO_REGISTER")
+
+    def move(self, dst: int, src: int, length: int, mode: int = 0) -> MoveCall:
+        out = ffi().new("struct uffdw_call *")
+        lib().uffdw_move(self.fd, dst, src, length, mode, out)
+        return MoveCall.from_native(out)
+
+    def move_in_child(self, dst: int, src: int, length: int, mode: int = 0) -> MoveCall:
+        """Issue the move from a forked child (another mm) on this uffd."""
+        out = ffi().new("struct uffdw_call *")
+        check(lib().uffdw_move_in_child(self.fd, dst, src, length, mode, out), "fork")
+        return MoveCall.from_native(out)
+
+    def move_loop(self, a: Mapping, b: Mapping, chunk: int, count: int) -> LoopStats:
+        out = ffi().new("struct uffdw_loop_stats *")
+        slots = min(a.length, b.length) // chunk
+        check(lib().uffdw_move_loop(self.fd, a.addr, b.addr, chunk, slots, count, out),
+              "move loop")
+        return LoopStats(
+            calls=out.calls, ok=out.ok, failed=out.failed, bytes_moved=out.bytes_moved,
+            ns=out.ns, first_errno=errno_name(out.first_err) if out.failed else None,
+            first_error_call=out.first_err_call if out.failed else None,
+        )
+
+    def close(self):
+        if self.fd >= 0:
+            lib().uffdw_close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class IoUringPin:
+    """Pages of [addr, addr+length) held by an io_uring fixed buffer."""
+
+    def __init__(self, addr: int, length: int):
+        rc = lib().uffdw_iouring_pin(addr, length)
+        if rc < 0:
+            raise UserError(f"io_uring buffer registration failed: {os.strerror(-rc)} "
+                            "(is kernel.io_uring_disabled set?)")
+        self.ring_fd = rc
+        self.addr, self.length = addr, length
+
+    def close(self):
+        if self.ring_fd >= 0:
+            os.close(self.ring_fd)
+            self.ring_fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ForkHolder:
+    """A forked child that keeps every private page COW-shared until closed."""
+
+    def __init__(self):
+        ctl = ffi().new("int *")
+        self.pid = check(lib().uffdw_fork_holder(ctl), "fork")
+        self._ctl = ctl[0]
+
+    def close(self):
+        if self.pid > 0:
+            lib().uffdw_release_holder(self.pid, self._ctl)
+            self.pid = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
