@@ -1,0 +1,166 @@
+"""Run a scenario for N rounds (or `mixed` for a duration, or a `storm`)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import UserError
+from ..native import PAGE_SIZE, LoopStats, Mapping, MoveCall, Uffd
+from .scenarios import MIXED_CYCLE, SCENARIOS, Round, unexpected
+
+SPECIAL = {
+    "mixed": "a steady mix of every scenario but ksm, at --rate moves/s for --duration s",
+    "storm": "maximum-rate 4 KiB moves in a native loop (--iterations = number of moves)",
+}
+STORM_DEFAULT_MOVES = 100_000
+STORM_DEFAULT_PAGES = 64
+
+
+def scenario_names() -> list[str]:
+    return [*SCENARIOS, *SPECIAL]
+
+
+@dataclass
+class WorkloadResult:
+    scenario: str
+    calls: list[tuple[str, MoveCall]] = field(default_factory=list)
+    setup: list[dict] = field(default_factory=list)
+    loop: LoopStats | None = None
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        if self.loop is not None:
+            errors = {self.loop.first_errno: self.loop.failed} if self.loop.failed else {}
+            calls, ok, moved = self.loop.calls, self.loop.ok, self.loop.bytes_moved
+        else:
+            errors = dict(Counter(c.errno for _, c in self.calls if c.errno))
+            calls = len(self.calls)
+            ok = sum(1 for _, c in self.calls if c.ret == 0)
+            moved = sum(max(c.move, 0) for _, c in self.calls)
+        return {
+            "calls": calls, "ok": ok, "failed": calls - ok, "errors": errors,
+            "bytes_moved": moved, "elapsed_s": round(self.elapsed_s, 6),
+            "moves_per_s": round(calls / self.elapsed_s, 1) if self.elapsed_s else None,
+            "interrupted": self.interrupted,
+        }
+
+    def to_json(self) -> dict:
+        return {
+            "scenario": self.scenario,
+            "pid": os.getpid(),
+            "calls": [{**c.to_json(), "scenario": name} for name, c in self.calls],
+            "summary": self.summary(),
+            "setup": self.setup,
+            "problems": self.problems,
+        }
+
+
+@contextmanager
+def _signals_interrupt():
+    """SIGTERM/SIGHUP unwind like Ctrl-C, so every ExitStack cleans up."""
+    def raise_interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run_round(uffd: Uffd, name: str, pages: int, result: WorkloadResult):
+    scenario = SCENARIOS[name]
+    with ExitStack() as stack:
+        r = Round(uffd=uffd, pages=pages, stack=stack, scenario=name)
+        try:
+            scenario.run(r)
+        finally:
+            # Keep what was done even if the round was cut short.
+            result.calls.extend(r.calls)
+            if r.facts:
+                result.setup.append({"scenario": name, **r.facts})
+    for _, call in r.calls:
+        problem = unexpected(scenario, call)
+        if problem:
+            result.problems.append(f"{name}: {problem}")
+
+
+def _storm(uffd: Uffd, pages: int, moves: int, result: WorkloadResult):
+    with Mapping(pages * PAGE_SIZE) as a, Mapping(pages * PAGE_SIZE) as b:
+        a.fill()
+        uffd.register(a)
+        uffd.register(b)
+        result.loop = uffd.move_loop(a, b, PAGE_SIZE, moves)
+        result.setup.append({"scenario": "storm", "slots": pages, "area_a": a.addr,
+                             "area_b": b.addr})
+    if result.loop.failed:
+        result.problems.append(f"storm: {result.loop.failed} moves failed "
+                               f"(first: {result.loop.first_errno})")
+
+
+def _mixed(uffd: Uffd, rate: float, duration: float, result: WorkloadResult,
+           progress: Callable[[WorkloadResult], None] | None):
+    start = time.monotonic()
+    next_report = start + 1.0
+    i = 0
+    while duration <= 0 or time.monotonic() - start < duration:
+        name = MIXED_CYCLE[i % len(MIXED_CYCLE)]
+        i += 1
+        _run_round(uffd, name, SCENARIOS[name].default_pages, result)
+        # Pace on moves, not rounds: sleep until the budget catches up.
+        ahead = len(result.calls) / rate - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+        if progress and time.monotonic() >= next_report:
+            result.elapsed_s = time.monotonic() - start
+            progress(result)
+            next_report += 1.0
+
+
+def validate(name: str, pages: int | None, iterations: int | None,
+             rate: float, duration: float) -> None:
+    if name not in SCENARIOS and name not in SPECIAL:
+        raise UserError(f"unknown scenario {name!r}; choose from: {', '.join(scenario_names())}")
+    if pages is not None and pages < 1:
+        raise UserError("--pages must be at least 1")
+    if name in SCENARIOS and pages is not None and pages < SCENARIOS[name].min_pages:
+        raise UserError(f"scenario {name} needs --pages >= {SCENARIOS[name].min_pages}")
+    if iterations is not None and iterations < 1:
+        raise UserError("--iterations must be at least 1")
+    if rate <= 0:
+        raise UserError("--rate must be positive")
+    if duration < 0:
+        raise UserError("--duration must be >= 0 (0 = until interrupted)")
+    if name in SCENARIOS and SCENARIOS[name].needs_root and os.geteuid() != 0:
+        raise UserError(f"scenario {name} needs root")
+
+
+def run_workload(name: str, *, pages: int | None = None, iterations: int | None = None,
+                 rate: float = 200.0, duration: float = 10.0,
+                 progress: Callable[[WorkloadResult], None] | None = None) -> WorkloadResult:
+    """Run one scenario; Ctrl-C/SIGTERM stop it cleanly with what was done."""
+    validate(name, pages, iterations, rate, duration)
+    result = WorkloadResult(scenario=name)
+    start = time.monotonic()
+    with _signals_interrupt(), Uffd() as uffd:
+        try:
+            if name == "storm":
+                _storm(uffd, pages or STORM_DEFAULT_PAGES,
+                       iterations or STORM_DEFAULT_MOVES, result)
+            elif name == "mixed":
+                _mixed(uffd, rate, duration, result, progress)
+            else:
+                for _ in range(iterations or 1):
+                    _run_round(uffd, name, pages or SCENARIOS[name].default_pages, result)
+        except KeyboardInterrupt:
+            result.interrupted = True
+    result.elapsed_s = time.monotonic() - start
+    return result

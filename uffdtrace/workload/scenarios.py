@@ -1,0 +1,246 @@
+"""Failure scenarios: each makes the kernel produce one UFFDIO_MOVE outcome.
+
+A scenario is one *round*: it builds its mappings, performs its moves and
+records them.  Everything it creates is entered on the round's ExitStack, so
+it is released (unmapped, unpinned, child reaped) even when interrupted.
+"""
+from __future__ import annotations
+
+import os
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import UserError
+from ..native import (PAGE_SIZE, ForkHolder, IoUringPin, Mapping, MoveCall, Uffd,
+                      hpage_size, lib)
+from ..pagestate import read_page_states
+from .ksm import KsmTuning
+
+KSM_MERGE_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Round:
+    """What one scenario round may use, and what it produced."""
+
+    uffd: Uffd
+    pages: int
+    stack: ExitStack
+    scenario: str
+    calls: list[tuple[str, MoveCall]] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+
+    def mapping(self, length: int, **kw) -> Mapping:
+        return self.stack.enter_context(Mapping(length, **kw))
+
+    def pair(self, pages: int, *, fill_src: bool = True, populate_dst: tuple[int, ...] = (),
+             register_dst: bool = True, align: int = PAGE_SIZE,
+             advice: int | None = None) -> tuple[Mapping, Mapping]:
+        """src and dst of `pages` pages; dst pages in populate_dst are written
+        *before* dst is registered (writing a registered, missing page would
+        raise a userfault nobody serves)."""
+        src = self.mapping(pages * PAGE_SIZE, align=align)
+        dst = self.mapping(pages * PAGE_SIZE, align=align)
+        if advice is not None:
+            src.madvise(advice)
+            dst.madvise(advice)
+        if fill_src:
+            src.fill()
+        for index in populate_dst:
+            dst.fill(offset=index * PAGE_SIZE, length=PAGE_SIZE)
+        if register_dst:
+            self.uffd.register(dst)
+        return src, dst
+
+    def record(self, call: MoveCall) -> MoveCall:
+        self.calls.append((self.scenario, call))
+        return call
+
+    def move(self, dst: int, src: int, length: int, mode: int = 0) -> MoveCall:
+        return self.record(self.uffd.move(dst, src, length, mode))
+
+    def move_pages_one_by_one(self, src: Mapping, dst: Mapping, pages: int):
+        for i in range(pages):
+            self.move(dst.page(i), src.page(i), PAGE_SIZE)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    run: Callable[[Round], None]
+    default_pages: int = 1
+    min_pages: int = 1
+    # What every call of the scenario must return: None = success.
+    expect_errno: str | None = None
+    expect_partial: bool = False
+    needs_root: bool = False
+
+
+# --- the scenarios --------------------------------------------------------------
+
+def _ok(r: Round):
+    src, dst = r.pair(r.pages)
+    r.move_pages_one_by_one(src, dst, r.pages)
+
+
+def _thp(r: Round):
+    huge = hpage_size()
+    length = r.pages * huge
+    src = r.mapping(length, align=huge)
+    dst = r.mapping(length, align=huge)
+    for m in (src, dst):
+        m.madvise(lib().MADV_HUGEPAGE)
+    src.fill()
+    r.uffd.register(dst)
+    heads = [src.addr + i * huge for i in range(r.pages)]
+    r.facts["src_thp"] = all(s.has("thp") for s in read_page_states(os.getpid(), heads))
+    for i in range(r.pages):
+        r.move(dst.addr + i * huge, src.addr + i * huge, huge)
+    dst_heads = [dst.addr + i * huge for i in range(r.pages)]
+    r.facts["dst_thp_after"] = all(s.has("thp")
+                                   for s in read_page_states(os.getpid(), dst_heads))
+
+
+def _dst_populated(r: Round):
+    src, dst = r.pair(r.pages, populate_dst=tuple(range(r.pages)))
+    r.move_pages_one_by_one(src, dst, r.pages)
+
+
+def _partial(r: Round):
+    # One dst page in the middle is already populated: the move stops there.
+    stop = r.pages // 2
+    src, dst = r.pair(r.pages, populate_dst=(stop,))
+    r.facts["populated_dst"] = dst.page(stop)
+    r.move(dst.addr, src.addr, r.pages * PAGE_SIZE)
+
+
+def _src_hole(r: Round):
+    src, dst = r.pair(r.pages, fill_src=False)
+    r.move(dst.addr, src.addr, r.pages * PAGE_SIZE)
+
+
+def _src_hole_allowed(r: Round):
+    src, dst = r.pair(r.pages, fill_src=False)
+    r.move(dst.addr, src.addr, r.pages * PAGE_SIZE, lib().UFFDT_MOVE_MODE_ALLOW_SRC_HOLES)
+
+
+def _pinned(r: Round):
+    # The second half of src is an io_uring fixed buffer (FOLL_LONGTERM pin):
+    # the first half moves, then the kernel refuses the pinned page.
+    start = r.pages // 2
+    src, dst = r.pair(r.pages, advice=lib().MADV_NOHUGEPAGE)
+    pin = r.stack.enter_context(
+        IoUringPin(src.page(start), (r.pages - start) * PAGE_SIZE))
+    r.facts["pinned"] = {"addr": pin.addr, "len": pin.length, "pid": os.getpid(),
+                         "method": "io_uring fixed buffer"}
+    r.move(dst.addr, src.addr, r.pages * PAGE_SIZE)
+
+
+def _wait_for_ksm_merge(src: Mapping, pages: int) -> float:
+    addrs = [src.page(i) for i in range(pages)]
+    start = time.monotonic()
+    while True:
+        states = read_page_states(os.getpid(), addrs)
+        if all(s.has("ksm") for s in states):
+            return time.monotonic() - start
+        if time.monotonic() - start > KSM_MERGE_TIMEOUT_S:
+            merged = sum(bool(s.has("ksm")) for s in states)
+            raise UserError(f"ksmd merged only {merged} of {pages} pages in "
+                            f"{KSM_MERGE_TIMEOUT_S:.0f} s")
+        time.sleep(0.02)
+
+
+def _ksm(r: Round):
+    r.stack.enter_context(KsmTuning())
+    src, dst = r.pair(r.pages, fill_src=False)
+    src.madvise(lib().MADV_MERGEABLE)
+    src.fill(distinct=False)  # identical pages: ksmd merges them into one
+    r.facts["ksm_merge_wait_s"] = round(_wait_for_ksm_merge(src, r.pages), 3)
+    r.facts["ksm_pages"] = [src.page(i) for i in range(r.pages)]
+    r.move_pages_one_by_one(src, dst, r.pages)
+
+
+def _fork_shared(r: Round):
+    src, dst = r.pair(r.pages)
+    holder = r.stack.enter_context(ForkHolder())
+    r.facts["sharing_child_pid"] = holder.pid
+    r.move_pages_one_by_one(src, dst, r.pages)
+
+
+def _misaligned(r: Round):
+    src, dst = r.pair(r.pages)
+    r.move(dst.addr + PAGE_SIZE // 8, src.addr, PAGE_SIZE)
+
+
+def _dst_not_registered(r: Round):
+    src, dst = r.pair(r.pages, register_dst=False)
+    r.move(dst.addr, src.addr, r.pages * PAGE_SIZE)
+
+
+def _vma_shared(r: Round):
+    src = r.mapping(r.pages * PAGE_SIZE, shared=True)
+    src.fill()
+    dst = r.mapping(r.pages * PAGE_SIZE)
+    r.uffd.register(dst)
+    r.move(dst.addr, src.addr, r.pages * PAGE_SIZE)
+
+
+def _src_readonly(r: Round):
+    src, dst = r.pair(r.pages)
+    src.mprotect(lib().PROT_READ)
+    r.move(dst.addr, src.addr, r.pages * PAGE_SIZE)
+
+
+def _cross_mm(r: Round):
+    src, dst = r.pair(r.pages)
+    r.record(r.uffd.move_in_child(dst.addr, src.addr, r.pages * PAGE_SIZE))
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("ok", "4 KiB pages moved one call per page", _ok, default_pages=4),
+    Scenario("thp", "2 MiB PMD moves of MADV_HUGEPAGE memory (--pages counts 2 MiB pages)",
+             _thp),
+    Scenario("dst_populated", "destination already populated", _dst_populated,
+             expect_errno="EEXIST"),
+    Scenario("partial", "multi-page move stopping at a populated dst page half way",
+             _partial, default_pages=8, min_pages=2, expect_errno="EAGAIN",
+             expect_partial=True),
+    Scenario("src_hole", "source never touched, no ALLOW_SRC_HOLES", _src_hole,
+             default_pages=4, expect_errno="ENOENT"),
+    Scenario("src_hole_allowed", "source never touched, with ALLOW_SRC_HOLES",
+             _src_hole_allowed, default_pages=4),
+    Scenario("pinned", "second half of src pinned as an io_uring fixed buffer",
+             _pinned, default_pages=8, min_pages=2, expect_errno="EAGAIN",
+             expect_partial=True),
+    Scenario("ksm", "identical MADV_MERGEABLE pages merged by ksmd", _ksm,
+             default_pages=4, min_pages=2, expect_errno="EBUSY", needs_root=True),
+    Scenario("fork_shared", "pages COW-shared with a forked child", _fork_shared,
+             default_pages=2, expect_errno="EBUSY"),
+    Scenario("misaligned", "dst not page aligned", _misaligned, expect_errno="EINVAL"),
+    Scenario("dst_not_registered", "dst not registered with the uffd",
+             _dst_not_registered, expect_errno="EINVAL"),
+    Scenario("vma_shared", "src is MAP_SHARED", _vma_shared, expect_errno="EINVAL"),
+    Scenario("src_readonly", "src is PROT_READ", _src_readonly, expect_errno="EINVAL"),
+    Scenario("cross_mm", "a forked child moves on the parent's uffd", _cross_mm,
+             expect_errno="EINVAL"),
+]}
+
+# What `mixed` cycles through: mostly healthy moves, every failure class now
+# and then.  ksm is left out: it changes machine-wide ksmd settings.
+MIXED_CYCLE = ["ok", "ok", "ok", "thp", "partial", "ok", "dst_populated", "src_hole",
+               "ok", "src_hole_allowed", "pinned", "ok", "fork_shared", "misaligned",
+               "ok", "dst_not_registered", "vma_shared", "src_readonly", "cross_mm"]
+
+
+def unexpected(scenario: Scenario, call: MoveCall) -> str | None:
+    """Why `call` is not what `scenario` promises, or None if it is."""
+    if call.errno != scenario.expect_errno:
+        return f"errno {call.errno or 'none'} (expected {scenario.expect_errno or 'none'})"
+    if scenario.expect_errno is None and call.move != call.len:
+        return f"moved {call.move} of {call.len} bytes"
+    if scenario.expect_partial and not 0 < call.move < call.len:
+        return f"move={call.move}, expected a partial count"
+    return None
