@@ -1,0 +1,226 @@
+"""What this machine lets uffdtrace see, and the capability tier it implies.
+
+Everything is probed on the running kernel: UFFDIO_MOVE through UFFDIO_API,
+functions through kallsyms and BTF, program kinds by loading and attaching
+them.  `doctor` prints this; the tracer uses the same tier decision.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .kernel import bpfcaps, btf, headers, kallsyms, tracefs
+from .native import move_support
+
+TIERS = ("kernel", "tracepoint", "errno")
+
+# Functions the kernel tier would hook (names differ across versions: a
+# missing one is a fact to report, not an error).
+MOVE_PATH_FUNCTIONS = [
+    "move_pages", "move_pages_pte", "move_pages_ptes", "move_pages_huge_pmd",
+    "vm_normal_folio", "split_folio_to_list",
+    "__gup_longterm_locked", "pin_user_pages", "pin_user_pages_fast",
+    "pin_user_pages_remote", "try_grab_folio", "unpin_user_page", "unpin_user_pages",
+    "io_pin_pages", "flush_tlb_mm_range",
+]
+TRACEPOINTS = [
+    "syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl",
+    "syscalls:sys_enter_io_uring_register", "tlb:tlb_flush",
+    "ksm:ksm_merge_one_page", "ksm:ksm_merge_with_ksm_page", "ksm:ksm_remove_ksm_page",
+    "mmap_lock:mmap_lock_start_locking", "mmap_lock:mmap_lock_acquire_returned",
+    "lock:contention_begin", "lock:contention_end", "migrate:mm_migrate_pages",
+]
+REQUIRED_TRACEPOINTS = ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl"]
+KSM_SETTINGS = ["run", "pages_to_scan", "sleep_millisecs", "pages_shared", "pages_sharing"]
+THP_SETTINGS = ["enabled", "defrag"]
+
+# Compiled (not loaded) by bcc to prove bcc + headers work together.
+BCC_SMOKE_PROGRAM = r"""
+#include <uapi/linux/ptrace.h>
+int uffdt_smoke(struct pt_regs *ctx) { return 0; }
+"""
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _thp_mode(text: str | None) -> str | None:
+    """'always [madvise] never' -> 'madvise'."""
+    if text and "[" in text:
+        return text[text.index("[") + 1:text.index("]")]
+    return text
+
+
+@dataclass
+class BccStatus:
+    importable: bool
+    version: str | None
+    module: str | None
+    compiles: bool | None
+    compile_seconds: float | None
+    error: str | None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def probe_bcc(timeout: float = 120.0) -> BccStatus:
+    """Import bcc and compile a tiny program, in a child so clang's noise and
+    a possible crash stay out of this process."""
+    code = (
+        "import sys, time, bcc\n"
+        "print(getattr(bcc, '__version__', '?')); print(bcc.__file__); sys.stdout.flush()\n"
+        "t = time.monotonic()\n"
+        f"bcc.BPF(text={BCC_SMOKE_PROGRAM!r}, cflags=['-w'])\n"
+        "print(round(time.monotonic() - t, 3))\n"
+    )
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return BccStatus(True, None, None, False, None, f"bcc compile took over {timeout:.0f} s")
+    out = proc.stdout.split()
+    if len(out) < 2:
+        last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return BccStatus(False, None, None, None, None,
+                         f"cannot import bcc ({last}); install Debian's python3-bpfcc and use "
+                         "a Python that sees /usr/lib/python3/dist-packages")
+    if proc.returncode != 0:
+        errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
+        last = (errors or proc.stderr.strip().splitlines() or ["failed"])[0]
+        return BccStatus(True, out[0], out[1], False, None, last.strip())
+    return BccStatus(True, out[0], out[1], True, float(out[2]), None)
+
+
+@dataclass
+class Capabilities:
+    kernel_release: str
+    uffdio_move_supported: bool
+    uffdio_move_detail: str
+    euid: int
+    tracefs_path: str | None
+    tracefs_status: str
+    btf_present: bool
+    program_kinds: dict[str, bpfcaps.Probe]
+    headers: headers.Headers
+    bcc: BccStatus
+    functions: dict[str, dict]
+    tracepoints: dict[str, bool]
+    ksm: dict[str, str | None]
+    thp: dict[str, str | None]
+    tier: str = "errno"
+    tier_reason: str = ""
+    probe_seconds: float = 0.0
+    attachable_functions: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "tier": self.tier,
+            "tier_reason": self.tier_reason,
+            "kernel_release": self.kernel_release,
+            "uffdio_move_supported": self.uffdio_move_supported,
+            "uffdio_move_detail": self.uffdio_move_detail,
+            "privileges": {"euid": self.euid, "root": self.euid == 0},
+            "tracefs": {"path": self.tracefs_path, "status": self.tracefs_status},
+            "btf": {"present": self.btf_present, "path": btf.VMLINUX_BTF},
+            "bpf_program_kinds": {k: p.to_json() for k, p in self.program_kinds.items()},
+            "kernel_headers": self.headers.to_json(),
+            "bcc": self.bcc.to_json(),
+            "functions": self.functions,
+            "attachable_functions": self.attachable_functions,
+            "tracepoints": self.tracepoints,
+            "ksm": self.ksm,
+            "thp": self.thp,
+            "probe_seconds": round(self.probe_seconds, 3),
+        }
+
+
+def choose_tier(c: Capabilities) -> tuple[str, str]:
+    """The richest tier this machine supports, and why not a richer one."""
+    if c.euid != 0:
+        return "errno", "not root: BPF tracing needs root (CAP_BPF + CAP_PERFMON)"
+    if not c.bcc.importable:
+        return "errno", c.bcc.error or "bcc is not importable"
+    if c.headers.path is None:
+        return "errno", f"bcc finds no kernel headers; {headers.FALLBACK_HINT}"
+    if not c.bcc.compiles:
+        return "errno", f"bcc cannot compile here: {c.bcc.error}"
+    if c.tracefs_path is None:
+        return "errno", f"tracefs: {c.tracefs_status}"
+    tp = c.program_kinds["tracepoint"]
+    tracepoint_ok = tp.attaches and all(c.tracepoints[t] for t in REQUIRED_TRACEPOINTS)
+    move_pages = c.functions["move_pages"]
+    kernel_ok = move_pages["fentry"]["attaches"] or move_pages["kprobe"]["attaches"]
+    if kernel_ok and c.headers.matches_running:
+        return "kernel", ("move_pages attaches via "
+                          + ("fentry" if move_pages["fentry"]["attaches"] else "kprobe"))
+    why_not_kernel = (
+        f"kernel tier impossible: fentry ({c.program_kinds['fentry'].detail}); "
+        f"kprobe ({c.program_kinds['kprobe'].detail})" if not kernel_ok else
+        f"kernel tier needs headers of this kernel, bcc uses {c.headers.release}")
+    if tracepoint_ok:
+        return "tracepoint", why_not_kernel
+    return "errno", f"{why_not_kernel}; tracepoint attach failed: {tp.detail}"
+
+
+def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities:
+    started = time.monotonic()
+    release = os.uname().release
+    supported, detail = move_support()
+    if mount_tracefs:
+        tfs, tfs_status = tracefs.ensure_mounted()
+    else:
+        tfs = tracefs.find()
+        tfs_status = f"mounted at {tfs}" if tfs else "not mounted"
+    btf_present = Path(btf.VMLINUX_BTF).exists()
+    syms = kallsyms.find_functions(MOVE_PATH_FUNCTIONS)
+    btf_ids = btf.find_funcs(MOVE_PATH_FUNCTIONS) if btf_present else \
+        dict.fromkeys(MOVE_PATH_FUNCTIONS)
+    tp_ids = {}
+    for name in TRACEPOINTS:
+        cat, ev = name.split(":")
+        tp_ids[name] = tracefs.tracepoint_id(tfs, cat, ev) if tfs else None
+
+    existing = [f for f in MOVE_PATH_FUNCTIONS if syms[f]]
+    kprobe_kind, kprobe_per = bpfcaps.probe_kprobes([syms[f].name for f in existing])
+    fentry_kind, fentry_per = bpfcaps.probe_fentry({f: btf_ids[f] for f in existing})
+    functions = {}
+    for f in MOVE_PATH_FUNCTIONS:
+        sym = syms[f]
+        functions[f] = {
+            "kallsyms": {"symbol": sym.name, "type": sym.kind} if sym else None,
+            "btf_func_id": btf_ids[f],
+            "fentry": (fentry_per[f] if sym else bpfcaps.Probe(None, False, "no symbol")).to_json(),
+            "kprobe": (kprobe_per[sym.name] if sym
+                       else bpfcaps.Probe(None, False, "no symbol")).to_json(),
+        }
+    kinds = {
+        "tracepoint": bpfcaps.probe_tracepoint(tp_ids["syscalls:sys_enter_ioctl"],
+                                               "syscalls:sys_enter_ioctl"),
+        "raw_tracepoint": bpfcaps.probe_raw_tracepoint("sys_enter"),
+        "kprobe": kprobe_kind,
+        "fentry": fentry_kind,
+    }
+    caps = Capabilities(
+        kernel_release=release, uffdio_move_supported=supported, uffdio_move_detail=detail,
+        euid=os.geteuid(), tracefs_path=str(tfs) if tfs else None, tracefs_status=tfs_status,
+        btf_present=btf_present, program_kinds=kinds, headers=headers.find(release),
+        bcc=probe_bcc() if check_bcc else BccStatus(False, None, None, None, None, "not probed"),
+        functions=functions, tracepoints={t: i is not None for t, i in tp_ids.items()},
+        ksm={k: _read(Path("/sys/kernel/mm/ksm") / k) for k in KSM_SETTINGS},
+        thp={k: _thp_mode(_read(Path("/sys/kernel/mm/transparent_hugepage") / k))
+             for k in THP_SETTINGS},
+    )
+    caps.attachable_functions = [f for f, info in functions.items()
+                                 if info["fentry"]["attaches"] or info["kprobe"]["attaches"]]
+    caps.tier, caps.tier_reason = choose_tier(caps)
+    caps.probe_seconds = time.monotonic() - started
+    return caps
