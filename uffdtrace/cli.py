@@ -1,0 +1,45 @@
+"""`uffdtrace` command line: subcommands, and one place that turns user
+mistakes into a one-line error instead of a traceback."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .commands import doctor, workload
+from .errors import UserError
+
+COMMANDS = [doctor, workload]
+
+EPILOG = """\
+examples:
+  uffdtrace doctor                        # what this kernel lets uffdtrace see
+  uffdtrace workload --scenario pinned    # reproduce an io_uring-pinned failure
+  uffdtrace workload --scenario mixed -d 30   # 30 s of every failure class
+
+run `uffdtrace COMMAND --help` for each command's options and examples.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uffdtrace", description="eBPF tracing and diagnostics for Linux UFFDIO_MOVE.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"uffdtrace {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UserError as exc:
+        print(f"uffdtrace: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,114 @@
+"""`uffdtrace workload`: make the kernel produce each UFFDIO_MOVE outcome."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+
+from ..workload.runner import SPECIAL, WorkloadResult, run_workload, scenario_names
+from ..workload.scenarios import SCENARIOS
+
+EXAMPLES = """\
+examples:
+  uffdtrace workload --list                          # every scenario, one line each
+  uffdtrace workload --scenario pinned               # EAGAIN, partial: io_uring pin
+  uffdtrace workload --scenario ksm --json           # EBUSY on a KSM page, as JSON
+  uffdtrace workload --scenario thp --pages 4        # four 2 MiB PMD moves
+  uffdtrace workload --scenario storm --iterations 1000000
+  uffdtrace workload --scenario mixed --rate 500 -d 0   # until Ctrl-C
+
+exit status: 0 when every call did what the scenario promises, 1 when the
+kernel answered differently (printed), 2 on bad usage, 130 if interrupted.
+"""
+MAX_LISTED_CALLS = 20
+
+
+def add_parser(sub):
+    p = sub.add_parser("workload", help="reproduce UFFDIO_MOVE outcomes on demand",
+                       description="Perform real UFFDIO_MOVEs that reproduce one outcome "
+                       "(success or a specific failure) on this kernel.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-s", "--scenario", metavar="NAME", help="one of: "
+                   + ", ".join(scenario_names()))
+    p.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    p.add_argument("--pages", type=int, metavar="N",
+                   help="pages per round (thp: 2 MiB pages; storm: ping-pong slots)")
+    p.add_argument("--iterations", type=int, metavar="N",
+                   help="rounds to run (storm: number of moves, default 100000)")
+    p.add_argument("--rate", type=float, default=200.0, metavar="MOVES_PER_S",
+                   help="mixed: target moves per second (default 200)")
+    p.add_argument("-d", "--duration", type=float, default=10.0, metavar="SECONDS",
+                   help="mixed: how long to run, 0 = until Ctrl-C (default 10)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def list_scenarios() -> str:
+    lines = []
+    for s in SCENARIOS.values():
+        outcome = s.expect_errno or "success"
+        if s.expect_partial:
+            outcome += " (partial)"
+        lines.append(f"  {s.name:<20} {outcome:<18} {s.summary}")
+    for name, summary in SPECIAL.items():
+        lines.append(f"  {name:<20} {'-':<18} {summary}")
+    return "scenarios:\n" + "\n".join(lines)
+
+
+def _progress(result: WorkloadResult):
+    s = result.summary()
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(s["errors"].items()))
+    print(f"  {result.elapsed_s:6.1f} s  {s['calls']} moves  ok {s['ok']}"
+          + (f"  {errors}" if errors else ""), file=sys.stderr, flush=True)
+
+
+def _by_scenario(result: WorkloadResult) -> list[str]:
+    """One row per scenario: too many calls to list one by one."""
+    outcomes: dict[str, Counter] = {}
+    for name, call in result.calls:
+        outcomes.setdefault(name, Counter())[call.errno or "ok"] += 1
+    rows = [f"  {'SCENARIO':<20} {'CALLS':>6}  OUTCOMES"]
+    for name, counts in outcomes.items():
+        rows.append(f"  {name:<20} {sum(counts.values()):>6}  "
+                    + ", ".join(f"{k} x{v}" for k, v in counts.most_common()))
+    return rows
+
+
+def render(result: WorkloadResult) -> str:
+    s = result.summary()
+    plural = "" if s["calls"] == 1 else "s"
+    out = [f"scenario {result.scenario}: {s['calls']} UFFDIO_MOVE call{plural} in "
+           f"{s['elapsed_s']:.3f} s" + (" (interrupted)" if result.interrupted else "")]
+    if len(result.calls) > MAX_LISTED_CALLS:
+        out.extend(_by_scenario(result))
+    elif result.calls:
+        out.append(f"  {'DST':<14} {'SRC':<14} {'LEN':>8} {'MODE':>4} {'RET':>3} "
+                   f"{'ERRNO':<7} {'MOVE':>8} {'PID':>7} {'USEC':>7}")
+        for _, c in result.calls[:MAX_LISTED_CALLS]:
+            out.append(f"  {c.dst:#014x} {c.src:#014x} {c.len:>8} {c.mode:>4} {c.ret:>3} "
+                       f"{c.errno or '-':<7} {c.move:>8} {c.pid:>7} {c.ns / 1000:>7.1f}")
+    errors = ", ".join(f"{k}: {v}" for k, v in sorted(s["errors"].items())) or "none"
+    out.append(f"  ok {s['ok']}, failed {s['failed']} ({errors}), "
+               f"{s['bytes_moved']} bytes moved"
+               + (f", {s['moves_per_s']:.0f} moves/s" if s["moves_per_s"] else ""))
+    if result.scenario in SCENARIOS and not result.interrupted:
+        out.append("  UNEXPECTED: " + "; ".join(result.problems) if result.problems
+                   else "  reproduced as expected")
+    return "\n".join(out)
+
+
+def run(args) -> int:
+    if args.list:
+        print(list_scenarios())
+        return 0
+    if not args.scenario:
+        print("uffdtrace: workload needs --scenario NAME (or --list)", file=sys.stderr)
+        return 2
+    progress = _progress if sys.stderr.isatty() and not args.json else None
+    result = run_workload(args.scenario, pages=args.pages, iterations=args.iterations,
+                          rate=args.rate, duration=args.duration, progress=progress)
+    print(json.dumps(result.to_json()) if args.json else render(result))
+    if result.interrupted and args.scenario != "mixed":
+        return 130
+    return 1 if result.problems else 0
