@@ -1,0 +1,28 @@
+"""Shared test plumbing.
+
+Tests are marked by tier from their directory (tests/unit -> unit, ...), so
+`pytest -m native` runs one tier.  Tiers that cannot run here skip with the
+reason (pytest -ra prints it).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TIERS = ("unit", "tui", "native", "live", "vm")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = Path(str(item.fspath)).relative_to(ROOT / "tests").parts[0]
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture
+def root_required():
+    if os.geteuid() != 0:
+        pytest.skip("needs root")

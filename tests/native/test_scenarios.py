@@ -1,0 +1,199 @@
+"""Each workload scenario makes this kernel give its outcome, every time.
+
+The expectations below are written independently of the scenario registry:
+they are what Linux 6.18 answers (see the foundation issue and
+reference/kernel-uffdio-move.md), so a wrong scenario cannot vouch for itself.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, uffdtrace, uffdtrace_json
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+HPAGE = 2 << 20
+KSM = Path("/sys/kernel/mm/ksm")
+KSM_RESTORE_FILE = Path("/run/uffdtrace-ksm-restore.json")
+KSM_TOUCHED = ("run", "pages_to_scan", "sleep_millisecs")
+
+
+def untouched(c):   # rejected before move_pages(): the kernel never writes `move`
+    return c["move"] == 0
+
+
+def neg(err):
+    return lambda c: c["move"] == -err
+
+
+def everything(c):
+    return c["move"] == c["len"]
+
+
+def half(c):
+    return c["move"] == c["len"] // 2
+
+
+# scenario: (errno, calls per round, len of each call, check of `move`)
+EXPECTED = {
+    "ok": (None, 4, PAGE, everything),
+    "thp": (None, 1, HPAGE, everything),
+    "dst_populated": ("EEXIST", 1, PAGE, neg(errno.EEXIST)),
+    "partial": ("EAGAIN", 1, 8 * PAGE, half),
+    "src_hole": ("ENOENT", 1, 4 * PAGE, neg(errno.ENOENT)),
+    "src_hole_allowed": (None, 1, 4 * PAGE, everything),
+    "pinned": ("EAGAIN", 1, 8 * PAGE, half),
+    "ksm": ("EBUSY", 4, PAGE, neg(errno.EBUSY)),
+    "fork_shared": ("EBUSY", 2, PAGE, neg(errno.EBUSY)),
+    "misaligned": ("EINVAL", 1, PAGE, untouched),
+    "dst_not_registered": ("EINVAL", 1, PAGE, neg(errno.EINVAL)),
+    "vma_shared": ("EINVAL", 1, PAGE, neg(errno.EINVAL)),
+    "src_readonly": ("EINVAL", 1, PAGE, neg(errno.EINVAL)),
+    "cross_mm": ("EINVAL", 1, PAGE, untouched),
+}
+ROUNDS = 3
+
+
+def check_call(scenario: str, call: dict):
+    want_errno, _, want_len, move_ok = EXPECTED[scenario]
+    assert call["errno"] == want_errno, (scenario, call)
+    assert call["ret"] == (0 if want_errno is None else -1), (scenario, call)
+    assert call["len"] == want_len, (scenario, call)
+    assert move_ok(call), (scenario, call)
+
+
+def ksm_settings() -> dict[str, str]:
+    return {k: (KSM / k).read_text().strip() for k in KSM_TOUCHED}
+
+
+@pytest.fixture
+def ksm_root():
+    if os.geteuid() != 0:
+        pytest.skip("the ksm scenario needs root to drive ksmd")
+    if not KSM.is_dir():
+        pytest.skip("kernel built without KSM")
+
+
+@pytest.mark.parametrize("scenario", [s for s in EXPECTED if s != "ksm"])
+def test_scenario_outcome_every_round(scenario):
+    out = uffdtrace_json("workload", "-s", scenario, "--iterations", str(ROUNDS))
+    assert out["scenario"] == scenario
+    assert out["problems"] == []
+    calls = out["calls"]
+    assert len(calls) == EXPECTED[scenario][1] * ROUNDS
+    for call in calls:
+        check_call(scenario, call)
+        assert call["scenario"] == scenario
+        # every call but cross_mm's comes from the workload process itself
+        assert (call["pid"] != out["pid"]) == (scenario == "cross_mm")
+
+
+def test_ksm_outcome_and_settings_restored(ksm_root):
+    before = ksm_settings()
+    out = uffdtrace_json("workload", "-s", "ksm", "--iterations", "2", timeout=180)
+    assert len(out["calls"]) == 2 * EXPECTED["ksm"][1]
+    for call in out["calls"]:
+        check_call("ksm", call)
+    # the workload verified (kpageflags) that exactly the moved pages were merged
+    merged = [page for facts in out["setup"] for page in facts["ksm_pages"]]
+    assert sorted(merged) == sorted(c["src"] for c in out["calls"])
+    assert ksm_settings() == before
+    assert not KSM_RESTORE_FILE.exists()
+
+
+def test_thp_moves_a_real_huge_page():
+    out = uffdtrace_json("workload", "-s", "thp", "--pages", "2")
+    assert [c["len"] for c in out["calls"]] == [HPAGE, HPAGE]
+    (facts,) = out["setup"]
+    assert facts["src_thp"] is True, "src was not a THP: the move took the PTE path"
+    assert facts["dst_thp_after"] is True, "dst is not a THP after the move"
+
+
+def test_pinned_move_stops_at_the_first_pinned_page():
+    out = uffdtrace_json("workload", "-s", "pinned")
+    (call,) = out["calls"]
+    (facts,) = out["setup"]
+    pin = facts["pinned"]
+    assert pin["pid"] == out["pid"] and pin["method"] == "io_uring fixed buffer"
+    assert call["src"] + call["move"] == pin["addr"]
+
+
+def test_partial_move_stops_at_the_populated_dst_page():
+    out = uffdtrace_json("workload", "-s", "partial", "--pages", "16")
+    (call,) = out["calls"]
+    (facts,) = out["setup"]
+    assert call["move"] == 8 * PAGE
+    assert call["dst"] + call["move"] == facts["populated_dst"]
+
+
+def test_storm_counts_every_move():
+    out = uffdtrace_json("workload", "-s", "storm", "--iterations", "20000")
+    s = out["summary"]
+    assert (s["calls"], s["ok"], s["failed"]) == (20000, 20000, 0)
+    assert s["bytes_moved"] == 20000 * PAGE
+
+
+def test_mixed_reproduces_every_class_at_its_rate():
+    out = uffdtrace_json("workload", "-s", "mixed", "-d", "2", "--rate", "400")
+    assert out["problems"] == []
+    assert set(out["summary"]["errors"]) >= {"EAGAIN", "EBUSY", "EEXIST", "EINVAL", "ENOENT"}
+    for call in out["calls"]:
+        check_call(call["scenario"], call)
+    # paced: roughly rate x duration moves, not a flood
+    assert 300 <= out["summary"]["calls"] <= 1000
+
+
+def _workload_processes(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmd and proc.name.isdigit():
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_sigterm_stops_cleanly_with_results_and_no_leftover_children():
+    # --rate chosen as a marker so we find exactly this run's processes
+    marker = "--rate 321"
+    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", "-s", "mixed",
+                             "-d", "0", *marker.split(), "--json"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    out = json.loads(stdout)
+    assert out["summary"]["interrupted"] is True
+    assert out["summary"]["calls"] > 100
+    time.sleep(0.2)
+    assert _workload_processes(marker) == []
+
+
+def test_ksm_settings_restored_after_sigkill(ksm_root):
+    before = ksm_settings()
+    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", "-s", "ksm",
+                             "--iterations", "1000"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not KSM_RESTORE_FILE.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.kill()
+    proc.wait()
+    assert KSM_RESTORE_FILE.exists(), "the run never saved its restore file"
+    assert ksm_settings()["run"] == "1"  # SIGKILL left ksmd on...
+    # ...and the next ksm run puts the original settings back first
+    uffdtrace("workload", "-s", "ksm", "--pages", "2", timeout=120)
+    assert ksm_settings() == before
+    assert not KSM_RESTORE_FILE.exists()
