@@ -9,7 +9,8 @@ from pathlib import Path
 from cffi import FFI
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADERS = ["bpf/uffd_move_abi.h", "native/uffdw.h", "native/bpfprobe.h"]
+HEADERS = ["bpf/uffd_move_abi.h", "bpf/uffdtrace_event.h", "native/uffdw.h",
+           "native/bpfprobe.h"]
 SOURCES = ["native/uffdw.c", "native/bpfprobe.c"]
 
 # libc and kernel constants the Python side needs; "..." makes the C
@@ -36,7 +37,9 @@ static const int BPF_TRACE_FEXIT;
 """
 
 ffibuilder = FFI()
-ffibuilder.cdef("typedef uint64_t __u64; typedef int64_t __s64;")
+# The kernel fixed-width names the shared headers use.
+ffibuilder.cdef("typedef uint64_t __u64; typedef int64_t __s64; "
+               "typedef uint32_t __u32; typedef int32_t __s32;")
 for header in HEADERS:
     ffibuilder.cdef((ROOT / header).read_text())
 ffibuilder.cdef(SYSTEM_CONSTANTS)
@@ -48,6 +51,7 @@ ffibuilder.set_source(
     #include <linux/userfaultfd.h>
     #include <sys/mman.h>
     #include "bpf/uffd_move_abi.h"
+    #include "bpf/uffdtrace_event.h"
     #include "native/uffdw.h"
     #include "native/bpfprobe.h"
     """,

@@ -40,6 +40,9 @@ def add_parser(sub):
                    help="mixed: target moves per second (default 200)")
     p.add_argument("-d", "--duration", type=float, default=10.0, metavar="SECONDS",
                    help="mixed: how long to run, 0 = until Ctrl-C (default 10)")
+    p.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
+                   help="keep each round's memory this long after its moves, so a "
+                   "tracepoint-tier tracer can still read its page state (default 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -107,7 +110,8 @@ def run(args) -> int:
         return 2
     progress = _progress if sys.stderr.isatty() and not args.json else None
     result = run_workload(args.scenario, pages=args.pages, iterations=args.iterations,
-                          rate=args.rate, duration=args.duration, progress=progress)
+                          rate=args.rate, duration=args.duration, hold=args.hold,
+                          progress=progress)
     print(json.dumps(result.to_json()) if args.json else render(result))
     if result.interrupted and args.scenario != "mixed":
         return 130

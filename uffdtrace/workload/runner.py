@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import UserError
+from ..signals import terminate_as_interrupt
 from ..native import PAGE_SIZE, LoopStats, Mapping, MoveCall, Uffd
 from .scenarios import MIXED_CYCLE, SCENARIOS, Round, unexpected
 
@@ -62,26 +62,14 @@ class WorkloadResult:
         }
 
 
-@contextmanager
-def _signals_interrupt():
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so every ExitStack cleans up."""
-    def raise_interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _run_round(uffd: Uffd, name: str, pages: int, result: WorkloadResult):
+def _run_round(uffd: Uffd, name: str, pages: int, result: WorkloadResult, hold: float):
     scenario = SCENARIOS[name]
     with ExitStack() as stack:
         r = Round(uffd=uffd, pages=pages, stack=stack, scenario=name)
         try:
             scenario.run(r)
+            if hold:
+                time.sleep(hold)  # let a tracer read /proc before we unmap
         finally:
             # Keep what was done even if the round was cut short.
             result.calls.extend(r.calls)
@@ -106,7 +94,7 @@ def _storm(uffd: Uffd, pages: int, moves: int, result: WorkloadResult):
                                f"(first: {result.loop.first_errno})")
 
 
-def _mixed(uffd: Uffd, rate: float, duration: float, result: WorkloadResult,
+def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: WorkloadResult,
            progress: Callable[[WorkloadResult], None] | None):
     start = time.monotonic()
     next_report = start + 1.0
@@ -114,7 +102,7 @@ def _mixed(uffd: Uffd, rate: float, duration: float, result: WorkloadResult,
     while duration <= 0 or time.monotonic() - start < duration:
         name = MIXED_CYCLE[i % len(MIXED_CYCLE)]
         i += 1
-        _run_round(uffd, name, SCENARIOS[name].default_pages, result)
+        _run_round(uffd, name, SCENARIOS[name].default_pages, result, hold)
         # Pace on moves, not rounds: sleep until the budget catches up.
         ahead = len(result.calls) / rate - (time.monotonic() - start)
         if ahead > 0:
@@ -126,7 +114,7 @@ def _mixed(uffd: Uffd, rate: float, duration: float, result: WorkloadResult,
 
 
 def validate(name: str, pages: int | None, iterations: int | None,
-             rate: float, duration: float) -> None:
+             rate: float, duration: float, hold: float = 0.0) -> None:
     if name not in SCENARIOS and name not in SPECIAL:
         raise UserError(f"unknown scenario {name!r}; choose from: {', '.join(scenario_names())}")
     if pages is not None and pages < 1:
@@ -137,6 +125,8 @@ def validate(name: str, pages: int | None, iterations: int | None,
         raise UserError("--iterations must be at least 1")
     if rate <= 0:
         raise UserError("--rate must be positive")
+    if hold < 0:
+        raise UserError("--hold must be >= 0")
     if duration < 0:
         raise UserError("--duration must be >= 0 (0 = until interrupted)")
     if name in SCENARIOS and SCENARIOS[name].needs_root and os.geteuid() != 0:
@@ -144,22 +134,22 @@ def validate(name: str, pages: int | None, iterations: int | None,
 
 
 def run_workload(name: str, *, pages: int | None = None, iterations: int | None = None,
-                 rate: float = 200.0, duration: float = 10.0,
+                 rate: float = 200.0, duration: float = 10.0, hold: float = 0.0,
                  progress: Callable[[WorkloadResult], None] | None = None) -> WorkloadResult:
     """Run one scenario; Ctrl-C/SIGTERM stop it cleanly with what was done."""
-    validate(name, pages, iterations, rate, duration)
+    validate(name, pages, iterations, rate, duration, hold)
     result = WorkloadResult(scenario=name)
     start = time.monotonic()
-    with _signals_interrupt(), Uffd() as uffd:
+    with terminate_as_interrupt(), Uffd() as uffd:
         try:
             if name == "storm":
                 _storm(uffd, pages or STORM_DEFAULT_PAGES,
                        iterations or STORM_DEFAULT_MOVES, result)
             elif name == "mixed":
-                _mixed(uffd, rate, duration, result, progress)
+                _mixed(uffd, rate, duration, hold, result, progress)
             else:
                 for _ in range(iterations or 1):
-                    _run_round(uffd, name, pages or SCENARIOS[name].default_pages, result)
+                    _run_round(uffd, name, pages or SCENARIOS[name].default_pages, result, hold)
         except KeyboardInterrupt:
             result.interrupted = True
     result.elapsed_s = time.monotonic() - start

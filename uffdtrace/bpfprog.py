@@ -1,0 +1,32 @@
+"""Assemble the BPF program text bcc compiles, configured by #defines."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+TRACEPOINT_PROGRAM = "uffdtrace.bpf.c"
+DEFAULT_RINGBUF_PAGES = 1024   # 4 MiB: ~18k move events of headroom
+
+
+@dataclass(frozen=True)
+class ProgramConfig:
+    pid: int = 0              # 0 = every process
+    tid: int = 0              # 0 = every thread
+    follow: bool = False      # only processes in the `traced` map (+ their children)
+    failed_only: bool = False # send events for failed moves only (aggregates see all)
+    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
+
+
+def program_text(config: ProgramConfig) -> str:
+    defines = {
+        "UT_PID": config.pid, "UT_TID": config.tid, "UT_FOLLOW": int(config.follow),
+        "UT_FAILED_ONLY": int(config.failed_only), "UT_RINGBUF_PAGES": config.ringbuf_pages,
+    }
+    prelude = "".join(f"#define {k} {v}\n" for k, v in defines.items())
+    return prelude + (BPF_DIR / TRACEPOINT_PROGRAM).read_text()
+
+
+def cflags() -> list[str]:
+    # -w: bcc 0.26's clang floods stderr with warnings on 6.x headers.
+    return ["-w", f"-I{BPF_DIR}"]

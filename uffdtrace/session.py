@@ -1,0 +1,194 @@
+"""The tracing engine as a library: load the BPF program through bcc, drain
+its ring buffer, and turn each move into a diagnosed TracedMove.
+
+    with Session(pid=1234) as s:
+        s.start()
+        while True:
+            for item in s.poll(100):
+                ...   # TracedMove or PinEvent
+
+Used by `trace`, `record`, the TUI and the tests alike.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import time
+from dataclasses import dataclass
+
+from . import bpfprog
+from .diagnose import Diagnosis, PinTable, diagnose
+from .enrich import Enrichment, enrich
+from .errors import UserError
+from .events import MoveEvent, PinEvent, decode
+from .kernel import headers, tracefs
+from .native import errno_name
+
+TIER = "tracepoint"   # the kernel tier's hooks are added by the QEMU-tested issue
+STAT_NAMES = ["moves_entered", "events_sent", "ringbuf_drops", "arg_read_fails",
+              "inflight_full", "pins_seen"]
+
+
+@dataclass(frozen=True)
+class TracedMove:
+    event: MoveEvent
+    diagnosis: Diagnosis
+    enrichment: Enrichment | None
+
+    def to_json(self) -> dict:
+        return {"type": "move", **self.event.to_json(),
+                "diagnosis": self.diagnosis.to_json(),
+                "enrichment": self.enrichment.to_json() if self.enrichment else None}
+
+
+def _bcc():
+    try:
+        import bcc
+    except ImportError:
+        raise UserError("bcc is not importable: install Debian's python3-bpfcc and run "
+                        "uffdtrace from the project's .venv (scripts/setup.sh)") from None
+    return bcc
+
+
+def _compile_error(stderr_text: str) -> str:
+    errors = [ln.strip() for ln in stderr_text.splitlines() if "error" in ln.lower()]
+    return errors[0] if errors else "see `uffdtrace doctor`"
+
+
+class Session:
+    def __init__(self, *, pid: int = 0, tid: int = 0, follow: bool = False,
+                 failed_only: bool = False, enrich_failures: bool = True,
+                 ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES):
+        self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
+                                            failed_only=failed_only,
+                                            ringbuf_pages=ringbuf_pages)
+        self.enrich_failures = enrich_failures
+        self.tier = TIER
+        self.pins = PinTable()
+        self.bpf = None
+        self._pending: list[TracedMove | PinEvent] = []
+        self._callback_error: BaseException | None = None
+        self.started_wall = self.started_ktime_ns = None
+
+    @property
+    def program(self) -> str:
+        return bpfprog.program_text(self.config)
+
+    @property
+    def probes(self) -> list[str]:
+        """The tracepoints the program attaches."""
+        return [f"{c}:{e}" for c, e in
+                re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", self.program, re.M)]
+
+    def start(self):
+        if os.geteuid() != 0:
+            raise UserError("tracing needs root (CAP_BPF and CAP_PERFMON)")
+        tfs, status = tracefs.ensure_mounted()
+        if tfs is None:
+            raise UserError(f"tracefs is {status}")
+        if headers.find().path is None:
+            raise UserError(f"bcc finds no kernel headers: {headers.FALLBACK_HINT}")
+        bcc = _bcc()
+        # bcc reports compile errors on fd 2 and raises a bare Exception.
+        read_fd, write_fd = os.pipe()
+        saved = os.dup(2)
+        os.dup2(write_fd, 2)
+        try:
+            self.bpf = bcc.BPF(text=self.program, cflags=bpfprog.cflags())
+        except Exception as exc:
+            os.dup2(saved, 2)
+            os.close(write_fd)
+            detail = os.read(read_fd, 65536).decode(errors="replace")
+            raise UserError(f"cannot load the BPF program ({exc}): "
+                            f"{_compile_error(detail)}") from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            for fd in (read_fd, write_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.started_wall = time.time()
+        self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+    def follow_pid(self, pid: int):
+        """Trace `pid` (and, through sched_process_fork, its future children)."""
+        self.bpf["traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+
+    def _on_event(self, ctx, data, size) -> int:
+        # Exceptions here would be swallowed by ctypes: keep the first one.
+        try:
+            item = decode(data, size)
+            if isinstance(item, PinEvent):
+                self.pins.add(item)
+                self._pending.append(item)
+            elif isinstance(item, MoveEvent):
+                self._pending.append(self._diagnose(item))
+        except BaseException as exc:   # noqa: BLE001 - re-raised from poll()
+            self._callback_error = self._callback_error or exc
+        return 0
+
+    def _diagnose(self, move: MoveEvent) -> TracedMove:
+        en = None
+        if move.failed and self.enrich_failures:
+            offset = max(move.move, 0) if move.partial else 0
+            en = enrich(move.pid, move.src + offset, move.dst + offset)
+        return TracedMove(move, diagnose(move, en, self.pins, self.ksm_lookup), en)
+
+    def poll(self, timeout_ms: int = 100) -> list[TracedMove | PinEvent]:
+        """Wait up to timeout_ms for events; return everything decoded."""
+        self.bpf.ring_buffer_poll(timeout_ms)
+        if self._callback_error is not None:
+            exc, self._callback_error = self._callback_error, None
+            raise exc
+        items, self._pending = self._pending, []
+        return items
+
+    def drain(self) -> list[TracedMove | PinEvent]:
+        """Everything still queued, without waiting."""
+        items = []
+        while True:
+            more = self.poll(0)
+            if not more:
+                return items
+            items.extend(more)
+
+    def ksm_lookup(self, pfn: int) -> dict | None:
+        table = self.bpf["ksm_merges"]
+        try:
+            merge = table[table.Key(pfn)]
+        except KeyError:
+            return None
+        return {"merged_ts_ns": merge.ts_ns, "ksmd_pid": merge.pid}
+
+    def counters(self) -> dict[str, int]:
+        values = {i.value: v.value for i, v in self.bpf["stats"].items()}
+        return {name: values.get(i, 0) for i, name in enumerate(STAT_NAMES)}
+
+    def outcomes(self) -> list[dict]:
+        """In-kernel per-process errno-level outcome counts."""
+        rows = []
+        for k, v in self.bpf["outcomes"].items():
+            rows.append({"pid": k.pid, "errno": errno_name(k.err) if k.err else None,
+                         "partial": bool(k.partial), "count": v.value})
+        return sorted(rows, key=lambda r: (r["pid"], r["errno"] or ""))
+
+    def histograms(self) -> dict[str, dict[int, int]]:
+        """log2 buckets: bucket b counts values in [2**(b-1), 2**b)."""
+        return {name: {k.value: v.value for k, v in self.bpf[name].items() if v.value}
+                for name in ("latency_log2", "size_log2")}
+
+    def close(self):
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
