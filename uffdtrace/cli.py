@@ -6,15 +6,17 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import doctor, workload
+from .commands import doctor, record, trace, workload
 from .errors import UserError
 
-COMMANDS = [doctor, workload]
+COMMANDS = [doctor, trace, record, workload]
 
 EPILOG = """\
 examples:
   uffdtrace doctor                        # what this kernel lets uffdtrace see
   uffdtrace workload --scenario pinned    # reproduce an io_uring-pinned failure
+  uffdtrace trace --failed-only           # every failing UFFDIO_MOVE, diagnosed
+  uffdtrace record -o t.jsonl -- uffdtrace workload --scenario pinned --hold 0.2
   uffdtrace workload --scenario mixed -d 30   # 30 s of every failure class
 
 run `uffdtrace COMMAND --help` for each command's options and examples.

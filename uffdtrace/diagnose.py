@@ -165,6 +165,13 @@ def diagnose(move: MoveEvent, en: Enrichment | None, pins: PinTable,
     # an unmapped page reads as "not present" and would look like a hole.
     have_pages = not gone
 
+    # An observed io_uring registration covering the failing page needs no
+    # page state: it stands even when the memory is already gone.
+    pin = pins.covering(move.pid, fail_addr) if err in (E.EAGAIN, E.EBUSY) else None
+    if pin is not None and not have_pages:
+        note = gone + [f"src page lies in an io_uring fixed buffer registered by pid {pin.pid}"]
+        return Diagnosis("partial" if move.partial else "page_pinned", INFERRED, fail_addr,
+                         "page_pinned" if move.partial else None, _pin_culprit(pin), note)
     if move.partial:
         if not have_pages:
             return Diagnosis("partial", ERRNO, fail_addr, None, None, gone)

@@ -95,7 +95,7 @@ class Session:
         saved = os.dup(2)
         os.dup2(write_fd, 2)
         try:
-            self.bpf = bcc.BPF(text=self.program, cflags=bpfprog.cflags())
+            self.bpf = bcc.BPF(text=self.program.encode(), cflags=bpfprog.cflags())
         except Exception as exc:
             os.dup2(saved, 2)
             os.close(write_fd)
@@ -110,13 +110,13 @@ class Session:
                     os.close(fd)
                 except OSError:
                     pass
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.bpf[b"events"].open_ring_buffer(self._on_event)
         self.started_wall = time.time()
         self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
     def follow_pid(self, pid: int):
         """Trace `pid` (and, through sched_process_fork, its future children)."""
-        self.bpf["traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        self.bpf[b"traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
     def _on_event(self, ctx, data, size) -> int:
         # Exceptions here would be swallowed by ctypes: keep the first one.
@@ -157,7 +157,7 @@ class Session:
             items.extend(more)
 
     def ksm_lookup(self, pfn: int) -> dict | None:
-        table = self.bpf["ksm_merges"]
+        table = self.bpf[b"ksm_merges"]
         try:
             merge = table[table.Key(pfn)]
         except KeyError:
@@ -165,20 +165,20 @@ class Session:
         return {"merged_ts_ns": merge.ts_ns, "ksmd_pid": merge.pid}
 
     def counters(self) -> dict[str, int]:
-        values = {i.value: v.value for i, v in self.bpf["stats"].items()}
+        values = {i.value: v.value for i, v in self.bpf[b"stats"].items()}
         return {name: values.get(i, 0) for i, name in enumerate(STAT_NAMES)}
 
     def outcomes(self) -> list[dict]:
         """In-kernel per-process errno-level outcome counts."""
         rows = []
-        for k, v in self.bpf["outcomes"].items():
+        for k, v in self.bpf[b"outcomes"].items():
             rows.append({"pid": k.pid, "errno": errno_name(k.err) if k.err else None,
                          "partial": bool(k.partial), "count": v.value})
         return sorted(rows, key=lambda r: (r["pid"], r["errno"] or ""))
 
     def histograms(self) -> dict[str, dict[int, int]]:
         """log2 buckets: bucket b counts values in [2**(b-1), 2**b)."""
-        return {name: {k.value: v.value for k, v in self.bpf[name].items() if v.value}
+        return {name: {k.value: v.value for k, v in self.bpf[name.encode()].items() if v.value}
                 for name in ("latency_log2", "size_log2")}
 
     def close(self):

@@ -38,3 +38,24 @@ def test_list_names_every_scenario():
     listed = {line.split()[0] for line in proc.stdout.splitlines()[1:]}
     assert listed == set(scenario_names())
     assert len(listed) >= 16
+
+
+@pytest.mark.parametrize("args, message", [
+    (["trace", "-p", "1", "--", "true"], "either -p PID or a COMMAND"),
+    (["record", "-o", "/nonexistent-dir/t.jsonl", "-d", "1"], "cannot write /nonexistent-dir"),
+    (["trace", "-d", "-1"], "-d must be >= 0"),
+])
+def test_tracing_bad_usage_is_one_line(args, message):
+    proc = uffdtrace(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("command", ["trace", "record"])
+def test_ebpf_prints_the_configured_program_without_tracing(command):
+    extra = ["-o", "/dev/null"] if command == "record" else []
+    proc = uffdtrace(command, *extra, "-p", "4242", "--failed-only", "--ebpf")
+    assert proc.returncode == 0
+    assert "#define UT_PID 4242" in proc.stdout and "#define UT_FAILED_ONLY 1" in proc.stdout
+    assert "TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)" in proc.stdout

@@ -1,0 +1,54 @@
+"""`uffdtrace record -o FILE`: every move, its diagnosis and the aggregates,
+to a JSON Lines trace file that is complete even when interrupted."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..tracefile import TraceWriter
+from .tracing import add_filter_options, run_session, session_from_args
+
+EXAMPLES = """\
+examples:
+  uffdtrace record -o moves.jsonl -d 30
+  uffdtrace record -o t.jsonl -- uffdtrace workload --scenario pinned --hold 0.2
+  uffdtrace record -o failures.jsonl -p 1234 --failed-only
+"""
+AGGREGATE_EVERY_S = 1.0
+
+
+def add_parser(sub):
+    p = sub.add_parser("record", help="record moves and their diagnosis to a trace file",
+                       description="Record every UFFDIO_MOVE, its diagnosis, pin "
+                       "attributions and periodic in-kernel aggregates to a JSON Lines file.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write")
+    add_filter_options(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    session = session_from_args(args)
+    if args.ebpf:
+        print(session.program)
+        return 0
+    writer = TraceWriter(args.output)
+    filters = {"pid": args.pid, "tid": args.tid, "failed_only": args.failed_only,
+               "duration": args.duration, "command": args.command}
+    try:
+        with session:
+            session.start()
+            writer.header(session, filters)
+            print(f"Recording UFFDIO_MOVE ({session.tier} tier) to {args.output}... "
+                  "Hit Ctrl-C to end.", file=sys.stderr, flush=True)
+            result = run_session(session, args.command, args.duration, writer.items,
+                                 tick=lambda t: writer.aggregates(session, t),
+                                 tick_every=AGGREGATE_EVERY_S)
+            writer.aggregates(session, result.elapsed_s)
+            writer.footer(session, result.reason, result.command_status)
+            drops = session.counters()["ringbuf_drops"]
+    finally:
+        writer.close()
+    print(f"{writer.moves} moves, {writer.pins} pin records, {drops} drops "
+          f"({result.reason}) -> {args.output}", file=sys.stderr)
+    return 0

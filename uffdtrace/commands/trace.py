@@ -1,0 +1,71 @@
+"""`uffdtrace trace`: one line per UFFDIO_MOVE as it happens, diagnosed."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+
+from ..session import TracedMove
+from .tracing import add_filter_options, printable, run_session, session_from_args
+
+EXAMPLES = """\
+examples:
+  uffdtrace trace                         # every UFFDIO_MOVE on the machine
+  uffdtrace trace -p 1234 --failed-only   # failures of one process
+  uffdtrace trace -d 10                   # for ten seconds
+  uffdtrace trace -- uffdtrace workload --scenario pinned --hold 0.2
+  uffdtrace trace --ebpf                  # print the BPF program
+"""
+HEADER = (f"{'TIME(s)':<9} {'PID':>7} {'COMM':<16} {'DST':<14} {'SRC':<14} {'LEN':>8} "
+          f"{'RESULT':<14} {'USEC':>7} {'TLB':>4}  CAUSE")
+
+
+def add_parser(sub):
+    p = sub.add_parser("trace", help="print every UFFDIO_MOVE as it happens, diagnosed",
+                       description="Trace UFFDIO_MOVE calls live: request, result, latency, "
+                       "TLB flushes and the diagnosed cause of each failure.",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_filter_options(p)
+    p.set_defaults(run=run)
+
+
+def format_move(m: TracedMove, t0_ns: int) -> str:
+    e, d = m.event, m.diagnosis
+    result = "ok" if not e.failed else f"{e.errno} {e.move}"
+    cause = d.cause if not d.underlying else f"{d.cause}: {d.underlying}"
+    line = (f"{(e.ts_ns - t0_ns) / 1e9:<9.3f} {e.pid:>7} {printable(e.comm):<16.16} "
+            f"{e.dst:#014x} {e.src:#014x} {e.len:>8} {result:<14.14} "
+            f"{e.latency_ns / 1000:>7.1f} {e.tlb_flushes:>4}  {cause}")
+    if e.failed:
+        line += f" [{d.evidence}]"
+        if d.culprit and d.culprit.get("kind") == "pin":
+            line += (f" pinned by pid {d.culprit['pid']} ({printable(d.culprit['comm'])}) "
+                     f"via {d.culprit['method']}")
+    return line
+
+
+def run(args) -> int:
+    session = session_from_args(args)
+    if args.ebpf:
+        print(session.program)
+        return 0
+    causes: Counter = Counter()
+    with session:
+        session.start()
+        print(f"Tracing UFFDIO_MOVE ({session.tier} tier)... Hit Ctrl-C to end.", flush=True)
+        print(HEADER, flush=True)
+        t0 = session.started_ktime_ns
+
+        def sink(items):
+            for item in items:
+                if isinstance(item, TracedMove):
+                    causes[item.diagnosis.underlying or item.diagnosis.cause] += 1
+                    print(format_move(item, t0), flush=True)
+
+        result = run_session(session, args.command, args.duration, sink)
+        counters = session.counters()
+    total = sum(causes.values())
+    summary = ", ".join(f"{k} {v}" for k, v in causes.most_common()) or "none"
+    print(f"\n{total} moves traced ({result.reason}); causes: {summary}; "
+          f"ring-buffer drops: {counters['ringbuf_drops']}", file=sys.stderr)
+    return 0
