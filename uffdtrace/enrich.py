@@ -78,9 +78,11 @@ def enrich(pid: int, src: int, dst: int) -> Enrichment:
     try:
         vmas = read_vmas(pid, [src, dst])
         src_page, dst_page = read_page_states(pid, [src, dst])
-    except ProcessGone:
+    except (ProcessGone, ProcessLookupError, FileNotFoundError):
+        # The process may exit at any point between our reads.
         return Enrichment(src, dst, None, None, None, None,
                           error=f"process {pid} exited before its pages could be read")
-    except PermissionError as exc:
-        return Enrichment(src, dst, None, None, None, None, error=f"cannot read /proc: {exc}")
+    except OSError as exc:
+        return Enrichment(src, dst, None, None, None, None,
+                          error=f"cannot read /proc/{pid}: {exc.strerror}")
     return Enrichment(src, dst, vmas[src], vmas[dst], src_page, dst_page)

@@ -60,7 +60,7 @@ def read_page_states(pid: int, addrs: list[int]) -> list[PageState]:
     """Page state of each address in process `pid` (page-aligned down)."""
     try:
         pagemap = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         raise ProcessGone(pid) from None
     try:
         kflags = os.open("/proc/kpageflags", os.O_RDONLY)
