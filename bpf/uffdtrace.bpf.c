@@ -171,12 +171,27 @@ TRACEPOINT_PROBE(tlb, tlb_flush)
 	return 0;
 }
 
+/* A wait the moving thread goes through: begin stamps, end accumulates. */
+static __always_inline void wait_begin(u64 *start)
+{
+	*start = bpf_ktime_get_ns();
+}
+
+static __always_inline void wait_end(u64 *start, u32 *count, u64 *total_ns)
+{
+	if (!*start)
+		return;
+	(*count)++;
+	*total_ns += bpf_ktime_get_ns() - *start;
+	*start = 0;
+}
+
 TRACEPOINT_PROBE(mmap_lock, mmap_lock_start_locking)
 {
 	struct ut_move_event *rec = current_move();
 
 	if (rec)
-		rec->mmap_lock_start_ns = bpf_ktime_get_ns();
+		wait_begin(&rec->mmap_lock_start_ns);
 	return 0;
 }
 
@@ -184,11 +199,9 @@ TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned)
 {
 	struct ut_move_event *rec = current_move();
 
-	if (!rec || !rec->mmap_lock_start_ns)
-		return 0;
-	rec->mmap_lock_acquires++;
-	rec->mmap_lock_wait_ns += bpf_ktime_get_ns() - rec->mmap_lock_start_ns;
-	rec->mmap_lock_start_ns = 0;
+	if (rec)
+		wait_end(&rec->mmap_lock_start_ns, &rec->mmap_lock_acquires,
+			 &rec->mmap_lock_wait_ns);
 	return 0;
 }
 
@@ -197,7 +210,7 @@ TRACEPOINT_PROBE(lock, contention_begin)
 	struct ut_move_event *rec = current_move();
 
 	if (rec)
-		rec->lock_start_ns = bpf_ktime_get_ns();
+		wait_begin(&rec->lock_start_ns);
 	return 0;
 }
 
@@ -205,11 +218,8 @@ TRACEPOINT_PROBE(lock, contention_end)
 {
 	struct ut_move_event *rec = current_move();
 
-	if (!rec || !rec->lock_start_ns)
-		return 0;
-	rec->lock_contentions++;
-	rec->lock_wait_ns += bpf_ktime_get_ns() - rec->lock_start_ns;
-	rec->lock_start_ns = 0;
+	if (rec)
+		wait_end(&rec->lock_start_ns, &rec->lock_contentions, &rec->lock_wait_ns);
 	return 0;
 }
 

@@ -1,9 +1,9 @@
 """`uffdtrace doctor`: what this kernel lets uffdtrace see, and why."""
 from __future__ import annotations
 
-import argparse
 import json
 
+from . import command_parser
 from ..capabilities import Capabilities, probe
 
 EXAMPLES = """\
@@ -17,11 +17,11 @@ exit status: 0 when some BPF tracing is possible (kernel or tracepoint tier),
 
 
 def add_parser(sub):
-    p = sub.add_parser("doctor", help="report what this kernel lets uffdtrace trace",
+    p = command_parser(sub, "doctor", help="report what this kernel lets uffdtrace trace",
                        description="Probe the running kernel: UFFDIO_MOVE support, BPF "
                        "program kinds that really load and attach, move-path functions, "
                        "kernel headers for bcc, KSM/THP settings, and the capability tier.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       examples=EXAMPLES)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-mount", action="store_true",
                    help="do not mount tracefs even if it is missing and we are root")

@@ -2,9 +2,9 @@
 to a JSON Lines trace file that is complete even when interrupted."""
 from __future__ import annotations
 
-import argparse
 import sys
 
+from . import command_parser
 from ..tracefile import TraceWriter
 from .tracing import add_filter_options, run_session, session_from_args
 
@@ -18,10 +18,10 @@ AGGREGATE_EVERY_S = 1.0
 
 
 def add_parser(sub):
-    p = sub.add_parser("record", help="record moves and their diagnosis to a trace file",
+    p = command_parser(sub, "record", help="record moves and their diagnosis to a trace file",
                        description="Record every UFFDIO_MOVE, its diagnosis, pin "
                        "attributions and periodic in-kernel aggregates to a JSON Lines file.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       examples=EXAMPLES)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write")
     add_filter_options(p)
     p.set_defaults(run=run)

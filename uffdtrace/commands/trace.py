@@ -1,10 +1,10 @@
 """`uffdtrace trace`: one line per UFFDIO_MOVE as it happens, diagnosed."""
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter
 
+from . import command_parser
 from ..session import TracedMove
 from .tracing import add_filter_options, printable, run_session, session_from_args
 
@@ -21,10 +21,10 @@ HEADER = (f"{'TIME(s)':<9} {'PID':>7} {'COMM':<16} {'DST':<14} {'SRC':<14} {'LEN
 
 
 def add_parser(sub):
-    p = sub.add_parser("trace", help="print every UFFDIO_MOVE as it happens, diagnosed",
+    p = command_parser(sub, "trace", help="print every UFFDIO_MOVE as it happens, diagnosed",
                        description="Trace UFFDIO_MOVE calls live: request, result, latency, "
                        "TLB flushes and the diagnosed cause of each failure.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       examples=EXAMPLES)
     add_filter_options(p)
     p.set_defaults(run=run)
 

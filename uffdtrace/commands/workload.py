@@ -1,11 +1,11 @@
 """`uffdtrace workload`: make the kernel produce each UFFDIO_MOVE outcome."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
 
+from . import command_parser
 from ..workload.runner import SPECIAL, WorkloadResult, run_workload, scenario_names
 from ..workload.scenarios import SCENARIOS
 
@@ -25,10 +25,10 @@ MAX_LISTED_CALLS = 20
 
 
 def add_parser(sub):
-    p = sub.add_parser("workload", help="reproduce UFFDIO_MOVE outcomes on demand",
+    p = command_parser(sub, "workload", help="reproduce UFFDIO_MOVE outcomes on demand",
                        description="Perform real UFFDIO_MOVEs that reproduce one outcome "
                        "(success or a specific failure) on this kernel.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       examples=EXAMPLES)
     p.add_argument("-s", "--scenario", metavar="NAME", help="one of: "
                    + ", ".join(scenario_names()))
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
