@@ -65,6 +65,10 @@ class PinTable:
 KsmLookup = Callable[[int], dict | None]   # pfn -> {"ts_ns", "pid"} or None
 
 
+def _pin_note(pin: PinEvent) -> str:
+    return f"src page lies in an io_uring fixed buffer registered by pid {pin.pid}"
+
+
 def _pin_culprit(pin: PinEvent) -> dict:
     return {"kind": "pin", "pid": pin.pid, "tid": pin.tid, "comm": pin.comm,
             "method": "io_uring fixed buffer (io_uring_register)", "ts_ns": pin.ts_ns,
@@ -90,8 +94,7 @@ def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,
         return "page_ksm", culprit, notes + ["kpageflags: KSM"]
     pin = pins.covering(move.pid, en.src_addr)
     if pin is not None:
-        return "page_pinned", _pin_culprit(pin), [
-            f"src page lies in an io_uring fixed buffer registered by pid {pin.pid}"]
+        return "page_pinned", _pin_culprit(pin), [_pin_note(pin)]
     if src is not None and src.has("zero_page"):
         return "zero_page", None, ["kpageflags: zero page"]
     if src is not None and src.swapped and not src.exclusive:
@@ -169,7 +172,7 @@ def diagnose(move: MoveEvent, en: Enrichment | None, pins: PinTable,
     # page state: it stands even when the memory is already gone.
     pin = pins.covering(move.pid, fail_addr) if err in (E.EAGAIN, E.EBUSY) else None
     if pin is not None and not have_pages:
-        note = gone + [f"src page lies in an io_uring fixed buffer registered by pid {pin.pid}"]
+        note = gone + [_pin_note(pin)]
         return Diagnosis("partial" if move.partial else "page_pinned", INFERRED, fail_addr,
                          "page_pinned" if move.partial else None, _pin_culprit(pin), note)
     if move.partial:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -90,26 +91,22 @@ class Session:
         if headers.find().path is None:
             raise UserError(f"bcc finds no kernel headers: {headers.FALLBACK_HINT}")
         bcc = _bcc()
-        # bcc reports compile errors on fd 2 and raises a bare Exception.
-        read_fd, write_fd = os.pipe()
-        saved = os.dup(2)
-        os.dup2(write_fd, 2)
-        try:
-            self.bpf = bcc.BPF(text=self.program.encode(), cflags=bpfprog.cflags())
-        except Exception as exc:
-            os.dup2(saved, 2)
-            os.close(write_fd)
-            detail = os.read(read_fd, 65536).decode(errors="replace")
-            raise UserError(f"cannot load the BPF program ({exc}): "
-                            f"{_compile_error(detail)}") from None
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            for fd in (read_fd, write_fd):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        # bcc reports compile errors on fd 2 and raises a bare Exception.  A
+        # file, not a pipe: a long error log must not fill a pipe and block.
+        with tempfile.TemporaryFile() as log:
+            saved = os.dup(2)
+            os.dup2(log.fileno(), 2)
+            try:
+                self.bpf = bcc.BPF(text=self.program.encode(), cflags=bpfprog.cflags())
+            except Exception as exc:
+                os.dup2(saved, 2)
+                log.seek(0)
+                detail = log.read().decode(errors="replace")
+                raise UserError(f"cannot load the BPF program ({exc}): "
+                                f"{_compile_error(detail)}") from None
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
         self.bpf[b"events"].open_ring_buffer(self._on_event)
         self.started_wall = time.time()
         self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)

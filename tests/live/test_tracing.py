@@ -156,3 +156,12 @@ def test_record_killed_leaves_readable_file(tmp_path, root_required):
     complete = [json.loads(line) for line in lines[:-1]]   # the last may be cut
     assert complete[0]["type"] == "header"
     assert sum(r["type"] == "move" for r in complete) > 100
+
+
+def test_compile_error_is_one_clear_user_error(monkeypatch, root_required):
+    import uffdtrace.bpfprog as bpfprog
+    from uffdtrace.errors import UserError
+    from uffdtrace.session import Session
+    monkeypatch.setattr(bpfprog, "program_text", lambda config: "int broken( {")
+    with pytest.raises(UserError, match="cannot load the BPF program.*error"):
+        Session().start()
