@@ -16,7 +16,6 @@ from pathlib import Path
 from .kernel import bpfcaps, btf, headers, kallsyms, tracefs
 from .native import move_support
 
-TIERS = ("kernel", "tracepoint", "errno")
 
 # Functions the kernel tier would hook (names differ across versions: a
 # missing one is a fact to report, not an error).
