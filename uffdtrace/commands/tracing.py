@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import UserError
-from ..session import Session
+from ..session import TIERS, Session
 from ..signals import terminate_as_interrupt
 
 
@@ -20,6 +20,11 @@ def add_filter_options(p):
                    help="report failed moves only (the in-kernel counters still see all)")
     p.add_argument("-d", "--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C or COMMAND exits)")
+    p.add_argument("--tier", choices=TIERS, default="auto",
+                   help="auto: the richest this kernel allows (default); kernel: fail "
+                        "unless move-path hooks attach; tracepoint: syscall tracepoints only")
+    p.add_argument("--kernel-hooks", choices=("auto", "fentry", "kprobe"), default="auto",
+                   help="how the kernel tier attaches (default: fentry if possible)")
     p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
     p.add_argument("command", nargs="*", metavar="-- COMMAND",
                    help="run COMMAND and trace it and its children until it exits")
@@ -33,7 +38,15 @@ def session_from_args(args) -> Session:
     if args.pid and args.command:
         raise UserError("give either -p PID or a COMMAND, not both")
     return Session(pid=args.pid, tid=args.tid, follow=bool(args.command),
-                   failed_only=args.failed_only)
+                   failed_only=args.failed_only, tier=args.tier,
+                   kernel_hooks=args.kernel_hooks)
+
+
+def print_program(session: Session) -> int:
+    """--ebpf: the program exactly as start() would load it on this kernel."""
+    session.choose_tier()
+    print(session.program)
+    return 0
 
 
 def _launch_gated(session: Session, command: list[str]) -> subprocess.Popen:
