@@ -365,7 +365,6 @@ UT_ON_ENTRY(userfaultfd_ioctl)
 #endif
 
 /* ---- the VMAs as move_pages() locks them ---- */
-#ifdef UT_HOOK_lock_vma_under_rcu
 static __always_inline u32 ut_vma_bits(u64 vma, u64 uffd_ctx)
 {
 	u64 vm_flags = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_flags));
@@ -394,24 +393,47 @@ static __always_inline u32 ut_vma_bits(u64 vma, u64 uffd_ctx)
 	return bits;
 }
 
+/* Record the VMA's bits as src or dst by the range it covers: one helper for
+ * both ways move_pages() finds its VMAs. */
+static __always_inline void ut_saw_vma(struct ut_move_event *rec, u64 vma)
+{
+	u64 start = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_start));
+	u64 end = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_end));
+
+	if (rec->dst >= start && rec->dst < end && !(rec->kflags & UT_K_DST_VMA)) {
+		rec->kflags |= UT_K_DST_VMA;
+		rec->dst_vma = ut_vma_bits(vma, rec->scratch_ctx);
+	}
+	if (rec->src >= start && rec->src < end && !(rec->kflags & UT_K_SRC_VMA)) {
+		rec->kflags |= UT_K_SRC_VMA;
+		rec->src_vma = ut_vma_bits(vma, rec->scratch_ctx);
+	}
+}
+
+#ifdef UT_HOOK_lock_vma_under_rcu
+/* the per-VMA-lock path: lock_vma_under_rcu(mm, addr) -> vma or NULL */
 UT_SAVE_ARGS_IN_MOVE(lock_vma_under_rcu)
 UT_ON_EXIT(lock_vma_under_rcu)
 {
 	struct ut_move_event *rec = current_move();
 	u64 vma = UT_RET();
 
-	if (rec && vma && (rec->kflags & UT_K_MOVE_PAGES)) {
-		u64 addr = UT_EXIT_ARG(lock_vma_under_rcu, 1);
-
-		if (addr == rec->dst && !(rec->kflags & UT_K_DST_VMA)) {
-			rec->kflags |= UT_K_DST_VMA;
-			rec->dst_vma = ut_vma_bits(vma, rec->scratch_ctx);
-		} else if (addr == rec->src && !(rec->kflags & UT_K_SRC_VMA)) {
-			rec->kflags |= UT_K_SRC_VMA;
-			rec->src_vma = ut_vma_bits(vma, rec->scratch_ctx);
-		}
-	}
+	if (rec && vma && (rec->kflags & UT_K_MOVE_PAGES))
+		ut_saw_vma(rec, vma);
 	UT_EXIT_DONE(lock_vma_under_rcu);
+	return 0;
+}
+#endif
+
+#ifdef UT_HOOK___anon_vma_prepare
+/* the mmap_lock fallback prepares a VMA that has no anon_vma yet (a
+ * destination never touched): __anon_vma_prepare(vma) */
+UT_ON_ENTRY(__anon_vma_prepare)
+{
+	struct ut_move_event *rec = current_move();
+
+	if (rec && (rec->kflags & UT_K_MOVE_PAGES))
+		ut_saw_vma(rec, UT_ARG(0));
 	return 0;
 }
 #endif

@@ -21,6 +21,7 @@ HOOKED_FUNCTIONS = {
     "move_pages": "move_pages() entered, and its own result",
     "userfaultfd_ioctl": "the uffd's owner mm (cross-mm moves)",
     "lock_vma_under_rcu": "src/dst VMA flags and registration",
+    "__anon_vma_prepare": "VMA flags on the mmap_lock path (untouched dst)",
     "move_pages_ptes": "each PTE batch's result (6.18+)",
     "move_pages_pte": "each PTE step's result (where not inlined)",
     "move_pages_huge_pmd": "each PMD step's result",

@@ -114,11 +114,12 @@ class Session:
         self.choose_tier()
         # bcc reports compile errors on fd 2 and raises a bare Exception.  A
         # file, not a pipe: a long error log must not fill a pipe and block.
+        text = self.program.encode()
         with tempfile.TemporaryFile() as log:
             saved = os.dup(2)
             os.dup2(log.fileno(), 2)
             try:
-                self.bpf = bcc.BPF(text=self.program.encode(), cflags=bpfprog.cflags())
+                self.bpf = bcc.BPF(text=text, cflags=bpfprog.cflags())
             except Exception as exc:
                 os.dup2(saved, 2)
                 log.seek(0)

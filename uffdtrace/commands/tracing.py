@@ -49,13 +49,19 @@ def print_program(session: Session) -> int:
     return 0
 
 
-def _launch_gated(session: Session, command: list[str]) -> subprocess.Popen:
+GATE_FD = 3
+
+
+def launch_gated(session: Session, command: list[str]) -> subprocess.Popen:
     """Start COMMAND held at a gate until its pid is in the traced map, so
     not one of its moves is missed."""
     gate_r, gate_w = os.pipe()
-    script = f'read -r _ <&{gate_r}; exec "$@"'
+    # /bin/sh (dash) only redirects single-digit fds: the gate is fd 3 in the
+    # child whatever number it has here (close_fds runs before preexec_fn).
+    script = f'read -r _ <&{GATE_FD}; exec {GATE_FD}<&-; exec "$@"'
     try:
-        proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", *command], pass_fds=(gate_r,))
+        proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", *command], pass_fds=(gate_r,),
+                                preexec_fn=lambda: os.dup2(gate_r, GATE_FD))
     finally:
         os.close(gate_r)
     session.follow_pid(proc.pid)
@@ -82,7 +88,7 @@ def run_session(session: Session, command: list[str], duration: float,
     with terminate_as_interrupt():
         try:
             if command:
-                proc = _launch_gated(session, command)
+                proc = launch_gated(session, command)
             while True:
                 sink(session.poll(100))
                 now = time.monotonic()
