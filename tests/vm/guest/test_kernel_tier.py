@@ -78,8 +78,8 @@ def test_every_scenario_is_observed(session):
     # process for all: python start-up is slow under TCG.  --hold 0: the
     # kernel tier needs no /proc reads after the call.
     from uffdtrace.workload.scenarios import MIXED_CYCLE
-    out, moves = traced_workload(session, "-s", "mixed", "-d", "8", "--rate", "100000",
-                                 "--hold", "0")
+    out, moves = traced_workload(session, "-s", "mixed", "--iterations", "1",
+                                 "--rate", "100000", "--hold", "0")
     assert {c["scenario"] for c in out["calls"]} == set(MIXED_CYCLE)
     assert set(MIXED_CYCLE) | {"ksm"} == set(SCENARIO_CAUSES)
     _assert_observed(out, moves)
