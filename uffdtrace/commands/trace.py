@@ -6,7 +6,8 @@ from collections import Counter
 
 from . import command_parser
 from ..session import TracedMove
-from .tracing import add_filter_options, printable, run_session, session_from_args
+from ..textsafe import printable
+from .tracing import add_filter_options, run_session, session_from_args
 
 EXAMPLES = """\
 examples:
