@@ -91,6 +91,9 @@ class Session:
         if headers.find().path is None:
             raise UserError(f"bcc finds no kernel headers: {headers.FALLBACK_HINT}")
         bcc = _bcc()
+        # Before the probes attach: every event's ts_ns is then >= it.
+        self.started_wall = time.time()
+        self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         # bcc reports compile errors on fd 2 and raises a bare Exception.  A
         # file, not a pipe: a long error log must not fill a pipe and block.
         with tempfile.TemporaryFile() as log:
@@ -108,8 +111,6 @@ class Session:
                 os.dup2(saved, 2)
                 os.close(saved)
         self.bpf[b"events"].open_ring_buffer(self._on_event)
-        self.started_wall = time.time()
-        self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
     def follow_pid(self, pid: int):
         """Trace `pid` (and, through sched_process_fork, its future children)."""
