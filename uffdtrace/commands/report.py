@@ -229,7 +229,7 @@ def _ksm(s: dict) -> list[str]:
     for k in s["ksm"]:
         who = f"ksmd (pid {k['ksmd_pid']})" if k["ksmd_pid"] is not None else \
             "KSM (merged before tracing started)"
-        when = f", first merge at {k['first_merge_s']:.3f} s" \
+        when = f", first merge at {k['first_merge_s']:.6f} s" \
             if k["first_merge_s"] is not None else ""
         victims = ", ".join(f"{proc(v['pid'], v['comm'])} {v['moves']}" for v in k["blocked"])
         lines.append(f"  {who}{when}: blocked {k['blocked_moves']} moves ({victims})")
