@@ -380,12 +380,14 @@ class TraceSummary:
             "latency_histogram": self._histogram("latency_log2"),
         }
 
-    def _histogram(self, name: str) -> dict | None:
-        """The in-kernel log2 histogram (all processes), bucket -> count."""
+    def _histogram(self, name: str) -> list[dict] | None:
+        """The in-kernel log2 histogram (every traced process): counts of
+        values below `below` (and at least half of it)."""
         if self.last_aggregates is None:
             return None
         hist = self.last_aggregates["histograms"].get(name, {})
-        return {int(b): n for b, n in sorted(hist.items(), key=lambda kv: int(kv[0]))}
+        return [{"below": 2 ** int(b), "count": n}
+                for b, n in sorted(hist.items(), key=lambda kv: int(kv[0]))]
 
 
 def summarize(path: str, pid: int | None = None) -> dict:

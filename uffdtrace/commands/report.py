@@ -187,7 +187,7 @@ def _latencies(s: dict) -> list[str]:
     hist = s["latency_histogram"]
     if hist:
         lines.append("  all moves (in-kernel log2 histogram): " + ", ".join(
-            f"<{usec(2 ** b / 1000)} {n}" for b, n in hist.items()))
+            f"<{usec(h['below'] / 1000)} {h['count']}" for h in hist))
     return lines
 
 
