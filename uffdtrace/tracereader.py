@@ -24,15 +24,12 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
-import fastjsonschema
-from fastjsonschema.draft04 import CodeGeneratorDraft04
-from fastjsonschema.draft07 import CodeGeneratorDraft07
-from fastjsonschema.ref_resolver import RefResolver
 import orjson
 
 from .errors import UserError
 from .textsafe import one_line
-from .traceschema import FORMAT, FORMAT_VERSION, RECORD_TYPES, record_schema, tolerant_schema
+from .schemacheck import SchemaError, compile_schema
+from .traceschema import FORMAT, FORMAT_VERSION, RECORD_TYPES, tolerant_schema
 
 MAX_LINE_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -57,25 +54,9 @@ class ReadStatus:
     truncated: str | None = None   # "PATH:LINE: ..." when the last line is partial
 
 
-class _IntegersAreInts(CodeGeneratorDraft07):
-    """Draft 7, except that an integer is a JSON number written without a
-    fraction or exponent (a Python int), as in draft 4: the spec's "5.0 is
-    an integer" would let floats reach code that formats addresses as hex."""
-
-    generate_type = CodeGeneratorDraft04.generate_type
-
-
-def _compile(schema: dict):
-    generator = _IntegersAreInts(schema, resolver=RefResolver.from_schema(schema, handlers={},
-                                                                           store={}))
-    scope = generator.global_state
-    exec(generator.func_code, scope)   # noqa: S102 - fastjsonschema's own compile step
-    return scope[generator._resolver.get_scope_name()]
-
-
 def _validators():
     schema = tolerant_schema()
-    return {t: _compile(record_schema(t, schema)) for t in RECORD_TYPES}
+    return {t: compile_schema(schema["definitions"][t], schema) for t in RECORD_TYPES}
 
 
 _VALIDATORS: dict | None = None
@@ -147,9 +128,8 @@ def _check(path: str, lineno: int, record, status: ReadStatus) -> dict:
         raise TraceFormatError(path, lineno, "a second header")
     try:
         validate(record)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        where = exc.message.removeprefix("data.").removeprefix("data ")
-        raise TraceFormatError(path, lineno, f"{kind} record: {where}") from None
+    except SchemaError as exc:
+        raise TraceFormatError(path, lineno, f"{kind} record: {str(exc).lstrip('.')}") from None
     return record
 
 

@@ -38,9 +38,3 @@ def _drop_closed_objects(node):
 @functools.cache
 def tolerant_schema() -> dict:
     return _drop_closed_objects(copy.deepcopy(strict_schema()))
-
-
-def record_schema(record_type: str, schema: dict) -> dict:
-    """The schema of one record type, self-contained (for compiling alone)."""
-    return {"$schema": schema["$schema"], "definitions": schema["definitions"],
-            "$ref": f"#/definitions/{record_type}"}

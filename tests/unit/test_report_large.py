@@ -2,7 +2,8 @@
 
 This is a memory-boundedness check, not a benchmark: the bounds are
 generous (bench/report_large.py measures; on the 2-core development machine
-a 1,000,000-move, ~660 MB trace took about 25 s and 30 MB peak RSS)."""
+a 1,000,000-move, 631 MiB trace took 16 s and 32 MiB peak RSS under a load
+average of 5)."""
 from __future__ import annotations
 
 import json
