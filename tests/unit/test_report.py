@@ -148,7 +148,7 @@ def test_text_report_reads_well(mixed):
         assert heading in out
     assert "15 moves: 9 ok, 6 failed (40.0%)" in out
     assert f"fix: {CAUSES['page_pinned'].remedy}" in out
-    assert "pid 300 (fio) via io_uring fixed buffer" in out and "pid 100 (mover): 1 moves" in out
+    assert "pid 300 (fio) via io_uring fixed buffer" in out and "pid 100 (mover): 1 move" in out
     assert max(len(line) for line in out.splitlines()) < 200
 
 

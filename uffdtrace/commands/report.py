@@ -58,6 +58,10 @@ def proc(pid: int, comm: str | None) -> str:
     return f"pid {pid} ({printable(comm)})" if comm is not None else f"pid {pid}"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {words or word + 's'}"
+
+
 def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -106,7 +110,7 @@ def _header(s: dict) -> list[str]:
 def _totals(s: dict) -> list[str]:
     t = s["totals"]
     lines = ["", f"TOTALS (from {t['source']})",
-             f"  {t['moves']} moves: {t['ok']} ok, {t['failed']} failed ({pct(t['failure_rate'])})"
+             f"  {plural(t['moves'], 'move')}: {t['ok']} ok, {t['failed']} failed ({pct(t['failure_rate'])})"
              f", of which {t['partial']} partial; {size(t['bytes_moved'])} moved "
              f"(from {t['bytes_source']})"]
     lines += [f"  note: {printable(n)}" for n in t["notes"]]
@@ -150,7 +154,7 @@ def _causes(s: dict) -> list[str]:
     lines = ["", "FAILURE CAUSES (most frequent first)"]
     for i, c in enumerate(rows, 1):
         errno = breakdown(c["errno"])
-        lines.append(f"  {i}. {c['cause']}: {c['count']} failed moves ({pct(c['share'])}; "
+        lines.append(f"  {i}. {c['cause']}: {plural(c['count'], 'failed move')} ({pct(c['share'])}; "
                      f"{errno}); evidence: {breakdown(c['evidence'])}")
         known = "" if c["known"] else " [text from the trace: this uffdtrace does not know " \
                                         "this cause]"
@@ -200,7 +204,8 @@ def _tlb(s: dict) -> list[str]:
     assumed = "" if s["trace"]["page_size_known"] else \
         f" (page size assumed {s['trace']['page_size']}: not in this trace's header)"
     return ["", "TLB FLUSHES",
-            f"  {per}: {t['flushes']} flushes ({t['full_flushes']} whole-mm, "
+            f"  {per}: {plural(t['flushes'], 'flush', 'flushes')} "
+            f"({t['full_flushes']} whole-mm, "
             f"{t['remote_ipis']} IPIs to other CPUs) for {t['pages_moved']:g} pages moved"
             f"{assumed}"]
 
@@ -215,10 +220,10 @@ def _pinners(s: dict) -> list[str]:
     for p in blocking:
         ranges = ", ".join(f"{a:#x}+{size(n)}" for a, n in p["ranges"][:3])
         lines.append(f"  {proc(p['pid'], p['comm'])} via {printable(p['method'])} "
-                     f"[{ranges}] blocked {p['blocked_moves']} moves:")
+                     f"[{ranges}] blocked {plural(p['blocked_moves'], 'move')}:")
         for v in p["blocked"]:
             own = " (its own pages)" if v["same_process"] else ""
-            lines.append(f"    {proc(v['pid'], v['comm'])}: {v['moves']} moves{own}")
+            lines.append(f"    {proc(v['pid'], v['comm'])}: {plural(v['moves'], 'move')}{own}")
     return lines
 
 
@@ -232,7 +237,7 @@ def _ksm(s: dict) -> list[str]:
         when = f", first merge at {k['first_merge_s']:.6f} s" \
             if k["first_merge_s"] is not None else ""
         victims = ", ".join(f"{proc(v['pid'], v['comm'])} {v['moves']}" for v in k["blocked"])
-        lines.append(f"  {who}{when}: blocked {k['blocked_moves']} moves ({victims})")
+        lines.append(f"  {who}{when}: blocked {plural(k['blocked_moves'], 'move')} ({victims})")
     return lines
 
 
