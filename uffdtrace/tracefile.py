@@ -18,6 +18,21 @@ from .scrub import KernelValueScrubber
 from .traceschema import FORMAT, FORMAT_VERSION
 
 
+MAX_COMMAND_ARGS = 256
+MAX_COMMAND_ARG_CHARS = 4096
+
+
+def _bounded_command(command: list[str]) -> list[str]:
+    """COMMAND as recorded in the header: long enough to recognize, short
+    enough that the header always fits the reader's line limit."""
+    out = [a if len(a) <= MAX_COMMAND_ARG_CHARS else
+           a[:MAX_COMMAND_ARG_CHARS] + f"...[{len(a) - MAX_COMMAND_ARG_CHARS} more characters]"
+           for a in command[:MAX_COMMAND_ARGS]]
+    if len(command) > MAX_COMMAND_ARGS:
+        out.append(f"...[{len(command) - MAX_COMMAND_ARGS} more arguments]")
+    return out
+
+
 def monotonic_ns() -> int:
     """The clock of every ts_ns in a trace (bpf_ktime_get_ns)."""
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -45,7 +60,8 @@ class TraceWriter:
         record = {
             "type": "header", "format": FORMAT, "version": FORMAT_VERSION,
             "uffdtrace_version": __version__, "kernel_release": os.uname().release,
-            "tier": tier, "probes": probes, "filters": filters,
+            "tier": tier, "probes": probes,
+            "filters": {**filters, "command": _bounded_command(filters["command"])},
             "start_wall": start_wall, "start_ktime_ns": start_ktime_ns,
             "page_size": os.sysconf("SC_PAGE_SIZE"),
         }

@@ -124,3 +124,15 @@ def test_reader_reports_validated_counts(tmp_path):
     records = list(iter_records(str(path), status))
     assert status.footer["moves"] == writer.moves == sum(r["type"] == "move" for r in records)
     assert status.footer["ksm"] == 1 and status.footer["pins"] == 1
+
+
+def test_a_huge_command_line_still_gives_a_readable_trace(strict, tmp_path):
+    path = tmp_path / "t.jsonl"
+    command = ["sh", "-c", "x" * 200_000, *[f"arg{i}" for i in range(5000)]]
+    write_trace(path, mixed_items(), filters={"pid": 0, "tid": 0, "failed_only": False,
+                                              "duration": 0, "command": command})
+    records = assert_all_valid(strict, path)
+    recorded = records[0]["filters"]["command"]
+    assert recorded[:2] == ["sh", "-c"] and "more characters" in recorded[2]
+    assert recorded[-1] == f"...[{len(command) - 256} more arguments]"
+    assert list(iter_records(str(path)))[-1]["type"] == "footer"
