@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import errno as E
 import json
+import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -180,3 +183,21 @@ def test_malformed_file_is_one_line_exit_2(tmp_path, content, message):
         (line,) = proc.stderr.splitlines()
         assert line.startswith(f"uffdtrace: {path}:") and message in line
     assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize("command", ["report", "export"])
+def test_help_has_examples(command):
+    proc = uffdtrace(command, "--help")
+    assert proc.returncode == 0 and "examples:" in proc.stdout
+
+
+def test_report_needs_no_privileges(mixed):
+    """Run as `nobody` when we are root (when not root, we already are unprivileged)."""
+    with tempfile.TemporaryDirectory() as directory:
+        os.chmod(directory, 0o755)
+        trace = shutil.copy(mixed, directory)
+        os.chmod(trace, 0o644)
+        preexec = (lambda: os.setuid(65534)) if os.geteuid() == 0 else None
+        proc = uffdtrace("report", trace, "--json", preexec=preexec)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["totals"]["moves"] == 15
