@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from typing import IO
 
+import orjson
+
 from .taxonomy import CAUSES
 from .tracereader import ReadStatus, iter_records
 
@@ -54,8 +56,8 @@ class ChromeTraceExporter:
 
     # --- output -----------------------------------------------------------------
     def _emit(self, event: dict):
-        self.out.write(("" if self._first_event else ",\n") + json.dumps(event,
-                                                                          separators=(",", ":")))
+        # orjson: a few times faster than json.dumps, which matters at 3+ events per move
+        self.out.write(("" if self._first_event else ",\n") + orjson.dumps(event).decode())
         self._first_event = False
 
     def _us(self, ts_ns: int) -> float:
