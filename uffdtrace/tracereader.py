@@ -16,6 +16,7 @@ traces (as attached to bug reports) are read transparently.
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -27,8 +28,8 @@ from typing import Iterator
 import orjson
 
 from .errors import UserError
-from .textsafe import one_line
 from .schemacheck import SchemaError, compile_schema
+from .textsafe import one_line
 from .traceschema import FORMAT, FORMAT_VERSION, RECORD_TYPES, tolerant_schema
 
 MAX_LINE_BYTES = 1 << 20
@@ -54,19 +55,15 @@ class ReadStatus:
     truncated: str | None = None   # "PATH:LINE: ..." when the last line is partial
 
 
-def _validators():
+@functools.cache
+def _validators() -> dict:
+    """One compiled check per record type, built on first use."""
     schema = tolerant_schema()
     return {t: compile_schema(schema["definitions"][t], schema) for t in RECORD_TYPES}
 
 
-_VALIDATORS: dict | None = None
-
-
 def _validator(record_type: str):
-    global _VALIDATORS
-    if _VALIDATORS is None:
-        _VALIDATORS = _validators()
-    return _VALIDATORS.get(record_type)
+    return _validators().get(record_type)
 
 
 def _parse(line: bytes):
