@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import doctor, record, trace, workload
+from .commands import doctor, export, record, report, trace, workload
 from .errors import UserError
 
-COMMANDS = [doctor, trace, record, workload]
+COMMANDS = [doctor, trace, record, report, export, workload]
 
 EPILOG = """\
 examples:
@@ -17,6 +17,8 @@ examples:
   uffdtrace workload --scenario pinned    # reproduce an io_uring-pinned failure
   uffdtrace trace --failed-only           # every failing UFFDIO_MOVE, diagnosed
   uffdtrace record -o t.jsonl -- uffdtrace workload --scenario pinned --hold 0.2
+  uffdtrace report t.jsonl                # what the trace says (no root needed)
+  uffdtrace export --perfetto t.jsonl -o t.json   # for ui.perfetto.dev
   uffdtrace workload --scenario mixed -d 30   # 30 s of every failure class
 
 run `uffdtrace COMMAND --help` for each command's options and examples.
