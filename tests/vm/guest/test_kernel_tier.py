@@ -109,12 +109,24 @@ def test_pinned_names_the_pinner_from_the_gup_hooks(session):
 
 def test_ksm_move_shows_the_ksm_folio(session):
     from uffdtrace.native import lib
-    out, moves = traced_workload(session, "-s", "ksm", "--hold", "0")
-    _assert_observed(out, moves)
+    # Measured: Debian's 6.12 moves a KSM page the workload saw merged (no
+    # EBUSY), 7.3 refuses it.  Whatever this kernel does, the trace must say
+    # the same, and a refused move must show the KSM folio.
+    out, moves = traced_workload(session, "-s", "ksm", "--hold", "0", expect_outcomes=False)
+    calls = out["calls"]
+    assert len(moves) == len(calls) > 0
+    for call, m in zip(calls, sorted(moves, key=lambda m: m.event.ts_ns)):
+        assert m.event.errno == call["errno"]
+    refused = [m for m in moves if m.event.failed]
     for m in moves:
+        assert m.diagnosis.evidence == "observed"
+        assert m.diagnosis.cause == ("page_ksm" if m.event.failed else "ok"), m
+    for m in refused:
+        assert m.event.errno == "EBUSY"
         assert m.event.folio_flags & lib().UT_FOLIO_KSM
         assert not m.event.folio_flags & lib().UT_FOLIO_ANON_EXCLUSIVE
         assert m.diagnosis.culprit["kind"] == "ksm"
+    print(f"ksm: {len(refused)} of {len(moves)} moves of merged pages refused")
 
 
 def test_partial_move_reports_the_real_errno_and_retries(session):
