@@ -12,7 +12,7 @@ from collections import Counter
 from uffdtrace.diagnose import Diagnosis
 from uffdtrace.enrich import Enrichment
 from uffdtrace.events import MoveEvent, PinEvent
-from uffdtrace.native import errno_name
+from uffdtrace.native import errno_name, lib
 from uffdtrace.pagestate import PageState
 from uffdtrace.scrub import KernelValueScrubber
 from uffdtrace.session import TracedMove
@@ -25,7 +25,11 @@ PROBES = ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl", "tlb:tlb_flush"
 
 
 def move_event(**kw) -> MoveEvent:
-    fields = dict(pid=100, tid=100, comm="mover", fd=3, ts_ns=T0 + 1_000_000,
+    # every field 0 (as the tracepoint tier sends the kernel-tier ones), then a
+    # plausible healthy 4 KiB move
+    fields = {f: 0 for f in MoveEvent.__dataclass_fields__}
+    fields["pinner_comm"] = ""
+    fields.update(pid=100, tid=100, comm="mover", fd=3, ts_ns=T0 + 1_000_000,
                   latency_ns=5_000, dst=0x7f0000000000, src=0x7f1000000000, len=PAGE, mode=0,
                   ret=0, move=PAGE, move_before=0, flags=0, tlb_flushes=1, tlb_full_flushes=0,
                   tlb_remote_ipis=0, tlb_pages=1, mmap_lock_acquires=1, mmap_lock_wait_ns=100,
@@ -51,7 +55,8 @@ def failed(err: int, cause: str, evidence: str = INFERRED, *, moved: int = 0,
 def pin(pid: int, addr: int, length: int, *, comm="pinner", ts_ns=T0 + 500_000,
         released=False) -> PinEvent:
     return PinEvent(released=released, pid=pid, tid=pid, comm=comm, fd=7, ts_ns=ts_ns,
-                    addr=addr, len=length, opcode=0, index=0)
+                    addr=addr, len=length, opcode=0, index=0,
+                    method=lib().UT_PIN_IO_URING_REGISTER, gup_flags=0)
 
 
 def outcomes_of(items) -> list[dict]:
