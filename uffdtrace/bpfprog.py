@@ -29,4 +29,7 @@ def program_text(config: ProgramConfig) -> str:
 
 def cflags() -> list[str]:
     # -w: bcc 0.26's clang floods stderr with warnings on 6.x headers.
-    return ["-w", f"-I{BPF_DIR}"]
+    # -fms-extensions: kernel headers since 6.19 embed structs by tag
+    # (`struct __filename_head;` in linux/fs.h) as the kernel's own build
+    # allows; without it clang fails on any header that pulls in fs.h.
+    return ["-w", "-fms-extensions", f"-I{BPF_DIR}"]
