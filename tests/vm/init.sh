@@ -7,8 +7,15 @@
 # host (tests/vm/harness.py): keep their wording in step with it.
 export PATH=/bin
 mark() { echo "uffdtrace-vm: $*" > /dev/console; }
+debug_shell() {           # "uffdtrace.shell" on the kernel command line (README)
+    if grep -qw uffdtrace.shell /proc/cmdline; then
+        echo "uffdtrace-vm debug shell ($1); exit to continue" > /dev/console
+        setsid cttyhack sh
+    fi
+}
 fail() {                  # deterministic failure: the host does not retry it
     mark "FAILED $stage: $*"
+    debug_shell "failed: $*"
     poweroff -f
     sleep 10
 }
@@ -56,6 +63,7 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 job /newroot/run/uffdt
     || fail "mount the job directory over 9p"
 [ -r /newroot/run/uffdtrace-job/run.sh ] || fail "no run.sh in the job directory"
 
+debug_shell "root at /newroot; the job runs next"
 stage=command
 mark "command started after $(cut -d' ' -f1 /proc/uptime) s"
 chroot /newroot /bin/sh /run/uffdtrace-job/run.sh > /newroot/run/uffdtrace-job/output 2>&1

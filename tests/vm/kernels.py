@@ -42,11 +42,16 @@ class Kernel:
     why: str                  # what this kernel covers in the matrix
 
 
+# A kernel is only usable with its own headers (bcc compiles against them).
+# trixie-backports still lists 6.18 and 6.19 images but no longer their
+# headers (index of 2026-11-23), so the newest entry is 7.x; resolve() skips
+# any kernel whose headers are gone.
 MATRIX = [
     Kernel("bookworm-6.12", "bookworm-backports", (6, 12), (6, 12),
            "Debian 12's backports kernel: move_pages_pte is inlined into move_pages"),
     Kernel("trixie-newest", "trixie-backports", (6, 18), None,
-           "newest Debian 13 backports kernel: batched move_pages_ptes (6.18+)"),
+           "newest Debian 13 backports kernel (7.3.4 when added): batched "
+           "move_pages_ptes, move_pages inlined into userfaultfd_ioctl"),
 ]
 BY_NAME = {k.name: k for k in MATRIX}
 
