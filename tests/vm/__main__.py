@@ -45,7 +45,8 @@ def _run(args, argv: list[str]) -> int:
     status = 0
     for name in args.kernel or list(kernels.BY_NAME):
         try:
-            result = harness.run_in_guest(name, argv, timeout=args.timeout, offline=False if args.online else None,
+            result = harness.run_in_guest(name, argv, timeout=args.timeout,
+                                          offline=False if args.online else None,
                                           smp=args.smp, keep=args.keep, log=_log)
         except harness.VmError as exc:
             _log(str(exc))
@@ -73,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--timeout", type=float, default=900, help="command time limit (s)")
             p.add_argument("--smp", type=int, default=1, help="guest CPUs")
             p.add_argument("--online", action="store_true",
-                           help="resolve the newest version in the suite now (default: the cached one, downloading only when none is cached)")
+                           help="resolve the newest version in the suite now (default: "
+                           "the cached one, downloading only when none is cached)")
             p.add_argument("--keep", action="store_true",
                            help="keep the job directory (console, output) after success")
         if name in ("run", "pytest"):

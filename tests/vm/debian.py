@@ -5,9 +5,6 @@ The chain of trust is apt's: InRelease is verified with gpgv against
 debian-archive-keyring, Packages.xz against the SHA256 in InRelease, each
 .deb against the SHA256 in Packages.  Nothing here touches dpkg's database:
 `dpkg-deb -x` only extracts files.
-
-Also a small command line for scripts/setup.sh (host fallback headers):
-  python3 tests/vm/debian.py unpack SUITE DEST PACKAGE...
 """
 from __future__ import annotations
 
@@ -17,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -239,27 +235,3 @@ def unpack(debs: list[Deb], dest: Path, log=print) -> None:
             path.unlink()     # keep the disk footprint at one unpacked tree
     shutil.rmtree(dest, ignore_errors=True)
     partial.replace(dest)
-
-
-def main(argv: list[str]) -> int:
-    """unpack SUITE DEST PACKAGE... : the named packages' newest versions."""
-    if len(argv) < 4 or argv[0] != "unpack":
-        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
-        return 2
-    suite, dest, names = argv[1], Path(argv[2]), argv[3:]
-    try:
-        index = packages_index(suite)
-        debs = [newest(index, n) or _missing(n, suite) for n in names]
-        unpack(debs, dest, log=lambda m: print(f"debian: {m}", file=sys.stderr))
-    except DebianError as exc:
-        print(f"debian: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _missing(name: str, suite: str):
-    raise DebianError(f"{name} is not in {suite}")
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

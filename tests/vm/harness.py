@@ -21,7 +21,6 @@ the VM cannot run on this machine at all, which a test turns into a skip.
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -195,7 +194,8 @@ def _boot_once(kernel: kernels.Prepared, initrd: Path, job: Path, timeout: float
 
 def _returned_files(job: Path) -> dict[str, str]:
     return {p.name: p.read_text(errors="replace") for p in sorted(job.iterdir())
-            if p.is_file() and p.name not in HARNESS_FILES and p.stat().st_size <= MAX_RETURNED_FILE}
+            if p.is_file() and p.name not in HARNESS_FILES
+            and p.stat().st_size <= MAX_RETURNED_FILE}
 
 
 def _prune_old_runs(max_age_s: float = 86400) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import lzma
+import shlex
 import struct
 import subprocess
 from pathlib import Path
@@ -125,11 +126,13 @@ def build(kernel: Prepared, log=print) -> Path:
     """The initramfs for this kernel, built if missing or out of date."""
     modules_dir = Path(kernel.modules)
     order = module_load_order(modules_dir, NEEDED_MODULES)
-    conf = (f"RELEASE='{kernel.release}'\nMODULES_DIR='{kernel.modules}'\n"
-            f"OVERLAY_SIZE='{OVERLAY_SIZE}'\n")
+    conf = "".join(f"{k}={shlex.quote(v)}\n" for k, v in (
+        ("RELEASE", kernel.release), ("MODULES_DIR", kernel.modules),
+        ("OVERLAY_SIZE", OVERLAY_SIZE)))
     box = busybox()
     inputs = hashlib.sha256()
-    for part in (INIT_SCRIPT.read_bytes(), conf.encode(), box.read_bytes(), *map(str.encode, order)):
+    for part in (INIT_SCRIPT.read_bytes(), conf.encode(), box.read_bytes(),
+                 *map(str.encode, order)):
         inputs.update(hashlib.sha256(part).digest())
     target = Path(kernel.root).parent / "initramfs.cpio"
     stamp = target.with_suffix(".sha256")

@@ -22,10 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-try:
-    from . import debian
-except ImportError:                       # run as a script by setup.sh
-    import debian                         # type: ignore[no-redef]
+from . import debian
 
 CACHE = Path(os.environ.get("UFFDTRACE_VM_CACHE", "/var/cache/uffdtrace/vm"))
 # Versioned packages of one kernel build; generic ones (linux-base,

@@ -134,7 +134,11 @@ def test_job_script_quotes_arguments():
 
 # ---- with QEMU: the promises run_in_guest makes -------------------------------
 
-def first_kernel() -> str:
+@pytest.fixture
+def kernel(tmp_path, monkeypatch) -> str:
+    """The first matrix kernel, ready to boot; job directories (kept on
+    failure) go to tmp_path, not the shared cache."""
+    monkeypatch.setattr(harness, "RUNS", tmp_path)
     if os.geteuid() != 0:
         pytest.skip("vm tier needs root")
     reason = harness.qemu_available()
@@ -148,8 +152,7 @@ def first_kernel() -> str:
     return name
 
 
-def test_exit_status_output_and_files_come_back():
-    kernel = first_kernel()
+def test_exit_status_output_and_files_come_back(kernel):
     result = harness.run_in_guest(kernel, [
         "sh", "-c", 'echo "on $(uname -r) as $(id -u)"; echo to-stderr >&2; '
                     'echo kept > "$UFFDTRACE_JOB_DIR/extra.txt"; exit 3'], timeout=120)
@@ -160,8 +163,7 @@ def test_exit_status_output_and_files_come_back():
     assert 0 < result.boot_seconds < harness.BOOT_TIMEOUT
 
 
-def test_early_kernel_failure_is_retried_once_then_names_kernel_and_stage():
-    kernel = first_kernel()
+def test_early_kernel_failure_is_retried_once_then_names_kernel_and_stage(kernel):
     with pytest.raises(harness.VmError) as err:
         # No /init to run: the kernel panics right after booting.
         harness.run_in_guest(kernel, ["true"], timeout=60, append="rdinit=/nonexistent",
@@ -173,8 +175,7 @@ def test_early_kernel_failure_is_retried_once_then_names_kernel_and_stage():
     assert re.search(rf"VM kernel {re.escape(kernel)}: boot failed", str(exc))
 
 
-def test_command_timeout_is_not_retried():
-    kernel = first_kernel()
+def test_command_timeout_is_not_retried(kernel):
     with pytest.raises(harness.VmError) as err:
         harness.run_in_guest(kernel, ["sleep", "600"], timeout=5, log=lambda m: None)
     assert err.value.stage == "command"

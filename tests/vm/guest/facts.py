@@ -24,7 +24,8 @@ FUNCTION_PATTERNS = [
     r"__split_folio\w*", r"__split_huge_page\w*", r"split_huge_page\w*", r"\w*folio_split\w*",
     r"try_grab_folio\w*", r"gup_\w+",
     r"__gup_longterm_locked", r"pin_user_pages\w*", r"unpin_user_page\w*",
-    r"folio_maybe_dma_pinned", r"io_pin_pages", r"userfaultfd_ioctl", r"uffd_move_lock", r"double_pt_lock",
+    r"folio_maybe_dma_pinned", r"io_pin_pages", r"userfaultfd_ioctl", r"uffd_move_lock",
+    r"double_pt_lock",
 ]
 TRACEPOINT_GROUPS = {"tlb": ["tlb_flush"], "ksm": None}      # None = every event
 
@@ -35,7 +36,9 @@ def kallsyms_text() -> dict[str, tuple[str, str]]:
     with open("/proc/kallsyms") as f:
         for line in f:
             parts = line.split()
-            if len(parts) >= 3 and parts[1] in "Tt" and len(parts) == 3:   # vmlinux only
+            # vmlinux text only (module symbols have a 4th column); __pfx_*
+            # are the padding labels in front of each function, not functions
+            if len(parts) == 3 and parts[1] in "Tt" and not parts[2].startswith("__pfx_"):
                 base = parts[2].split(".", 1)[0]
                 if base not in out or parts[2] == base:
                     out[base] = (parts[2], parts[1])

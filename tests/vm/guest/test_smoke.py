@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.helpers import uffdtrace, uffdtrace_json
+from tests.helpers import uffdtrace
 from tests.vm.guest import facts
 from uffdtrace import bpfprog
 from uffdtrace.kernel import headers, kallsyms
 
 UFFDIO_MOVE = 0xC028AA05
 # The outermost function of the move path that is still out of line:
-# move_pages up to 6.18; 7.x inlines it into userfaultfd_ioctl, leaving
-# the batched move_pages_ptes.
+# move_pages on 6.12 and 6.18; 7.3 inlines it into userfaultfd_ioctl,
+# leaving the batched move_pages_ptes.
 MOVE_FUNCTIONS = ["move_pages", "move_pages_ptes"]
 WORKLOAD_PAGES, WORKLOAD_ROUNDS = 8, 2
 
@@ -56,7 +52,7 @@ def test_kernel_is_the_expected_one(expected_release):
 
 
 def test_tracing_filesystems_are_mounted():
-    mounts = {(line.split()[1], line.split()[2]) for line in Path("/proc/mounts").read_text().splitlines()}
+    mounts = {tuple(line.split()[1:3]) for line in Path("/proc/mounts").read_text().splitlines()}
     assert ("/sys/kernel/tracing", "tracefs") in mounts
     assert ("/sys/kernel/debug", "debugfs") in mounts
     assert ("/sys/fs/bpf", "bpf") in mounts
@@ -75,7 +71,8 @@ def test_fentry_sees_the_workloads_moves():
     move_fn = next((f for f in MOVE_FUNCTIONS if syms[f]), None)
     assert move_fn, f"none of {MOVE_FUNCTIONS} is in kallsyms"
     import bcc
-    text = COUNT_MOVES.replace("MOVE_FUNCTION", move_fn).replace("UFFDIO_MOVE_CMD", hex(UFFDIO_MOVE))
+    text = COUNT_MOVES.replace("MOVE_FUNCTION", move_fn).replace("UFFDIO_MOVE_CMD",
+                                                                 hex(UFFDIO_MOVE))
     started = time.monotonic()
     bpf = bcc.BPF(text=text.encode(), cflags=bpfprog.cflags())
     compile_s = time.monotonic() - started
