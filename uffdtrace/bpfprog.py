@@ -29,7 +29,8 @@ def program_text(config: ProgramConfig) -> str:
 
 def cflags() -> list[str]:
     # -w: bcc 0.26's clang floods stderr with warnings on 6.x headers.
-    # -fms-extensions: kernel headers since 6.19 embed structs by tag
-    # (`struct __filename_head;` in linux/fs.h) as the kernel's own build
-    # allows; without it clang fails on any header that pulls in fs.h.
+    # -fms-extensions: newer kernel headers embed a struct by its tag
+    # (`struct __filename_head;` in linux/fs.h, seen in 7.3; not in 6.12), as
+    # the kernel's own build allows; without it bcc's clang fails on any
+    # header that pulls in fs.h (static_assert on sizeof(struct filename)).
     return ["-w", "-fms-extensions", f"-I{BPF_DIR}"]
