@@ -48,6 +48,10 @@ POWEROFF_TIMEOUT = 30
 RUNS = kernels.CACHE / "runs"
 
 
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
 class VmError(Exception):
     """The VM run failed; says which kernel and which stage."""
 
@@ -59,8 +63,10 @@ class VmError(Exception):
         if run_dir:
             text += f" (console log and job files kept in {run_dir})"
         if console:
-            tail = "\n".join(console.rstrip().splitlines()[-25:])
-            text += f"\n--- last console lines ---\n{tail}"
+            text += f"\n--- last console lines ---\n{_tail(console)}"
+        output = run_dir / "output" if run_dir else None
+        if output and output.exists() and output.stat().st_size:
+            text += f"\n--- last command output ---\n{_tail(output.read_text(errors='replace'))}"
         super().__init__(text)
         self.kernel, self.stage, self.message, self.console = kernel, stage, message, console
         self.retried_because = retried_because or []

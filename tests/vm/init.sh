@@ -35,8 +35,8 @@ while read -r module; do
 done < /modules/order
 
 mkdir -p /lower /rw /newroot
-# cache=loose: the lower layer is a read-only view, so caching it is safe, and
-# it is what makes Python imports and clang's big libraries fast under TCG.
+# cache=loose: the lower layer is a read-only view, so caching it is safe; it
+# halves a small bcc compile under TCG (7.3 s vs 13.9 s with cache=none).
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /lower \
     || fail "mount the host root over 9p"
 mount -t tmpfs -o "size=$OVERLAY_SIZE" tmpfs /rw || fail "mount tmpfs for the overlay"

@@ -177,7 +177,9 @@ def test_early_kernel_failure_is_retried_once_then_names_kernel_and_stage(kernel
 
 def test_command_timeout_is_not_retried(kernel):
     with pytest.raises(harness.VmError) as err:
-        harness.run_in_guest(kernel, ["sleep", "600"], timeout=5, log=lambda m: None)
+        harness.run_in_guest(kernel, ["sh", "-c", "echo started; sleep 600"], timeout=5,
+                             log=lambda m: None)
     assert err.value.stage == "command"
+    assert "--- last command output ---\nstarted" in str(err.value)
     assert "timed out" in err.value.message
     assert err.value.retried_because == []
