@@ -11,6 +11,10 @@
 #   3. tracefs mounted at /sys/kernel/tracing
 #   4. .venv on Debian's python3 with --system-site-packages (so `import bcc`
 #      works), the project installed editable: this builds native/ with cffi.
+#   5. the vm tier's Debian kernels (tests/vm/kernels.py): downloaded from the
+#      signed Debian indexes, unpacked (not installed) under
+#      /var/cache/uffdtrace/vm, with their initramfs, so `make test` does not
+#      download.  A failure here is only reported: the vm tier then says why.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,7 +22,8 @@ VENV="$ROOT/.venv"
 CACHE=/var/cache/uffdtrace
 RELEASE=$(uname -r)
 APT_PACKAGES=(python3-bpfcc python3-venv python3-dev gcc make libc6-dev
-              linux-libc-dev zstd xz-utils ca-certificates tmux)
+              linux-libc-dev zstd xz-utils ca-certificates tmux
+              qemu-system-x86 busybox-static kmod cpio gpgv debian-archive-keyring)
 FALLBACK_SUITE=bookworm-backports
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -149,8 +154,14 @@ build_venv() {
         || die "bcc is not importable from $VENV (python3-bpfcc missing?)"
 }
 
+prefetch_vm_kernels() {
+    (cd "$ROOT" && "$VENV/bin/python" -m tests.vm prefetch) \
+        || log "vm tier kernels not prefetched (see above); the vm tier will retry or skip with the reason"
+}
+
 install_apt_packages
 install_headers
 mount_tracefs
 build_venv
+prefetch_vm_kernels
 log "ready: $VENV/bin/uffdtrace"

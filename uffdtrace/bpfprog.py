@@ -36,8 +36,8 @@ def program_text(config: ProgramConfig, kernel_defines: dict[str, int] | None = 
 
 def cflags() -> list[str]:
     # -w: bcc 0.26's clang floods stderr with warnings on 6.x headers.
-    # -fms-extensions: the kernel builds with it since 6.19, and its headers
-    # now embed tagged anonymous structs (`struct __filename_head;` inside
-    # struct filename in linux/fs.h); without it clang reads them as mere
-    # declarations, gets layouts wrong and trips their static_asserts.
+    # -fms-extensions: newer kernel headers embed a struct by its tag
+    # (`struct __filename_head;` in linux/fs.h, seen in 7.3; not in 6.12), as
+    # the kernel's own build allows; without it bcc's clang fails on any
+    # header that pulls in fs.h (static_assert on sizeof(struct filename)).
     return ["-w", "-fms-extensions", f"-I{BPF_DIR}"]

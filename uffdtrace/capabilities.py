@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kernel_tier
+from . import bpfprog, kernel_tier
 from .kernel import bpfcaps, btf, headers, tracefs
 from .native import move_support
 
@@ -70,7 +70,7 @@ def probe_bcc(timeout: float = 120.0) -> BccStatus:
         "import sys, time, bcc\n"
         "print(getattr(bcc, '__version__', '?')); print(bcc.__file__); sys.stdout.flush()\n"
         "t = time.monotonic()\n"
-        f"bcc.BPF(text={BCC_SMOKE_PROGRAM!r}, cflags=['-w'])\n"
+        f"bcc.BPF(text={BCC_SMOKE_PROGRAM!r}, cflags={bpfprog.cflags()!r})\n"
         "print(round(time.monotonic() - t, 3))\n"
     )
     try:
