@@ -6,18 +6,20 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import doctor, record, trace, workload
+from .commands import doctor, record, top, trace, workload
 from .errors import UserError
 
-COMMANDS = [doctor, trace, record, workload]
+COMMANDS = [doctor, top, trace, record, workload]
 
 EPILOG = """\
 examples:
+  uffdtrace top --demo                    # live TUI of a built-in workload's moves and failures
   uffdtrace doctor                        # what this kernel lets uffdtrace see
   uffdtrace workload --scenario pinned    # reproduce an io_uring-pinned failure
   uffdtrace trace --failed-only           # every failing UFFDIO_MOVE, diagnosed
   uffdtrace record -o t.jsonl -- uffdtrace workload --scenario pinned --hold 0.2
   uffdtrace workload --scenario mixed -d 30   # 30 s of every failure class
+  uffdtrace top --replay t.jsonl          # browse a recorded trace in the TUI
 
 run `uffdtrace COMMAND --help` for each command's options and examples.
 """

@@ -18,6 +18,29 @@ FORMAT = "uffdtrace-trace"
 FORMAT_VERSION = 1
 
 
+def header_record(session: Session, filters: dict) -> dict:
+    return {
+        "type": "header", "format": FORMAT, "version": FORMAT_VERSION,
+        "uffdtrace_version": __version__, "kernel_release": os.uname().release,
+        "tier": session.tier, "probes": session.probes, "filters": filters,
+        "start_wall": session.started_wall, "start_ktime_ns": session.started_ktime_ns,
+    }
+
+
+def item_record(item) -> dict:
+    """A Session item (TracedMove or PinEvent) as its trace record."""
+    record = item.to_json()
+    return record if record.get("type") == "move" else {"type": "pin", **record}
+
+
+def aggregates_record(session: Session, elapsed_s: float) -> dict:
+    """The in-kernel totals: exact even when events were dropped or not sent."""
+    return {"type": "aggregates", "elapsed_s": round(elapsed_s, 3),
+            "counters": session.counters(), "outcomes": session.outcomes(),
+            "histograms": {k: {str(b): n for b, n in v.items()}
+                           for k, v in session.histograms().items()}}
+
+
 class TraceWriter:
     def __init__(self, path: str):
         try:
@@ -35,31 +58,22 @@ class TraceWriter:
         self._f.flush()
 
     def header(self, session: Session, filters: dict):
-        self.write({
-            "type": "header", "format": FORMAT, "version": FORMAT_VERSION,
-            "uffdtrace_version": __version__, "kernel_release": os.uname().release,
-            "tier": session.tier, "probes": session.probes, "filters": filters,
-            "start_wall": session.started_wall, "start_ktime_ns": session.started_ktime_ns,
-        })
+        self.write(header_record(session, filters))
         self.flush()
 
     def items(self, items: list):
         for item in items:
-            record = item.to_json()
-            if record.get("type") == "move":
+            record = item_record(item)
+            if record["type"] == "move":
                 self.moves += 1
             else:
-                record = {"type": "pin", **record}
                 self.pins += 1
             self.write(record)
         if items:
             self.flush()
 
     def aggregates(self, session: Session, elapsed_s: float):
-        self.write({"type": "aggregates", "elapsed_s": round(elapsed_s, 3),
-                    "counters": session.counters(), "outcomes": session.outcomes(),
-                    "histograms": {k: {str(b): n for b, n in v.items()}
-                                   for k, v in session.histograms().items()}})
+        self.write(aggregates_record(session, elapsed_s))
         self.flush()
 
     def footer(self, session: Session, reason: str, command_status: int | None):

@@ -1,0 +1,204 @@
+"""Where `top` gets its records: live tracing, the demo workload traced
+live, or a recorded trace file.  Every source hands the model the same
+trace records (header, move, pin, aggregates, footer), in batches.
+
+A source is prepared on the main thread before the TUI takes the terminal
+(bcc compiles there and redirects fd 2 while it does), then run on a
+worker thread until it ends or `stop` is set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from ..commands.tracing import run_session
+from ..errors import UserError
+from ..session import Session
+from ..tracefile import FORMAT, aggregates_record, header_record, item_record
+from .model import TopModel, TraceClock
+
+Emit = Callable[[list[dict]], None]
+BATCH = 2000          # records per model update: bounds how long the lock is held
+
+
+class Source(Protocol):
+    label: str
+
+    def prepare(self) -> None: ...
+    def run(self, emit: Emit, stop: threading.Event) -> str: ...
+    def close(self) -> None: ...
+
+
+def open_trace(path: str) -> Iterator[dict]:
+    """The one place `top` opens a trace file: its records, in order.
+
+    Kept tiny on purpose: the trace-file reader (uffdtrace.tracereader,
+    iter_records) can replace its body."""
+    try:
+        f = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+
+    def records():
+        with f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    if not line.endswith("\n"):
+                        return      # a recorder killed mid-line: the rest is intact
+                    raise UserError(f"{path}:{n}: not a JSON record ({exc})") from None
+                if not isinstance(record, dict):
+                    raise UserError(f"{path}:{n}: not a JSON object")
+                if n == 1 and record.get("format") != FORMAT:
+                    raise UserError(f"{path}:1: not a uffdtrace trace file (no header)")
+                yield record
+    return records()
+
+
+class ReplaySource:
+    """A recorded trace, at `speed` times its own pace (0: as fast as possible)."""
+
+    def __init__(self, path: str, speed: float = 1.0):
+        self.path, self.speed = path, speed
+        pace = "max speed" if not speed else f"x{speed:g}"
+        self.label = f"replay {os.path.basename(path)} ({pace})"
+        self._records: Iterator[dict] | None = None
+
+    def prepare(self):
+        self._records = open_trace(self.path)
+
+    def run(self, emit: Emit, stop: threading.Event) -> str:
+        clock = TraceClock()        # the model's notion of trace time
+        batch: list[dict] = []
+        start_wall = time.monotonic()
+        for record in self._records:
+            try:
+                t = clock.time(record)
+            except (KeyError, TypeError, ValueError):
+                t = None            # malformed: the model counts it, pacing ignores it
+            if self.speed and t is not None:
+                wait = start_wall + t / self.speed - time.monotonic()
+                if wait > 0:
+                    emit(batch)
+                    batch = []
+                    if stop.wait(wait):
+                        return "stopped"
+            batch.append(record)
+            if len(batch) >= BATCH:
+                emit(batch)
+                batch = []
+                if stop.is_set():
+                    return "stopped"
+        emit(batch)
+        return "end of trace"
+
+    def close(self):
+        if self._records is not None:
+            self._records.close()
+
+
+def _uffdtrace_command() -> list[str]:
+    """This uffdtrace, as a command (the console script keeps comm readable)."""
+    script = os.path.join(os.path.dirname(sys.executable), "uffdtrace")
+    if os.access(script, os.X_OK):
+        return [script]
+    return [sys.executable, "-m", "uffdtrace"]
+
+
+def demo_command(rate: float = 100.0) -> list[str]:
+    """The native `mixed` workload until stopped; --hold keeps each round's
+    memory long enough for the tracepoint tier to read its page state."""
+    return _uffdtrace_command() + ["workload", "--scenario", "mixed", "--duration", "0",
+                                   "--rate", f"{rate:g}", "--hold", "0.05"]
+
+
+class LiveSource:
+    """The tracing Session, optionally running (and following) COMMAND."""
+
+    def __init__(self, session: Session, *, command: list[str] | None = None,
+                 filters: dict | None = None, aggregate_every: float = 1.0, label: str = "live"):
+        self.session, self.command = session, command or []
+        self.filters = filters or {}
+        self.aggregate_every = aggregate_every
+        self.label = label
+        self._output = None
+
+    def prepare(self):
+        self.session.start()
+
+    def run(self, emit: Emit, stop: threading.Event) -> str:
+        session = self.session
+        emit([header_record(session, self.filters)])
+        self._output = tempfile.TemporaryFile() if self.command else None
+
+        def sink(items):
+            for i in range(0, len(items), BATCH):
+                emit([item_record(item) for item in items[i:i + BATCH]])
+
+        try:
+            result = run_session(session, self.command, 0, sink,
+                                 tick=lambda t: emit([aggregates_record(session, t)]),
+                                 tick_every=self.aggregate_every, stop=stop,
+                                 command_output=self._output)
+            emit([aggregates_record(session, result.elapsed_s)])
+        finally:
+            self.close()
+        if result.reason == "command exited" and result.command_status != 0:
+            raise UserError(f"{' '.join(self.command[-8:])} exited with status "
+                            f"{result.command_status}: {self._command_tail()}")
+        return result.reason
+
+    def _command_tail(self) -> str:
+        self._output.seek(0)
+        lines = self._output.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+    def close(self):
+        self.session.close()
+
+
+class Feeder:
+    """The worker thread: drains a source into the model, so the UI thread
+    only ever takes snapshots.  A source's failure becomes model.error."""
+
+    def __init__(self, source: Source, model: TopModel):
+        self.source, self.model = source, model
+        self.stop_event = threading.Event()
+        self.internal_error: str | None = None     # a traceback: a bug, not a user error
+        self._thread = threading.Thread(target=self._run, name="uffdtrace-top-feeder",
+                                        daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = 15):
+        self.stop_event.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self):
+        try:
+            self.model.finish(self.source.run(self.model.feed, self.stop_event))
+        except UserError as exc:
+            self.model.fail(str(exc))
+        except Exception as exc:   # noqa: BLE001 - shown on the error screen, printed after
+            self.internal_error = traceback.format_exc()
+            self.model.fail(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            try:
+                self.source.close()
+            except Exception:      # noqa: BLE001 - closing must not hide the real error
+                pass
