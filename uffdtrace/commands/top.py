@@ -75,37 +75,46 @@ def _validate(args):
         raise UserError("--demo traces its own workload: -p does not apply")
 
 
-def run(args) -> int:
-    _validate(args)
+def build_app(source, *, interval: float = 1.0, failed_only: bool = False,
+              row_filter=None):
+    """Prepare `source` and the app around it.  A source that cannot start
+    (no root, bcc cannot compile...) gives an app showing the error screen."""
     from ..top.app import TopApp
     from ..top.model import TopModel
     from ..top.sources import Feeder
+
+    model = TopModel(source.label, rate_window=max(interval, 1.0))
+    try:
+        source.prepare()
+    except UserError as exc:
+        model.fail(f"{source.label} source could not start: {exc}")
+    feeder = Feeder(source, model) if model.error is None else None
+    return TopApp(model, feeder, interval=interval, failures_only=failed_only,
+                  row_filter=row_filter)
+
+
+def run(args) -> int:
+    _validate(args)
     from ..top.view import RowFilter
 
     source = _source(args)
-    model = TopModel(source.label, rate_window=max(args.interval, 1.0))
     if args.replay:
         source.prepare()        # a missing or unreadable file: one line, exit 2
     else:
         print("uffdtrace top: compiling and attaching the BPF program...", file=sys.stderr,
-              flush=True)
-        try:
-            source.prepare()    # before the TUI owns the terminal: bcc uses fd 2
-        except UserError as exc:
-            model.fail(f"tracing could not start: {exc}")
-    feeder = Feeder(source, model) if model.error is None else None
-    row_filter = RowFilter(pid=args.pid) if args.replay and args.pid else None
-    app = TopApp(model, feeder, interval=args.interval, failures_only=args.failed_only,
-                 row_filter=row_filter)
+              flush=True)       # prepared before the TUI owns the terminal: bcc uses fd 2
+    app = build_app(source, interval=args.interval, failed_only=args.failed_only,
+                    row_filter=RowFilter(pid=args.pid) if args.replay and args.pid else None)
     try:
         app.run()
     finally:
-        if feeder is not None:
-            feeder.join()
+        if app.feeder is not None:
+            app.feeder.join()
         source.close()
-    if feeder is not None and feeder.internal_error:
-        print(feeder.internal_error, file=sys.stderr)
-    if model.error:
-        print(f"uffdtrace: {model.error}", file=sys.stderr)
-        return 1 if feeder is not None and feeder.internal_error else 2
+    internal = app.feeder.internal_error if app.feeder is not None else None
+    if internal:
+        print(internal, file=sys.stderr)
+    if app.model.error:
+        print(f"uffdtrace: {app.model.error}", file=sys.stderr)
+        return 1 if internal else 2
     return app.return_code or 0

@@ -18,7 +18,8 @@ from .model import FailureRow, Snapshot, TopModel
 from .sources import Feeder
 from .view import (FAILURE_COLUMNS, PROCESS_COLUMNS, RowFilter, Sort, comm_text,
                    failure_cells, process_cells)
-from .widgets import KeyedTable, Panel, causes_text, header_text, latency_text
+from .widgets import (KeyedTable, Panel, SizedPanel, causes_text, header_text,
+                      latency_text)
 
 MIN_INTERVAL = 0.25        # the display refreshes at most 4 times a second
 FAILURES_SHOWN = 200       # rows in the recent-failures table
@@ -103,14 +104,16 @@ class TopApp(App):
     TITLE = "uffdtrace top"
     ENABLE_COMMAND_PALETTE = False
     CSS = """
+    Screen { overflow: hidden; }
     #header { height: auto; padding: 0 1; background: $boost; }
-    #processes { height: 1fr; min-height: 5; border: round $primary; }
-    #middle { height: 11; }
+    #processes { height: 1fr; min-height: 4; border: round $primary; }
+    #middle { height: 1fr; min-height: 4; max-height: 11; }
     #causes { width: 3fr; border: round $primary; }
     #latency { width: 2fr; border: round $primary; }
     #rate { width: 2fr; border: round $primary; }
     #rate Sparkline { height: 1fr; }
-    #failures { height: 1fr; min-height: 5; border: round $primary; }
+    SizedPanel { text-wrap: nowrap; text-overflow: ellipsis; }
+    #failures { height: 1fr; min-height: 4; border: round $primary; }
     #filter { dock: bottom; display: none; }
     #filter.visible { display: block; }
     DataTable:focus { border: round $accent; }
@@ -142,15 +145,16 @@ class TopApp(App):
         self.snapshot: Snapshot | None = None
         self.refreshes = 0
         self._error_shown = False
+        self._process_title = ""
 
     # -- layout -----------------------------------------------------------
     def compose(self) -> ComposeResult:
-        yield Static(id="header")
+        yield Panel(id="header")
         yield KeyedTable([(c.key, c.label, c.width, c.right) for c in PROCESS_COLUMNS],
                          id="processes")
         with Horizontal(id="middle"):
-            yield Panel(id="causes")
-            yield Panel(id="latency")
+            yield SizedPanel(causes_text, id="causes")
+            yield SizedPanel(latency_text, id="latency")
             with Vertical(id="rate"):
                 yield Sparkline([], id="sparkline")
         yield KeyedTable([(k, label, w, k in ("time", "pid", "len", "moved"))
@@ -160,17 +164,22 @@ class TopApp(App):
         yield Footer()
 
     def on_mount(self):
-        self.query_one("#causes").border_title = Text("Failure causes")
-        self.query_one("#latency").border_title = Text("Latency (all moves)")
-        self.query_one("#rate").border_title = Text("moves/s")
-        self.query_one("#failures").border_title = Text("Recent failures (Enter: details)")
-        self.query_one("#processes").focus()
+        q = self.query_one
+        self._header, self._causes, self._latency = q("#header"), q("#causes"), q("#latency")
+        self._rate, self._sparkline = q("#rate"), q("#sparkline")
+        self._processes, self._failures = q("#processes"), q("#failures")
+        self._causes.border_title = Text("Failure causes")
+        self._latency.border_title = Text("Latency (all moves)")
+        self._rate.border_title = Text("moves/s")
+        self._failures.border_title = Text("Recent failures (Enter: details)")
+        self._processes.focus()
         if self.feeder is not None:
             self.feeder.start()
         self.refresh_view()
-        self.set_interval(self.interval, self.refresh_view)
+        self._timer = self.set_interval(self.interval, self.refresh_view)
 
     def on_unmount(self):
+        self._timer.stop()
         if self.feeder is not None:
             self.feeder.stop()     # joined by the caller, once the terminal is restored
 
@@ -184,15 +193,13 @@ class TopApp(App):
         self.refreshes += 1
         self._show_header()
         self._show_processes()
-        causes = self.query_one("#causes", Panel)
-        causes.show(causes_text(snap, causes.content_size.width))
-        latency = self.query_one("#latency", Panel)
-        latency.show(latency_text(snap, latency.content_size.width))
-        spark = self.query_one("#sparkline", Sparkline)
-        spark.data = list(snap.sparkline) or [0.0]
-        peak = max(snap.sparkline, default=0)
-        self.query_one("#rate").border_title = Text(
-            f"moves/s, last {len(snap.sparkline)} s (max {peak:,.0f})")
+        self._causes.show(snap.causes)
+        self._latency.show(snap.latency_log2)
+        data = list(snap.sparkline) or [0.0]
+        if data != self._sparkline.data:
+            self._sparkline.data = data
+            self._rate.border_title = Text(
+                f"moves/s, last {len(snap.sparkline)} s (max {max(data):,.0f})")
         self._show_failures()
         if snap.error and not self._error_shown:
             self._error_shown = True
@@ -202,7 +209,7 @@ class TopApp(App):
             self.push_screen(ErrorScreen("uffdtrace top: error", body))
 
     def _show_header(self):
-        self.query_one("#header", Static).update(header_text(
+        self._header.show(header_text(
             self.snapshot, paused=self.paused, failures_only=self.failures_only,
             filter_text=self.row_filter.describe()))
 
@@ -216,16 +223,19 @@ class TopApp(App):
         return rows[:FAILURES_SHOWN]
 
     def _show_processes(self):
-        table = self.query_one("#processes", KeyedTable)
+        table = self._processes
         rows = self.visible_processes()
         table.sync([(str(r.pid), process_cells(r)) for r in rows])
         title = f"Processes ({len(rows)}"
         if len(rows) != len(self.snapshot.processes):
             title += f" of {len(self.snapshot.processes)}"
-        table.border_title = Text(f"{title})  sorted by {self.sort_order.describe()}")
+        title += f")  sorted by {self.sort_order.describe()}"
+        if title != self._process_title:
+            self._process_title = title
+            table.border_title = Text(title)
 
     def _show_failures(self):
-        self.query_one("#failures", KeyedTable).sync(
+        self._failures.sync(
             [(str(r.seq), failure_cells(r)) for r in self.visible_failures()])
 
     # -- actions ----------------------------------------------------------
@@ -274,7 +284,7 @@ class TopApp(App):
     def _close_filter(self):
         box = self.query_one("#filter", Input)
         box.remove_class("visible")
-        self.query_one("#processes").focus()
+        self._processes.focus()
 
     def action_clear_filter(self):
         if self.query_one("#filter", Input).has_focus:
@@ -291,8 +301,7 @@ class TopApp(App):
         self._details_of(event.data_table.id, event.row_key.value)
 
     def action_details(self):
-        table = self.focused if isinstance(self.focused, KeyedTable) else \
-            self.query_one("#failures", KeyedTable)
+        table = self.focused if isinstance(self.focused, KeyedTable) else self._failures
         key = table.cursor_key
         if key is None:
             self.notify("no failure selected", severity="warning", markup=False)

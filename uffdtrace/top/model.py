@@ -243,9 +243,10 @@ class TopModel:
             if o.get("errno"):
                 counts[1] += int(o["count"])
         total = sum(c[0] for c in per_pid.values())
-        if self._kernel_t is not None and total > self._kernel_moves.total:
-            # The increase happened over (previous aggregates, t]: its second.
-            self._timeline_kernel[math.ceil(t) - 1] += total - self._kernel_moves.total
+        if total > self._kernel_moves.total:
+            # The increase happened over (previous aggregates or start, t]:
+            # counted in the second that interval ends in.
+            self._timeline_kernel[max(math.ceil(t) - 1, 0)] += total - self._kernel_moves.total
         self._kernel_moves.set(t, total)
         self._kernel_failures = sum(c[1] for c in per_pid.values())
         self._kernel_t = t

@@ -75,11 +75,18 @@ class ReplaySource:
         self._records: Iterator[dict] | None = None
 
     def prepare(self):
-        self._records = open_trace(self.path)
+        if self._records is None:
+            self._records = open_trace(self.path)
 
     def run(self, emit: Emit, stop: threading.Event) -> str:
-        clock = TraceClock()        # the model's notion of trace time
         batch: list[dict] = []
+        try:
+            return self._paced(batch, emit, stop)
+        finally:
+            emit(batch)       # what was read before a bad line is shown too
+
+    def _paced(self, batch: list[dict], emit: Emit, stop: threading.Event) -> str:
+        clock = TraceClock()        # the model's notion of trace time
         start_wall = time.monotonic()
         for record in self._records:
             try:
@@ -89,17 +96,16 @@ class ReplaySource:
             if self.speed and t is not None:
                 wait = start_wall + t / self.speed - time.monotonic()
                 if wait > 0:
-                    emit(batch)
-                    batch = []
+                    emit(batch[:])
+                    batch.clear()
                     if stop.wait(wait):
                         return "stopped"
             batch.append(record)
             if len(batch) >= BATCH:
-                emit(batch)
-                batch = []
+                emit(batch[:])
+                batch.clear()
                 if stop.is_set():
                     return "stopped"
-        emit(batch)
         return "end of trace"
 
     def close(self):

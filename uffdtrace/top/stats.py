@@ -17,15 +17,18 @@ class RateMeter:
     window old; before the meter has history that old, it counts from zero
     at `now - window` (what was not seen is not invented)."""
 
-    __slots__ = ("total", "_samples", "_last_t")
+    __slots__ = ("total", "_samples", "_last_t", "_newest_t")
 
     def __init__(self):
         self.total = 0
         self._samples: deque[tuple[float, int]] = deque(maxlen=MAX_SAMPLES)
-        self._last_t = float("-inf")
+        self._last_t = float("-inf")      # of the newest sample
+        self._newest_t = float("-inf")    # of the newest count, sampled or not
 
     def add(self, t: float, n: int = 1):
         self.total += n
+        if t > self._newest_t:
+            self._newest_t = t
         if t - self._last_t >= SAMPLE_EVERY_S:
             self._samples.append((t, self.total))
             self._last_t = t
@@ -34,15 +37,15 @@ class RateMeter:
         """A cumulative value read from elsewhere (an in-kernel counter)."""
         self.total = total
         self._samples.append((t, total))
-        self._last_t = t
+        self._last_t = self._newest_t = t
 
     def rate(self, now: float, window: float, since: float = float("-inf")) -> float:
         """Per second over the last `window` seconds ending at `now`; the
         window never starts before `since` (the start of the trace).
         Forgets samples older windows would need: `now` only moves forward."""
         start = max(now - window, since)
-        if now <= start:
-            return 0.0
+        if now <= start or self._newest_t <= start:
+            return 0.0          # nothing counted inside the window
         s = self._samples
         while len(s) >= 2 and s[1][0] <= start:
             s.popleft()

@@ -2,9 +2,12 @@
 causes, notes) reaches the screen as a rich Text, never as markup."""
 from __future__ import annotations
 
+from typing import Callable
+
 from rich.text import Text
 from textual.binding import Binding
 from textual.coordinate import Coordinate
+from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from .model import Snapshot
@@ -136,19 +139,20 @@ def header_text(snap: Snapshot, *, paused: bool, failures_only: bool, filter_tex
 CAUSE_LABEL = 27
 
 
-def causes_text(snap: Snapshot, width: int) -> Text:
+def causes_text(causes: tuple[tuple[str, int], ...], width: int) -> Text:
     """One line per cause; `width` is the panel's: the bar gets what is left."""
     t = Text(no_wrap=True, overflow="ellipsis")
-    if not snap.causes:
+    if not causes:
         t.append("no failures yet", style="dim")
         return t
-    top = snap.causes[0][1]
-    total = sum(n for _, n in snap.causes)
-    bar = max(width - CAUSE_LABEL - 15, 1)
-    for i, (cause, n) in enumerate(snap.causes):
+    top = causes[0][1]
+    total = sum(n for _, n in causes)
+    label = max(min(CAUSE_LABEL, width - 16), 8)
+    bar = max(width - label - 15, 1)
+    for i, (cause, n) in enumerate(causes):
         if i:
             t.append("\n")
-        t.append(f"{cause:<{CAUSE_LABEL}.{CAUSE_LABEL}} ", style="bold")
+        t.append(f"{cause:<{label}.{label}} ", style="bold")
         t.append(f"{n:>8,} {n / total:>4.0%} ")
         t.append("█" * max(1, round(bar * n / top)), style="red")
     return t
@@ -161,29 +165,53 @@ def _ns(v: int) -> str:
     return f"{v}ns"
 
 
-def latency_text(snap: Snapshot, width: int) -> Text:
-    """bcc-style log2 histogram; `width` is the panel's."""
+def latency_text(latency_log2: tuple[tuple[int, int], ...], width: int) -> Text:
+    """A log2 histogram (bcc's buckets), one line per bucket from its lower
+    bound; `width` is the panel's."""
     t = Text(no_wrap=True, overflow="ellipsis")
-    if not snap.latency_log2:
+    if not latency_log2:
         t.append("no moves yet", style="dim")
         return t
-    top = max(n for _, n in snap.latency_log2)
-    bar = max(width - 27, 1)
-    lo, hi = snap.latency_log2[0][0], snap.latency_log2[-1][0]
-    counts = dict(snap.latency_log2)
+    top = max(n for _, n in latency_log2)
+    bar = max(width - 18, 1)
+    lo, hi = latency_log2[0][0], latency_log2[-1][0]
+    counts = dict(latency_log2)
     for b in range(lo, hi + 1):
         n = counts.get(b, 0)
         if b > lo:
             t.append("\n")
         low = 0 if b == 0 else 1 << (b - 1)
-        t.append(f"{_ns(low) + '-' + _ns(1 << b):>15}", style="dim")
-        t.append(f"{n:>10,} ")
+        t.append(f"{'>=' + _ns(low):>9}", style="dim")      # up to the next line's
+        t.append(f"{n:>8,} ")
         t.append("█" * round(bar * n / top), style="cyan")
     return t
 
 
+class SizedPanel(Widget):
+    """Text drawn to the panel's current width (bars fill what is left), so
+    it is built at render time: right after any resize or layout change."""
+
+    def __init__(self, build: Callable[[object, int], Text], **kw):
+        super().__init__(**kw)
+        self._build, self._data = build, None
+
+    def show(self, data):
+        if data != self._data:
+            self._data = data
+            self.refresh()
+
+    def render(self) -> Text:
+        return self._build(self._data, self.content_size.width) if self._data is not None \
+            else Text()
+
+
 class Panel(Static):
-    """A bordered Static showing a Text built by code (never markup)."""
+    """A Static showing a Text built by code (never markup), repainted only
+    when the text changed (an update also costs a layout pass)."""
+
+    _shown: Text | None = None
 
     def show(self, text: Text):
-        self.update(text)
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
