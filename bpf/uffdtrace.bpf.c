@@ -31,6 +31,9 @@
 #ifndef UT_RINGBUF_PAGES
 #define UT_RINGBUF_PAGES 256
 #endif
+#ifndef UT_KERNEL_TIER
+#define UT_KERNEL_TIER 0
+#endif
 #define UT_MAX_IOVECS 16
 #define IORING_REGISTER_BUFFERS 0
 #define IORING_UNREGISTER_BUFFERS 1
@@ -73,6 +76,11 @@ static __always_inline struct ut_move_event *current_move(void)
 
 	return inflight.lookup(&tid);
 }
+
+#if UT_KERNEL_TIER
+/* uffdtrace_kernel.bpf.c, appended after this file */
+static __always_inline void ut_kernel_finish(struct ut_move_event *rec);
+#endif
 
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 {
@@ -134,6 +142,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 		__sync_fetch_and_add(count, 1);
 	latency_log2.increment(bpf_log2l(rec->latency_ns));
 	size_log2.increment(bpf_log2l(rec->len));
+#if UT_KERNEL_TIER
+	ut_kernel_finish(rec);
+#endif
 
 	if (!(UT_FAILED_ONLY && rec->ret == 0)) {
 		struct ut_move_event *e = events.ringbuf_reserve(sizeof(struct ut_move_event));
@@ -279,6 +290,8 @@ static __always_inline void send_pin(u32 type, u32 fd, u32 opcode, u32 index, u6
 	e->len = len;
 	e->opcode = opcode;
 	e->index = index;
+	e->method = UT_PIN_IO_URING_REGISTER;
+	e->gup_flags = 0;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	events.ringbuf_submit(e, 0);
 	stat_add(UT_STAT_PINS_SEEN, 1);

@@ -23,6 +23,45 @@
 #define UT_FOLIO_KSM 0x8
 #define UT_FOLIO_ANON 0x10
 #define UT_FOLIO_ANON_EXCLUSIVE 0x20
+#define UT_FOLIO_PINNED_SEEN 0x40      /* a GUP pin of this folio was seen (pinner_*) */
+
+/* ut_move_event.kflags: what the kernel-tier hooks saw during the move */
+#define UT_K_MOVE_PAGES 0x1            /* move_pages() was entered */
+#define UT_K_MOVE_PAGES_RETURNED 0x2   /* ... and returned (kernel_ret is valid) */
+#define UT_K_IOCTL_SEEN 0x4            /* userfaultfd_ioctl() entered for this move */
+#define UT_K_CROSS_MM 0x8              /* the uffd belongs to another mm */
+#define UT_K_STEP_FAILED 0x10          /* a move step failed: step_err, fail_addr */
+#define UT_K_FOLIO_AT_FAIL 0x20        /* folio_flags describe the page at fail_addr */
+#define UT_K_SRC_VMA 0x40              /* src_vma bits are valid */
+#define UT_K_DST_VMA 0x80              /* dst_vma bits are valid */
+
+/* ut_move_event.pte_at_fail: page-table entries the kernel mapped at the
+ * address where the move stopped (kernel tier, __pte_offset_map) */
+#define UT_PTE_SRC_SEEN 0x1
+#define UT_PTE_SRC_NONE 0x2            /* src PTE empty: a hole */
+#define UT_PTE_SRC_SWAP 0x4            /* src PTE is a swap (or other non-present) entry */
+#define UT_PTE_DST_SEEN 0x8
+#define UT_PTE_DST_POPULATED 0x10      /* dst PTE not empty */
+
+/* ut_move_event.src_vma / dst_vma: VMA facts read in the kernel */
+#define UT_VMA_SHARED 0x1
+#define UT_VMA_NOT_ANON 0x2
+#define UT_VMA_WRITE 0x4
+#define UT_VMA_SPECIAL 0x8             /* PFNMAP, IO, HUGETLB or MIXEDMAP */
+#define UT_VMA_UFFD_MISSING 0x10       /* registered for missing faults ... */
+#define UT_VMA_OTHER_CTX 0x20          /* ... but to another userfaultfd */
+#define UT_VMA_LOCKED 0x40
+#define UT_VMA_READ 0x80
+#define UT_VMA_EXEC 0x100
+
+/* ut_pin_event.method: how the pages were pinned */
+#define UT_PIN_IO_URING_REGISTER 1     /* io_uring_register(2) fixed buffers */
+#define UT_PIN_USER_PAGES_FAST 2       /* pin_user_pages_fast() */
+#define UT_PIN_USER_PAGES 3
+#define UT_PIN_USER_PAGES_REMOTE 4
+#define UT_PIN_USER_PAGES_UNLOCKED 5
+#define UT_PIN_METHOD_MASK 0xff
+#define UT_PIN_LONGTERM 0x100          /* or'ed in: FOLL_LONGTERM was asked for */
 
 /* indexes of the `stats` array map */
 #define UT_STAT_MOVES_ENTERED 0
@@ -31,6 +70,8 @@
 #define UT_STAT_ARG_READ_FAILS 3
 #define UT_STAT_INFLIGHT_FULL 4
 #define UT_STAT_PINS_SEEN 5
+#define UT_STAT_GUP_PINS 6          /* pin_user_pages* calls seen (kernel tier) */
+#define UT_STAT_GUP_UNPINS 7
 #define UT_STAT_MAX 8
 
 /* x86 tlb:tlb_flush reasons (arch/x86/include/asm/tlbflush.h) */
@@ -74,11 +115,36 @@ struct ut_move_event {
 	__u32 retries;          /* steps that returned -EAGAIN and were retried */
 	__u32 folio_flags;      /* UT_FOLIO_* at fail_addr */
 	__u32 thp_splits;
-	__u32 reserved;
+	__u32 kflags;           /* UT_K_* */
+	__s64 kernel_ret;       /* move_pages(): bytes moved, or -errno */
+	__s32 split_err;        /* first failed folio split while inside the move */
+	__u32 folio_lookups;    /* vm_normal_folio() calls inside the move */
+	__u32 src_vma;          /* UT_VMA_* */
+	__u32 dst_vma;
+	__u32 tlb_range_flushes; /* flush_tlb_mm_range() calls */
+	__u32 pinner_pid;       /* who pinned the folio at fail_addr (GUP hooks) */
+	__u64 tlb_range_bytes;  /* bytes covered by ranged flush_tlb_mm_range() */
+	__u64 pinner_ts_ns;
+	__u32 pinner_method;    /* UT_PIN_* */
+	__u32 pinner_gup_flags;
+	__u64 ksm_merged_ts_ns; /* when the KSM folio at fail_addr was merged, if seen */
+	/* scratch for the hooks, always zero in the sent event: kernel pointers
+	 * never leave the kernel */
+	__u64 scratch_ctx;      /* the move's userfaultfd_ctx */
+	__u64 scratch_folio;    /* the last folio looked up */
+	__u64 scratch_folio_addr;
+	__u64 scratch_src_pte_addr; /* the last src/dst PTEs mapped, and their values */
+	__u64 scratch_src_pte;
+	__u64 scratch_dst_pte_addr;
+	__u64 scratch_dst_pte;
+	__u32 scratch_folio_flags;
+	__u32 pte_at_fail;      /* UT_PTE_*: the entries where the move stopped */
+	char pinner_comm[16];
 	char comm[16];
 };
 
-/* A range pinned long-term through io_uring fixed buffers (or released). */
+/* A range pinned long-term: io_uring fixed buffers (tracepoint tier) or a
+ * FOLL_LONGTERM pin_user_pages*() call (kernel tier); or released. */
 struct ut_pin_event {
 	__u32 type;
 	__u32 pid;
@@ -89,6 +155,8 @@ struct ut_pin_event {
 	__u64 len;
 	__u32 opcode;           /* io_uring_register opcode */
 	__u32 index;            /* iovec index within the registration */
+	__u32 method;           /* UT_PIN_* */
+	__u32 gup_flags;        /* FOLL_* the caller passed (GUP hooks) */
 	char comm[16];
 };
 

@@ -8,6 +8,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# scenario -> (cause, underlying cause of a partial move): what a correct
+# diagnosis says in every tier (the evidence level differs by tier)
+SCENARIO_CAUSES = {
+    "ok": ("ok", None),
+    "thp": ("ok", None),
+    "src_hole_allowed": ("ok", None),
+    "pinned": ("partial", "page_pinned"),
+    "partial": ("partial", "dst_populated"),
+    "ksm": ("page_ksm", None),
+    "fork_shared": ("page_shared", None),
+    "dst_populated": ("dst_populated", None),
+    "src_hole": ("src_hole", None),
+    "misaligned": ("invalid_misaligned", None),
+    "dst_not_registered": ("invalid_dst_not_registered", None),
+    "vma_shared": ("invalid_vma_shared", None),
+    "src_readonly": ("invalid_src_not_writable", None),
+    "cross_mm": ("invalid_cross_mm", None),
+}
+
 
 def uffdtrace(*args: str, timeout: float = 120, check_clean_stderr: bool = True,
               preexec=None, **kw) -> subprocess.CompletedProcess:
@@ -23,3 +42,20 @@ def uffdtrace_json(*args: str, **kw) -> dict:
     proc = uffdtrace(*args, "--json", **kw)
     assert proc.stdout.strip(), f"no JSON on stdout (rc={proc.returncode}): {proc.stderr}"
     return json.loads(proc.stdout)
+
+
+def traced_workload(session, *args):
+    """Run a workload while polling the session; its JSON and traced moves."""
+    session.drain()
+    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", *args, "--json"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    items = []
+    while proc.poll() is None:
+        items += session.poll(50)
+    stdout, stderr = proc.communicate()
+    items += session.drain()
+    assert proc.returncode == 0, stderr
+    out = json.loads(stdout)
+    pids = {c["pid"] for c in out["calls"]} | {out["pid"]}
+    moves = [i for i in items if hasattr(i, "diagnosis") and i.event.pid in pids]
+    return out, moves

@@ -6,6 +6,7 @@ from pathlib import Path
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 TRACEPOINT_PROGRAM = "uffdtrace.bpf.c"
+KERNEL_PROGRAM = "uffdtrace_kernel.bpf.c"   # appended in the kernel tier
 DEFAULT_RINGBUF_PAGES = 1024   # 4 MiB: ~18k move events of headroom
 
 
@@ -18,13 +19,19 @@ class ProgramConfig:
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
 
 
-def program_text(config: ProgramConfig) -> str:
+def program_text(config: ProgramConfig, kernel_defines: dict[str, int] | None = None) -> str:
+    """The tracepoint program, plus the kernel-tier hooks when kernel_defines
+    (KernelPlan.defines()) turn the kernel tier on."""
     defines = {
         "UT_PID": config.pid, "UT_TID": config.tid, "UT_FOLLOW": int(config.follow),
         "UT_FAILED_ONLY": int(config.failed_only), "UT_RINGBUF_PAGES": config.ringbuf_pages,
+        **(kernel_defines or {}),
     }
     prelude = "".join(f"#define {k} {v}\n" for k, v in defines.items())
-    return prelude + (BPF_DIR / TRACEPOINT_PROGRAM).read_text()
+    text = prelude + (BPF_DIR / TRACEPOINT_PROGRAM).read_text()
+    if defines.get("UT_KERNEL_TIER"):
+        text += (BPF_DIR / KERNEL_PROGRAM).read_text()
+    return text
 
 
 def cflags() -> list[str]:

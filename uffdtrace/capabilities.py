@@ -13,19 +13,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .kernel import bpfcaps, btf, headers, kallsyms, tracefs
+from . import kernel_tier
+from .kernel import bpfcaps, btf, headers, tracefs
 from .native import move_support
 
 
-# Functions the kernel tier would hook (names differ across versions: a
-# missing one is a fact to report, not an error).
-MOVE_PATH_FUNCTIONS = [
-    "move_pages", "move_pages_pte", "move_pages_ptes", "move_pages_huge_pmd",
-    "vm_normal_folio", "split_folio_to_list",
-    "__gup_longterm_locked", "pin_user_pages", "pin_user_pages_fast",
-    "pin_user_pages_remote", "try_grab_folio", "unpin_user_page", "unpin_user_pages",
-    "io_pin_pages", "flush_tlb_mm_range",
-]
 TRACEPOINTS = [
     "syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl",
     "syscalls:sys_enter_io_uring_register", "tlb:tlb_flush",
@@ -119,6 +111,7 @@ class Capabilities:
     tier_reason: str = ""
     probe_seconds: float = 0.0
     attachable_functions: list[str] = field(default_factory=list)
+    kernel_plan: kernel_tier.KernelPlan | None = None
 
     def to_json(self) -> dict:
         return {
@@ -135,6 +128,7 @@ class Capabilities:
             "bcc": self.bcc.to_json(),
             "functions": self.functions,
             "attachable_functions": self.attachable_functions,
+            "kernel_tier": self.kernel_plan.to_json() if self.kernel_plan else None,
             "tracepoints": self.tracepoints,
             "ksm": self.ksm,
             "thp": self.thp,
@@ -156,15 +150,14 @@ def choose_tier(c: Capabilities) -> tuple[str, str]:
         return "errno", f"tracefs: {c.tracefs_status}"
     tp = c.program_kinds["tracepoint"]
     tracepoint_ok = tp.attaches and all(c.tracepoints[t] for t in REQUIRED_TRACEPOINTS)
-    move_pages = c.functions["move_pages"]
-    kernel_ok = move_pages["fentry"]["attaches"] or move_pages["kprobe"]["attaches"]
-    if kernel_ok and c.headers.matches_running:
-        return "kernel", ("move_pages attaches via "
-                          + ("fentry" if move_pages["fentry"]["attaches"] else "kprobe"))
+    plan = c.kernel_plan
+    if plan is not None and plan.usable:
+        return "kernel", plan.reason
+    kernel_ok = any(c.functions[kernel_tier.ANCHOR][k]["attaches"] for k in ("fentry", "kprobe"))
     why_not_kernel = (
         f"kernel tier impossible: fentry ({c.program_kinds['fentry'].detail}); "
         f"kprobe ({c.program_kinds['kprobe'].detail})" if not kernel_ok else
-        f"kernel tier needs headers of this kernel, bcc uses {c.headers.release}")
+        f"kernel tier: {plan.reason if plan else 'not probed'}")
     if tracepoint_ok:
         return "tracepoint", why_not_kernel
     return "errno", f"{why_not_kernel}; tracepoint attach failed: {tp.detail}"
@@ -180,33 +173,23 @@ def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities
         tfs = tracefs.find()
         tfs_status = f"mounted at {tfs}" if tfs else "not mounted"
     btf_present = Path(btf.VMLINUX_BTF).exists()
-    syms = kallsyms.find_functions(MOVE_PATH_FUNCTIONS)
-    btf_ids = btf.find_funcs(MOVE_PATH_FUNCTIONS) if btf_present else \
-        dict.fromkeys(MOVE_PATH_FUNCTIONS)
     tp_ids = {}
     for name in TRACEPOINTS:
         cat, ev = name.split(":")
         tp_ids[name] = tracefs.tracepoint_id(tfs, cat, ev) if tfs else None
 
-    existing = [f for f in MOVE_PATH_FUNCTIONS if syms[f]]
-    kprobe_kind, kprobe_per = bpfcaps.probe_kprobes([syms[f].name for f in existing])
-    fentry_kind, fentry_per = bpfcaps.probe_fentry({f: btf_ids[f] for f in existing})
-    functions = {}
-    for f in MOVE_PATH_FUNCTIONS:
-        sym = syms[f]
-        functions[f] = {
-            "kallsyms": {"symbol": sym.name, "type": sym.kind} if sym else None,
-            "btf_func_id": btf_ids[f],
-            "fentry": (fentry_per[f] if sym else bpfcaps.Probe(None, False, "no symbol")).to_json(),
-            "kprobe": (kprobe_per[sym.name] if sym
-                       else bpfcaps.Probe(None, False, "no symbol")).to_json(),
-        }
+    probed = kernel_tier.probe_functions(list(kernel_tier.HOOKED_FUNCTIONS))
+    functions = {
+        f: {"kallsyms": {"symbol": p.symbol.name, "type": p.symbol.kind} if p.symbol else None,
+            "btf_func_id": p.btf_id, "fentry": p.fentry.to_json(),
+            "kprobe": p.kprobe.to_json(), "tells": kernel_tier.HOOKED_FUNCTIONS[f]}
+        for f, p in probed.functions.items()}
     kinds = {
         "tracepoint": bpfcaps.probe_tracepoint(tp_ids["syscalls:sys_enter_ioctl"],
                                                "syscalls:sys_enter_ioctl"),
         "raw_tracepoint": bpfcaps.probe_raw_tracepoint("sys_enter"),
-        "kprobe": kprobe_kind,
-        "fentry": fentry_kind,
+        "kprobe": probed.kinds[kernel_tier.KPROBE],
+        "fentry": probed.kinds[kernel_tier.FENTRY],
     }
     caps = Capabilities(
         kernel_release=release, uffdio_move_supported=supported, uffdio_move_detail=detail,
@@ -220,6 +203,7 @@ def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities
     )
     caps.attachable_functions = [f for f, info in functions.items()
                                  if info["fentry"]["attaches"] or info["kprobe"]["attaches"]]
+    caps.kernel_plan = kernel_tier.plan(probed=probed, header_tree=caps.headers)
     caps.tier, caps.tier_reason = choose_tier(caps)
     caps.probe_seconds = time.monotonic() - started
     return caps

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .enrich import Enrichment, Vma
-from .events import MoveEvent, PinEvent
+from .events import MoveEvent, PinEvent, pin_method_name
+from .kernel_evidence import diagnose_observed
 from .native import PAGE_SIZE, lib
 from .taxonomy import ERRNO, INFERRED, OBSERVED, cause
 
@@ -66,13 +67,13 @@ KsmLookup = Callable[[int], dict | None]   # pfn -> {"ts_ns", "pid"} or None
 
 
 def _pin_note(pin: PinEvent) -> str:
-    return f"src page lies in an io_uring fixed buffer registered by pid {pin.pid}"
+    return f"src page lies in a range pinned by pid {pin.pid}: {pin_method_name(pin.method)}"
 
 
 def _pin_culprit(pin: PinEvent) -> dict:
     return {"kind": "pin", "pid": pin.pid, "tid": pin.tid, "comm": pin.comm,
-            "method": "io_uring fixed buffer (io_uring_register)", "ts_ns": pin.ts_ns,
-            "range": [pin.addr, pin.len]}
+            "method": pin_method_name(pin.method), "ts_ns": pin.ts_ns,
+            "range": [pin.addr, pin.len], "source": "pin registration"}
 
 
 def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,
@@ -161,6 +162,10 @@ def diagnose(move: MoveEvent, en: Enrichment | None, pins: PinTable,
              ksm_lookup: KsmLookup | None = None) -> Diagnosis:
     if not move.failed:
         return Diagnosis("ok", OBSERVED)
+    if move.kernel_tier:
+        observed = diagnose_observed(move)
+        if observed is not None:
+            return observed
     err = -move.ret
     fail_addr = move.src + max(move.move, 0) if move.move_written else move.src
     gone = _why_no_evidence(en)

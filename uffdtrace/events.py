@@ -40,6 +40,26 @@ class MoveEvent:
     retries: int
     folio_flags: int
     thp_splits: int
+    # kernel tier (zero in the tracepoint tier): see uffdtrace_event.h
+    kflags: int
+    kernel_ret: int
+    split_err: int
+    folio_lookups: int
+    src_vma: int
+    dst_vma: int
+    tlb_range_flushes: int
+    tlb_range_bytes: int
+    pinner_pid: int
+    pinner_ts_ns: int
+    pinner_method: int
+    pinner_gup_flags: int
+    pinner_comm: str
+    ksm_merged_ts_ns: int
+    pte_at_fail: int
+
+    @property
+    def kernel_tier(self) -> bool:
+        return bool(self.flags & lib().UT_F_KERNEL_TIER)
 
     @property
     def errno(self) -> str | None:
@@ -78,13 +98,40 @@ class PinEvent:
     len: int
     opcode: int
     index: int
+    method: int          # UT_PIN_* (bpf/uffdtrace_event.h)
+    gup_flags: int
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-_MOVE_FIELDS = [f for f in MoveEvent.__dataclass_fields__ if f != "comm"]
-_PIN_FIELDS = ["pid", "tid", "fd", "ts_ns", "addr", "len", "opcode", "index"]
+def pin_method_name(method: int) -> str:
+    """UT_PIN_* (ut_pin_event.method, ut_move_event.pinner_method) as text."""
+    L = lib()
+    names = {L.UT_PIN_IO_URING_REGISTER: "io_uring fixed buffer (io_uring_register)",
+             L.UT_PIN_USER_PAGES_FAST: "pin_user_pages_fast()",
+             L.UT_PIN_USER_PAGES: "pin_user_pages()",
+             L.UT_PIN_USER_PAGES_REMOTE: "pin_user_pages_remote()",
+             L.UT_PIN_USER_PAGES_UNLOCKED: "pin_user_pages_unlocked()"}
+    name = names.get(method & L.UT_PIN_METHOD_MASK, f"pin method {method}")
+    return name + (", FOLL_LONGTERM" if method & L.UT_PIN_LONGTERM else "")
+
+
+# char[16] fields (task comms): decoded as text
+_STRING_FIELDS = {"comm", "pinner_comm"}
+
+
+def _fields(cls, skip=()) -> list[str]:
+    return [f for f in cls.__dataclass_fields__ if f not in skip]
+
+
+def _decode_struct(cls, struct, **extra):
+    """A dataclass from the cffi struct fields of the same names."""
+    values = {}
+    for name in _fields(cls, extra):
+        raw = getattr(struct, name)
+        values[name] = _comm(raw) if name in _STRING_FIELDS else raw
+    return cls(**values, **extra)
 
 
 def _comm(raw) -> str:
@@ -96,10 +143,8 @@ def decode(data, size: int) -> MoveEvent | PinEvent | None:
     F, L = ffi(), lib()
     kind = F.cast("__u32 *", data)[0]
     if kind == L.UT_EV_MOVE and size >= F.sizeof("struct ut_move_event"):
-        e = F.cast("struct ut_move_event *", data)
-        return MoveEvent(comm=_comm(e.comm), **{f: getattr(e, f) for f in _MOVE_FIELDS})
+        return _decode_struct(MoveEvent, F.cast("struct ut_move_event *", data))
     if kind in (L.UT_EV_PIN, L.UT_EV_UNPIN) and size >= F.sizeof("struct ut_pin_event"):
-        p = F.cast("struct ut_pin_event *", data)
-        return PinEvent(released=kind == L.UT_EV_UNPIN, comm=_comm(p.comm),
-                        **{f: getattr(p, f) for f in _PIN_FIELDS})
+        return _decode_struct(PinEvent, F.cast("struct ut_pin_event *", data),
+                              released=kind == L.UT_EV_UNPIN)
     return None

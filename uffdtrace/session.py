@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from . import bpfprog
+from . import bpfprog, kernel_tier
 from .diagnose import Diagnosis, PinTable, diagnose
 from .enrich import Enrichment, enrich
 from .errors import UserError
@@ -26,9 +26,9 @@ from .events import MoveEvent, PinEvent, decode
 from .kernel import headers, tracefs
 from .native import errno_name
 
-TIER = "tracepoint"   # the kernel tier's hooks are added by the QEMU-tested issue
+TIERS = ("auto", "kernel", "tracepoint")
 STAT_NAMES = ["moves_entered", "events_sent", "ringbuf_drops", "arg_read_fails",
-              "inflight_full", "pins_seen"]
+              "inflight_full", "pins_seen", "gup_pins", "gup_unpins"]
 
 
 @dataclass(frozen=True)
@@ -60,12 +60,20 @@ def _compile_error(stderr_text: str) -> str:
 class Session:
     def __init__(self, *, pid: int = 0, tid: int = 0, follow: bool = False,
                  failed_only: bool = False, enrich_failures: bool = True,
-                 ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES):
+                 ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
+                 tier: str = "auto", kernel_hooks: str = "auto"):
+        """tier: auto (the richest this kernel allows), kernel (fail if it
+        cannot be had) or tracepoint.  kernel_hooks: auto, fentry, kprobe."""
         self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
                                             failed_only=failed_only,
                                             ringbuf_pages=ringbuf_pages)
         self.enrich_failures = enrich_failures
-        self.tier = TIER
+        if tier not in TIERS:
+            raise UserError(f"unknown tier {tier!r} (choose from {', '.join(TIERS)})")
+        self.requested_tier = tier
+        self.kernel_hooks = kernel_hooks
+        self.kernel_plan = kernel_tier.KernelPlan(None, reason="tracepoint tier requested")
+        self.tier = "tracepoint"
         self.pins = PinTable()
         self.bpf = None
         self._pending: list[TracedMove | PinEvent] = []
@@ -74,13 +82,25 @@ class Session:
 
     @property
     def program(self) -> str:
-        return bpfprog.program_text(self.config)
+        return bpfprog.program_text(self.config, self.kernel_plan.defines())
 
     @property
     def probes(self) -> list[str]:
-        """The tracepoints the program attaches."""
+        """What the program attaches: tracepoints, then kernel-tier hooks."""
         return [f"{c}:{e}" for c, e in
-                re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", self.program, re.M)]
+                re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", self.program, re.M)
+                ] + self.kernel_plan.probe_names()
+
+    def choose_tier(self):
+        """Plan the kernel tier's hooks unless the tracepoint tier was asked
+        for (start() does this; call it first to see `program` as it will be)."""
+        if self.requested_tier == "tracepoint" or self.kernel_plan.usable:
+            return
+        self.kernel_plan = kernel_tier.plan(self.kernel_hooks)
+        if self.kernel_plan.usable:
+            self.tier = "kernel"
+        elif self.requested_tier == "kernel":
+            raise UserError(f"the kernel tier is not available: {self.kernel_plan.reason}")
 
     def start(self):
         if os.geteuid() != 0:
@@ -91,13 +111,15 @@ class Session:
         if headers.find().path is None:
             raise UserError(f"bcc finds no kernel headers: {headers.FALLBACK_HINT}")
         bcc = _bcc()
+        self.choose_tier()
         # bcc reports compile errors on fd 2 and raises a bare Exception.  A
         # file, not a pipe: a long error log must not fill a pipe and block.
+        text = self.program.encode()
         with tempfile.TemporaryFile() as log:
             saved = os.dup(2)
             os.dup2(log.fileno(), 2)
             try:
-                self.bpf = bcc.BPF(text=self.program.encode(), cflags=bpfprog.cflags())
+                self.bpf = bcc.BPF(text=text, cflags=bpfprog.cflags())
             except Exception as exc:
                 os.dup2(saved, 2)
                 log.seek(0)
@@ -107,9 +129,20 @@ class Session:
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
+        self._attach_kprobes()
         self.bpf[b"events"].open_ring_buffer(self._on_event)
         self.started_wall = time.time()
         self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+    def _attach_kprobes(self):
+        """kprobe mode: attach to the kallsyms names (fentry ones autoload)."""
+        for fn_name, symbol, is_return in self.kernel_plan.kprobe_attachments():
+            attach = self.bpf.attach_kretprobe if is_return else self.bpf.attach_kprobe
+            try:
+                attach(event=symbol.encode(), fn_name=fn_name.encode())
+            except Exception as exc:
+                self.close()
+                raise UserError(f"cannot attach kprobe to {symbol}: {exc}") from None
 
     def follow_pid(self, pid: int):
         """Trace `pid` (and, through sched_process_fork, its future children)."""

@@ -60,8 +60,11 @@ def render(c: Capabilities) -> str:
         sym = f["kallsyms"]
         where = f"{sym['type']} {sym['symbol']}" if sym else "absent or inlined"
         how = [k for k in ("fentry", "kprobe") if f[k]["attaches"]]
-        add(f"    {name:<24} {where:<30} BTF {'yes' if f['btf_func_id'] else 'no ':<4} "
+        add(f"    {name:<28} {where:<32} BTF {'yes' if f['btf_func_id'] else 'no ':<4} "
             f"attach {'/'.join(how) or 'no'}")
+    plan = c.kernel_plan
+    if plan is not None and plan.usable:
+        add(f"  kernel tier hooks ({plan.mechanism}): {', '.join(sorted(plan.hooks))}")
     add("  tracepoints:")
     for name, ok in c.tracepoints.items():
         add(f"    {name:<40} {'present' if ok else 'missing'}")

@@ -6,7 +6,7 @@ import sys
 
 from . import command_parser
 from ..tracefile import TraceWriter
-from .tracing import add_filter_options, run_session, session_from_args
+from .tracing import add_filter_options, print_program, run_session, session_from_args
 
 EXAMPLES = """\
 examples:
@@ -30,8 +30,7 @@ def add_parser(sub):
 def run(args) -> int:
     session = session_from_args(args)
     if args.ebpf:
-        print(session.program)
-        return 0
+        return print_program(session)
     writer = TraceWriter(args.output)
     filters = {"pid": args.pid, "tid": args.tid, "failed_only": args.failed_only,
                "duration": args.duration, "command": args.command}

@@ -6,7 +6,8 @@ from collections import Counter
 
 from . import command_parser
 from ..session import TracedMove
-from .tracing import add_filter_options, printable, run_session, session_from_args
+from .tracing import (add_filter_options, print_program, printable, run_session,
+                      session_from_args)
 
 EXAMPLES = """\
 examples:
@@ -47,8 +48,7 @@ def format_move(m: TracedMove, t0_ns: int) -> str:
 def run(args) -> int:
     session = session_from_args(args)
     if args.ebpf:
-        print(session.program)
-        return 0
+        return print_program(session)
     causes: Counter = Counter()
     with session:
         session.start()

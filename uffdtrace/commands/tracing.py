@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import IO, Callable
 
 from ..errors import UserError
-from ..session import Session
+from ..session import TIERS, Session
 from ..signals import terminate_as_interrupt
 
 
@@ -21,6 +21,11 @@ def add_filter_options(p):
                    help="report failed moves only (the in-kernel counters still see all)")
     p.add_argument("-d", "--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C or COMMAND exits)")
+    p.add_argument("--tier", choices=TIERS, default="auto",
+                   help="auto: the richest this kernel allows (default); kernel: fail "
+                        "unless move-path hooks attach; tracepoint: syscall tracepoints only")
+    p.add_argument("--kernel-hooks", choices=("auto", "fentry", "kprobe"), default="auto",
+                   help="how the kernel tier attaches (default: fentry if possible)")
     p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
     p.add_argument("command", nargs="*", metavar="-- COMMAND",
                    help="run COMMAND and trace it and its children until it exits")
@@ -34,17 +39,26 @@ def session_from_args(args) -> Session:
     if args.pid and args.command:
         raise UserError("give either -p PID or a COMMAND, not both")
     return Session(pid=args.pid, tid=args.tid, follow=bool(args.command),
-                   failed_only=args.failed_only)
+                   failed_only=args.failed_only, tier=args.tier,
+                   kernel_hooks=args.kernel_hooks)
 
 
-def _launch_gated(session: Session, command: list[str], output: IO | None = None
-                  ) -> subprocess.Popen:
+def print_program(session: Session) -> int:
+    """--ebpf: the program exactly as start() would load it on this kernel."""
+    session.choose_tier()
+    print(session.program)
+    return 0
+
+
+def launch_gated(session: Session, command: list[str], output: IO | None = None
+                 ) -> subprocess.Popen:
     """Start COMMAND held at a gate until its pid is in the traced map, so
     not one of its moves is missed.  With `output`, COMMAND's stdout and
     stderr go there and its stdin is /dev/null (a TUI owns the terminal)."""
     gate_r, gate_w = os.pipe()
-    # /dev/fd/N, not <&N: dash only parses single-digit fds, and a process
-    # with many files open (a TUI) gets a higher one.
+    # /dev/fd/N, not <&N: dash only redirects single-digit fds, and a process
+    # with many files open (a TUI) has higher ones.  No preexec_fn to dup2 it
+    # low: that is unsafe in a threaded process (top launches from a thread).
     script = f'read -r _ < /dev/fd/{gate_r}; exec "$@"'
     io = {} if output is None else {"stdin": subprocess.DEVNULL, "stdout": output,
                                     "stderr": output}
@@ -79,7 +93,7 @@ def run_session(session: Session, command: list[str], duration: float,
     with terminate_as_interrupt():
         try:
             if command:
-                proc = _launch_gated(session, command, command_output)
+                proc = launch_gated(session, command, command_output)
             while True:
                 sink(session.poll(100))
                 now = time.monotonic()

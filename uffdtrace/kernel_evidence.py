@@ -1,0 +1,157 @@
+"""Diagnosis from what the kernel-tier hooks saw inside the move path.
+
+Everything here is evidence level `observed`: move_pages()'s own result, the
+failing step's errno and address, the folio and page-table entries the
+kernel looked at where the move stopped, the VMA flags as the kernel read
+them, and the pinner recorded by the GUP hooks.  When the hooks did not see
+enough (a function inlined on this kernel, a path without a hook), this
+returns None and the caller falls back to userspace inference, labelled as
+such.
+"""
+from __future__ import annotations
+
+import errno as E
+
+from .events import MoveEvent, pin_method_name
+from .native import lib
+from .taxonomy import OBSERVED
+
+
+class Seen:
+    """The kernel-tier fields of one move, read as plain facts."""
+
+    def __init__(self, move: MoveEvent):
+        L = lib()
+        k = move.kflags
+        self.move = move
+        self.entered = bool(k & L.UT_K_MOVE_PAGES)
+        self.returned = bool(k & L.UT_K_MOVE_PAGES_RETURNED)
+        self.cross_mm = bool(k & L.UT_K_CROSS_MM)
+        self.ioctl_seen = bool(k & L.UT_K_IOCTL_SEEN)
+        self.step_failed = bool(k & L.UT_K_STEP_FAILED)
+        self.folio_at_fail = bool(k & L.UT_K_FOLIO_AT_FAIL)
+        self.src_vma = move.src_vma if k & L.UT_K_SRC_VMA else None
+        self.dst_vma = move.dst_vma if k & L.UT_K_DST_VMA else None
+
+    @property
+    def errno_at_fail(self) -> int | None:
+        """The real errno where the move stopped: the failing step's, or
+        move_pages()'s own when it moved nothing (a partial move returns
+        the byte count, hiding the errno)."""
+        if self.step_failed:
+            return -self.move.step_err
+        if self.returned and self.move.kernel_ret < 0:
+            return -self.move.kernel_ret
+        return None
+
+    def folio(self, bit: str) -> bool:
+        return self.folio_at_fail and bool(self.move.folio_flags & getattr(lib(), bit))
+
+    def pte(self, bit: str) -> bool:
+        return bool(self.move.pte_at_fail & getattr(lib(), bit))
+
+
+def _vma_notes(bits: int) -> list[str]:
+    L = lib()
+    names = [("shared", L.UT_VMA_SHARED), ("file/special-backed", L.UT_VMA_NOT_ANON),
+             ("writable", L.UT_VMA_WRITE), ("PFNMAP/IO/hugetlb/MIXEDMAP", L.UT_VMA_SPECIAL),
+             ("uffd-missing registered", L.UT_VMA_UFFD_MISSING),
+             ("registered to another uffd", L.UT_VMA_OTHER_CTX), ("mlocked", L.UT_VMA_LOCKED)]
+    return [n for n, b in names if bits & b]
+
+
+def _invalid_from_vmas(seen: Seen) -> tuple[str, list[str]] | None:
+    """validate_move_areas() and move_pages()'s VMA checks, in the kernel's order."""
+    L = lib()
+    src, dst = seen.src_vma, seen.dst_vma
+    if src is None or dst is None:
+        return None
+    notes = [f"src VMA: {', '.join(_vma_notes(src)) or 'private anonymous'}",
+             f"dst VMA: {', '.join(_vma_notes(dst)) or 'private anonymous'}"]
+    if (src | dst) & L.UT_VMA_SHARED:
+        return "invalid_vma_shared", notes
+    if (src | dst) & L.UT_VMA_SPECIAL:
+        return "invalid_special_vma", notes
+    if (src | dst) & L.UT_VMA_NOT_ANON:
+        return "invalid_vma_not_anon", notes
+    access = L.UT_VMA_READ | L.UT_VMA_WRITE | L.UT_VMA_EXEC | L.UT_VMA_LOCKED
+    if not src & L.UT_VMA_WRITE:
+        return "invalid_src_not_writable", notes
+    if (src & access) != (dst & access):
+        return "invalid_vma_flags_mismatch", notes
+    if not dst & L.UT_VMA_UFFD_MISSING or dst & L.UT_VMA_OTHER_CTX:
+        return "invalid_dst_not_registered", notes
+    return None
+
+
+def _pinner(move: MoveEvent) -> dict:
+    return {"kind": "pin", "pid": move.pinner_pid, "comm": move.pinner_comm,
+            "method": pin_method_name(move.pinner_method),
+            "longterm": bool(move.pinner_method & lib().UT_PIN_LONGTERM),
+            "ts_ns": move.pinner_ts_ns, "source": "GUP hook"}
+
+
+def _blocked_by(seen: Seen, err: int | None) -> tuple[str, dict | None, list[str]] | None:
+    """Why the move stopped at fail_addr, from the folio and PTEs there."""
+    m = seen.move
+    if seen.pte("UT_PTE_DST_POPULATED") or err == E.EEXIST:
+        return "dst_populated", None, ["the dst page-table entry was populated"
+                                       if seen.pte("UT_PTE_DST_POPULATED") else
+                                       "the move step returned EEXIST"]
+    if seen.pte("UT_PTE_SRC_NONE") or (err == E.ENOENT and seen.src_vma is not None):
+        return "src_hole", None, ["the src page-table entry was empty"
+                                  if seen.pte("UT_PTE_SRC_NONE") else
+                                  "the move step returned ENOENT inside the VMA"]
+    if seen.folio("UT_FOLIO_PINNED_SEEN"):
+        return "page_pinned", _pinner(m), [
+            f"folio pinned by pid {m.pinner_pid} ({m.pinner_comm}) through "
+            f"{pin_method_name(m.pinner_method)}"]
+    if seen.folio("UT_FOLIO_MAYBE_DMA_PINNED"):
+        return "page_pinned", None, ["folio_maybe_dma_pinned(): pinned before tracing "
+                                     "started (no pin call seen)"]
+    if seen.folio("UT_FOLIO_KSM"):
+        culprit = {"kind": "ksm", "merged_ts_ns": m.ksm_merged_ts_ns or None}
+        return "page_ksm", culprit, ["the folio is a KSM page"]
+    if seen.folio("UT_FOLIO_LARGE") and (m.split_err or err == E.EBUSY):
+        return "thp_split_failed", None, [f"large folio; split returned {m.split_err}"
+                                          if m.split_err else "large folio"]
+    if seen.folio("UT_FOLIO_ANON") and not seen.folio("UT_FOLIO_ANON_EXCLUSIVE") \
+            and not seen.folio("UT_FOLIO_LARGE"):
+        return "page_shared", None, ["anonymous folio without PageAnonExclusive "
+                                     "(shared copy-on-write after fork)"]
+    if seen.pte("UT_PTE_SRC_SWAP"):
+        return "swap_not_exclusive", None, ["the src entry is a swap entry"]
+    return None
+
+
+def diagnose_observed(move: MoveEvent):
+    """A Diagnosis at evidence level observed, or None if the hooks did not
+    see enough.  `move` failed and was traced in the kernel tier."""
+    from .diagnose import Diagnosis
+    seen = Seen(move)
+    err = -move.ret
+    if not seen.entered:
+        if seen.cross_mm:
+            return Diagnosis("invalid_cross_mm", OBSERVED, None, notes=[
+                "the userfaultfd belongs to another process's mm (read in userfaultfd_ioctl)"])
+        if err == E.EAGAIN and move.move == -E.EAGAIN:
+            return Diagnosis("mmap_changing", OBSERVED, None, notes=[
+                "rejected with -EAGAIN before move_pages(): an mm change was pending"])
+        return None
+    if err == E.EINVAL and seen.returned and move.kernel_ret == -E.EINVAL and not move.steps:
+        found = _invalid_from_vmas(seen)
+        return Diagnosis(found[0], OBSERVED, None, notes=found[1]) if found else None
+    step_errno = seen.errno_at_fail
+    found = _blocked_by(seen, step_errno)
+    if found is None:
+        return None
+    code, culprit, notes = found
+    fail_addr = move.fail_addr or move.src + max(move.kernel_ret, 0)
+    if step_errno is not None:
+        notes.append(f"{'step' if seen.step_failed else 'move_pages()'} returned "
+                     f"-{E.errorcode.get(step_errno, step_errno)}")
+    if move.retries:
+        notes.append(f"{move.retries} internal -EAGAIN retries")
+    if move.partial:
+        return Diagnosis("partial", OBSERVED, fail_addr, code, culprit, notes)
+    return Diagnosis(code, OBSERVED, fail_addr, None, culprit, notes)

@@ -1,0 +1,153 @@
+"""Which move-path hooks the kernel tier attaches on the running kernel.
+
+bpf/uffdtrace_kernel.bpf.c has a hook for every function below, each behind
+`#ifdef UT_HOOK_<function>`.  The plan defines those for the functions this
+kernel really has (kallsyms for kprobes, a BTF FUNC for fentry) and that a
+probe program really attaches to, and picks the mechanism: fentry/fexit when
+the kernel allows it, kprobes otherwise.  Names and inlining differ across
+versions (6.12 inlines move_pages_pte, 6.18 has move_pages_ptes): a missing
+function is reported, never assumed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .kernel import bpfcaps, btf, headers, kallsyms
+
+FENTRY, KPROBE = "fentry", "kprobe"
+
+# Hooked function -> what it tells (also printed by `doctor`).
+HOOKED_FUNCTIONS = {
+    "move_pages": "move_pages() entered, and its own result",
+    "userfaultfd_ioctl": "the uffd's owner mm (cross-mm moves)",
+    "lock_vma_under_rcu": "src/dst VMA flags and registration",
+    "__anon_vma_prepare": "VMA flags on the mmap_lock path (untouched dst)",
+    "move_pages_ptes": "each PTE batch's result (6.18+)",
+    "move_pages_pte": "each PTE step's result (where not inlined)",
+    "move_pages_huge_pmd": "each PMD step's result",
+    "vm_normal_folio": "the folio at each source address",
+    "__pte_offset_map": "the src/dst page-table entries where a move stops",
+    "split_folio_to_list": "folio splits",
+    "flush_tlb_mm_range": "ranged TLB flushes",
+    "pin_user_pages_fast": "GUP pins (io_uring, O_DIRECT, drivers)",
+    "pin_user_pages": "GUP pins",
+    "pin_user_pages_remote": "GUP pins of another process",
+    "pin_user_pages_unlocked": "GUP pins",
+    "unpin_user_page": "unpins",
+    "unpin_user_pages": "unpins",
+    "unpin_user_pages_dirty_lock": "unpins",
+    "unpin_user_folio": "unpins",
+    "unpin_folio": "unpins",
+}
+# Without this one the kernel tier has nothing to add.
+ANCHOR = "move_pages"
+# Hooks with a return probe (kprobe mode attaches ut_krp__<fn> to these).
+_EXIT_HOOKS = {"move_pages", "lock_vma_under_rcu", "move_pages_ptes", "move_pages_pte",
+               "move_pages_huge_pmd", "vm_normal_folio", "__pte_offset_map",
+               "split_folio_to_list",
+               "pin_user_pages_fast", "pin_user_pages", "pin_user_pages_remote",
+               "pin_user_pages_unlocked"}
+# Hooks with an entry probe in kprobe mode (their own, or saving arguments
+# for the return probe).
+_ENTRY_HOOKS = set(HOOKED_FUNCTIONS) - {"split_folio_to_list"}
+
+
+@dataclass(frozen=True)
+class FunctionProbe:
+    """Can `name` be hooked here, and how?"""
+
+    name: str
+    symbol: kallsyms.Symbol | None   # the name may carry a .isra/.constprop suffix
+    btf_id: int | None
+    fentry: bpfcaps.Probe
+    kprobe: bpfcaps.Probe
+
+
+@dataclass(frozen=True)
+class ProbedFunctions:
+    functions: dict[str, FunctionProbe]
+    kinds: dict[str, bpfcaps.Probe]      # FENTRY/KPROBE -> summary over all functions
+
+
+def probe_functions(names: list[str]) -> ProbedFunctions:
+    """Look each function up in kallsyms and BTF, and try attaching a probe
+    program of each kind to it (the doctor's per-function table uses this too)."""
+    syms = kallsyms.find_functions(names)
+    try:
+        ids = btf.find_funcs(names)
+    except (OSError, btf.BtfError):
+        ids = dict.fromkeys(names)
+    existing = [n for n in names if syms[n]]
+    kprobe_kind, kprobe_per = bpfcaps.probe_kprobes([syms[n].name for n in existing])
+    fentry_kind, fentry_per = bpfcaps.probe_fentry({n: ids[n] for n in existing})
+    absent = bpfcaps.Probe(None, False, "no symbol")
+    functions = {n: FunctionProbe(n, syms[n], ids[n],
+                                  fentry_per.get(n, absent),
+                                  kprobe_per[syms[n].name] if syms[n] else absent)
+                 for n in names}
+    return ProbedFunctions(functions, {FENTRY: fentry_kind, KPROBE: kprobe_kind})
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    mechanism: str | None                 # FENTRY, KPROBE, or None: no kernel tier
+    hooks: dict[str, str] = field(default_factory=dict)   # function -> kallsyms symbol
+    missing: dict[str, str] = field(default_factory=dict)  # function -> why not hooked
+    reason: str = ""
+
+    @property
+    def usable(self) -> bool:
+        return self.mechanism is not None
+
+    def defines(self) -> dict[str, int]:
+        if not self.usable:
+            return {"UT_KERNEL_TIER": 0}
+        return {"UT_KERNEL_TIER": 1, "UT_K_FENTRY": int(self.mechanism == FENTRY),
+                **{f"UT_HOOK_{name}": 1 for name in self.hooks}}
+
+    def kprobe_attachments(self) -> list[tuple[str, str, bool]]:
+        """(bpf function, kernel symbol, is_return) for kprobe mode."""
+        if self.mechanism != KPROBE:
+            return []
+        out = []
+        for name, symbol in self.hooks.items():
+            if name in _ENTRY_HOOKS:
+                out.append((f"ut_kp__{name}", symbol, False))
+            if name in _EXIT_HOOKS:
+                out.append((f"ut_krp__{name}", symbol, True))
+        return out
+
+    def probe_names(self) -> list[str]:
+        """What gets attached, as `mechanism:function` strings."""
+        kind = {FENTRY: "fentry", KPROBE: "kprobe"}.get(self.mechanism, "")
+        return [f"{kind}:{name}" for name in self.hooks]
+
+    def to_json(self) -> dict:
+        return {"mechanism": self.mechanism, "hooks": sorted(self.hooks),
+                "missing": self.missing, "reason": self.reason}
+
+
+def plan(mechanism: str = "auto", probed: ProbedFunctions | None = None,
+         header_tree: headers.Headers | None = None) -> KernelPlan:
+    """The kernel-tier hooks to attach here (mechanism: auto, fentry, kprobe)."""
+    tree = header_tree or headers.find()
+    if not tree.matches_running:
+        return KernelPlan(None, reason="the kernel tier reads kernel structures and needs "
+                          f"this kernel's headers; bcc uses {tree.release or 'none'}")
+    functions = (probed or probe_functions(list(HOOKED_FUNCTIONS))).functions
+    anchor = functions[ANCHOR]
+    if mechanism == "auto":
+        mechanism = FENTRY if anchor.fentry.attaches else KPROBE
+    can = {FENTRY: lambda f: bool(f.fentry.attaches),
+           KPROBE: lambda f: bool(f.kprobe.attaches)}[mechanism]
+    if not can(anchor):
+        detail = (anchor.fentry if mechanism == FENTRY else anchor.kprobe).detail
+        return KernelPlan(None, reason=f"{mechanism} cannot attach to {ANCHOR}: {detail}")
+    hooks, missing = {}, {}
+    for name, fp in functions.items():
+        if can(fp):
+            hooks[name] = fp.symbol.name
+        else:
+            missing[name] = (fp.fentry if mechanism == FENTRY else fp.kprobe).detail
+    return KernelPlan(mechanism, hooks, missing,
+                      f"{ANCHOR} attaches via {mechanism}; {len(hooks)} functions hooked")
