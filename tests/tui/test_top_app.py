@@ -36,8 +36,10 @@ async def test_rows_totals_and_causes_match_the_trace():
         per_pid = Counter(r["pid"] for r in MOVES)
         assert sorted(map(int, table_column(app, "processes", 0))) == sorted(per_pid)
         table = app.query_one("#processes")
+        rows = {int(cells[0].plain): [c.plain.strip() for c in cells]
+                for cells in map(table.get_row_at, range(table.row_count))}
         for pid, n in per_pid.items():
-            cells = [c.plain.strip() for c in table.get_row(str(pid))]
+            cells = rows[pid]
             assert cells[4] == f"{n:,}"                                       # MOVES
             assert cells[5] == f"{sum(r['ret'] < 0 for r in MOVES if r['pid'] == pid):,}"
         assert f"moves {len(MOVES):,}" in screen
@@ -60,7 +62,7 @@ async def test_enter_shows_the_full_diagnosis_of_a_failure():
         await pilot.press("tab")
         assert app.focused.id == "failures"
         row = next(f for f in app.snapshot.failures_recent if f.record == pinned)
-        app.focused.move_cursor(row=app.focused.get_row_index(str(row.seq)))
+        app.focused.move_to_item(str(row.seq))
         await pilot.press("enter")
         await pilot.pause()
         screen = screen_text(app)
@@ -223,7 +225,7 @@ async def test_markup_in_process_names_is_shown_literally(tmp_path):
         # the detail view, with the culprit's hostile name
         pinned = next(f for f in app.snapshot.failures_recent if f.cause == "page_pinned")
         await pilot.press("tab")
-        app.focused.move_cursor(row=app.focused.get_row_index(str(pinned.seq)))
+        app.focused.move_to_item(str(pinned.seq))
         await pilot.press("enter")
         await pilot.pause()
         screen = screen_text(app)

@@ -35,7 +35,7 @@ def test_detail_view(snap_compare, top_app):
         await settle(pilot)
         await pilot.press("tab")
         row = next(f for f in pilot.app.snapshot.failures_recent if f.cause == "page_pinned")
-        pilot.app.focused.move_cursor(row=pilot.app.focused.get_row_index(str(row.seq)))
+        pilot.app.focused.move_to_item(str(row.seq))
         await pilot.press("enter")
 
     assert snap_compare(top_app(), terminal_size=SIZE, run_before=open_pinned_failure)

@@ -176,7 +176,20 @@ def test_event_rates_and_bytes():
     assert by_pid[1].mib_per_s == pytest.approx(200 * 8192 / 2**20, rel=0.02)
     assert by_pid[2].moves_per_s == pytest.approx(50, rel=0.05)
     assert by_pid[2].mib_per_s == pytest.approx(50 * 4096 / 2**20, rel=0.05)
-    assert s.mib_exact
+    assert s.mib_quality == "exact"
+
+
+def test_sampled_successes_estimate_bytes_and_drops_add_up():
+    m = TopModel(rate_window=1.0)
+    m.feed([{**HEADER, "success_sample": 10}]
+           + [move(1, i / 20, length=4096) for i in range(40)])       # 20 sampled/s
+    s = m.snapshot()
+    assert s.mib_quality == "estimated"
+    assert s.mib_per_s == pytest.approx(20 * 10 * 4096 / 2**20, rel=0.05)
+    m.feed([{"type": "aggregates", "elapsed_s": 2.0,
+             "counters": {"ringbuf_drops": 2, "success_drops": 5}, "outcomes": []}])
+    s = m.snapshot()
+    assert s.drops == 7 and s.mib_quality == "at least"
 
 
 def test_untrusted_records_are_counted_not_fatal():

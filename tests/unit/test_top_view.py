@@ -114,11 +114,24 @@ def test_detail_of_a_pinned_partial_move():
     assert d["resume"] == CAUSES["partial"].remedy
     assert d["pinned by"] == f"pid {culprit['pid']} tid {culprit['tid']} ({culprit['comm']})"
     assert d["method"] == culprit["method"]
-    assert d["registered"] == f"{(culprit['ts_ns'] - t0) / 1e9:.6f} s into the trace"
+    assert d["pinned"] == f"{(culprit['ts_ns'] - t0) / 1e9:.6f} s into the trace"
+    assert d["pinned range"] == f"{culprit['range'][0]:#x} + {culprit['range'][1]:,} bytes"
     assert f"len {rec['len']:,} bytes" in d["request"]
     assert "16,384 bytes (4 pages) moved" in d["result"]
     assert d["src page"].endswith("present, exclusive; flags anon mmap swapbacked")
     assert "um" in d["dst VMA"]
+
+
+def test_detail_of_a_kernel_tier_pin():
+    rec = move(5, 1.0, ret=-16, cause="page_pinned")
+    rec["diagnosis"]["culprit"] = {"kind": "pin", "pid": 9, "comm": "dma", "method":
+                                   "pin_user_pages()", "longterm": True, "ts_ns": None,
+                                   "source": "GUP hook"}
+    d = lines_of(describe_failure(rec))
+    assert d["pinned by"] == "pid 9 (dma)"
+    assert d["method"] == "pin_user_pages(), long-term (FOLL_LONGTERM)"
+    assert d["pinned"] == "before tracing started" and d["seen by"] == "GUP hook"
+    assert "pinned range" not in d
 
 
 def test_detail_of_ksm_and_of_missing_evidence():

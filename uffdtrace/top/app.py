@@ -14,15 +14,18 @@ from textual.widgets import DataTable, Footer, Input, Sparkline, Static
 
 from ..taxonomy import EVIDENCE_MEANING
 from .detail import describe_failure
-from .model import FailureRow, Snapshot, TopModel
+from .model import FailureRow, ProcessRow, Snapshot, TopModel
 from .sources import Feeder
 from .view import (FAILURE_COLUMNS, PROCESS_COLUMNS, RowFilter, Sort, comm_text,
                    failure_cells, process_cells)
-from .widgets import (KeyedTable, Panel, SizedPanel, causes_text, header_text,
+from .widgets import (ListTable, Panel, SizedPanel, causes_text, header_text,
                       latency_text)
 
 MIN_INTERVAL = 0.25        # the display refreshes at most 4 times a second
 FAILURES_SHOWN = 200       # rows in the recent-failures table
+# Rows in the process table, the top ones by the current sort (filter to
+# find others): only rows in view are updated, but each costs a sort slot.
+PROCESSES_SHOWN = 5000
 
 HELP = """\
 uffdtrace top: live UFFDIO_MOVE activity, failures and their causes.
@@ -43,7 +46,8 @@ Header
   moves/s, failures and their rate come from in-kernel counters when the
   source has them (exact even if events are dropped); `dropped` counts events
   the ring buffer could not take.  MiB/s counts bytes of the moves seen as
-  events (>= when some were dropped; n/a with --failed-only).
+  events: >= when some were dropped, ~ when successes are sampled (each
+  stands for N), n/a with --failed-only.
 
 Process table
   MOVES/s, MiB/s   over the last interval      MOVES, FAILS   since the start
@@ -132,6 +136,8 @@ class TopApp(App):
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
+    table_class = ListTable    # bench/tui_load.py compares another strategy
+
     def __init__(self, model: TopModel, feeder: Feeder | None = None, *,
                  interval: float = 1.0, failures_only: bool = False,
                  row_filter: RowFilter | None = None, sort: Sort | None = None):
@@ -150,15 +156,16 @@ class TopApp(App):
     # -- layout -----------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Panel(id="header")
-        yield KeyedTable([(c.key, c.label, c.width, c.right) for c in PROCESS_COLUMNS],
-                         id="processes")
+        yield self.table_class([(c.key, c.label, c.width, c.right) for c in PROCESS_COLUMNS],
+                               process_cells, id="processes")
         with Horizontal(id="middle"):
             yield SizedPanel(causes_text, id="causes")
             yield SizedPanel(latency_text, id="latency")
             with Vertical(id="rate"):
                 yield Sparkline([], id="sparkline")
-        yield KeyedTable([(k, label, w, k in ("time", "pid", "len", "moved"))
-                          for k, label, w in FAILURE_COLUMNS], id="failures")
+        yield self.table_class([(k, label, w, k in ("time", "pid", "len", "moved"))
+                                for k, label, w in FAILURE_COLUMNS], failure_cells,
+                               id="failures")
         yield Input(placeholder="pid:1234  comm:NAME  cause:TEXT  (Enter applies, "
                     "Escape cancels)", id="filter")
         yield Footer()
@@ -213,10 +220,11 @@ class TopApp(App):
             self.snapshot, paused=self.paused, failures_only=self.failures_only,
             filter_text=self.row_filter.describe()))
 
-    def visible_processes(self):
+    def visible_processes(self) -> tuple[list[ProcessRow], int]:
+        """The rows to show, sorted, at most PROCESSES_SHOWN; and how many matched."""
         rows = [r for r in self.snapshot.processes
                 if self.row_filter.process(r) and (r.failures or not self.failures_only)]
-        return self.sort_order.apply(rows)
+        return self.sort_order.apply(rows)[:PROCESSES_SHOWN], len(rows)
 
     def visible_failures(self) -> list[FailureRow]:
         rows = [r for r in reversed(self.snapshot.failures_recent) if self.row_filter.failure(r)]
@@ -224,19 +232,20 @@ class TopApp(App):
 
     def _show_processes(self):
         table = self._processes
-        rows = self.visible_processes()
-        table.sync([(str(r.pid), process_cells(r)) for r in rows])
-        title = f"Processes ({len(rows)}"
-        if len(rows) != len(self.snapshot.processes):
-            title += f" of {len(self.snapshot.processes)}"
-        title += f")  sorted by {self.sort_order.describe()}"
+        rows, matched = self.visible_processes()
+        table.sync([(str(r.pid), r) for r in rows])
+        total = len(self.snapshot.processes)
+        if len(rows) < matched:
+            shown = f"top {len(rows)} of {matched:,}" + (" matching" if matched != total else "")
+        else:
+            shown = f"{matched:,}" + (f" of {total:,}" if matched != total else "")
+        title = f"Processes ({shown})  sorted by {self.sort_order.describe()}"
         if title != self._process_title:
             self._process_title = title
             table.border_title = Text(title)
 
     def _show_failures(self):
-        self._failures.sync(
-            [(str(r.seq), failure_cells(r)) for r in self.visible_failures()])
+        self._failures.sync([(str(r.seq), r) for r in self.visible_failures()])
 
     # -- actions ----------------------------------------------------------
     def _changed_view(self):
@@ -298,11 +307,13 @@ class TopApp(App):
         self.push_screen(TextScreen("Help", Text(HELP)))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected):
-        self._details_of(event.data_table.id, event.row_key.value)
+        key = event.data_table.item_key(event.cursor_row)
+        if key is not None:
+            self._details_of(event.data_table.id, key)
 
     def action_details(self):
-        table = self.focused if isinstance(self.focused, KeyedTable) else self._failures
-        key = table.cursor_key
+        table = self.focused if isinstance(self.focused, ListTable) else self._failures
+        key = table.cursor_item
         if key is None:
             self.notify("no failure selected", severity="warning", markup=False)
             return

@@ -88,13 +88,21 @@ def _culprit(d: dict, t0_ns: int | None) -> Section:
     if not c:
         return "Culprit", [("culprit", "none identified")]
     if c.get("kind") == "pin":
-        start, length = (c.get("range") or [None, 0])[:2]
-        return "Culprit", [
-            ("pinned by", f"pid {c.get('pid')} tid {c.get('tid')} "
-                          f"({printable(c.get('comm') or '?')})"),
-            ("method", printable(str(c.get("method") or "?"))),
-            ("pinned range", f"{_addr(start)} + {int(length or 0):,} bytes"),
-            ("registered", when(c.get("ts_ns")))]
+        who = f"pid {c.get('pid')}"
+        if c.get("tid") is not None:
+            who += f" tid {c['tid']}"
+        method = printable(str(c.get("method") or "?"))
+        if c.get("longterm"):
+            method += ", long-term (FOLL_LONGTERM)"
+        lines = [("pinned by", f"{who} ({printable(c.get('comm') or '?')})"),
+                 ("method", method)]
+        if c.get("range"):
+            start, length = (list(c["range"]) + [None, 0])[:2]
+            lines.append(("pinned range", f"{_addr(start)} + {int(length or 0):,} bytes"))
+        lines.append(("pinned", when(c.get("ts_ns"))))
+        if c.get("source"):
+            lines.append(("seen by", printable(str(c["source"]))))
+        return "Culprit", lines
     if c.get("kind") == "ksm":
         lines = [("merged by", "KSM (ksmd)" + (f", pid {c['ksmd_pid']}"
                                              if c.get("ksmd_pid") else "")),

@@ -63,8 +63,8 @@ class Snapshot:
     kernel: str | None
     elapsed_s: float
     moves_per_s: float
-    mib_per_s: float | None
-    mib_exact: bool             # False: a lower bound (drops) / None: unknown
+    mib_per_s: float | None     # None: unknown (successes not sent, --failed-only)
+    mib_quality: str            # "exact", "at least" (events dropped), "estimated" (sampled)
     moves: int
     failures: int
     kernel_totals: bool         # moves/failures/rates from in-kernel counters
@@ -135,6 +135,7 @@ class TopModel:
         self.rate_window = rate_window
         self.tier = self.kernel = None
         self.failed_only = False
+        self.success_sample = 1   # 1 in N successful moves is sent as an event
         self.clock = TraceClock()
         self.now = 0.0
         self._procs: dict[int, _Proc] = {}
@@ -189,6 +190,7 @@ class TopModel:
         self.tier = r.get("tier")
         self.kernel = r.get("kernel_release")
         self.failed_only = bool((r.get("filters") or {}).get("failed_only"))
+        self.success_sample = max(int(r.get("success_sample") or 1), 1)
         self.clock.time(r)
 
     def _move(self, r: dict):
@@ -198,7 +200,9 @@ class TopModel:
         if t > self.now:
             self.now = t
         if ret == 0:
-            moved = int(r["len"])
+            # A sampled success stands for success_sample of them (chosen at
+            # random in the kernel): its bytes estimate theirs.
+            moved = int(r["len"]) * self.success_sample
         else:
             moved = max(int(r.get("move") or 0), 0)     # a partial move's bytes
             self._failure(p, t, r)
@@ -235,7 +239,9 @@ class TopModel:
     def _aggregates(self, r: dict):
         t = self.clock.time(r)
         self.now = max(self.now, t)
-        self.drops = int((r.get("counters") or {}).get("ringbuf_drops", self.drops))
+        counters = r.get("counters") or {}
+        if "ringbuf_drops" in counters:   # + successes lost from their own buffer, if any
+            self.drops = int(counters["ringbuf_drops"]) + int(counters.get("success_drops", 0))
         per_pid: dict[int, list[int]] = {}
         for o in r.get("outcomes") or ():
             counts = per_pid.setdefault(int(o["pid"]), [0, 0])
@@ -297,12 +303,17 @@ class TopModel:
             elapsed_s=now,
             moves_per_s=moves_per_s,
             mib_per_s=self._bytes.rate(now, window, since=0.0) / MIB if bytes_known else None,
-            mib_exact=self.drops == 0, moves=moves, failures=failures, kernel_totals=kernel,
+            mib_quality=self._mib_quality(), moves=moves, failures=failures, kernel_totals=kernel,
             drops=self.drops, malformed=self.malformed, pins=self.pins, processes=procs,
             causes=tuple(self._causes.most_common()),
             latency_log2=tuple(sorted((b, n) for b, n in latency.items() if n)),
             sparkline=sparkline, failures_recent=tuple(self._recent),
             finished=self.finished, error=self.error)
+
+    def _mib_quality(self) -> str:
+        if self.drops:
+            return "at least"
+        return "estimated" if self.success_sample > 1 else "exact"
 
     def _process_row(self, p: _Proc, kernel: bool, bytes_known: bool) -> ProcessRow:
         window, now = self.rate_window, self.now

@@ -6,34 +6,37 @@ from typing import Callable
 
 from rich.text import Text
 from textual.binding import Binding
-from textual.coordinate import Coordinate
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
 from .model import Snapshot
 
 
-class _KeyCell(Text):
-    """A row's first cell, carrying its row key so the table can be put in
-    any order with DataTable.sort (whose key function sees only cells)."""
+class ListTable(DataTable):
+    """A DataTable showing a list of items in order, cheaply enough for
+    thousands of rows refreshed 4 times a second.
 
-    def __init__(self, text: str, row_key: str, **kw):
-        super().__init__(text, **kw)
-        self.row_key = row_key
-
-
-class KeyedTable(DataTable):
-    """A DataTable kept in sync with a list of rows: only changed cells are
-    updated, rows come and go by key, and the cursor stays on its row."""
+    Rows are positional slots reused as the list changes order, so a new
+    order costs no DataTable.sort and no row is re-added; only the cells in
+    view that changed are updated (rows scrolled into view catch up at
+    once).  Rows are only added or removed when the list grows or shrinks.
+    The cursor stays on its item (by key) once the user has moved it; until
+    then it stays on the first row: the busiest or the newest, like top.
+    """
 
     BINDINGS = [Binding("enter", "select_cursor", "Details")]   # shown in the footer
+    VIEW_MARGIN = 2       # rows beyond the viewport kept current too
+    REBUILD_ABOVE = 16    # DataTable.remove_row is O(rows): shrink more by refilling
 
-    def __init__(self, columns: list[tuple[str, str, int, bool]], **kw):
-        """columns: (key, label, width, right_aligned)."""
+    def __init__(self, columns: list[tuple[str, str, int, bool]],
+                 cells: Callable[[object], tuple[str, ...]], **kw):
+        """columns: (key, label, width, right_aligned); cells(item) -> texts."""
         super().__init__(cursor_type="row", zebra_stripes=False, **kw)
         self._columns = columns
-        self._cells: dict[str, tuple[str, ...]] = {}
-        self._order: list[str] = []
+        self._col_keys = [c[0] for c in columns]
+        self._format = cells
+        self._items: list[tuple[str, object]] = []     # (item key, item), in order
+        self._shown: list[tuple[str, ...]] = []        # per row: the texts on screen
         self.cell_updates = 0          # for bench/tui_load.py
 
     def on_mount(self):
@@ -41,49 +44,66 @@ class KeyedTable(DataTable):
             self.add_column(Text(label, justify="right" if right else "left"),
                             width=width, key=key)
 
-    def _cell(self, index: int, text: str, row_key: str) -> Text:
-        justify = "right" if self._columns[index][3] else "left"
-        if index == 0:
-            return _KeyCell(text, row_key, justify=justify, no_wrap=True)
-        return Text(text, justify=justify, no_wrap=True)
+    def _cells(self, texts: tuple[str, ...]) -> list[Text]:
+        return [Text(t, justify="right" if c[3] else "left", no_wrap=True)
+                for t, c in zip(texts, self._columns)]
+
+    def item_key(self, row: int) -> str | None:
+        return self._items[row][0] if 0 <= row < len(self._items) else None
 
     @property
-    def cursor_key(self) -> str | None:
-        if not self.row_count:
-            return None
-        row = min(self.cursor_row, self.row_count - 1)
-        return self.coordinate_to_cell_key(Coordinate(row, 0)).row_key.value
+    def cursor_item(self) -> str | None:
+        return self.item_key(self.cursor_row)
 
-    def sync(self, rows: list[tuple[str, tuple[str, ...]]]):
-        """Show exactly `rows` (key, cell texts), in this order.
+    def move_to_item(self, key: str) -> bool:
+        for row, (k, _) in enumerate(self._items):
+            if k == key:
+                self.move_cursor(row=row, animate=False)
+                return True
+        return False
 
-        A cursor the user moved stays on its row; one left on the first row
-        (or in a table not in use) stays on the first row: the newest or
-        busiest, like top."""
-        cursor = self.cursor_key if self.has_focus and self.cursor_row > 0 else None
-        wanted = dict(rows)
-        for key in [k for k in self._cells if k not in wanted]:
-            self.remove_row(key)
-            del self._cells[key]
-        col_keys = [c[0] for c in self._columns]
-        for key, cells in rows:
-            old = self._cells.get(key)
-            if old is None:
-                self.add_row(*(self._cell(i, c, key) for i, c in enumerate(cells)), key=key)
-                self.cell_updates += len(cells)
-            elif old != cells:
-                for i, (a, b) in enumerate(zip(old, cells)):
-                    if a != b:
-                        self.update_cell(key, col_keys[i], self._cell(i, b, key))
-                        self.cell_updates += 1
-            self._cells[key] = cells
-        order = [k for k, _ in rows]
-        if order != self._order:
-            position = {k: i for i, k in enumerate(order)}
-            self.sort(col_keys[0], key=lambda cell: position[cell.row_key])
-            self._order = order
-            if cursor in position:
-                self.move_cursor(row=position[cursor], animate=False)
+    def sync(self, items: list[tuple[str, object]]):
+        """Show exactly `items` (key, item), in this order."""
+        follow = self.cursor_item if self.has_focus and self.cursor_row > 0 else None
+        self._items = items
+        if self.row_count - len(items) > self.REBUILD_ABOVE:
+            self.clear()
+            self._shown = []
+        while self.row_count > len(items):
+            self.remove_row(str(self.row_count - 1))
+            self._shown.pop()
+        for row in range(self.row_count, len(items)):
+            texts = self._format(items[row][1])
+            self.add_row(*self._cells(texts), key=str(row))
+            self._shown.append(texts)
+            self.cell_updates += len(texts)
+        if follow is not None and self.cursor_item != follow:
+            self.move_to_item(follow)
+        self._update_in_view()
+
+    def _update_in_view(self):
+        first = max(int(self.scroll_y) - self.VIEW_MARGIN, 0)
+        last = min(int(self.scroll_y) + self.size.height + self.VIEW_MARGIN, len(self._items))
+        for row in range(first, last):
+            texts = self._format(self._items[row][1])
+            old = self._shown[row]
+            if texts == old:
+                continue
+            cells = self._cells(texts)
+            for i, (a, b) in enumerate(zip(old, texts)):
+                if a != b:
+                    self.update_cell(str(row), self._col_keys[i], cells[i])
+                    self.cell_updates += 1
+            self._shown[row] = texts
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if round(old_value) != round(new_value):
+            self._update_in_view()
+
+    def _on_resize(self, event) -> None:
+        super()._on_resize(event)
+        self._update_in_view()
 
 
 def _duration(seconds: float) -> str:
@@ -118,7 +138,8 @@ def header_text(snap: Snapshot, *, paused: bool, failures_only: bool, filter_tex
     if snap.mib_per_s is None:
         field("MiB/s", "n/a (failed-only)")
     else:
-        field("MiB/s", ("" if snap.mib_exact else ">=") + f"{snap.mib_per_s:,.2f}")
+        prefix = {"exact": "", "at least": ">=", "estimated": "~"}[snap.mib_quality]
+        field("MiB/s", prefix + f"{snap.mib_per_s:,.2f}")
     field("moves", f"{snap.moves:,}")
     rate = snap.failure_rate
     field("failures", f"{snap.failures:,}" + (f" ({rate:.1%})" if rate is not None else ""),
