@@ -148,6 +148,23 @@ def test_demo_live_in_a_real_terminal(terminal, root_required):
     assert not Path(f"/proc/{workload_pid}").exists()
 
 
+def test_readme_demo_script_starts_top_in_a_terminal(terminal, root_required):
+    # `make demo` = setup, then scripts/demo.sh: in a terminal, it is top --demo.
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        pytest.skip("bcc is not importable (python3-bpfcc missing)")
+    if not (ROOT / ".venv/bin/uffdtrace").exists():
+        pytest.skip("scripts/demo.sh runs .venv/bin/uffdtrace: run scripts/setup.sh")
+    term = terminal(["bash", "scripts/demo.sh"])
+    term.wait_for(lambda s: re.search(r"│\s+\d+\s+uffdtrace\s+\d", s) and "demo" in s, 90,
+                  "top --demo's process rows")
+    term.press("q")
+    assert term.exit_status() == 0
+    assert_terminal_restored(term)
+    assert "compiling and attaching" in term.screen()   # the normal screen is back
+
+
 def test_tracer_failure_shows_its_reason_and_q_exits(terminal, root_required):
     # A real tracer failure: not root (setpriv drops to nobody).
     term = terminal(uffdtrace_top(), user="65534")

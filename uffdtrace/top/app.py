@@ -5,6 +5,9 @@ snapshot every `interval` seconds (at most 4 Hz) and updates what changed.
 """
 from __future__ import annotations
 
+from rich.console import Group
+from rich.padding import Padding
+from rich.table import Table
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -71,7 +74,7 @@ class TextScreen(ModalScreen):
                                   padding: 0 1; background: $surface; }
     """
 
-    def __init__(self, title: str, body: Text, **kw):
+    def __init__(self, title: str, body, **kw):
         super().__init__(**kw)
         self._title, self._body = title, body
 
@@ -90,18 +93,19 @@ class ErrorScreen(TextScreen):
     """
 
 
-def detail_text(row: FailureRow, t0_ns: int | None) -> Text:
-    t = Text()
+def detail_text(row: FailureRow, t0_ns: int | None) -> Group:
+    """Titled sections of label/value lines; long values wrap in their column."""
+    parts = []
     sections = describe_failure(row.record, row.t, t0_ns)
     width = max(len(label) for _, lines in sections for label, _ in lines)
-    for i, (title, lines) in enumerate(sections):
-        if i:
-            t.append("\n")
-        t.append(f"{title}\n", style="bold underline")
+    for title, lines in sections:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold cyan", no_wrap=True, min_width=width)
+        grid.add_column(ratio=1)
         for label, value in lines:
-            t.append(f"  {label:<{width}}  ", style="bold cyan")
-            t.append(f"{value}\n")
-    return t
+            grid.add_row(Text(label), Text(value))
+        parts += [Text(title, style="bold underline"), Padding(grid, (0, 0, 1, 2))]
+    return Group(*parts)
 
 
 class TopApp(App):

@@ -48,13 +48,13 @@ PROCESS_COLUMNS = [
            lambda r: r.moves_per_s, True),
     Column("mib_s", "MiB/s", 7, lambda r: _num(r.mib_per_s, ",.2f"),
            lambda r: _or_minus(r.mib_per_s), True),
-    Column("moves", "MOVES", 9, lambda r: f"{r.moves:,}", lambda r: r.moves, True),
-    Column("fails", "FAILS", 7, lambda r: f"{r.failures:,}", lambda r: r.failures, True),
-    Column("causes", "FAILURES BY CAUSE", 28, _causes_text,
+    Column("moves", "MOVES", 8, lambda r: f"{r.moves:,}", lambda r: r.moves, True),
+    Column("fails", "FAILS", 6, lambda r: f"{r.failures:,}", lambda r: r.failures, True),
+    Column("causes", "FAILURES BY CAUSE", 24, _causes_text,
            lambda r: r.causes[0][0] if r.causes else "~", False, right=False),
-    Column("p50", "P50 µs", 7, lambda r: _num(r.p50_us, ",.1f"), lambda r: _or_minus(r.p50_us),
+    Column("p50", "P50 µs", 6, lambda r: _num(r.p50_us, ",.1f"), lambda r: _or_minus(r.p50_us),
            True),
-    Column("p99", "P99 µs", 7, lambda r: _num(r.p99_us, ",.1f"), lambda r: _or_minus(r.p99_us),
+    Column("p99", "P99 µs", 6, lambda r: _num(r.p99_us, ",.1f"), lambda r: _or_minus(r.p99_us),
            True),
     Column("tlb", "TLB/PG", 6, lambda r: _num(r.tlb_per_page, ".2f"),
            lambda r: _or_minus(r.tlb_per_page), True),
@@ -95,9 +95,9 @@ def process_cells(row: ProcessRow) -> tuple[str, ...]:
     return tuple(c.text(row) for c in PROCESS_COLUMNS)
 
 
-FAILURE_COLUMNS = [("time", "TIME s", 9), ("pid", "PID", 7), ("comm", "COMM", 15),
-                   ("errno", "ERRNO", 6), ("cause", "CAUSE", 30), ("evidence", "EVIDENCE", 8),
-                   ("len", "LEN", 9), ("moved", "MOVED", 9), ("addr", "FAILING ADDR", 14)]
+FAILURE_COLUMNS = [("time", "TIME s", 8), ("pid", "PID", 7), ("comm", "COMM", 15),
+                   ("errno", "ERRNO", 6), ("cause", "CAUSE", 26), ("evidence", "EVIDENCE", 8),
+                   ("addr", "FAILING ADDR", 14), ("len", "LEN", 9), ("moved", "MOVED", 9)]
 
 
 def failure_cells(row: FailureRow) -> tuple[str, ...]:
@@ -106,8 +106,8 @@ def failure_cells(row: FailureRow) -> tuple[str, ...]:
     moved = max(int(r.get("move") or 0), 0)
     return (f"{row.t:.3f}", str(row.pid), comm_text(row.comm), row.errno or NONE,
             row.cause + (" (partial)" if row.partial else ""), row.evidence,
-            f"{int(r.get('len') or 0):,}", f"{moved:,}",
-            f"{fail_addr:#x}" if isinstance(fail_addr, int) else NONE)
+            f"{fail_addr:#x}" if isinstance(fail_addr, int) else NONE,
+            f"{int(r.get('len') or 0):,}", f"{moved:,}")
 
 
 @dataclass(frozen=True)
