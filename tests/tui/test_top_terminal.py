@@ -177,6 +177,18 @@ def test_tracer_failure_shows_its_reason_and_q_exits(terminal, root_required):
     assert "uffdtrace: live source could not start: tracing needs root" in screen
 
 
+def test_sigterm_leaves_like_q(terminal):
+    from tests.tui.topapp import MIXED
+    term = terminal(uffdtrace_top("--replay", str(MIXED), "--speed", "0"))
+    term.wait_for(lambda s: "ended: end of" in s, 30, "the replayed trace")
+    shell = term.tmux("display-message", "-p", "-t", "top", "#{pane_pid}").strip()
+    top = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()
+    assert len(top) == 1, top
+    os.kill(int(top[0]), 15)
+    assert term.exit_status() == 0
+    assert_terminal_restored(term)
+
+
 def test_replay_with_hostile_names_in_a_real_terminal(terminal, tmp_path):
     from tests.tui.topapp import records, write_trace
     recs = records()
@@ -185,7 +197,7 @@ def test_replay_with_hostile_names_in_a_real_terminal(terminal, tmp_path):
             r["comm"] = "[@click=app.quit]x"
     path = write_trace(tmp_path / "evil.jsonl", recs)
     term = terminal(uffdtrace_top("--replay", str(path), "--speed", "0"))
-    term.wait_for(lambda s: "ended: end of trace" in s and "[@click=app.qui" in s, 30,
+    term.wait_for(lambda s: "ended: end of" in s and "[@click=app.qui" in s, 30,
                   "the replayed trace")
     term.press("Enter")
     term.wait_for(lambda s: "([@click=app.quit]x)" in s, 10, "the detail view")

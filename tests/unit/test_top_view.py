@@ -3,6 +3,7 @@ view's content, the replay source and the command line."""
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 
@@ -219,6 +220,13 @@ def test_bad_usage_is_one_line_exit_2(args, message):
     assert proc.returncode == 2
     assert proc.stderr.startswith("uffdtrace: ") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_top_needs_a_terminal():
+    proc = uffdtrace("top", "--replay", str(MIXED), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert proc.stderr == "uffdtrace: top needs a terminal (for a log or a file: " \
+        "uffdtrace trace, uffdtrace record)\n"
 
 
 def test_help_has_examples():

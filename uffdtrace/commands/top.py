@@ -100,7 +100,11 @@ def run(args) -> int:
     source = _source(args)
     if args.replay:
         source.prepare()        # a missing or unreadable file: one line, exit 2
-    else:
+    if not (sys.stdin.isatty() and sys.__stderr__.isatty()):
+        # Textual reads keys from stdin and draws on stderr.
+        raise UserError("top needs a terminal (for a log or a file: uffdtrace trace, "
+                        "uffdtrace record)")
+    if not args.replay:
         print("uffdtrace top: compiling and attaching the BPF program...", file=sys.stderr,
               flush=True)       # prepared before the TUI owns the terminal: bcc uses fd 2
     app = build_app(source, interval=args.interval, failed_only=args.failed_only,

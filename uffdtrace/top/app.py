@@ -5,6 +5,9 @@ snapshot every `interval` seconds (at most 4 Hz) and updates what changed.
 """
 from __future__ import annotations
 
+import asyncio
+import signal
+
 from rich.console import Group
 from rich.padding import Padding
 from rich.table import Table
@@ -24,6 +27,7 @@ from .view import (FAILURE_COLUMNS, PROCESS_COLUMNS, RowFilter, Sort, comm_text,
 from .widgets import (ListTable, Panel, SizedPanel, causes_text, header_text,
                       latency_text)
 
+QUIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 MIN_INTERVAL = 0.25        # the display refreshes at most 4 times a second
 FAILURES_SHOWN = 200       # rows in the recent-failures table
 # Rows in the process table, the top ones by the current sort (filter to
@@ -188,8 +192,16 @@ class TopApp(App):
             self.feeder.start()
         self.refresh_view()
         self._timer = self.set_interval(self.interval, self.refresh_view)
+        # kill or a closed terminal: leave like q does (terminal restored,
+        # the demo workload stopped, BPF programs detached).
+        loop = asyncio.get_running_loop()
+        for sig in QUIT_SIGNALS:
+            loop.add_signal_handler(sig, self.exit)
 
     def on_unmount(self):
+        loop = asyncio.get_running_loop()
+        for sig in QUIT_SIGNALS:
+            loop.remove_signal_handler(sig)
         self._timer.stop()
         if self.feeder is not None:
             self.feeder.stop()     # joined by the caller, once the terminal is restored
