@@ -13,7 +13,7 @@ from uffdtrace.top.sources import LiveSource
 from uffdtrace.commands.top import build_app
 
 from .screen import screen_text
-from .topapp import MIXED, records, running, settle, table_column, write_trace
+from .topapp import records, running, table_column, write_trace
 
 pytestmark = pytest.mark.asyncio
 

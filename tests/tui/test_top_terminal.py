@@ -8,6 +8,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -98,6 +99,20 @@ def terminal(tmp_path):
         t.close()
 
 
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc: no procps needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def uffdtrace_top(*args: str) -> list[str]:
     return [sys.executable, "-m", "uffdtrace", "top", *args]
 
@@ -181,10 +196,10 @@ def test_sigterm_leaves_like_q(terminal):
     from tests.tui.topapp import MIXED
     term = terminal(uffdtrace_top("--replay", str(MIXED), "--speed", "0"))
     term.wait_for(lambda s: "ended: end of" in s, 30, "the replayed trace")
-    shell = term.tmux("display-message", "-p", "-t", "top", "#{pane_pid}").strip()
-    top = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True).stdout.split()
+    shell = int(term.tmux("display-message", "-p", "-t", "top", "#{pane_pid}"))
+    top = children(shell)
     assert len(top) == 1, top
-    os.kill(int(top[0]), 15)
+    os.kill(top[0], signal.SIGTERM)
     assert term.exit_status() == 0
     assert_terminal_restored(term)
 

@@ -31,7 +31,8 @@ QUIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 MIN_INTERVAL = 0.25        # the display refreshes at most 4 times a second
 FAILURES_SHOWN = 200       # rows in the recent-failures table
 # Rows in the process table, the top ones by the current sort (filter to
-# find others): only rows in view are updated, but each costs a sort slot.
+# find others).  Only rows in view are formatted at a refresh, but every
+# process is sorted and filtered each time: this bounds the table.
 PROCESSES_SHOWN = 5000
 
 HELP = """\
@@ -57,7 +58,8 @@ Header
   stands for N), n/a with --failed-only.
 
 Process table
-  MOVES/s, MiB/s   over the last interval      MOVES, FAILS   since the start
+  MOVES/s, MiB/s   over the last second (or --interval, if longer)
+  MOVES, FAILS     since the start
   FAILURES BY CAUSE   diagnosed causes (a partial move counts under the cause
                       that stopped it)
   P50/P99 µs       latency percentiles from a histogram (within ~12%)
@@ -157,7 +159,6 @@ class TopApp(App):
         self.sort_order = sort or Sort()
         self.paused = False
         self.snapshot: Snapshot | None = None
-        self.refreshes = 0
         self._error_shown = False
         self._process_title = ""
 
@@ -211,9 +212,9 @@ class TopApp(App):
         """Take a snapshot of the model and show what changed."""
         if self.paused and self.snapshot is not None:
             self._show_header()
+            self._show_error(self.model.error)      # not even a pause hides it
             return
         self.snapshot = snap = self.model.snapshot()
-        self.refreshes += 1
         self._show_header()
         self._show_processes()
         self._causes.show(snap.causes)
@@ -224,9 +225,12 @@ class TopApp(App):
             self._rate.border_title = Text(
                 f"moves/s, last {len(snap.sparkline)} s (max {max(data):,.0f})")
         self._show_failures()
-        if snap.error and not self._error_shown:
+        self._show_error(snap.error)
+
+    def _show_error(self, error: str | None):
+        if error and not self._error_shown:
             self._error_shown = True
-            body = Text(snap.error + "\n\n", style="bold")
+            body = Text(error + "\n\n", style="bold")
             body.append("Escape shows what was collected before the error; q quits.",
                         style="dim")
             self.push_screen(ErrorScreen("uffdtrace top: error", body))

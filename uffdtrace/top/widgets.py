@@ -44,9 +44,9 @@ class ListTable(DataTable):
             self.add_column(Text(label, justify="right" if right else "left"),
                             width=width, key=key)
 
-    def _cells(self, texts: tuple[str, ...]) -> list[Text]:
-        return [Text(t, justify="right" if c[3] else "left", no_wrap=True)
-                for t, c in zip(texts, self._columns)]
+    def _cell(self, column: int, text: str) -> Text:
+        return Text(text, justify="right" if self._columns[column][3] else "left",
+                    no_wrap=True)
 
     def item_key(self, row: int) -> str | None:
         return self._items[row][0] if 0 <= row < len(self._items) else None
@@ -74,7 +74,7 @@ class ListTable(DataTable):
             self._shown.pop()
         for row in range(self.row_count, len(items)):
             texts = self._format(items[row][1])
-            self.add_row(*self._cells(texts), key=str(row))
+            self.add_row(*(self._cell(i, t) for i, t in enumerate(texts)), key=str(row))
             self._shown.append(texts)
             self.cell_updates += len(texts)
         if follow is not None and self.cursor_item != follow:
@@ -89,10 +89,9 @@ class ListTable(DataTable):
             old = self._shown[row]
             if texts == old:
                 continue
-            cells = self._cells(texts)
             for i, (a, b) in enumerate(zip(old, texts)):
                 if a != b:
-                    self.update_cell(str(row), self._col_keys[i], cells[i])
+                    self.update_cell(str(row), self._col_keys[i], self._cell(i, b))
                     self.cell_updates += 1
             self._shown[row] = texts
 
