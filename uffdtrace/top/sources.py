@@ -8,6 +8,7 @@ worker thread until it ends or `stop` is set.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -72,11 +73,18 @@ class ReplaySource:
         self.path, self.speed = path, speed
         pace = "max speed" if not speed else f"x{speed:g}"
         self.label = f"replay {os.path.basename(path)} ({pace})"
+        self._reader: Iterator[dict] | None = None
         self._records: Iterator[dict] | None = None
 
     def prepare(self):
+        """Open the trace and read its first record now, so that an unreadable
+        file is a one-line error before the TUI starts (however lazy the
+        reader behind open_trace is)."""
         if self._records is None:
-            self._records = open_trace(self.path)
+            self._reader = open_trace(self.path)
+            first = next(self._reader, None)
+            self._records = itertools.chain([first] if first is not None else [],
+                                            self._reader)
 
     def run(self, emit: Emit, stop: threading.Event) -> str:
         batch: list[dict] = []
@@ -109,8 +117,11 @@ class ReplaySource:
         return "end of trace"
 
     def close(self):
-        if self._records is not None:
-            self._records.close()
+        if self._reader is not None:
+            try:
+                self._reader.close()   # a generator: closes its file
+            except ValueError:         # still running in a worker that did not stop
+                pass
 
 
 def _uffdtrace_command() -> list[str]:
