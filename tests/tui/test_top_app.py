@@ -267,7 +267,7 @@ async def test_tracer_failure_shows_an_error_screen(tmp_path, monkeypatch):
     async with app.run_test(size=(100, 20)) as pilot:
         await pilot.pause()
         screen = screen_text(app)
-        assert "live source could not start:" in screen
+        assert "live: could not start:" in screen
         assert ("cannot load the BPF program" in screen) or ("needs root" in screen)
         assert "Traceback" not in screen
         await pilot.press("q")

@@ -189,7 +189,7 @@ def test_tracer_failure_shows_its_reason_and_q_exits(terminal, root_required):
     assert term.exit_status() == 2
     assert_terminal_restored(term)
     screen = term.screen()
-    assert "uffdtrace: live source could not start: tracing needs root" in screen
+    assert "uffdtrace: live: could not start: tracing needs root" in screen
 
 
 def test_sigterm_leaves_like_q(terminal):

@@ -214,6 +214,7 @@ def test_model_from_replayed_records_equals_model_from_file():
     (["--speed", "2"], "--replay only"),
     (["--demo", "-p", "5"], "-p does not apply"),
     (["--replay", "x", "--speed", "-1"], "--speed must be >= 0"),
+    (["-p", "999999999"], "no process with pid 999999999"),
 ])
 def test_bad_usage_is_one_line_exit_2(args, message):
     proc = uffdtrace("top", *args)

@@ -1,6 +1,7 @@
 """`uffdtrace top`: a live TUI of UFFDIO_MOVE moves, failures and causes."""
 from __future__ import annotations
 
+import os
 import sys
 
 from . import command_parser
@@ -55,8 +56,13 @@ def _source(args):
     session = Session(pid=args.pid, follow=bool(command), failed_only=args.failed_only)
     filters = {"pid": args.pid, "tid": 0, "failed_only": args.failed_only, "duration": 0,
                "command": command}
+    if args.demo:
+        label = "demo: the mixed workload"
+    else:
+        label = "live" + (f", pid {args.pid}" if args.pid else "") + \
+            (", failures only sent" if args.failed_only else "")
     return LiveSource(session, command=command, filters=filters,
-                      aggregate_every=args.interval, label="demo" if args.demo else "live")
+                      aggregate_every=args.interval, label=label)
 
 
 def _validate(args):
@@ -73,6 +79,8 @@ def _validate(args):
         raise UserError("--speed applies to --replay only")
     if args.demo and args.pid:
         raise UserError("--demo traces its own workload: -p does not apply")
+    if args.pid and not args.replay and not os.path.exists(f"/proc/{args.pid}"):
+        raise UserError(f"no process with pid {args.pid}")
 
 
 def build_app(source, *, interval: float = 1.0, failed_only: bool = False,
@@ -87,7 +95,7 @@ def build_app(source, *, interval: float = 1.0, failed_only: bool = False,
     try:
         source.prepare()
     except UserError as exc:
-        model.fail(f"{source.label} source could not start: {exc}")
+        model.fail(f"{source.label}: could not start: {exc}")
     feeder = Feeder(source, model) if model.error is None else None
     return TopApp(model, feeder, interval=interval, failures_only=failed_only,
                   row_filter=row_filter)
