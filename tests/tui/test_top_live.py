@@ -71,3 +71,25 @@ async def test_demo_rows_causes_and_a_pinned_failure_explained(live):
             app.feeder.join()
         source.close()
     assert app.model.finished == "stopped"
+
+
+async def test_a_failing_command_is_shown_with_its_reason(live):
+    command = ["sh", "-c", "echo 'workload: cannot start' >&2; exit 3"]
+    source = LiveSource(Session(follow=True), command=command, label="demo")
+    app = build_app(source)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if app.model.error:
+                    break
+            app.refresh_view()
+            await pilot.pause()
+            screen = screen_text(app)
+            assert "uffdtrace top: error" in screen
+            assert "exited with status 3: workload: cannot start" in screen
+            await pilot.press("q")
+    finally:
+        if app.feeder is not None:
+            app.feeder.join()
+        source.close()

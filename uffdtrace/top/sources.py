@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shlex
 import sys
 import tempfile
 import threading
@@ -168,20 +169,26 @@ class LiveSource:
                                  tick_every=self.aggregate_every, stop=stop,
                                  command_output=self._output)
             emit([aggregates_record(session, result.elapsed_s)])
+            failed = result.reason == "command exited" and result.command_status != 0
+            why = self._command_tail() if failed else None
         finally:
             self.close()
-        if result.reason == "command exited" and result.command_status != 0:
-            raise UserError(f"{' '.join(self.command[-8:])} exited with status "
-                            f"{result.command_status}: {self._command_tail()}")
+        if failed:
+            command = shlex.join([os.path.basename(self.command[0]), *self.command[1:]])
+            raise UserError(f"`{command}` exited with status {result.command_status}: {why}")
         return result.reason
 
     def _command_tail(self) -> str:
+        """The last line COMMAND wrote: most likely why it failed."""
         self._output.seek(0)
         lines = self._output.read().decode(errors="replace").strip().splitlines()
         return lines[-1] if lines else "no output"
 
     def close(self):
         self.session.close()
+        if self._output is not None:
+            self._output.close()
+            self._output = None
 
 
 class Feeder:
