@@ -11,6 +11,10 @@
  * pinned it, folio splits, ranged TLB flushes, and the VMAs as the kernel saw
  * them.
  *
+ * Every hook acts only for a thread that has an in-flight record, i.e. is
+ * inside a UFFDIO_MOVE ioctl: that, not move_pages(), is the gate, because
+ * newer kernels (7.x) inline move_pages() into the ioctl handler.
+ *
  * Which hooks exist differs by kernel (6.12 inlines move_pages_pte, 6.18
  * has move_pages_ptes): uffdtrace/kernel_tier.py defines UT_HOOK_<function>
  * for each function present on the running kernel, and UT_K_FENTRY to pick
@@ -179,12 +183,22 @@ static __always_inline u32 ut_read_u32(const void *base, u64 offset)
 	return v;
 }
 
-/* The folio a page belongs to: compound_head has bit 0 set on tail pages. */
+/* The folio a page belongs to.  The word after flags (where `lru` sits)
+ * has bit 0 set on tail pages.  Up to 6.x it holds head | 1 (compound_head);
+ * 7.x renamed it compound_info and, when struct page is a power of two in
+ * size with an optimized vmemmap, stores instead a mask (-2^k) | 1 that
+ * turns a tail page's address into its head's.  A head pointer is never of
+ * the form -2^k, so the value itself says which encoding it is. */
 static __always_inline u64 ut_page_folio(u64 page)
 {
-	u64 head = ut_read_u64((void *)page, offsetof(struct page, compound_head));
+	u64 info = ut_read_u64((void *)page, offsetof(struct page, lru));
+	u64 mask = info & ~1ULL, low = -mask;
 
-	return (head & 1) ? head - 1 : page;
+	if (!(info & 1))
+		return page;
+	if (mask && !(low & (low - 1)))
+		return page & mask;
+	return info - 1;
 }
 
 /* UT_FOLIO_* of a folio, the way move_pages_pte(s) judges it. */
@@ -265,21 +279,20 @@ static __always_inline void ut_step_done(u64 src_addr, s64 ret)
 		ut_step_failed(rec, src_addr, ret);
 }
 
+/* Bytes the move got through before it stopped: the failing step's offset,
+ * else what the kernel wrote to `move` (bytes, or -errno: none moved). */
+static __always_inline u64 ut_progress(struct ut_move_event *rec)
+{
+	if (rec->kflags & UT_K_STEP_FAILED)
+		return rec->fail_addr - rec->src;
+	return rec->move > 0 ? rec->move : 0;
+}
+
 /* The PTEs at the address where the move stopped, if the kernel mapped them
  * last: a populated dst or an empty src there is why it stopped (6.12 has no
  * step function to hook, so this is how its partial moves are explained). */
-static __always_inline void ut_ptes_at_fail(struct ut_move_event *rec)
+static __always_inline void ut_ptes_at_fail(struct ut_move_event *rec, u64 done)
 {
-	u64 done;
-
-	if (rec->ret >= 0)
-		return;
-	if (rec->kflags & UT_K_STEP_FAILED)
-		done = rec->fail_addr - rec->src;
-	else if (rec->kflags & UT_K_MOVE_PAGES_RETURNED)
-		done = rec->kernel_ret > 0 ? rec->kernel_ret : 0;
-	else
-		return;
 	if (rec->scratch_src_pte_addr && rec->scratch_src_pte_addr == rec->src + done) {
 		u64 pte = rec->scratch_src_pte;
 
@@ -301,15 +314,18 @@ static __always_inline void ut_ptes_at_fail(struct ut_move_event *rec)
 static __always_inline void ut_kernel_finish(struct ut_move_event *rec)
 {
 	rec->flags |= UT_F_KERNEL_TIER;
-	/* 6.12 inlines the step functions: the last folio looked at is then the
-	 * best evidence of where a failed or partial move stopped */
-	if (!(rec->kflags & UT_K_STEP_FAILED) && rec->scratch_folio &&
-	    (rec->kflags & UT_K_MOVE_PAGES_RETURNED) && rec->ret < 0 &&
-	    rec->scratch_folio_addr == rec->src + (rec->kernel_ret > 0 ? rec->kernel_ret : 0))
-		ut_folio_at_fail(rec);
+	if (rec->ret < 0) {
+		u64 done = ut_progress(rec);
+
+		/* without a step hook (6.12 inlines move_pages_pte) the last folio
+		 * looked at, if it is where the move stopped, is the evidence */
+		if (!(rec->kflags & UT_K_STEP_FAILED) && rec->scratch_folio &&
+		    rec->scratch_folio_addr == rec->src + done)
+			ut_folio_at_fail(rec);
+		ut_ptes_at_fail(rec, done);
+	}
 	if (!(rec->folio_flags & UT_FOLIO_KSM))
 		rec->ksm_merged_ts_ns = 0;
-	ut_ptes_at_fail(rec);
 	rec->scratch_ctx = 0;
 	rec->scratch_folio = 0;
 	rec->scratch_folio_addr = 0;
@@ -418,7 +434,7 @@ UT_ON_EXIT(lock_vma_under_rcu)
 	struct ut_move_event *rec = current_move();
 	u64 vma = UT_RET();
 
-	if (rec && vma && (rec->kflags & UT_K_MOVE_PAGES))
+	if (rec && vma)
 		ut_saw_vma(rec, vma);
 	UT_EXIT_DONE(lock_vma_under_rcu);
 	return 0;
@@ -432,7 +448,7 @@ UT_ON_ENTRY(__anon_vma_prepare)
 {
 	struct ut_move_event *rec = current_move();
 
-	if (rec && (rec->kflags & UT_K_MOVE_PAGES))
+	if (rec)
 		ut_saw_vma(rec, UT_ARG(0));
 	return 0;
 }
@@ -484,7 +500,7 @@ UT_ON_EXIT(vm_normal_folio)
 	struct ut_move_event *rec = current_move();
 	u64 folio = UT_RET();
 
-	if (rec && (rec->kflags & UT_K_MOVE_PAGES)) {
+	if (rec) {
 		u64 addr = UT_EXIT_ARG(vm_normal_folio, 1);
 
 		rec->folio_lookups++;
@@ -514,7 +530,7 @@ UT_ON_EXIT(__pte_offset_map)
 	struct ut_move_event *rec = current_move();
 	u64 ptep = UT_RET();
 
-	if (rec && ptep && (rec->kflags & UT_K_MOVE_PAGES)) {
+	if (rec && ptep) {
 		u64 addr = UT_EXIT_ARG(__pte_offset_map, 1);
 		u64 pte = ut_read_u64((void *)ptep, 0);
 

@@ -44,8 +44,10 @@ def uffdtrace_json(*args: str, **kw) -> dict:
     return json.loads(proc.stdout)
 
 
-def traced_workload(session, *args):
-    """Run a workload while polling the session; its JSON and traced moves."""
+def traced_workload(session, *args, expect_outcomes: bool = True):
+    """Run a workload while polling the session; its JSON and traced moves.
+    expect_outcomes=False accepts a run whose moves did not end as the
+    scenario expects (the workload then exits 1, still printing its JSON)."""
     session.drain()
     proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", *args, "--json"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -54,7 +56,7 @@ def traced_workload(session, *args):
         items += session.poll(50)
     stdout, stderr = proc.communicate()
     items += session.drain()
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 0 or (not expect_outcomes and proc.returncode == 1), stderr
     out = json.loads(stdout)
     pids = {c["pid"] for c in out["calls"]} | {out["pid"]}
     moves = [i for i in items if hasattr(i, "diagnosis") and i.event.pid in pids]

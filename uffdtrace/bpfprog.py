@@ -36,4 +36,8 @@ def program_text(config: ProgramConfig, kernel_defines: dict[str, int] | None = 
 
 def cflags() -> list[str]:
     # -w: bcc 0.26's clang floods stderr with warnings on 6.x headers.
-    return ["-w", f"-I{BPF_DIR}"]
+    # -fms-extensions: the kernel builds with it since 6.19, and its headers
+    # now embed tagged anonymous structs (`struct __filename_head;` inside
+    # struct filename in linux/fs.h); without it clang reads them as mere
+    # declarations, gets layouts wrong and trips their static_asserts.
+    return ["-w", "-fms-extensions", f"-I{BPF_DIR}"]

@@ -153,7 +153,8 @@ def choose_tier(c: Capabilities) -> tuple[str, str]:
     plan = c.kernel_plan
     if plan is not None and plan.usable:
         return "kernel", plan.reason
-    kernel_ok = any(c.functions[kernel_tier.ANCHOR][k]["attaches"] for k in ("fentry", "kprobe"))
+    kernel_ok = any(c.functions[a][k]["attaches"] for a in kernel_tier.ANCHORS
+                    for k in ("fentry", "kprobe"))
     why_not_kernel = (
         f"kernel tier impossible: fentry ({c.program_kinds['fentry'].detail}); "
         f"kprobe ({c.program_kinds['kprobe'].detail})" if not kernel_ok else

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import doctor, record, top, trace, workload
+from .commands import doctor, export, record, report, top, trace, workload
 from .errors import UserError
 
-COMMANDS = [doctor, top, trace, record, workload]
+COMMANDS = [doctor, top, trace, record, report, export, workload]
 
 EPILOG = """\
 examples:
@@ -18,6 +18,8 @@ examples:
   uffdtrace workload --scenario pinned    # reproduce an io_uring-pinned failure
   uffdtrace trace --failed-only           # every failing UFFDIO_MOVE, diagnosed
   uffdtrace record -o t.jsonl -- uffdtrace workload --scenario pinned --hold 0.2
+  uffdtrace report t.jsonl                # what the trace says (no root needed)
+  uffdtrace export --perfetto t.jsonl -o t.json   # for ui.perfetto.dev
   uffdtrace workload --scenario mixed -d 30   # 30 s of every failure class
   uffdtrace top --replay t.jsonl          # browse a recorded trace in the TUI
 

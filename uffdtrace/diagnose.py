@@ -63,7 +63,7 @@ class PinTable:
         return None
 
 
-KsmLookup = Callable[[int], dict | None]   # pfn -> {"ts_ns", "pid"} or None
+KsmLookup = Callable[[int], dict | None]   # pfn -> {"merged_ts_ns", "ksmd_pid"} or None
 
 
 def _pin_note(pin: PinEvent) -> str:
@@ -89,7 +89,8 @@ def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,
         return "src_hole", None, notes + [f"src page {en.src_addr:#x} is not present"]
     if src is not None and src.has("ksm"):
         merge = ksm_lookup(src.pfn) if (ksm_lookup and src.pfn is not None) else None
-        culprit = {"kind": "ksm", **merge} if merge else {"kind": "ksm", "ts_ns": None}
+        culprit = {"kind": "ksm", "merged_ts_ns": merge["merged_ts_ns"] if merge else None,
+                   "ksmd_pid": merge["ksmd_pid"] if merge else None}
         if not merge:
             notes.append("merged before tracing started (no ksm tracepoint seen)")
         return "page_ksm", culprit, notes + ["kpageflags: KSM"]

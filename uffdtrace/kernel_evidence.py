@@ -24,24 +24,29 @@ class Seen:
         L = lib()
         k = move.kflags
         self.move = move
-        self.entered = bool(k & L.UT_K_MOVE_PAGES)
+        self.src_vma = move.src_vma if k & L.UT_K_SRC_VMA else None
+        self.dst_vma = move.dst_vma if k & L.UT_K_DST_VMA else None
+        # got past the ioctl's own checks into move_pages() (itself inlined
+        # on 7.x: then its VMA lookups and steps are the sign)
+        self.entered = bool(k & L.UT_K_MOVE_PAGES) or move.steps > 0 or \
+            move.folio_lookups > 0 or self.src_vma is not None or self.dst_vma is not None
         self.returned = bool(k & L.UT_K_MOVE_PAGES_RETURNED)
         self.cross_mm = bool(k & L.UT_K_CROSS_MM)
         self.ioctl_seen = bool(k & L.UT_K_IOCTL_SEEN)
         self.step_failed = bool(k & L.UT_K_STEP_FAILED)
         self.folio_at_fail = bool(k & L.UT_K_FOLIO_AT_FAIL)
-        self.src_vma = move.src_vma if k & L.UT_K_SRC_VMA else None
-        self.dst_vma = move.dst_vma if k & L.UT_K_DST_VMA else None
 
     @property
     def errno_at_fail(self) -> int | None:
         """The real errno where the move stopped: the failing step's, or
-        move_pages()'s own when it moved nothing (a partial move returns
-        the byte count, hiding the errno)."""
+        move_pages()'s own, which is the syscall's when nothing was moved (a
+        partial move reports EAGAIN and hides it)."""
         if self.step_failed:
             return -self.move.step_err
         if self.returned and self.move.kernel_ret < 0:
             return -self.move.kernel_ret
+        if not self.move.partial:
+            return -self.move.ret
         return None
 
     def folio(self, bit: str) -> bool:
@@ -138,7 +143,7 @@ def diagnose_observed(move: MoveEvent):
             return Diagnosis("mmap_changing", OBSERVED, None, notes=[
                 "rejected with -EAGAIN before move_pages(): an mm change was pending"])
         return None
-    if err == E.EINVAL and seen.returned and move.kernel_ret == -E.EINVAL and not move.steps:
+    if err == E.EINVAL and not move.steps:
         found = _invalid_from_vmas(seen)
         return Diagnosis(found[0], OBSERVED, None, notes=found[1]) if found else None
     step_errno = seen.errno_at_fail
@@ -146,7 +151,7 @@ def diagnose_observed(move: MoveEvent):
     if found is None:
         return None
     code, culprit, notes = found
-    fail_addr = move.fail_addr or move.src + max(move.kernel_ret, 0)
+    fail_addr = move.fail_addr or move.src + max(move.move, 0)
     if step_errno is not None:
         notes.append(f"{'step' if seen.step_failed else 'move_pages()'} returned "
                      f"-{E.errorcode.get(step_errno, step_errno)}")

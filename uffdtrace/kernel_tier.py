@@ -39,8 +39,9 @@ HOOKED_FUNCTIONS = {
     "unpin_user_folio": "unpins",
     "unpin_folio": "unpins",
 }
-# Without this one the kernel tier has nothing to add.
-ANCHOR = "move_pages"
+# The kernel tier needs at least one of these (move_pages itself is inlined
+# into the ioctl handler on 7.x); the first that attaches picks the mechanism.
+ANCHORS = ("move_pages", "move_pages_ptes", "move_pages_pte", "userfaultfd_ioctl")
 # Hooks with a return probe (kprobe mode attaches ut_krp__<fn> to these).
 _EXIT_HOOKS = {"move_pages", "lock_vma_under_rcu", "move_pages_ptes", "move_pages_pte",
                "move_pages_huge_pmd", "vm_normal_folio", "__pte_offset_map",
@@ -135,14 +136,17 @@ def plan(mechanism: str = "auto", probed: ProbedFunctions | None = None,
         return KernelPlan(None, reason="the kernel tier reads kernel structures and needs "
                           f"this kernel's headers; bcc uses {tree.release or 'none'}")
     functions = (probed or probe_functions(list(HOOKED_FUNCTIONS))).functions
-    anchor = functions[ANCHOR]
+    anchors = [functions[a] for a in ANCHORS]
     if mechanism == "auto":
-        mechanism = FENTRY if anchor.fentry.attaches else KPROBE
+        mechanism = FENTRY if any(a.fentry.attaches for a in anchors) else KPROBE
     can = {FENTRY: lambda f: bool(f.fentry.attaches),
            KPROBE: lambda f: bool(f.kprobe.attaches)}[mechanism]
-    if not can(anchor):
-        detail = (anchor.fentry if mechanism == FENTRY else anchor.kprobe).detail
-        return KernelPlan(None, reason=f"{mechanism} cannot attach to {ANCHOR}: {detail}")
+    anchor = next((a for a in anchors if can(a)), None)
+    if anchor is None:
+        first = anchors[0]
+        detail = (first.fentry if mechanism == FENTRY else first.kprobe).detail
+        return KernelPlan(None, reason=f"{mechanism} cannot attach to any of "
+                          f"{', '.join(ANCHORS)} ({ANCHORS[0]}: {detail})")
     hooks, missing = {}, {}
     for name, fp in functions.items():
         if can(fp):
@@ -150,4 +154,4 @@ def plan(mechanism: str = "auto", probed: ProbedFunctions | None = None,
         else:
             missing[name] = (fp.fentry if mechanism == FENTRY else fp.kprobe).detail
     return KernelPlan(mechanism, hooks, missing,
-                      f"{ANCHOR} attaches via {mechanism}; {len(hooks)} functions hooked")
+                      f"{anchor.name} attaches via {mechanism}; {len(hooks)} functions hooked")

@@ -112,6 +112,9 @@ class Session:
             raise UserError(f"bcc finds no kernel headers: {headers.FALLBACK_HINT}")
         bcc = _bcc()
         self.choose_tier()
+        # Before the probes attach: every event's ts_ns is then >= it.
+        self.started_wall = time.time()
+        self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         # bcc reports compile errors on fd 2 and raises a bare Exception.  A
         # file, not a pipe: a long error log must not fill a pipe and block.
         text = self.program.encode()
@@ -131,8 +134,6 @@ class Session:
                 os.close(saved)
         self._attach_kprobes()
         self.bpf[b"events"].open_ring_buffer(self._on_event)
-        self.started_wall = time.time()
-        self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
     def _attach_kprobes(self):
         """kprobe mode: attach to the kallsyms names (fentry ones autoload)."""

@@ -1,86 +1,136 @@
 """Writing trace files: JSON Lines, one record per line, flushed as it goes
-so a killed recorder leaves every complete line readable.
+so a recorder killed even with SIGKILL leaves every complete line readable.
 
-Records: header, move, pin, aggregates (periodic), footer.  The trace-file
-issue documents and versions the schema; this is version 1.
+Records: header, move, pin, ksm, aggregates (periodic), footer -- format
+version 1, documented in docs/trace-format.md, schema in
+uffdtrace/trace_schema.json.  Every record passes through the one
+KernelValueScrubber on its way out (uffdtrace/scrub.py).
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from . import __version__
 from .errors import UserError
-from .session import Session
-
-FORMAT = "uffdtrace-trace"
-FORMAT_VERSION = 1
-
-
-def header_record(session: Session, filters: dict) -> dict:
-    return {
-        "type": "header", "format": FORMAT, "version": FORMAT_VERSION,
-        "uffdtrace_version": __version__, "kernel_release": os.uname().release,
-        "tier": session.tier, "probes": session.probes, "filters": filters,
-        "start_wall": session.started_wall, "start_ktime_ns": session.started_ktime_ns,
-    }
+from .events import PinEvent
+from .scrub import KernelValueScrubber
+from .traceschema import FORMAT, FORMAT_VERSION
 
 
-def item_record(item) -> dict:
-    """A Session item (TracedMove or PinEvent) as its trace record."""
-    record = item.to_json()
-    return record if record.get("type") == "move" else {"type": "pin", **record}
+MAX_COMMAND_ARGS = 256
+MAX_COMMAND_ARG_CHARS = 4096
 
 
-def aggregates_record(session: Session, elapsed_s: float) -> dict:
-    """The in-kernel totals: exact even when events were dropped or not sent."""
-    return {"type": "aggregates", "elapsed_s": round(elapsed_s, 3),
-            "counters": session.counters(), "outcomes": session.outcomes(),
-            "histograms": {k: {str(b): n for b, n in v.items()}
-                           for k, v in session.histograms().items()}}
+def _bounded_command(command: list[str]) -> list[str]:
+    """COMMAND as recorded in the header: long enough to recognize, short
+    enough that the header always fits the reader's line limit."""
+    out = [a if len(a) <= MAX_COMMAND_ARG_CHARS else
+           a[:MAX_COMMAND_ARG_CHARS] + f"...[{len(a) - MAX_COMMAND_ARG_CHARS} more characters]"
+           for a in command[:MAX_COMMAND_ARGS]]
+    if len(command) > MAX_COMMAND_ARGS:
+        out.append(f"...[{len(command) - MAX_COMMAND_ARGS} more arguments]")
+    return out
 
 
-class TraceWriter:
-    def __init__(self, path: str):
-        try:
-            self._f = open(path, "w", encoding="utf-8")
-        except OSError as exc:
-            raise UserError(f"cannot write {path}: {exc.strerror}") from None
-        self.path = path
-        self.moves = 0
-        self.pins = 0
+def monotonic_ns() -> int:
+    """The clock of every ts_ns in a trace (bpf_ktime_get_ns)."""
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+class TraceRecords:
+    """The records of a trace, built from what a Session delivers.  Where
+    they go is the subclass's write() and flush(): TraceWriter puts them in
+    a file, `top` hands them to its model (so both see the same records)."""
+
+    def __init__(self):
+        self.moves = self.pins = self.ksm = 0
+        self._ksm_seen: set[tuple] = set()
 
     def write(self, record: dict):
-        self._f.write(json.dumps(record, separators=(",", ":")) + "\n")
+        raise NotImplementedError
 
     def flush(self):
-        self._f.flush()
+        pass
 
-    def header(self, session: Session, filters: dict):
-        self.write(header_record(session, filters))
+    def header(self, *, tier: str, probes: list[str], filters: dict, start_wall: float,
+               start_ktime_ns: int, success_sample: int | None = None):
+        record = {
+            "type": "header", "format": FORMAT, "version": FORMAT_VERSION,
+            "uffdtrace_version": __version__, "kernel_release": os.uname().release,
+            "tier": tier, "probes": probes,
+            "filters": {**filters, "command": _bounded_command(filters["command"])},
+            "start_wall": start_wall, "start_ktime_ns": start_ktime_ns,
+            "page_size": os.sysconf("SC_PAGE_SIZE"),
+        }
+        if success_sample is not None:
+            record["success_sample"] = success_sample
+        self.write(record)
         self.flush()
 
     def items(self, items: list):
+        """Moves (TracedMove) and pins (PinEvent), as the session delivers them."""
         for item in items:
-            record = item_record(item)
-            if record["type"] == "move":
-                self.moves += 1
-            else:
+            if isinstance(item, PinEvent):
+                self.write({"type": "pin", **item.to_json()})
                 self.pins += 1
-            self.write(record)
+                continue
+            ksm = self._ksm_attribution(item)
+            if ksm is not None:
+                self.write(ksm)
+                self.ksm += 1
+            self.write(item.to_json())
+            self.moves += 1
         if items:
             self.flush()
 
-    def aggregates(self, session: Session, elapsed_s: float):
-        self.write(aggregates_record(session, elapsed_s))
+    def _ksm_attribution(self, move) -> dict | None:
+        """A ksm record the first time a merged page explains a failure."""
+        d = move.diagnosis
+        if d.effective_cause != "page_ksm" or not d.culprit or d.culprit.get("kind") != "ksm":
+            return None
+        page = move.enrichment.src_page if move.enrichment else None
+        pfn = page.pfn if page is not None else None
+        addr = d.fail_addr if d.fail_addr is not None else move.event.src
+        key = (move.event.pid, addr, pfn, d.culprit["merged_ts_ns"])
+        if key in self._ksm_seen:
+            return None
+        self._ksm_seen.add(key)
+        return {"type": "ksm", "pid": move.event.pid, "addr": addr, "pfn": pfn,
+                "merged_ts_ns": d.culprit["merged_ts_ns"], "ksmd_pid": d.culprit["ksmd_pid"],
+                "evidence": "observed" if d.culprit["merged_ts_ns"] is not None else "inferred"}
+
+    def aggregates(self, *, elapsed_s: float, counters: dict, outcomes: list,
+                   histograms: dict):
+        """A snapshot of the in-kernel aggregates (cumulative since the start)."""
+        self.write({"type": "aggregates", "elapsed_s": round(elapsed_s, 3),
+                    "ts_ns": monotonic_ns(), "counters": counters, "outcomes": outcomes,
+                    "histograms": {k: {str(b): n for b, n in v.items()}
+                                   for k, v in histograms.items()}})
         self.flush()
 
-    def footer(self, session: Session, reason: str, command_status: int | None):
+    def footer(self, *, reason: str, command_status: int | None, drops: int):
         self.write({"type": "footer", "reason": reason, "command_status": command_status,
-                    "moves": self.moves, "pins": self.pins,
-                    "drops": session.counters()["ringbuf_drops"], "end_wall": time.time()})
+                    "moves": self.moves, "pins": self.pins, "ksm": self.ksm, "drops": drops,
+                    "end_wall": time.time()})
         self.flush()
+
+
+class TraceWriter(TraceRecords):
+    def __init__(self, path: str, scrubber: KernelValueScrubber | None = None):
+        super().__init__()
+        try:
+            self._f = open(path, "wb")
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror}") from None
+        self.path = path
+        self.scrubber = scrubber or KernelValueScrubber()
+
+    def write(self, record: dict):
+        self._f.write(self.scrubber.serialize(record))
+
+    def flush(self):
+        self._f.flush()
 
     def close(self):
         self._f.close()

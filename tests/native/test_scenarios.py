@@ -163,6 +163,16 @@ def _workload_processes(marker: str) -> list[int]:
     return pids
 
 
+def test_mixed_iterations_runs_whole_cycles():
+    from uffdtrace.workload.scenarios import MIXED_CYCLE
+    out = uffdtrace_json("workload", "-s", "mixed", "--iterations", "2", "--rate", "100000")
+    rounds = [c["scenario"] for c in out["calls"]]
+    # every class, each exactly twice as often as it is in one cycle
+    for name in set(MIXED_CYCLE):
+        per_round = len(uffdtrace_json("workload", "-s", name)["calls"])
+        assert rounds.count(name) == 2 * MIXED_CYCLE.count(name) * per_round, name
+
+
 def test_sigterm_stops_cleanly_with_results_and_no_leftover_children():
     # --rate chosen as a marker so we find exactly this run's processes
     marker = "--rate 321"

@@ -152,10 +152,10 @@ async def test_a_bad_filter_is_explained_and_changes_nothing():
 
 
 async def test_failures_only_hides_processes_without_failures(tmp_path):
-    t0 = records()[0]["start_ktime_ns"]
-    healthy = {**MOVES[0], "pid": 4242, "comm": "healthy", "ret": 0, "ts_ns": t0 + 10**8,
-               "diagnosis": {"cause": "ok", "evidence": "observed"}, "enrichment": None}
-    path = write_trace(tmp_path / "t.jsonl", records() + [healthy])
+    ok = next(r for r in MOVES if r["ret"] == 0)
+    healthy = {**ok, "pid": 4242, "tid": 4242, "comm": "healthy"}
+    recs = records()
+    path = write_trace(tmp_path / "t.jsonl", recs[:-1] + [healthy, recs[-1]])
     async with running(path) as (app, pilot):
         assert "4242" in table_column(app, "processes", 0)
         await pilot.press("f")
@@ -248,7 +248,7 @@ async def test_a_bad_trace_shows_the_error_then_what_was_read(tmp_path):
     path.write_text("\n".join(lines[:cut] + ["{oops"] + lines[cut:]) + "\n")
     async with running(path) as (app, pilot):
         screen = screen_text(app)
-        assert f"{path}:{cut + 1}: not a JSON record" in screen
+        assert f"{path}:{cut + 1}: not valid JSON" in screen
         await pilot.press("escape")
         await pilot.pause()
         seen = [r for r in recs[:cut] if r["type"] == "move"]

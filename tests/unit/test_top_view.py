@@ -160,19 +160,30 @@ def test_replay_yields_every_record_in_order():
     assert reason == "end of trace"
 
 
+def real_trace(path, times: list[float]):
+    """A valid trace: the recording's header, then one of its successful
+    moves repeated at `times` (seconds into the trace)."""
+    recs = records()
+    header = recs[0]
+    ok = next(r for r in recs if r["type"] == "move" and r["ret"] == 0)
+    moves = [{**ok, "ts_ns": header["start_ktime_ns"] + int(t * 1e9)} for t in times]
+    path.write_text("".join(json.dumps(r) + "\n" for r in [header, *moves]))
+    return [header, *moves]
+
+
 def test_replay_keeps_the_trace_pace(tmp_path):
     path = tmp_path / "t.jsonl"
-    recs = [HEADER] + [move(1, t) for t in (0.0, 0.4, 0.8)]
-    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    recs = real_trace(path, [0.0, 0.4, 0.8])
     start = time.monotonic()
-    got, _ = replay(path, speed=2.0)            # 0.8 s of trace at x2: >= 0.4 s
+    got, reason = replay(path, speed=2.0)       # 0.8 s of trace at x2: >= 0.4 s
     assert time.monotonic() - start >= 0.39
     assert got == recs
+    assert reason == "end of trace (no footer: unfinished)"
 
 
 def test_replay_stops_when_told(tmp_path):
     path = tmp_path / "t.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in [HEADER, move(1, 0), move(1, 60)]))
+    real_trace(path, [0.0, 60.0])
     stop = threading.Event()
     threading.Timer(0.2, stop.set).start()
     got, reason = replay(path, speed=1.0, stop=stop)
@@ -180,22 +191,27 @@ def test_replay_stops_when_told(tmp_path):
 
 
 def test_bad_trace_files(tmp_path):
+    # The reader's checks, as top gets them: one UserError, PATH:LINE first.
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps(HEADER) + "\n{not json\n")
-    with pytest.raises(UserError, match=r"bad.jsonl:2: not a JSON record"):
+    bad.write_text(json.dumps(records()[0]) + "\n{not json\n")
+    with pytest.raises(UserError, match=r"bad.jsonl:2: not valid JSON"):
         list(open_trace(str(bad)))
     other = tmp_path / "other.jsonl"
     other.write_text('{"type": "move"}\n')
     with pytest.raises(UserError, match=r"other.jsonl:1: not a uffdtrace trace"):
         list(open_trace(str(other)))
     with pytest.raises(UserError, match="cannot read"):
-        open_trace(str(tmp_path / "missing.jsonl"))
+        ReplaySource(str(tmp_path / "missing.jsonl")).prepare()     # before any TUI
 
 
 def test_a_recorder_killed_mid_line_loses_only_that_line(tmp_path):
     path = tmp_path / "cut.jsonl"
-    path.write_text(json.dumps(HEADER) + "\n" + json.dumps(move(1, 0)) + "\n" + '{"type": "mo')
-    assert len(list(open_trace(str(path)))) == 2
+    recs = real_trace(path, [0.0, 0.1])
+    with open(path, "a") as f:
+        f.write('{"type": "mo')
+    got, reason = replay(path)
+    assert got == recs
+    assert reason == "end of trace (its last line is partial: recorder killed?)"
 
 
 def test_model_from_replayed_records_equals_model_from_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from . import command_parser
-from ..tracefile import TraceWriter
+from ..tracefile import TraceRecords, TraceWriter
 from .tracing import add_filter_options, print_program, run_session, session_from_args
 
 EXAMPLES = """\
@@ -27,6 +27,16 @@ def add_parser(sub):
     p.set_defaults(run=run)
 
 
+def write_header(records: TraceRecords, session, filters: dict):
+    records.header(tier=session.tier, probes=session.probes, filters=filters,
+                   start_wall=session.started_wall, start_ktime_ns=session.started_ktime_ns)
+
+
+def write_aggregates(records: TraceRecords, session, elapsed_s: float):
+    records.aggregates(elapsed_s=elapsed_s, counters=session.counters(),
+                       outcomes=session.outcomes(), histograms=session.histograms())
+
+
 def run(args) -> int:
     session = session_from_args(args)
     if args.ebpf:
@@ -37,17 +47,18 @@ def run(args) -> int:
     try:
         with session:
             session.start()
-            writer.header(session, filters)
+            write_header(writer, session, filters)
             print(f"Recording UFFDIO_MOVE ({session.tier} tier) to {args.output}... "
                   "Hit Ctrl-C to end.", file=sys.stderr, flush=True)
             result = run_session(session, args.command, args.duration, writer.items,
-                                 tick=lambda t: writer.aggregates(session, t),
+                                 tick=lambda t: write_aggregates(writer, session, t),
                                  tick_every=AGGREGATE_EVERY_S)
-            writer.aggregates(session, result.elapsed_s)
-            writer.footer(session, result.reason, result.command_status)
+            write_aggregates(writer, session, result.elapsed_s)
             drops = session.counters()["ringbuf_drops"]
+            writer.footer(reason=result.reason, command_status=result.command_status,
+                          drops=drops)
     finally:
         writer.close()
-    print(f"{writer.moves} moves, {writer.pins} pin records, {drops} drops "
+    print(f"{writer.moves} moves, {writer.pins} pin and {writer.ksm} KSM records, {drops} drops "
           f"({result.reason}) -> {args.output}", file=sys.stderr)
     return 0

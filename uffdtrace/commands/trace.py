@@ -6,8 +6,8 @@ from collections import Counter
 
 from . import command_parser
 from ..session import TracedMove
-from .tracing import (add_filter_options, print_program, printable, run_session,
-                      session_from_args)
+from ..textsafe import printable
+from .tracing import add_filter_options, print_program, run_session, session_from_args
 
 EXAMPLES = """\
 examples:

@@ -122,8 +122,3 @@ def run_session(session: Session, command: list[str], duration: float,
             sink(session.drain())
     return RunResult(reason, proc.returncode if proc is not None else None,
                      time.monotonic() - start)
-
-
-def printable(text: str) -> str:
-    """Untrusted text (comm, paths) with control characters made visible."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)

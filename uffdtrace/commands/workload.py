@@ -35,7 +35,8 @@ def add_parser(sub):
     p.add_argument("--pages", type=int, metavar="N",
                    help="pages per round (thp: 2 MiB pages; storm: ping-pong slots)")
     p.add_argument("--iterations", type=int, metavar="N",
-                   help="rounds to run (storm: number of moves, default 100000)")
+                   help="rounds to run (storm: number of moves, default 100000; "
+                   "mixed: whole cycles through every class, instead of -d)")
     p.add_argument("--rate", type=float, default=200.0, metavar="MOVES_PER_S",
                    help="mixed: target moves per second (default 200)")
     p.add_argument("-d", "--duration", type=float, default=10.0, metavar="SECONDS",

@@ -3,7 +3,7 @@ lines (plain strings: the UI renders them literally).  Explanations and
 remedies come from the taxonomy, so they read the same everywhere."""
 from __future__ import annotations
 
-from ..commands.tracing import printable
+from ..textsafe import printable
 from ..native import PAGE_SIZE, lib
 from ..taxonomy import CAUSES, EVIDENCE_MEANING
 

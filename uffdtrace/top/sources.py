@@ -9,7 +9,6 @@ worker thread until it ends or `stop` is set.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import shlex
 import sys
@@ -20,10 +19,12 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
+from ..commands.record import write_aggregates, write_header
 from ..commands.tracing import run_session
 from ..errors import UserError
 from ..session import Session
-from ..tracefile import FORMAT, aggregates_record, header_record, item_record
+from ..tracefile import TraceRecords
+from ..tracereader import ReadStatus, iter_records
 from .model import TopModel, TraceClock
 
 Emit = Callable[[list[dict]], None]
@@ -38,33 +39,10 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-def open_trace(path: str) -> Iterator[dict]:
-    """The one place `top` opens a trace file: its records, in order.
-
-    Kept tiny on purpose: the trace-file reader (uffdtrace.tracereader,
-    iter_records) can replace its body."""
-    try:
-        f = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-
-    def records():
-        with f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    if not line.endswith("\n"):
-                        return      # a recorder killed mid-line: the rest is intact
-                    raise UserError(f"{path}:{n}: not a JSON record ({exc})") from None
-                if not isinstance(record, dict):
-                    raise UserError(f"{path}:{n}: not a JSON object")
-                if n == 1 and record.get("format") != FORMAT:
-                    raise UserError(f"{path}:1: not a uffdtrace trace file (no header)")
-                yield record
-    return records()
+def open_trace(path: str, status: ReadStatus | None = None) -> Iterator[dict]:
+    """The one place `top` opens a trace file: its validated records, in
+    order (TraceFormatError, ``PATH:LINE: problem``, on a malformed file)."""
+    return iter_records(path, status)
 
 
 class ReplaySource:
@@ -76,13 +54,14 @@ class ReplaySource:
         self.label = f"replay {os.path.basename(path)} ({pace})"
         self._reader: Iterator[dict] | None = None
         self._records: Iterator[dict] | None = None
+        self._status = ReadStatus()
 
     def prepare(self):
         """Open the trace and read its first record now, so that an unreadable
         file is a one-line error before the TUI starts (however lazy the
         reader behind open_trace is)."""
         if self._records is None:
-            self._reader = open_trace(self.path)
+            self._reader = open_trace(self.path, self._status)
             first = next(self._reader, None)
             self._records = itertools.chain([first] if first is not None else [],
                                             self._reader)
@@ -115,7 +94,9 @@ class ReplaySource:
                 batch.clear()
                 if stop.is_set():
                     return "stopped"
-        return "end of trace"
+        if self._status.truncated:
+            return "end of trace (its last line is partial: recorder killed?)"
+        return "end of trace" if self._status.footer else "end of trace (no footer: unfinished)"
 
     def close(self):
         if self._reader is not None:
@@ -140,13 +121,32 @@ def demo_command(rate: float = 100.0) -> list[str]:
                                    "--rate", f"{rate:g}", "--hold", "0.05"]
 
 
+class _ToModel(TraceRecords):
+    """The records `record` would write, handed to the model in batches."""
+
+    def __init__(self, emit: Emit):
+        super().__init__()
+        self._emit, self._batch = emit, []
+
+    def write(self, record: dict):
+        self._batch.append(record)
+        if len(self._batch) >= BATCH:
+            self.flush()
+
+    def flush(self):
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._emit(batch)
+
+
 class LiveSource:
     """The tracing Session, optionally running (and following) COMMAND."""
 
     def __init__(self, session: Session, *, command: list[str] | None = None,
                  filters: dict | None = None, aggregate_every: float = 1.0, label: str = "live"):
         self.session, self.command = session, command or []
-        self.filters = filters or {}
+        self.filters = {"pid": 0, "tid": 0, "failed_only": False, "duration": 0,
+                        "command": self.command, **(filters or {})}
         self.aggregate_every = aggregate_every
         self.label = label
         self._output = None
@@ -155,20 +155,15 @@ class LiveSource:
         self.session.start()
 
     def run(self, emit: Emit, stop: threading.Event) -> str:
-        session = self.session
-        emit([header_record(session, self.filters)])
+        session, records = self.session, _ToModel(emit)
+        write_header(records, session, self.filters)
         self._output = tempfile.TemporaryFile() if self.command else None
-
-        def sink(items):
-            for i in range(0, len(items), BATCH):
-                emit([item_record(item) for item in items[i:i + BATCH]])
-
         try:
-            result = run_session(session, self.command, 0, sink,
-                                 tick=lambda t: emit([aggregates_record(session, t)]),
+            result = run_session(session, self.command, 0, records.items,
+                                 tick=lambda t: write_aggregates(records, session, t),
                                  tick_every=self.aggregate_every, stop=stop,
                                  command_output=self._output)
-            emit([aggregates_record(session, result.elapsed_s)])
+            write_aggregates(records, session, result.elapsed_s)
             failed = result.reason == "command exited" and result.command_status != 0
             why = self._command_tail() if failed else None
         finally:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from ..commands.tracing import printable
+from ..textsafe import printable
 from .model import FailureRow, ProcessRow
 
 NONE = "-"

@@ -95,11 +95,15 @@ def _storm(uffd: Uffd, pages: int, moves: int, result: WorkloadResult):
 
 
 def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: WorkloadResult,
-           progress: Callable[[WorkloadResult], None] | None):
+           progress: Callable[[WorkloadResult], None] | None, cycles: int | None = None):
+    """Rounds of MIXED_CYCLE paced at `rate` moves/s, for `duration` seconds
+    or, when given, exactly `cycles` whole cycles (every class, whatever the
+    machine's speed)."""
     start = time.monotonic()
     next_report = start + 1.0
     i = 0
-    while duration <= 0 or time.monotonic() - start < duration:
+    while (i < cycles * len(MIXED_CYCLE)) if cycles else \
+            (duration <= 0 or time.monotonic() - start < duration):
         name = MIXED_CYCLE[i % len(MIXED_CYCLE)]
         i += 1
         _run_round(uffd, name, SCENARIOS[name].default_pages, result, hold)
@@ -146,7 +150,7 @@ def run_workload(name: str, *, pages: int | None = None, iterations: int | None 
                 _storm(uffd, pages or STORM_DEFAULT_PAGES,
                        iterations or STORM_DEFAULT_MOVES, result)
             elif name == "mixed":
-                _mixed(uffd, rate, duration, hold, result, progress)
+                _mixed(uffd, rate, duration, hold, result, progress, cycles=iterations)
             else:
                 for _ in range(iterations or 1):
                     _run_round(uffd, name, pages or SCENARIOS[name].default_pages, result, hold)

@@ -1,0 +1,130 @@
+"""record -> report and record -> export --perfetto, end to end on real
+traces of every workload scenario (tracepoint tier, real bcc): every
+record validates against the trace schema, the report's numbers match what
+the workload did, the export follows the Trace Event Format rules."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jsonschema
+import pytest
+
+from tests.helpers import ROOT, uffdtrace
+from tests.live.test_tracing import EXPECTED, HOLD
+from tests.traceevents import check_trace_events
+from uffdtrace.traceschema import strict_schema
+from uffdtrace.workload.runner import scenario_names
+
+WORKLOAD_ARGS = {"mixed": ["-d", "3", "--rate", "300"], "storm": ["--iterations", "20000"]}
+
+
+@pytest.fixture(scope="module")
+def live():
+    if os.geteuid() != 0:
+        pytest.skip("recording needs root")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        pytest.skip("bcc is not importable (python3-bpfcc missing)")
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return jsonschema.Draft7Validator(strict_schema())
+
+
+def record(tmp_path, scenario: str) -> tuple[str, dict]:
+    trace = str(tmp_path / f"{scenario}.jsonl")
+    args = WORKLOAD_ARGS.get(scenario, ["--hold", HOLD])
+    proc = uffdtrace("record", "-o", trace, "--", sys.executable, "-m", "uffdtrace",
+                     "workload", "-s", scenario, *args, "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return trace, json.loads(proc.stdout)
+
+
+def validate_every_record(schema, trace: str) -> list[dict]:
+    records = [json.loads(line) for line in open(trace, encoding="utf-8")]
+    for n, r in enumerate(records, 1):
+        errors = [e.message for e in schema.iter_errors(r)]
+        assert not errors, f"{trace}:{n}: {errors}"
+    return records
+
+
+@pytest.mark.parametrize("scenario", scenario_names())
+def test_record_report_export(live, schema, tmp_path, scenario):
+    trace, workload = record(tmp_path, scenario)
+    records = validate_every_record(schema, trace)
+    assert records[0]["type"] == "header" and records[-1]["type"] == "footer"
+    moves = [r for r in records if r["type"] == "move"]
+    made = workload["summary"]
+
+    proc = uffdtrace("report", trace, "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    totals = report["totals"]
+    # from the in-kernel counters: exact even if the ring buffer dropped some
+    assert totals["source"] == "in-kernel counters"
+    assert (totals["moves"], totals["ok"], totals["failed"]) == \
+        (made["calls"], made["ok"], made["failed"])
+    assert report["trace"]["complete"] and report["trace"]["warnings"] == []
+    if report["drops"]["ringbuf_drops"] == 0:
+        assert totals["bytes_moved"] == made["bytes_moved"]
+        assert len(moves) == made["calls"]
+    if scenario in EXPECTED:
+        cause, underlying, evidence = EXPECTED[scenario]
+        effective = underlying or cause
+        if effective == "ok":
+            assert report["causes"] == []
+        else:
+            (row,) = report["causes"]
+            assert (row["cause"], row["count"], row["evidence"]) == \
+                (effective, made["failed"], {evidence: made["failed"]})
+            assert row["explanation"] and row["remedy"]
+    if scenario == "pinned":
+        (pinner,) = report["pinners"]
+        assert pinner["pid"] == workload["pid"] and pinner["blocked_moves"] == 1
+    if scenario == "ksm":
+        assert report["ksm"] and report["ksm"][0]["blocked_moves"] == made["failed"]
+        assert sum(r["type"] == "ksm" for r in records) == made["failed"]
+
+    text = uffdtrace("report", trace)
+    assert text.returncode == 0 and "TOTALS (from in-kernel counters)" in text.stdout
+
+    out = tmp_path / f"{scenario}.json"
+    proc = uffdtrace("export", "--perfetto", trace, "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    exported = check_trace_events(out)
+    events = exported["traceEvents"]
+    assert sum(e["ph"] == "X" for e in events) == len(moves)
+    failures = [e for e in events if e.get("cat") == "uffd_move_failure"]
+    assert len(failures) == sum(m["ret"] != 0 for m in moves)
+    assert exported["otherData"]["events_before_start"] == 0
+    assert {e["pid"] for e in events if e["ph"] == "X"} <= \
+        {e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
+
+
+def test_killed_recorder_trace_is_reported_and_exported(live, schema, tmp_path):
+    trace = tmp_path / "killed.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "record", "-o", str(trace),
+                             "--", sys.executable, "-m", "uffdtrace", "workload", "-s", "mixed",
+                             "-d", "0", "--rate", "300"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    time.sleep(4)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    report = uffdtrace("report", str(trace), "--json")
+    assert report.returncode == 0, report.stderr
+    summary = json.loads(report.stdout)
+    assert summary["trace"]["complete"] is False
+    assert summary["totals"]["moves"] > 100 and summary["causes"]
+    text = uffdtrace("report", str(trace)).stdout
+    assert "INCOMPLETE" in text
+    out = tmp_path / "killed.json"
+    assert uffdtrace("export", "--perfetto", str(trace), "-o", str(out)).returncode == 0
+    assert sum(e["ph"] == "X" for e in check_trace_events(out)["traceEvents"]) > 100

@@ -1,0 +1,190 @@
+"""Hand-built traces for tests and benchmarks, written by the real
+TraceWriter from real MoveEvent/Diagnosis/PinEvent objects -- so they have
+exactly the shape `uffdtrace record` produces -- with known contents.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno as E
+import time
+from collections import Counter
+
+from uffdtrace.diagnose import Diagnosis
+from uffdtrace.enrich import Enrichment
+from uffdtrace.events import MoveEvent, PinEvent
+from uffdtrace.native import errno_name, lib
+from uffdtrace.pagestate import PageState
+from uffdtrace.scrub import KernelValueScrubber
+from uffdtrace.session import TracedMove
+from uffdtrace.taxonomy import ERRNO, INFERRED, OBSERVED
+from uffdtrace.tracefile import TraceWriter
+
+T0 = 5_000_000_000_000          # start_ktime_ns of every generated trace
+PAGE = 4096
+PROBES = ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl", "tlb:tlb_flush"]
+
+
+def move_event(**kw) -> MoveEvent:
+    # every field 0 (as the tracepoint tier sends the kernel-tier ones), then a
+    # plausible healthy 4 KiB move
+    fields = {f: 0 for f in MoveEvent.__dataclass_fields__}
+    fields["pinner_comm"] = ""
+    fields.update(pid=100, tid=100, comm="mover", fd=3, ts_ns=T0 + 1_000_000,
+                  latency_ns=5_000, dst=0x7f0000000000, src=0x7f1000000000, len=PAGE, mode=0,
+                  ret=0, move=PAGE, move_before=0, flags=0, tlb_flushes=1, tlb_full_flushes=0,
+                  tlb_remote_ipis=0, tlb_pages=1, mmap_lock_acquires=1, mmap_lock_wait_ns=100,
+                  lock_contentions=0, lock_wait_ns=0, step_err=0, steps=0, fail_addr=0,
+                  retries=0, folio_flags=0, thp_splits=0)
+    fields.update(kw)
+    return MoveEvent(**fields)
+
+
+def ok(**kw) -> TracedMove:
+    return TracedMove(move_event(**kw), Diagnosis("ok", OBSERVED), None)
+
+
+def failed(err: int, cause: str, evidence: str = INFERRED, *, moved: int = 0,
+           underlying: str | None = None, culprit: dict | None = None,
+           enrichment: Enrichment | None = None, notes=(), **kw) -> TracedMove:
+    ev = move_event(ret=-err, move=moved if moved else -err, **kw)
+    fail_addr = ev.src + moved
+    return TracedMove(ev, Diagnosis(cause, evidence, fail_addr, underlying, culprit,
+                                    list(notes)), enrichment)
+
+
+def pin(pid: int, addr: int, length: int, *, comm="pinner", ts_ns=T0 + 500_000,
+        released=False) -> PinEvent:
+    return PinEvent(released=released, pid=pid, tid=pid, comm=comm, fd=7, ts_ns=ts_ns,
+                    addr=addr, len=length, opcode=0, index=0,
+                    method=lib().UT_PIN_IO_URING_REGISTER, gup_flags=0)
+
+
+def outcomes_of(items) -> list[dict]:
+    """What the kernel's outcome map would hold for these moves."""
+    counts = Counter()
+    for item in items:
+        if isinstance(item, TracedMove):
+            e = item.event
+            counts[(e.pid, errno_name(-e.ret) if e.ret else None, e.partial)] += 1
+    return [{"pid": pid, "errno": err, "partial": partial, "count": n}
+            for (pid, err, partial), n in sorted(counts.items(), key=str)]
+
+
+def write_trace(path, items, *, filters=None, success_sample=None, extra_moves=(),
+                aggregates=True, footer=True, drops=0, scrubber=None) -> TraceWriter:
+    """A trace of `items`.  `extra_moves`: moves the kernel counted but the
+    file does not hold (sampled, --failed-only, dropped)."""
+    writer = TraceWriter(str(path), scrubber)
+    writer.header(tier="tracepoint", probes=PROBES,
+                  filters=filters or {"pid": 0, "tid": 0, "failed_only": False,
+                                      "duration": 0, "command": ["workload"]},
+                  start_wall=time.time() - 2.0, start_ktime_ns=T0, success_sample=success_sample)
+    writer.items(list(items))
+    if aggregates:
+        counted = [*items, *extra_moves]
+        lat = Counter((i.event.latency_ns.bit_length()) for i in counted
+                      if isinstance(i, TracedMove))
+        size = Counter((i.event.len.bit_length()) for i in counted if isinstance(i, TracedMove))
+        writer.aggregates(elapsed_s=2.0,
+                          counters={"moves_entered": len(counted), "events_sent": len(items),
+                                    "ringbuf_drops": drops, "arg_read_fails": 0,
+                                    "inflight_full": 0, "pins_seen": 0},
+                          outcomes=outcomes_of(counted),
+                          histograms={"latency_log2": dict(lat), "size_log2": dict(size)})
+    if footer:
+        writer.footer(reason="command exited", command_status=0, drops=drops)
+    writer.close()
+    return writer
+
+
+def src_page(**kw) -> PageState:
+    fields = dict(addr=0x7f1000000000, present=True, swapped=False, exclusive=True,
+                  pfn=0x123456, flags=frozenset({"anon"}))
+    fields.update(kw)
+    return PageState(**fields)
+
+
+def enrichment(page: PageState | None = None) -> Enrichment:
+    return Enrichment(0x7f1000000000, 0x7f0000000000, None, None, page, None)
+
+
+def mixed_items() -> list:
+    """Two movers, one pinner that blocks the other's move, a KSM failure,
+    EEXIST and EINVAL: every section of a report has something to say."""
+    pin_addr = 0x7f1000004000
+    pin_culprit = {"kind": "pin", "pid": 300, "tid": 300, "comm": "fio", "ts_ns": T0 + 500_000,
+                   "method": "io_uring fixed buffer (io_uring_register)",
+                   "range": [pin_addr, 4 * PAGE]}
+    ksm_culprit = {"kind": "ksm", "merged_ts_ns": T0 + 200_000, "ksmd_pid": 42}
+    t = T0 + 1_000_000
+    return [
+        pin(300, pin_addr, 4 * PAGE, comm="fio"),
+        *[ok(ts_ns=t + i * 10_000, latency_ns=4_000 + i) for i in range(6)],
+        *[ok(pid=200, tid=201, comm="worker", ts_ns=t + i * 20_000, len=2 * PAGE,
+             move=2 * PAGE, tlb_flushes=2) for i in range(3)],
+        failed(E.EAGAIN, "partial", moved=4 * PAGE, underlying="page_pinned",
+               culprit=pin_culprit, len=8 * PAGE, ts_ns=t + 300_000, latency_ns=90_000,
+               notes=["src page lies in an io_uring fixed buffer registered by pid 300"]),
+        failed(E.EBUSY, "page_ksm", culprit=ksm_culprit, ts_ns=t + 400_000,
+               enrichment=enrichment(src_page(flags=frozenset({"anon", "ksm"})))),
+        failed(E.EEXIST, "dst_populated", pid=200, tid=201, comm="worker", ts_ns=t + 500_000),
+        failed(E.EEXIST, "dst_populated", pid=200, tid=201, comm="worker", ts_ns=t + 510_000),
+        failed(E.EINVAL, "invalid_misaligned", OBSERVED, ts_ns=t + 600_000, dst=0x7f0000000200),
+        failed(E.EBUSY, "busy_unknown", ERRNO, ts_ns=t + 700_000),
+    ]
+
+
+def with_event(item: TracedMove, **kw) -> TracedMove:
+    return dataclasses.replace(item, event=dataclasses.replace(item.event, **kw))
+
+
+# --- large traces ---------------------------------------------------------------
+
+def write_large_trace(path, moves: int, *, failure_every: int = 100, processes: int = 4):
+    """`moves` move records (1 in `failure_every` a diagnosed EEXIST, the
+    rest successes) in the writer's own format, fast enough for millions:
+    each line is a template the real writer serialized, with its timestamps
+    and sizes filled in."""
+    ok_line = _template(ok(pid=1000, tid=1000, comm="bench"))
+    fail_line = _template(failed(E.EEXIST, "dst_populated", pid=1000, tid=1000,
+                                       comm="bench", notes=["dst page is present"]))
+    writer = write_trace(path, [], aggregates=False, footer=False)
+    per_pid = Counter()
+    with open(path, "a", encoding="ascii") as f:
+        t = T0 + 1000
+        for i in range(moves):
+            pid = 1000 + i % processes
+            is_failure = i % failure_every == failure_every - 1
+            line = fail_line if is_failure else ok_line
+            t += 1000 + i % 997
+            f.write(line.format(pid=pid, ts=t, lat=2000 + (i * 7919) % 50_000))
+            per_pid[(pid, "EEXIST" if is_failure else None)] += 1
+        f.write(_aggregates_and_footer(writer, per_pid, moves))
+    return per_pid
+
+
+def _template(item: TracedMove) -> str:
+    """The writer's line for `item`, with {pid} {ts} {lat} placeholders."""
+    line = KernelValueScrubber().serialize(item.to_json()).decode()
+    line = line.replace("{", "{{").replace("}", "}}")
+    e = item.event
+    for name, placeholder in (("pid", "{pid}"), ("tid", "{pid}"), ("ts_ns", "{ts}"),
+                              ("latency_ns", "{lat}")):
+        old = f'"{name}":{getattr(e, name)},'
+        assert line.count(old) == 1, old
+        line = line.replace(old, f'"{name}":{placeholder},')
+    return line
+
+
+def _aggregates_and_footer(writer: TraceWriter, per_pid: Counter, moves: int) -> str:
+    outcomes = [{"pid": pid, "errno": err, "partial": False, "count": n}
+                for (pid, err), n in sorted(per_pid.items(), key=str)]
+    s = writer.scrubber
+    agg = s.serialize({"type": "aggregates", "elapsed_s": 60.0, "ts_ns": T0 + 60 * 10 ** 9,
+                       "counters": {"moves_entered": moves, "ringbuf_drops": 0},
+                       "outcomes": outcomes, "histograms": {"latency_log2": {"13": moves},
+                                                            "size_log2": {"13": moves}}})
+    footer = s.serialize({"type": "footer", "reason": "duration elapsed", "command_status": None,
+                          "moves": moves, "pins": 0, "ksm": 0, "drops": 0,
+                          "end_wall": time.time()})
+    return (agg + footer).decode()

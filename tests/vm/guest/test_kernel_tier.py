@@ -1,0 +1,197 @@
+"""The kernel tier, live, inside a guest kernel that allows fentry/kprobes.
+
+Runs only in the QEMU guest (tests/vm/conftest.py).  Every workload scenario
+is traced with the move-path hooks attached and must be diagnosed with the
+right cause at evidence level `observed`; the pinner must come from the GUP
+hooks, a KSM move must show the KSM folio, a partial move its real errno,
+and TLB flushes per move must match what this kernel does (one per page
+where moves go page by page, batched where move_pages_ptes exists).
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+
+import pytest
+
+from tests.helpers import SCENARIO_CAUSES, traced_workload, uffdtrace
+
+def _kallsyms_has(name: str) -> bool:
+    from uffdtrace.kernel import kallsyms
+    return kallsyms.find_functions([name])[name] is not None
+
+
+def _start(kernel_hooks: str):
+    if os.geteuid() != 0:
+        pytest.skip("live tracing needs root")
+    from uffdtrace.session import Session
+    s = Session(tier="kernel", kernel_hooks=kernel_hooks)
+    s.start()   # raises (fails the test) if the kernel tier cannot be had
+    return s
+
+
+@pytest.fixture(scope="module")
+def session():
+    s = _start("fentry")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def kprobe_session():
+    s = _start("kprobe")
+    yield s
+    s.close()
+
+
+def test_the_kernel_tier_attaches_what_this_kernel_has(session):
+    plan = session.kernel_plan
+    assert session.tier == "kernel"
+    for name in ("vm_normal_folio", "pin_user_pages_fast", "move_pages_huge_pmd",
+                 "lock_vma_under_rcu", "flush_tlb_mm_range"):
+        assert name in plan.hooks, plan.missing.get(name)
+    # the step hook follows the kernel: the batched one where it exists
+    for step in ("move_pages_ptes", "move_pages_pte", "move_pages"):
+        assert (step in plan.hooks) == _kallsyms_has(step), plan.missing.get(step)
+    kind = plan.mechanism
+    assert f"{kind}:vm_normal_folio" in session.probes
+
+
+def _assert_observed(out, moves):
+    """Each traced move is the call the workload made, diagnosed with the
+    cause its scenario produces, from kernel evidence alone."""
+    calls = out["calls"]
+    assert len(moves) == len(calls) > 0
+    for call, m in zip(calls, sorted(moves, key=lambda m: m.event.ts_ns)):
+        e, d = m.event, m.diagnosis
+        assert e.kernel_tier
+        assert (e.dst, e.src, e.len, e.errno, e.move) == \
+            (call["dst"], call["src"], call["len"], call["errno"], call["move"])
+        assert (d.cause, d.underlying) == SCENARIO_CAUSES[call["scenario"]], (call, d, e)
+        assert d.evidence == "observed", (call, d, e)
+
+
+def test_every_scenario_is_observed(session):
+    # `mixed` cycles through every scenario but ksm (tested below), one
+    # process for all: python start-up is slow under TCG.  --hold 0: the
+    # kernel tier needs no /proc reads after the call.
+    from uffdtrace.workload.scenarios import MIXED_CYCLE
+    out, moves = traced_workload(session, "-s", "mixed", "--iterations", "1",
+                                 "--rate", "100000", "--hold", "0")
+    assert {c["scenario"] for c in out["calls"]} == set(MIXED_CYCLE)
+    assert set(MIXED_CYCLE) | {"ksm"} == set(SCENARIO_CAUSES)
+    _assert_observed(out, moves)
+
+
+def test_kprobe_hooks_observe_the_same(kprobe_session):
+    for scenario in ("pinned", "partial", "src_readonly"):
+        out, moves = traced_workload(kprobe_session, "-s", scenario, "--hold", "0")
+        _assert_observed(out, moves)
+        assert all(m.event.kflags for m in moves)
+
+
+def test_pinned_names_the_pinner_from_the_gup_hooks(session):
+    out, (m,) = traced_workload(session, "-s", "pinned", "--hold", "0")
+    pin = out["setup"][0]["pinned"]
+    e, d = m.event, m.diagnosis
+    assert d.fail_addr == e.src + e.move == pin["addr"]
+    assert d.culprit["source"] == "GUP hook"
+    assert d.culprit["pid"] == out["pid"] == pin["pid"]
+    assert "pin_user_pages" in d.culprit["method"] and d.culprit["longterm"]
+    from uffdtrace.native import lib
+    assert e.folio_flags & lib().UT_FOLIO_PINNED_SEEN
+    assert e.folio_flags & lib().UT_FOLIO_MAYBE_DMA_PINNED
+    if e.steps:   # a step hook exists on this kernel: the real errno
+        assert e.step_err == -errno.EBUSY and e.fail_addr == pin["addr"]
+
+
+def test_ksm_move_shows_the_ksm_folio(session):
+    from uffdtrace.native import lib
+    # Measured: Debian's 6.12 moves a KSM page the workload saw merged (no
+    # EBUSY), 7.3 refuses it.  Whatever this kernel does, the trace must say
+    # the same, and a refused move must show the KSM folio.
+    out, moves = traced_workload(session, "-s", "ksm", "--hold", "0", expect_outcomes=False)
+    calls = out["calls"]
+    assert len(moves) == len(calls) > 0
+    for call, m in zip(calls, sorted(moves, key=lambda m: m.event.ts_ns)):
+        assert m.event.errno == call["errno"]
+    refused = [m for m in moves if m.event.failed]
+    for m in moves:
+        assert m.diagnosis.evidence == "observed"
+        assert m.diagnosis.cause == ("page_ksm" if m.event.failed else "ok"), m
+    for m in refused:
+        assert m.event.errno == "EBUSY"
+        assert m.event.folio_flags & lib().UT_FOLIO_KSM
+        assert not m.event.folio_flags & lib().UT_FOLIO_ANON_EXCLUSIVE
+        assert m.diagnosis.culprit["kind"] == "ksm"
+    print(f"ksm: {len(refused)} of {len(moves)} moves of merged pages refused")
+
+
+def test_partial_move_reports_the_real_errno_and_retries(session):
+    out, (m,) = traced_workload(session, "-s", "partial", "--hold", "0")
+    e = m.event
+    assert e.errno == "EAGAIN" and e.move > 0
+    assert "retries" in m.to_json() and e.retries >= 0
+    if e.steps:   # move_pages_ptes / move_pages_pte hooked
+        assert e.step_err == -errno.EEXIST
+        assert e.fail_addr == e.src + e.move
+    else:         # 6.12: no step function; the dst PTE where it stopped
+        from uffdtrace.native import lib
+        assert e.pte_at_fail & lib().UT_PTE_DST_POPULATED
+        assert e.kernel_ret == e.move   # move_pages() itself returned the byte count
+
+
+def _one_move_of(session, pages: int):
+    """One UFFDIO_MOVE of `pages` pages made here, and its traced event."""
+    from uffdtrace.native import PAGE_SIZE, Mapping, Uffd, hpage_size, lib
+    session.drain()
+    length = pages * PAGE_SIZE
+    # 2 MiB aligned, so no PTE batch is cut short by a PMD edge
+    with Uffd() as uffd, Mapping(length, align=hpage_size()) as src, \
+            Mapping(length, align=hpage_size()) as dst:
+        for m in (src, dst):
+            m.madvise(lib().MADV_NOHUGEPAGE)
+        src.fill()
+        uffd.register(dst)
+        call = uffd.move(dst.addr, src.addr, length)
+    assert call.ret == 0, call
+    items = session.poll(200) + session.drain()
+    (m,) = [i for i in items if hasattr(i, "event") and i.event.pid == os.getpid()]
+    return m.event
+
+
+def test_tlb_flushes_per_move_match_the_kernel(session):
+    pages = 64
+    e = _one_move_of(session, pages)
+    assert e.len == pages * 4096
+    if _kallsyms_has("move_pages_ptes"):
+        # batched (6.18+): the whole 64-page batch is flushed at once
+        assert e.tlb_range_flushes == 1, e
+    else:
+        # page by page: ptep_clear_flush() flushes every page
+        assert e.tlb_range_flushes == pages, e
+        assert e.tlb_range_bytes == pages * 4096
+
+
+def test_doctor_reports_the_kernel_tier():
+    proc = uffdtrace("doctor", "--json", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    caps = json.loads(proc.stdout)
+    assert caps["tier"] == "kernel", caps["tier_reason"]
+    assert "vm_normal_folio" in caps["kernel_tier"]["hooks"]
+
+
+def test_record_in_the_kernel_tier(tmp_path):
+    trace = tmp_path / "k.jsonl"
+    proc = uffdtrace("record", "-o", str(trace), "--", sys.executable, "-m", "uffdtrace",
+                     "workload", "--scenario", "pinned", "--json", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert records[0]["tier"] == "kernel"
+    assert any(p.startswith(("fentry:", "kprobe:")) for p in records[0]["probes"])
+    (move,) = [r for r in records if r["type"] == "move"]
+    assert move["diagnosis"]["evidence"] == "observed"
+    # kernel pointers never leave the kernel
+    assert not any(k.startswith("scratch") for k in move)
