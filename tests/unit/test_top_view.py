@@ -19,7 +19,7 @@ from uffdtrace.top.view import COLUMN_BY_KEY, PROCESS_COLUMNS, RowFilter, Sort, 
 
 from .test_top_model import HEADER, MIXED, move, records
 
-SAMPLE = MIXED.parent / "pinned.jsonl"
+SAMPLE = MIXED.parent.parent.parent / "data" / "pinned-early-v1.jsonl"   # tests/data
 
 
 def proc(pid, comm="app", moves_per_s=0.0, failures=0, causes=(), p99=None):
