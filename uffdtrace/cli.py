@@ -6,13 +6,14 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import doctor, export, record, report, trace, workload
+from .commands import doctor, export, record, report, top, trace, workload
 from .errors import UserError
 
-COMMANDS = [doctor, trace, record, report, export, workload]
+COMMANDS = [doctor, top, trace, record, report, export, workload]
 
 EPILOG = """\
 examples:
+  uffdtrace top --demo                    # live TUI of a built-in workload's moves and failures
   uffdtrace doctor                        # what this kernel lets uffdtrace see
   uffdtrace workload --scenario pinned    # reproduce an io_uring-pinned failure
   uffdtrace trace --failed-only           # every failing UFFDIO_MOVE, diagnosed
@@ -20,6 +21,7 @@ examples:
   uffdtrace report t.jsonl                # what the trace says (no root needed)
   uffdtrace export --perfetto t.jsonl -o t.json   # for ui.perfetto.dev
   uffdtrace workload --scenario mixed -d 30   # 30 s of every failure class
+  uffdtrace top --replay t.jsonl          # browse a recorded trace in the TUI
 
 run `uffdtrace COMMAND --help` for each command's options and examples.
 """

@@ -10,6 +10,11 @@ OBSERVED = "observed"   # seen in the kernel (a move-path hook, or the syscall i
 INFERRED = "inferred"   # read from userspace (/proc) right after the failure
 ERRNO = "errno"         # nothing but the errno and `move`: the most likely cause
 EVIDENCE_LEVELS = (OBSERVED, INFERRED, ERRNO)
+EVIDENCE_MEANING = {
+    OBSERVED: "seen in the kernel or in the request itself",
+    INFERRED: "read from /proc right after the call: the state may have changed since",
+    ERRNO: "only the errno and `move` were available: the most likely cause",
+}
 
 
 @dataclass(frozen=True)

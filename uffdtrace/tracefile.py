@@ -38,22 +38,20 @@ def monotonic_ns() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
 
-class TraceWriter:
-    def __init__(self, path: str, scrubber: KernelValueScrubber | None = None):
-        try:
-            self._f = open(path, "wb")
-        except OSError as exc:
-            raise UserError(f"cannot write {path}: {exc.strerror}") from None
-        self.path = path
-        self.scrubber = scrubber or KernelValueScrubber()
+class TraceRecords:
+    """The records of a trace, built from what a Session delivers.  Where
+    they go is the subclass's write() and flush(): TraceWriter puts them in
+    a file, `top` hands them to its model (so both see the same records)."""
+
+    def __init__(self):
         self.moves = self.pins = self.ksm = 0
         self._ksm_seen: set[tuple] = set()
 
     def write(self, record: dict):
-        self._f.write(self.scrubber.serialize(record))
+        raise NotImplementedError
 
     def flush(self):
-        self._f.flush()
+        pass
 
     def header(self, *, tier: str, probes: list[str], filters: dict, start_wall: float,
                start_ktime_ns: int, success_sample: int | None = None):
@@ -116,6 +114,23 @@ class TraceWriter:
                     "moves": self.moves, "pins": self.pins, "ksm": self.ksm, "drops": drops,
                     "end_wall": time.time()})
         self.flush()
+
+
+class TraceWriter(TraceRecords):
+    def __init__(self, path: str, scrubber: KernelValueScrubber | None = None):
+        super().__init__()
+        try:
+            self._f = open(path, "wb")
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror}") from None
+        self.path = path
+        self.scrubber = scrubber or KernelValueScrubber()
+
+    def write(self, record: dict):
+        self._f.write(self.scrubber.serialize(record))
+
+    def flush(self):
+        self._f.flush()
 
     def close(self):
         self._f.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from . import command_parser
-from ..tracefile import TraceWriter
+from ..tracefile import TraceRecords, TraceWriter
 from .tracing import add_filter_options, print_program, run_session, session_from_args
 
 EXAMPLES = """\
@@ -27,9 +27,14 @@ def add_parser(sub):
     p.set_defaults(run=run)
 
 
-def write_aggregates(writer: TraceWriter, session, elapsed_s: float):
-    writer.aggregates(elapsed_s=elapsed_s, counters=session.counters(),
-                      outcomes=session.outcomes(), histograms=session.histograms())
+def write_header(records: TraceRecords, session, filters: dict):
+    records.header(tier=session.tier, probes=session.probes, filters=filters,
+                   start_wall=session.started_wall, start_ktime_ns=session.started_ktime_ns)
+
+
+def write_aggregates(records: TraceRecords, session, elapsed_s: float):
+    records.aggregates(elapsed_s=elapsed_s, counters=session.counters(),
+                       outcomes=session.outcomes(), histograms=session.histograms())
 
 
 def run(args) -> int:
@@ -42,9 +47,7 @@ def run(args) -> int:
     try:
         with session:
             session.start()
-            writer.header(tier=session.tier, probes=session.probes, filters=filters,
-                          start_wall=session.started_wall,
-                          start_ktime_ns=session.started_ktime_ns)
+            write_header(writer, session, filters)
             print(f"Recording UFFDIO_MOVE ({session.tier} tier) to {args.output}... "
                   "Hit Ctrl-C to end.", file=sys.stderr, flush=True)
             result = run_session(session, args.command, args.duration, writer.items,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import IO, Callable
 
 from ..errors import UserError
 from ..session import TIERS, Session
@@ -49,19 +50,21 @@ def print_program(session: Session) -> int:
     return 0
 
 
-GATE_FD = 3
-
-
-def launch_gated(session: Session, command: list[str]) -> subprocess.Popen:
+def launch_gated(session: Session, command: list[str], output: IO | None = None
+                 ) -> subprocess.Popen:
     """Start COMMAND held at a gate until its pid is in the traced map, so
-    not one of its moves is missed."""
+    not one of its moves is missed.  With `output`, COMMAND's stdout and
+    stderr go there and its stdin is /dev/null (a TUI owns the terminal)."""
     gate_r, gate_w = os.pipe()
-    # /bin/sh (dash) only redirects single-digit fds: the gate is fd 3 in the
-    # child whatever number it has here (close_fds runs before preexec_fn).
-    script = f'read -r _ <&{GATE_FD}; exec {GATE_FD}<&-; exec "$@"'
+    # /dev/fd/N, not <&N: dash only redirects single-digit fds, and a process
+    # with many files open (a TUI) has higher ones.  No preexec_fn to dup2 it
+    # low: that is unsafe in a threaded process (top launches from a thread).
+    script = f'read -r _ < /dev/fd/{gate_r}; exec "$@"'
+    io = {} if output is None else {"stdin": subprocess.DEVNULL, "stdout": output,
+                                    "stderr": output}
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", *command], pass_fds=(gate_r,),
-                                preexec_fn=lambda: os.dup2(gate_r, GATE_FD))
+                                **io)
     finally:
         os.close(gate_r)
     session.follow_pid(proc.pid)
@@ -79,8 +82,10 @@ class RunResult:
 
 def run_session(session: Session, command: list[str], duration: float,
                 sink: Callable[[list], None], tick: Callable[[float], None] | None = None,
-                tick_every: float = 1.0) -> RunResult:
-    """Drain events into `sink` until COMMAND exits, -d passes or Ctrl-C."""
+                tick_every: float = 1.0, stop: threading.Event | None = None,
+                command_output: IO | None = None) -> RunResult:
+    """Drain events into `sink` until COMMAND exits, -d passes, Ctrl-C or
+    `stop` is set (from another thread: the TUI runs this in its worker)."""
     start = time.monotonic()
     next_tick = start + tick_every
     proc = None
@@ -88,7 +93,7 @@ def run_session(session: Session, command: list[str], duration: float,
     with terminate_as_interrupt():
         try:
             if command:
-                proc = launch_gated(session, command)
+                proc = launch_gated(session, command, command_output)
             while True:
                 sink(session.poll(100))
                 now = time.monotonic()
@@ -100,6 +105,9 @@ def run_session(session: Session, command: list[str], duration: float,
                     break
                 if duration and now - start >= duration:
                     reason = "duration elapsed"
+                    break
+                if stop is not None and stop.is_set():
+                    reason = "stopped"
                     break
         except KeyboardInterrupt:
             reason = "interrupted"

@@ -1,0 +1,154 @@
+"""The full diagnosis of one failed move, as titled sections of labelled
+lines (plain strings: the UI renders them literally).  Explanations and
+remedies come from the taxonomy, so they read the same everywhere."""
+from __future__ import annotations
+
+from ..textsafe import printable
+from ..native import PAGE_SIZE, lib
+from ..taxonomy import CAUSES, EVIDENCE_MEANING
+
+Section = tuple[str, list[tuple[str, str]]]
+
+
+def _addr(v) -> str:
+    return f"{v:#x}" if isinstance(v, int) else "unknown"
+
+
+def _mode(mode: int) -> str:
+    names = [("DONTWAKE", lib().UFFDT_MOVE_MODE_DONTWAKE),
+             ("ALLOW_SRC_HOLES", lib().UFFDT_MOVE_MODE_ALLOW_SRC_HOLES)]
+    known = [n for n, bit in names if mode & bit]
+    rest = mode & ~sum(bit for _, bit in names)
+    return " | ".join(known + ([f"{rest:#x} (invalid bits)"] if rest else [])) or "0"
+
+
+def _bytes(n: int) -> str:
+    pages = n / PAGE_SIZE
+    return f"{n:,} bytes ({pages:g} page{'' if pages == 1 else 's'})" if n >= 0 else str(n)
+
+
+def _explain(code: str, record_text: str | None, field: str) -> str:
+    c = CAUSES.get(code)
+    return getattr(c, field) if c else (record_text or "(not explained)")
+
+
+def _request(r: dict, t: float | None) -> Section:
+    lines = [("process", f"pid {r.get('pid')} tid {r.get('tid')} "
+                         f"({printable(r.get('comm') or '?')})"),
+             ("time", f"{t:.6f} s into the trace" if t is not None else "unknown"),
+             ("request", f"UFFDIO_MOVE fd {r.get('fd')}: dst {_addr(r.get('dst'))}  "
+                         f"src {_addr(r.get('src'))}  len {_bytes(int(r.get('len') or 0))}"),
+             ("mode", _mode(int(r.get("mode") or 0)))]
+    move = int(r.get("move") or 0)
+    result = f"ret {r.get('ret')} ({r.get('errno') or 'ok'}), move = {move:,}"
+    if move > 0:
+        result += f": {_bytes(move)} moved before it stopped"
+    lines.append(("result", result))
+    cost = (f"{int(r.get('latency_ns') or 0) / 1000:,.1f} µs, "
+            f"{r.get('tlb_flushes', 0)} TLB flushes ({r.get('tlb_pages', 0)} pages, "
+            f"{r.get('tlb_remote_ipis', 0)} remote IPIs), "
+            f"mmap_lock wait {int(r.get('mmap_lock_wait_ns') or 0) / 1000:,.1f} µs, "
+            f"lock contention {int(r.get('lock_wait_ns') or 0) / 1000:,.1f} µs")
+    lines.append(("cost", cost))
+    if r.get("retries"):
+        lines.append(("retries", f"{r['retries']} internal retries"))
+    return "Request", lines
+
+
+def _diagnosis(r: dict, d: dict) -> Section:
+    code, underlying = d.get("cause") or "unknown", d.get("underlying")
+    effective = underlying or code
+    c = CAUSES.get(effective)
+    cause = code + (f": stopped by {underlying}" if underlying else "")
+    if c and c.errno:
+        cause += f"  ({c.errno})"
+    evidence = d.get("evidence") or "?"
+    lines = [("cause", cause),
+             ("evidence", f"{evidence}: {EVIDENCE_MEANING.get(evidence, 'unknown level')}")]
+    fail = d.get("fail_addr")
+    where = _addr(fail)
+    if isinstance(fail, int) and isinstance(r.get("src"), int) and fail >= r["src"]:
+        where += f" (src + {fail - r['src']:#x})"
+    lines += [("failing address", where),
+              ("explanation", _explain(effective, d.get("explanation"), "explanation")),
+              ("remedy", _explain(effective, d.get("remedy"), "remedy"))]
+    if underlying:
+        lines.append(("resume", CAUSES["partial"].remedy))
+    return "Diagnosis", lines
+
+
+def _culprit(d: dict, t0_ns: int | None) -> Section:
+    c = d.get("culprit")
+
+    def when(ts) -> str:
+        if ts is None:
+            return "before tracing started"
+        return f"{(ts - t0_ns) / 1e9:.6f} s into the trace" if t0_ns is not None else f"ts {ts}"
+
+    if not c:
+        return "Culprit", [("culprit", "none identified")]
+    if c.get("kind") == "pin":
+        who = f"pid {c.get('pid')}"
+        if c.get("tid") is not None:
+            who += f" tid {c['tid']}"
+        method = printable(str(c.get("method") or "?"))
+        if c.get("longterm"):
+            method += ", long-term (FOLL_LONGTERM)"
+        lines = [("pinned by", f"{who} ({printable(c.get('comm') or '?')})"),
+                 ("method", method)]
+        if c.get("range"):
+            start, length = (list(c["range"]) + [None, 0])[:2]
+            lines.append(("pinned range", f"{_addr(start)} + {int(length or 0):,} bytes"))
+        lines.append(("pinned", when(c.get("ts_ns"))))
+        if c.get("source"):
+            lines.append(("seen by", printable(str(c["source"]))))
+        return "Culprit", lines
+    if c.get("kind") == "ksm":
+        lines = [("merged by", "KSM (ksmd)" + (f", pid {c['ksmd_pid']}"
+                                             if c.get("ksmd_pid") else "")),
+                 ("merged", when(c.get("merged_ts_ns", c.get("ts_ns"))))]
+        return "Culprit", lines
+    return "Culprit", [(printable(str(k)), printable(str(v))) for k, v in c.items()]
+
+
+def _page(p: dict | None) -> str:
+    if p is None:
+        return "not read"
+    state = "present" if p.get("present") else "swapped" if p.get("swapped") else "not present"
+    if p.get("present") or p.get("swapped"):
+        state += ", exclusive" if p.get("exclusive") else ", not exclusive"
+    flags = p.get("flags")
+    return state + (f"; flags {' '.join(flags)}" if flags else "")
+
+
+def _vma(v: dict | None) -> str:
+    if v is None:
+        return "none (not mapped when inspected)"
+    path = printable(v.get("path") or "") or "anonymous"
+    return (f"{_addr(v.get('start'))}-{_addr(v.get('end'))} {v.get('perms')} {path}; "
+            f"VmFlags {' '.join(v.get('flags') or [])}")
+
+
+def _page_state(en: dict | None) -> Section:
+    if not en:
+        return "Page state", [("state", "not inspected (the move did not fail, or no /proc "
+                                        "read was possible)")]
+    lines = [("src page", f"{_addr(en.get('src_addr'))}: {_page(en.get('src_page'))}"),
+             ("dst page", f"{_addr(en.get('dst_addr'))}: {_page(en.get('dst_page'))}"),
+             ("src VMA", _vma(en.get("src_vma"))),
+             ("dst VMA", _vma(en.get("dst_vma")))]
+    if en.get("error"):
+        lines.append(("read error", printable(str(en["error"]))))
+    return "Page state (read from /proc after the call)", lines
+
+
+def describe_failure(record: dict, t: float | None = None,
+                     t0_ns: int | None = None) -> list[Section]:
+    """Everything known about one failed move, most useful first."""
+    d = record.get("diagnosis") or {}
+    sections = [_diagnosis(record, d), _culprit(d, t0_ns), _request(record, t),
+                _page_state(record.get("enrichment"))]
+    notes = [("note", printable(str(n))) for n in d.get("notes") or []]
+    if notes:
+        sections.append(("Notes", notes))
+    return sections
