@@ -26,3 +26,18 @@ def pytest_collection_modifyitems(config, items):
 def root_required():
     if os.geteuid() != 0:
         pytest.skip("needs root")
+
+
+def require_bcc_root():
+    """Skip unless live tracing can run here: root and an importable bcc."""
+    if os.geteuid() != 0:
+        pytest.skip("live tracing needs root")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        pytest.skip("bcc is not importable (python3-bpfcc missing)")
+
+
+@pytest.fixture(scope="module")
+def live():
+    require_bcc_root()

@@ -61,3 +61,19 @@ def traced_workload(session, *args, expect_outcomes: bool = True):
     pids = {c["pid"] for c in out["calls"]} | {out["pid"]}
     moves = [i for i in items if hasattr(i, "diagnosis") and i.event.pid in pids]
     return out, moves
+
+
+def record_then_sigkill(trace, seconds: float = 4.0):
+    """`uffdtrace record` of a steady mixed workload, SIGKILLed (with its
+    workload) after `seconds`: what a crashed recorder leaves behind."""
+    import os
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "record", "-o", str(trace),
+                             "--", sys.executable, "-m", "uffdtrace", "workload", "-s", "mixed",
+                             "-d", "0", "--rate", "300"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    time.sleep(seconds)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -7,21 +7,18 @@ each program puts all of its code through the real verifier on every run.
 """
 from __future__ import annotations
 
-import os
 
 import pytest
+
+from tests.conftest import require_bcc_root
 
 from uffdtrace import bpfprog, kernel_tier
 
 
 @pytest.fixture(scope="module")
 def bcc():
-    if os.geteuid() != 0:
-        pytest.skip("loading BPF programs needs root")
-    try:
-        import bcc
-    except ImportError:
-        pytest.skip("bcc is not importable (python3-bpfcc missing)")
+    require_bcc_root()
+    import bcc
     return bcc
 
 

@@ -5,16 +5,12 @@ the workload did, the export follows the Trace Event Format rules."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 
 import jsonschema
 import pytest
 
-from tests.helpers import ROOT, uffdtrace
+from tests.helpers import record_then_sigkill, uffdtrace
 from tests.live.test_tracing import EXPECTED, HOLD
 from tests.traceevents import check_trace_events
 from uffdtrace.traceschema import strict_schema
@@ -22,15 +18,6 @@ from uffdtrace.workload.runner import scenario_names
 
 WORKLOAD_ARGS = {"mixed": ["-d", "3", "--rate", "300"], "storm": ["--iterations", "20000"]}
 
-
-@pytest.fixture(scope="module")
-def live():
-    if os.geteuid() != 0:
-        pytest.skip("recording needs root")
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        pytest.skip("bcc is not importable (python3-bpfcc missing)")
 
 
 @pytest.fixture(scope="module")
@@ -110,14 +97,7 @@ def test_record_report_export(live, schema, tmp_path, scenario):
 
 def test_killed_recorder_trace_is_reported_and_exported(live, schema, tmp_path):
     trace = tmp_path / "killed.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "record", "-o", str(trace),
-                             "--", sys.executable, "-m", "uffdtrace", "workload", "-s", "mixed",
-                             "-d", "0", "--rate", "300"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    time.sleep(4)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    record_then_sigkill(trace)
     report = uffdtrace("report", str(trace), "--json")
     assert report.returncode == 0, report.stderr
     summary = json.loads(report.stdout)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.helpers import ROOT, SCENARIO_CAUSES, traced_workload, uffdtrace
+from tests.conftest import require_bcc_root
+
+from tests.helpers import (SCENARIO_CAUSES, record_then_sigkill, traced_workload,
+                           uffdtrace)
 
 # What the tracepoint tier can know about each scenario: page state is read
 # from /proc after the call (inferred), except what the request alone shows.
@@ -29,12 +29,7 @@ HOLD = "0.3"   # the tracepoint tier reads /proc after the call
 
 @pytest.fixture(scope="module")
 def session():
-    if os.geteuid() != 0:
-        pytest.skip("live tracing needs root")
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        pytest.skip("bcc is not importable (python3-bpfcc missing)")
+    require_bcc_root()
     from uffdtrace.session import Session
     s = Session()
     s.start()
@@ -128,14 +123,7 @@ def test_record_pinned_end_to_end(tmp_path, root_required):
 
 def test_record_killed_leaves_readable_file(tmp_path, root_required):
     trace = tmp_path / "killed.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "record", "-o", str(trace),
-                             "--", sys.executable, "-m", "uffdtrace", "workload", "-s", "mixed",
-                             "-d", "0", "--rate", "300"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    time.sleep(4)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    record_then_sigkill(trace)
     lines = trace.read_text().splitlines()
     complete = [json.loads(line) for line in lines[:-1]]   # the last may be cut
     assert complete[0]["type"] == "header"

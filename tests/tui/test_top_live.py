@@ -2,7 +2,6 @@
 the screen can be checked in detail against what the workload does."""
 from __future__ import annotations
 
-import os
 
 import pytest
 
@@ -20,15 +19,6 @@ pytestmark = pytest.mark.asyncio
 DEMO_CAUSES = {"page_pinned", "dst_populated", "src_hole", "page_shared",
                "invalid_misaligned", "invalid_cross_mm"}
 
-
-@pytest.fixture
-def live():
-    if os.geteuid() != 0:
-        pytest.skip("live tracing needs root")
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        pytest.skip("bcc is not importable (python3-bpfcc missing)")
 
 
 async def test_demo_rows_causes_and_a_pinned_failure_explained(live):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_bcc_root
+
 from tests.helpers import ROOT
 
 TMUX = shutil.which("tmux")
@@ -128,10 +130,7 @@ def assert_terminal_restored(term: Terminal):
 
 
 def test_demo_live_in_a_real_terminal(terminal, root_required):
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        pytest.skip("bcc is not importable (python3-bpfcc missing)")
+    require_bcc_root()
     term = terminal(uffdtrace_top("--demo"))
     screen = term.wait_for(
         lambda s: re.search(r"│\s+\d+\s+uffdtrace\s+\d", s) and
@@ -165,10 +164,7 @@ def test_demo_live_in_a_real_terminal(terminal, root_required):
 
 def test_readme_demo_script_starts_top_in_a_terminal(terminal, root_required):
     # `make demo` = setup, then scripts/demo.sh: in a terminal, it is top --demo.
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        pytest.skip("bcc is not importable (python3-bpfcc missing)")
+    require_bcc_root()
     if not (ROOT / ".venv/bin/uffdtrace").exists():
         pytest.skip("scripts/demo.sh runs .venv/bin/uffdtrace: run scripts/setup.sh")
     term = terminal(["bash", "scripts/demo.sh"])

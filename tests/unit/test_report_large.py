@@ -7,7 +7,6 @@ average of 5)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time

@@ -17,7 +17,7 @@ from uffdtrace.top.model import FailureRow, ProcessRow, TopModel
 from uffdtrace.top.sources import ReplaySource, open_trace
 from uffdtrace.top.view import COLUMN_BY_KEY, PROCESS_COLUMNS, RowFilter, Sort, process_cells
 
-from .test_top_model import HEADER, MIXED, move, records
+from .test_top_model import MIXED, move, records
 
 SAMPLE = MIXED.parent.parent.parent / "data" / "pinned-early-v1.jsonl"   # tests/data
 

@@ -215,7 +215,7 @@ def _pinners(s: dict) -> list[str]:
     blocking = [p for p in s["pinners"] if p["blocked_moves"]]
     if not blocking:
         registered = len(s["pinners"])
-        return lines + [f"  no move failed on a pin seen being registered"
+        return lines + ["  no move failed on a pin seen being registered"
                         + (f" ({registered} processes registered pins)" if registered else "")]
     for p in blocking:
         ranges = ", ".join(f"{a:#x}+{size(n)}" for a, n in p["ranges"][:3])
