@@ -48,7 +48,9 @@ mount -t sysfs sysfs /newroot/sys || fail "mount /sys"
 mount -t devtmpfs devtmpfs /newroot/dev || fail "mount /dev"
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
-for dir in /tmp /run /dev/shm; do
+# /tmp stays the overlay's (writable, and showing the host's /tmp): a clone
+# checked out under the host's /tmp must be visible to the guest.
+for dir in /run /dev/shm; do
     mount -t tmpfs tmpfs "/newroot$dir" || fail "mount tmpfs on $dir"
 done
 mount -t tracefs tracefs /newroot/sys/kernel/tracing || fail "mount tracefs"
