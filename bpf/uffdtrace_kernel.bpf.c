@@ -266,12 +266,8 @@ static __always_inline void ut_step_failed(struct ut_move_event *rec, u64 src_ad
 
 /* One move step (a PTE batch or a PMD) returned `ret`: bytes or 0 on
  * success, -errno on failure; -EAGAIN is retried by move_pages(). */
-static __always_inline void ut_step_done(u64 src_addr, s64 ret)
+static __always_inline void ut_step_done(struct ut_move_event *rec, u64 src_addr, s64 ret)
 {
-	struct ut_move_event *rec = current_move();
-
-	if (!rec)
-		return;
 	rec->steps++;
 	if (ret == -EAGAIN)
 		rec->retries++;
@@ -436,7 +432,8 @@ UT_ON_EXIT(lock_vma_under_rcu)
 
 	if (rec && vma)
 		ut_saw_vma(rec, vma);
-	UT_EXIT_DONE(lock_vma_under_rcu);
+	if (rec)   /* arguments were saved only inside a move */
+		UT_EXIT_DONE(lock_vma_under_rcu);
 	return 0;
 }
 #endif
@@ -455,40 +452,36 @@ UT_ON_ENTRY(__anon_vma_prepare)
 #endif
 
 /* ---- move steps ---- */
+/* A step function: its result is a byte count or 0 on success, -errno on
+ * failure (an int on older kernels, hence ret_type); src_addr is argument
+ * src_arg.  Saved arguments exist only for threads inside a move. */
+#define UT_STEP_HOOK(fn, src_arg, ret_type)                                    \
+	UT_SAVE_ARGS_IN_MOVE(fn)                                               \
+	UT_ON_EXIT(fn)                                                         \
+	{                                                                      \
+		struct ut_move_event *rec = current_move();                    \
+		if (rec) {                                                     \
+			ut_step_done(rec, UT_EXIT_ARG(fn, src_arg),            \
+				     (s64)(ret_type)UT_RET());                 \
+			UT_EXIT_DONE(fn);                                      \
+		}                                                              \
+		return 0;                                                      \
+	}
+
 #ifdef UT_HOOK_move_pages_ptes
 /* 6.18+: (mm, dst_pmd, src_pmd, dst_vma, src_vma, dst_addr, src_addr, len,
  * mode) -> bytes moved or -errno */
-UT_SAVE_ARGS_IN_MOVE(move_pages_ptes)
-UT_ON_EXIT(move_pages_ptes)
-{
-	ut_step_done(UT_EXIT_ARG(move_pages_ptes, 6), (s64)UT_RET());
-	UT_EXIT_DONE(move_pages_ptes);
-	return 0;
-}
+UT_STEP_HOOK(move_pages_ptes, 6, long)
 #endif
-
 #ifdef UT_HOOK_move_pages_pte
 /* up to 6.17 where not inlined: (mm, dst_pmd, src_pmd, dst_vma, src_vma,
  * dst_addr, src_addr, mode) -> 0 or -errno */
-UT_SAVE_ARGS_IN_MOVE(move_pages_pte)
-UT_ON_EXIT(move_pages_pte)
-{
-	ut_step_done(UT_EXIT_ARG(move_pages_pte, 6), (s64)(int)UT_RET());
-	UT_EXIT_DONE(move_pages_pte);
-	return 0;
-}
+UT_STEP_HOOK(move_pages_pte, 6, int)
 #endif
-
 #ifdef UT_HOOK_move_pages_huge_pmd
 /* (mm, dst_pmd, src_pmd, dst_pmdval, dst_vma, src_vma, dst_addr, src_addr)
  * -> 0 or -errno */
-UT_SAVE_ARGS_IN_MOVE(move_pages_huge_pmd)
-UT_ON_EXIT(move_pages_huge_pmd)
-{
-	ut_step_done(UT_EXIT_ARG(move_pages_huge_pmd, 7), (s64)(int)UT_RET());
-	UT_EXIT_DONE(move_pages_huge_pmd);
-	return 0;
-}
+UT_STEP_HOOK(move_pages_huge_pmd, 7, int)
 #endif
 
 /* ---- the folio behind each source PTE the move looks at ---- */
@@ -516,7 +509,8 @@ UT_ON_EXIT(vm_normal_folio)
 			rec->ksm_merged_ts_ns = m ? m->ts_ns : 0;
 		}
 	}
-	UT_EXIT_DONE(vm_normal_folio);
+	if (rec)   /* arguments were saved only inside a move */
+		UT_EXIT_DONE(vm_normal_folio);
 	return 0;
 }
 #endif
@@ -542,7 +536,8 @@ UT_ON_EXIT(__pte_offset_map)
 			rec->scratch_src_pte = pte;
 		}
 	}
-	UT_EXIT_DONE(__pte_offset_map);
+	if (rec)   /* arguments were saved only inside a move */
+		UT_EXIT_DONE(__pte_offset_map);
 	return 0;
 }
 #endif
@@ -690,39 +685,34 @@ static __always_inline void ut_unpinned_pages(u64 pages, u64 npages)
 	}
 }
 
+/* unpin_user_page(page), unpin_user_folio(folio, n), unpin_folio(folio):
+ * a folio pointer is its own head page */
+#define UT_UNPIN_ONE_HOOK(fn)                                                  \
+	UT_ON_ENTRY(fn)                                                        \
+	{                                                                      \
+		ut_unpinned_page(UT_ARG(0));                                   \
+		return 0;                                                      \
+	}
+/* unpin_user_pages{,_dirty_lock}(pages, npages, ...) */
+#define UT_UNPIN_ARRAY_HOOK(fn)                                                \
+	UT_ON_ENTRY(fn)                                                        \
+	{                                                                      \
+		ut_unpinned_pages(UT_ARG(0), UT_ARG(1));                       \
+		return 0;                                                      \
+	}
+
 #ifdef UT_HOOK_unpin_user_page
-UT_ON_ENTRY(unpin_user_page)
-{
-	ut_unpinned_page(UT_ARG(0));
-	return 0;
-}
-#endif
-#ifdef UT_HOOK_unpin_user_pages
-UT_ON_ENTRY(unpin_user_pages)
-{
-	ut_unpinned_pages(UT_ARG(0), UT_ARG(1));
-	return 0;
-}
-#endif
-#ifdef UT_HOOK_unpin_user_pages_dirty_lock
-UT_ON_ENTRY(unpin_user_pages_dirty_lock)
-{
-	ut_unpinned_pages(UT_ARG(0), UT_ARG(1));
-	return 0;
-}
+UT_UNPIN_ONE_HOOK(unpin_user_page)
 #endif
 #ifdef UT_HOOK_unpin_user_folio
-/* (folio, npages): a folio pointer is its own head page */
-UT_ON_ENTRY(unpin_user_folio)
-{
-	ut_unpinned_page(UT_ARG(0));
-	return 0;
-}
+UT_UNPIN_ONE_HOOK(unpin_user_folio)
 #endif
 #ifdef UT_HOOK_unpin_folio
-UT_ON_ENTRY(unpin_folio)
-{
-	ut_unpinned_page(UT_ARG(0));
-	return 0;
-}
+UT_UNPIN_ONE_HOOK(unpin_folio)
+#endif
+#ifdef UT_HOOK_unpin_user_pages
+UT_UNPIN_ARRAY_HOOK(unpin_user_pages)
+#endif
+#ifdef UT_HOOK_unpin_user_pages_dirty_lock
+UT_UNPIN_ARRAY_HOOK(unpin_user_pages_dirty_lock)
 #endif
