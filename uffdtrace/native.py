@@ -95,6 +95,7 @@ class LoopStats:
     ns: int
     first_errno: str | None
     first_error_call: int | None
+    cpu_ns: int = 0            # CPU time of the looping thread
 
 
 def move_support() -> tuple[bool, str]:
@@ -184,15 +185,22 @@ class Uffd:
         check(lib().uffdw_move_in_child(self.fd, dst, src, length, mode, out), "fork")
         return MoveCall.from_native(out)
 
-    def move_loop(self, a: Mapping, b: Mapping, chunk: int, count: int) -> LoopStats:
+    def move_loop(self, a: Mapping, b: Mapping, chunk: int, count: int, *,
+                  rate: int = 0, fail_every: int = 0) -> LoopStats:
+        """`count` ping-pong moves of `chunk` bytes between a and b, in C.
+
+        rate: calls/s (0 = flat out); fail_every: every Nth call is a planned
+        failure (dst populated) that leaves the ping-pong undisturbed."""
         out = ffi().new("struct uffdw_loop_stats *")
+        opts = ffi().new("struct uffdw_loop_opts *", {"rate": rate, "fail_every": fail_every})
         slots = min(a.length, b.length) // chunk
-        check(lib().uffdw_move_loop(self.fd, a.addr, b.addr, chunk, slots, count, out),
-              "move loop")
+        check(lib().uffdw_move_loop_opts(self.fd, a.addr, b.addr, chunk, slots, count, opts,
+                                         out), "move loop")
         return LoopStats(
             calls=out.calls, ok=out.ok, failed=out.failed, bytes_moved=out.bytes_moved,
             ns=out.ns, first_errno=errno_name(out.first_err) if out.failed else None,
             first_error_call=out.first_err_call if out.failed else None,
+            cpu_ns=out.cpu_ns,
         )
 
     def close(self):
@@ -205,6 +213,13 @@ class Uffd:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def bystander_ioctls(count: int) -> tuple[int, int]:
+    """`count` FIONREAD ioctls in C: (wall ns, thread CPU ns)."""
+    ns, cpu_ns = ffi().new("uint64_t *"), ffi().new("uint64_t *")
+    check(lib().uffdw_bystander_ioctls(count, ns, cpu_ns), "pipe")
+    return ns[0], cpu_ns[0]
 
 
 class IoUringPin:
