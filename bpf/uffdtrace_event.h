@@ -15,6 +15,7 @@
 #define UT_F_ARG_UNREADABLE 0x1   /* struct uffdio_move could not be read at entry */
 #define UT_F_MOVE_UNREADABLE 0x2  /* the `move` field could not be read at exit */
 #define UT_F_KERNEL_TIER 0x4      /* move-path hooks (fentry/kprobe) were attached */
+#define UT_F_SAMPLED 0x8          /* a success sent 1 in N (UT_SUCCESS_SAMPLE): totals are in the aggregates */
 
 /* ut_move_event.folio_flags: folio state at fail_addr (kernel tier) */
 #define UT_FOLIO_SEEN 0x1
@@ -26,11 +27,13 @@
 
 /* indexes of the `stats` array map */
 #define UT_STAT_MOVES_ENTERED 0
-#define UT_STAT_EVENTS_SENT 1
-#define UT_STAT_RINGBUF_DROPS 2
+#define UT_STAT_EVENTS_SENT 1      /* move events sent (both ring buffers) */
+#define UT_STAT_RINGBUF_DROPS 2    /* failures and pins lost: `events` ring buffer full */
 #define UT_STAT_ARG_READ_FAILS 3
 #define UT_STAT_INFLIGHT_FULL 4
 #define UT_STAT_PINS_SEEN 5
+#define UT_STAT_SUCCESSES_UNSENT 6 /* successes not sent: sampled out, or --failed-only */
+#define UT_STAT_SUCCESS_DROPS 7    /* successes lost: success ring buffer full */
 #define UT_STAT_MAX 8
 
 /* x86 tlb:tlb_flush reasons (arch/x86/include/asm/tlbflush.h) */
@@ -38,8 +41,9 @@
 
 /*
  * One UFFDIO_MOVE ioctl, from sys_enter_ioctl to sys_exit_ioctl.  While the
- * thread is inside the ioctl this lives in the `inflight` map and every hook
- * that fires on that thread adds to it; at exit it is sent once.
+ * thread is inside the ioctl this lives in the thread's task-local storage
+ * (the `moving` map, type == UT_EV_MOVE) and every hook that fires on that
+ * thread adds to it; at exit it is sent at most once.
  */
 struct ut_move_event {
 	__u32 type;

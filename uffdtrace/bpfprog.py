@@ -7,6 +7,9 @@ from pathlib import Path
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 TRACEPOINT_PROGRAM = "uffdtrace.bpf.c"
 DEFAULT_RINGBUF_PAGES = 1024   # 4 MiB: ~18k move events of headroom
+# Successes do not wake the collector except every WAKEUP_BATCH-th per CPU;
+# the rest wait for its next poll (Session.poll: at most its timeout).
+WAKEUP_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -15,13 +18,16 @@ class ProgramConfig:
     tid: int = 0              # 0 = every thread
     follow: bool = False      # only processes in the `traced` map (+ their children)
     failed_only: bool = False # send events for failed moves only (aggregates see all)
-    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
+    success_sample: int = 1   # send 1 in N successful moves (failures: always; aggregates: all)
+    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES  # each of the two ring buffers
 
 
 def program_text(config: ProgramConfig) -> str:
     defines = {
         "UT_PID": config.pid, "UT_TID": config.tid, "UT_FOLLOW": int(config.follow),
-        "UT_FAILED_ONLY": int(config.failed_only), "UT_RINGBUF_PAGES": config.ringbuf_pages,
+        "UT_FAILED_ONLY": int(config.failed_only), "UT_SUCCESS_SAMPLE": config.success_sample,
+        "UT_RINGBUF_PAGES": config.ringbuf_pages,
+        "UT_SUCCESS_RINGBUF_PAGES": config.ringbuf_pages, "UT_WAKEUP_BATCH": WAKEUP_BATCH,
     }
     prelude = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     return prelude + (BPF_DIR / TRACEPOINT_PROGRAM).read_text()

@@ -27,8 +27,10 @@ from .kernel import headers, tracefs
 from .native import errno_name
 
 TIER = "tracepoint"   # the kernel tier's hooks are added by the QEMU-tested issue
+# Names of the `stats` indexes (UT_STAT_* in bpf/uffdtrace_event.h, in order).
 STAT_NAMES = ["moves_entered", "events_sent", "ringbuf_drops", "arg_read_fails",
-              "inflight_full", "pins_seen"]
+              "inflight_full", "pins_seen", "successes_unsent", "success_drops"]
+RING_BUFFERS = (b"events", b"success_events")
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,24 @@ def _compile_error(stderr_text: str) -> str:
     return errors[0] if errors else "see `uffdtrace doctor`"
 
 
+def _total(value) -> int:
+    """A map value summed over CPUs (per-CPU maps give one value per CPU)."""
+    return sum(value) if isinstance(value, ctypes.Array) else value.value
+
+
 class Session:
     def __init__(self, *, pid: int = 0, tid: int = 0, follow: bool = False,
-                 failed_only: bool = False, enrich_failures: bool = True,
+                 failed_only: bool = False, success_sample: int = 1,
+                 enrich_failures: bool = True,
                  ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES):
+        """success_sample=N sends 1 in N successful moves (chosen at random) as
+        events; every failure is sent; counters(), outcomes() and histograms()
+        count every move whatever N is."""
+        if not isinstance(success_sample, int) or success_sample < 1:
+            raise UserError(f"success sampling must be a whole number >= 1, not {success_sample!r}")
         self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
                                             failed_only=failed_only,
+                                            success_sample=success_sample,
                                             ringbuf_pages=ringbuf_pages)
         self.enrich_failures = enrich_failures
         self.tier = TIER
@@ -78,9 +92,13 @@ class Session:
 
     @property
     def probes(self) -> list[str]:
-        """The tracepoints the program attaches."""
-        return [f"{c}:{e}" for c, e in
-                re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", self.program, re.M)]
+        """The tracepoints the program attaches: "category:event", and
+        "raw:event" for those attached as raw tracepoints."""
+        text = self.program
+        return ([f"{c}:{e}" for c, e in
+                 re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", text, re.M)]
+                + [f"raw:{e}" for e in
+                   re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M)])
 
     def start(self):
         if os.geteuid() != 0:
@@ -107,7 +125,8 @@ class Session:
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
-        self.bpf[b"events"].open_ring_buffer(self._on_event)
+        for name in RING_BUFFERS:
+            self.bpf[name].open_ring_buffer(self._on_event)
         self.started_wall = time.time()
         self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
@@ -136,8 +155,12 @@ class Session:
         return TracedMove(move, diagnose(move, en, self.pins, self.ksm_lookup), en)
 
     def poll(self, timeout_ms: int = 100) -> list[TracedMove | PinEvent]:
-        """Wait up to timeout_ms for events; return everything decoded."""
+        """Wait up to timeout_ms for events; return everything decoded.
+
+        Successes are sent without waking us (see bpf/uffdtrace.bpf.c), so
+        after the wait everything already in the buffers is drained too."""
         self.bpf.ring_buffer_poll(timeout_ms)
+        self.bpf.ring_buffer_consume()
         if self._callback_error is not None:
             exc, self._callback_error = self._callback_error, None
             raise exc
@@ -162,21 +185,30 @@ class Session:
         return {"merged_ts_ns": merge.ts_ns, "ksmd_pid": merge.pid}
 
     def counters(self) -> dict[str, int]:
-        values = {i.value: v.value for i, v in self.bpf[b"stats"].items()}
+        """In-kernel counters, exact whatever the sampling (STAT_NAMES)."""
+        values = {i.value: _total(v) for i, v in self.bpf[b"stats"].items()}
         return {name: values.get(i, 0) for i, name in enumerate(STAT_NAMES)}
+
+    @staticmethod
+    def drops(counters: dict[str, int]) -> int:
+        """Events lost to a full ring buffer (failures, pins and successes)."""
+        return counters["ringbuf_drops"] + counters["success_drops"]
 
     def outcomes(self) -> list[dict]:
         """In-kernel per-process errno-level outcome counts."""
         rows = []
         for k, v in self.bpf[b"outcomes"].items():
             rows.append({"pid": k.pid, "errno": errno_name(k.err) if k.err else None,
-                         "partial": bool(k.partial), "count": v.value})
+                         "partial": bool(k.partial), "count": _total(v)})
         return sorted(rows, key=lambda r: (r["pid"], r["errno"] or ""))
 
     def histograms(self) -> dict[str, dict[int, int]]:
         """log2 buckets: bucket b counts values in [2**(b-1), 2**b)."""
-        return {name: {k.value: v.value for k, v in self.bpf[name.encode()].items() if v.value}
-                for name in ("latency_log2", "size_log2")}
+        out = {}
+        for name in ("latency_log2", "size_log2"):
+            counts = ((k.value, _total(v)) for k, v in self.bpf[name.encode()].items())
+            out[name] = {b: n for b, n in counts if n}
+        return out
 
     def close(self):
         if self.bpf is not None:

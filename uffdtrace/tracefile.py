@@ -39,6 +39,9 @@ class TraceWriter:
             "type": "header", "format": FORMAT, "version": FORMAT_VERSION,
             "uffdtrace_version": __version__, "kernel_release": os.uname().release,
             "tier": session.tier, "probes": session.probes, "filters": filters,
+            # 1: every successful move has a record; N > 1: 1 in N at random
+            # (flag UT_F_SAMPLED); every failure always; aggregates count all.
+            "success_sample": session.config.success_sample,
             "start_wall": session.started_wall, "start_ktime_ns": session.started_ktime_ns,
         })
         self.flush()
@@ -65,7 +68,7 @@ class TraceWriter:
     def footer(self, session: Session, reason: str, command_status: int | None):
         self.write({"type": "footer", "reason": reason, "command_status": command_status,
                     "moves": self.moves, "pins": self.pins,
-                    "drops": session.counters()["ringbuf_drops"], "end_wall": time.time()})
+                    "drops": session.drops(session.counters()), "end_wall": time.time()})
         self.flush()
 
     def close(self):

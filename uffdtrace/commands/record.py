@@ -6,13 +6,14 @@ import sys
 
 from . import command_parser
 from ..tracefile import TraceWriter
-from .tracing import add_filter_options, run_session, session_from_args
+from .tracing import add_filter_options, run_session, sampling_note, session_from_args
 
 EXAMPLES = """\
 examples:
   uffdtrace record -o moves.jsonl -d 30
   uffdtrace record -o t.jsonl -- uffdtrace workload --scenario pinned --hold 0.2
   uffdtrace record -o failures.jsonl -p 1234 --failed-only
+  uffdtrace record -o always-on.jsonl --sample-successes 100   # cheap under move storms
 """
 AGGREGATE_EVERY_S = 1.0
 
@@ -39,16 +40,18 @@ def run(args) -> int:
         with session:
             session.start()
             writer.header(session, filters)
-            print(f"Recording UFFDIO_MOVE ({session.tier} tier) to {args.output}... "
-                  "Hit Ctrl-C to end.", file=sys.stderr, flush=True)
+            print(f"Recording UFFDIO_MOVE ({session.tier} tier; {sampling_note(session)}) "
+                  f"to {args.output}... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
             result = run_session(session, args.command, args.duration, writer.items,
                                  tick=lambda t: writer.aggregates(session, t),
                                  tick_every=AGGREGATE_EVERY_S)
             writer.aggregates(session, result.elapsed_s)
             writer.footer(session, result.reason, result.command_status)
-            drops = session.counters()["ringbuf_drops"]
+            counters = session.counters()
     finally:
         writer.close()
-    print(f"{writer.moves} moves, {writer.pins} pin records, {drops} drops "
-          f"({result.reason}) -> {args.output}", file=sys.stderr)
+    unsent = (f", {counters['successes_unsent']} successes counted but not recorded"
+              if counters["successes_unsent"] else "")
+    print(f"{writer.moves} moves, {writer.pins} pin records, {session.drops(counters)} drops"
+          f"{unsent} ({result.reason}) -> {args.output}", file=sys.stderr)
     return 0

@@ -18,6 +18,10 @@ def add_filter_options(p):
     p.add_argument("-t", "--tid", type=int, default=0, help="trace this thread only")
     p.add_argument("--failed-only", action="store_true",
                    help="report failed moves only (the in-kernel counters still see all)")
+    p.add_argument("--sample-successes", type=int, default=1, metavar="N",
+                   help="report 1 in N successful moves, chosen at random (default 1: "
+                   "all); every failure is still reported and the in-kernel counters "
+                   "count every move.  Keeps the tracer cheap under move storms")
     p.add_argument("-d", "--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C or COMMAND exits)")
     p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
@@ -32,8 +36,20 @@ def session_from_args(args) -> Session:
         raise UserError("-d must be >= 0")
     if args.pid and args.command:
         raise UserError("give either -p PID or a COMMAND, not both")
+    if args.sample_successes < 1:
+        raise UserError("--sample-successes must be >= 1 (1 = every success)")
     return Session(pid=args.pid, tid=args.tid, follow=bool(args.command),
-                   failed_only=args.failed_only)
+                   failed_only=args.failed_only, success_sample=args.sample_successes)
+
+
+def sampling_note(session: Session) -> str:
+    """How much of what is traced is reported, for banners and summaries."""
+    n = session.config.success_sample
+    if session.config.failed_only:
+        return "failures only; every move is counted in the kernel"
+    if n > 1:
+        return f"successes sampled 1 in {n}, every failure; every move is counted in the kernel"
+    return "every move"
 
 
 def _launch_gated(session: Session, command: list[str]) -> subprocess.Popen:
