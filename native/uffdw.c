@@ -370,3 +370,22 @@ int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_ou
 	close(pipefd[1]);
 	return 0;
 }
+
+int uffdw_bystander_mmaps(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out)
+{
+	uint64_t i, t0, c0, len = page_size();
+
+	c0 = thread_cpu_ns();
+	t0 = now_ns();
+	for (i = 0; i < count; i++) {
+		char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			return -errno;
+		p[0] = 1;
+		munmap(p, len);
+	}
+	*ns_out = now_ns() - t0;
+	*cpu_ns_out = thread_cpu_ns() - c0;
+	return 0;
+}

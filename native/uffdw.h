@@ -84,3 +84,6 @@ int uffdw_release_holder(int pid, int ctl_fd);
 /* `count` cheap ioctls that are not UFFDIO_MOVE (FIONREAD on a pipe), for
  * bystander-overhead loops: wall and thread CPU time of the loop. */
 int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);
+/* `count` rounds of mmap, touch, munmap of one page: bystander work for the
+ * machine-wide mmap_lock and TLB hooks.  Wall and thread CPU time. */
+int uffdw_bystander_mmaps(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);

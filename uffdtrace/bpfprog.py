@@ -19,7 +19,8 @@ class ProgramConfig:
     follow: bool = False      # only processes in the `traced` map (+ their children)
     failed_only: bool = False # send events for failed moves only (aggregates see all)
     success_sample: int = 1   # send 1 in N successful moves (failures: always; aggregates: all)
-    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES  # each of the two ring buffers
+    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES   # failures and pins
+    success_ringbuf_pages: int = DEFAULT_RINGBUF_PAGES  # successes
 
 
 def program_text(config: ProgramConfig) -> str:
@@ -27,7 +28,8 @@ def program_text(config: ProgramConfig) -> str:
         "UT_PID": config.pid, "UT_TID": config.tid, "UT_FOLLOW": int(config.follow),
         "UT_FAILED_ONLY": int(config.failed_only), "UT_SUCCESS_SAMPLE": config.success_sample,
         "UT_RINGBUF_PAGES": config.ringbuf_pages,
-        "UT_SUCCESS_RINGBUF_PAGES": config.ringbuf_pages, "UT_WAKEUP_BATCH": WAKEUP_BATCH,
+        "UT_SUCCESS_RINGBUF_PAGES": config.success_ringbuf_pages,
+        "UT_WAKEUP_BATCH": WAKEUP_BATCH,
     }
     prelude = "".join(f"#define {k} {v}\n" for k, v in defines.items())
     return prelude + (BPF_DIR / TRACEPOINT_PROGRAM).read_text()

@@ -1,9 +1,18 @@
 """Decode the records the BPF program sends (layout: bpf/uffdtrace_event.h,
-read through cffi: never re-typed here)."""
+read through cffi: never re-typed here).
+
+Decoding runs once per event in the collector, so it is one C-level
+struct.unpack whose format is derived from cffi's view of the header,
+not a Python attribute read per field.
+"""
 from __future__ import annotations
 
+import ctypes
 import errno as errno_mod
-from dataclasses import asdict, dataclass
+import struct
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from operator import itemgetter
 
 from .native import errno_name, ffi, lib
 
@@ -61,7 +70,8 @@ class MoveEvent:
         return True if self.move != self.move_before else None
 
     def to_json(self) -> dict:
-        return {**asdict(self), "errno": self.errno}
+        # vars(), not asdict(): no recursive deep copy for a flat record.
+        return {**vars(self), "errno": self.errno}
 
 
 @dataclass(frozen=True)
@@ -80,26 +90,72 @@ class PinEvent:
     index: int
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return dict(vars(self))
 
 
-_MOVE_FIELDS = [f for f in MoveEvent.__dataclass_fields__ if f != "comm"]
-_PIN_FIELDS = ["pid", "tid", "fd", "ts_ns", "addr", "len", "opcode", "index"]
+_STRUCT_CODES = {"uint32_t": "I", "int32_t": "i", "uint64_t": "Q", "int64_t": "q"}
 
 
-def _comm(raw) -> str:
-    return ffi().string(raw).decode("utf-8", "replace")
+class _Layout:
+    """struct.Struct for a C record, built from cffi's field offsets, and the
+    getter that picks a dataclass's fields (in its order) out of the tuple."""
+
+    def __init__(self, ctype: str, cls):
+        F = ffi()
+        ct = F.typeof(ctype)
+        fmt, pos, names = "<", 0, []
+        for name, field in ct.fields:
+            if field.offset > pos:
+                fmt += f"{field.offset - pos}x"
+            if field.type.kind == "array":
+                fmt += f"{field.type.length}s"
+            else:
+                fmt += _STRUCT_CODES[field.type.cname]
+            names.append(name)
+            pos = field.offset + F.sizeof(field.type)
+        fmt += f"{F.sizeof(ct) - pos}x" if F.sizeof(ct) > pos else ""
+        self.struct = struct.Struct(fmt)
+        assert self.struct.size == F.sizeof(ct), (ctype, fmt)
+        self.size = self.struct.size
+        order = [f.name for f in fields(cls) if f.name in names]
+        self.pick = itemgetter(*[names.index(n) for n in order])
+        self.cls, self.order = cls, order
+        # every dataclass field comes from the record: positional (fastest)
+        self.positional = order == [f.name for f in fields(cls)]
+        self.comm_at = order.index("comm")
+
+    def decode(self, raw: bytes, **extra):
+        """The dataclass; fields it has beyond the record come from `extra`."""
+        values = list(self.pick(self.struct.unpack_from(raw)))
+        values[self.comm_at] = _comm(values[self.comm_at])
+        if self.positional:
+            # A frozen dataclass's __init__ sets each field through
+            # object.__setattr__; filling __dict__ at once is several times
+            # faster and gives the same (still frozen) object.
+            obj = object.__new__(self.cls)
+            obj.__dict__.update(zip(self.order, values))
+            return obj
+        return self.cls(**dict(zip(self.order, values)), **extra)
+
+
+def _comm(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+@lru_cache(maxsize=None)
+def _layouts() -> tuple[_Layout, _Layout, int, int, int]:
+    L = lib()
+    return (_Layout("struct ut_move_event", MoveEvent), _Layout("struct ut_pin_event", PinEvent),
+            L.UT_EV_MOVE, L.UT_EV_PIN, L.UT_EV_UNPIN)
 
 
 def decode(data, size: int) -> MoveEvent | PinEvent | None:
     """A record from the ring buffer (`data` is its address), or None if unknown."""
-    F, L = ffi(), lib()
-    kind = F.cast("__u32 *", data)[0]
-    if kind == L.UT_EV_MOVE and size >= F.sizeof("struct ut_move_event"):
-        e = F.cast("struct ut_move_event *", data)
-        return MoveEvent(comm=_comm(e.comm), **{f: getattr(e, f) for f in _MOVE_FIELDS})
-    if kind in (L.UT_EV_PIN, L.UT_EV_UNPIN) and size >= F.sizeof("struct ut_pin_event"):
-        p = F.cast("struct ut_pin_event *", data)
-        return PinEvent(released=kind == L.UT_EV_UNPIN, comm=_comm(p.comm),
-                        **{f: getattr(p, f) for f in _PIN_FIELDS})
+    move, pin, ev_move, ev_pin, ev_unpin = _layouts()
+    raw = ctypes.string_at(data, size)
+    kind = int.from_bytes(raw[:4], "little")
+    if kind == ev_move and size >= move.size:
+        return move.decode(raw)
+    if kind in (ev_pin, ev_unpin) and size >= pin.size:
+        return pin.decode(raw, released=kind == ev_unpin)
     return None

@@ -215,10 +215,12 @@ class Uffd:
         self.close()
 
 
-def bystander_ioctls(count: int) -> tuple[int, int]:
-    """`count` FIONREAD ioctls in C: (wall ns, thread CPU ns)."""
+def bystander_loop(kind: str, count: int) -> tuple[int, int]:
+    """`count` rounds of work that moves no page, in C: "ioctls" (FIONREAD on a
+    pipe) or "mmaps" (mmap, touch, munmap).  Returns (wall ns, thread CPU ns)."""
+    loops = {"ioctls": lib().uffdw_bystander_ioctls, "mmaps": lib().uffdw_bystander_mmaps}
     ns, cpu_ns = ffi().new("uint64_t *"), ffi().new("uint64_t *")
-    check(lib().uffdw_bystander_ioctls(count, ns, cpu_ns), "pipe")
+    check(loops[kind](count, ns, cpu_ns), f"bystander {kind}")
     return ns[0], cpu_ns[0]
 
 

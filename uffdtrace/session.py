@@ -68,7 +68,8 @@ class Session:
     def __init__(self, *, pid: int = 0, tid: int = 0, follow: bool = False,
                  failed_only: bool = False, success_sample: int = 1,
                  enrich_failures: bool = True,
-                 ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES):
+                 ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
+                 success_ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES):
         """success_sample=N sends 1 in N successful moves (chosen at random) as
         events; every failure is sent; counters(), outcomes() and histograms()
         count every move whatever N is."""
@@ -77,7 +78,8 @@ class Session:
         self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
                                             failed_only=failed_only,
                                             success_sample=success_sample,
-                                            ringbuf_pages=ringbuf_pages)
+                                            ringbuf_pages=ringbuf_pages,
+                                            success_ringbuf_pages=success_ringbuf_pages)
         self.enrich_failures = enrich_failures
         self.tier = TIER
         self.pins = PinTable()
