@@ -26,7 +26,7 @@ class _Mover(threading.Thread):
 
     def run(self):
         while not self.stop_flag.is_set():
-            self.wl.run(self.wl.round_trips(BACKGROUND_RATE // 20), rate=BACKGROUND_RATE)
+            self.wl.run(BACKGROUND_RATE // 20, rate=BACKGROUND_RATE)
 
     def close(self):
         self.stop_flag.set()

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None   # traces can be large
 START_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 60
 MOVE_CMD = "0xc028aa05"   # UFFDIO_MOVE (bpf/uffd_move_abi.h)
 
 # What a user would otherwise run on the same hooks: count the results of
@@ -117,10 +118,12 @@ class _Process:
     def _interrupt(self) -> tuple[str, str]:
         self.proc.send_signal(signal.SIGINT)
         try:
-            out, err = self.proc.communicate(timeout=120)
+            out, err = self.proc.communicate(timeout=STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            self._kill()
-            raise RuntimeError(f"{self.label} did not stop on SIGINT") from None
+            # SIGABRT makes a Python tracer (PYTHONFAULTHANDLER) print where it hangs
+            self.proc.send_signal(signal.SIGABRT)
+            out, err = self.proc.communicate()
+            raise RuntimeError(f"{self.label} did not stop on SIGINT: {(err or out)[-3000:]}")
         return out or "", err or ""
 
     def _kill(self):
@@ -150,7 +153,8 @@ class Uffdtrace(_Process):
                                          dir=TRACE_DIR)
         os.close(fd)
         self._spawn([sys.executable, "-m", "uffdtrace", "record", "-o", self.path, *self.args],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    env={**os.environ, "PYTHONFAULTHANDLER": "1"})
 
     def stop(self) -> TracerReport:
         _, err = self._interrupt()

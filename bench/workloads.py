@@ -1,8 +1,8 @@
 """What runs under each condition: native loops, no Python per operation.
 
 Move loops ping-pong pages between two registered areas (uffdw_move_loop):
-every call moves populated pages.  Counts are whole round trips so the pages
-are back home after every measurement and the next one starts the same way.
+every call moves populated pages; each loop resumes the ping-pong where the
+previous one stopped, so no call fails unless a failure is planned.
 """
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ class MoveWorkload:
     def __init__(self, key: str, label: str, chunk: int, slots: int, thp: bool = False):
         self.key, self.label, self.chunk, self.slots, self.thp = key, label, chunk, slots, thp
         self.count = 2 * slots
+        self._step = 0
         self._uffd = self._a = self._b = None
 
     def setup(self):
@@ -55,20 +56,16 @@ class MoveWorkload:
         self._uffd.register(self._b)
 
     def run(self, count: int | None = None, rate: int = 0, fail_every: int = 0) -> Sample:
-        s = self._uffd.move_loop(self._a, self._b, self.chunk, self.round_trips(count),
-                                 rate=rate, fail_every=fail_every)
+        s = self._uffd.move_loop(self._a, self._b, self.chunk, count or self.count,
+                                 rate=rate, fail_every=fail_every, first_step=self._step)
+        self._step = s.next_step     # the next loop resumes the ping-pong here
         return Sample(s.calls, s.ns, s.cpu_ns, s.failed)
-
-    def round_trips(self, count: int | None) -> int:
-        """`count` rounded up to whole round trips (pages end where they began)."""
-        trip = 2 * self.slots
-        return max(trip, -(-(count or self.count) // trip) * trip)
 
     def calibrate(self, seconds: float):
         """Pick the count that takes about `seconds` untraced."""
         self.run(self.count)                         # warm up page tables
         sample = self.run(self.count * 4)
-        self.count = self.round_trips(int(sample.rate * seconds))
+        self.count = max(self.count, int(sample.rate * seconds))
 
     def still_thp(self) -> bool | None:
         """Are the moved pages still PMD-mapped huge pages (None if not THP)?"""

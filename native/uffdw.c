@@ -122,18 +122,18 @@ int uffdw_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
 	return 0;
 }
 
-/* Sleep or spin until `deadline` (CLOCK_MONOTONIC ns): sleeping gives the
- * CPU away, so only long waits sleep; short ones spin for precision. */
-static void wait_until(uint64_t deadline)
+/* Pacing: sleep when more than 100 us ahead of the schedule, otherwise go
+ * on at once.  Never spin: a paced workload must leave the CPU to others
+ * (the tracer's collector among them) the way a real one would. */
+static void pace(uint64_t deadline)
 {
-	uint64_t now;
+	uint64_t now = now_ns();
 
-	while ((now = now_ns()) < deadline) {
-		if (deadline - now > 200000) {
-			struct timespec ts = { 0, (long)(deadline - now - 100000) };
+	if (deadline > now + 100000) {
+		struct timespec ts = { (time_t)((deadline - now) / 1000000000ull),
+				       (long)((deadline - now) % 1000000000ull) };
 
-			nanosleep(&ts, NULL);
-		}
+		nanosleep(&ts, NULL);
 	}
 }
 
@@ -142,8 +142,9 @@ int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_
 			 struct uffdw_loop_stats *out)
 {
 	struct uffdt_move_arg arg;
-	uint64_t i, t0, c0, step = 0;   /* step: real moves made, drives the ping-pong */
+	uint64_t i, t0, c0;
 	uint64_t rate = opts ? opts->rate : 0, fail_every = opts ? opts->fail_every : 0;
+	uint64_t step = opts ? opts->first_step : 0;   /* real moves: drives the ping-pong */
 
 	if (!slots || !chunk)
 		return -EINVAL;
@@ -159,7 +160,7 @@ int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_
 		int failing = fail_every && i % fail_every == fail_every - 1;
 
 		if (rate)
-			wait_until(t0 + i * 1000000000ull / rate);
+			pace(t0 + i * 1000000000ull / rate);
 		arg.dst = (failing ? from : to) + slot * chunk;
 		arg.src = (failing ? to : from) + slot * chunk;
 		arg.len = chunk;
@@ -183,6 +184,7 @@ int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_
 	out->ns = now_ns() - t0;
 	out->cpu_ns = thread_cpu_ns() - c0;
 	out->calls = count;
+	out->next_step = step;
 	return 0;
 }
 

@@ -31,6 +31,7 @@ struct uffdw_loop_stats {
 	int32_t first_err;   /* errno of the first failing call, 0 if none */
 	uint64_t first_err_call;
 	uint64_t cpu_ns;     /* CPU time of the looping thread (excludes time preempted) */
+	uint64_t next_step;  /* ping-pong position after the loop (uffdw_loop_opts.first_step) */
 };
 
 /* userfaultfd with UFFDIO_API done; features_out gets what the kernel offers. */
@@ -52,6 +53,7 @@ int uffdw_move_loop(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slo
 struct uffdw_loop_opts {
 	uint64_t rate;        /* calls per second, paced from the start; 0 = flat out */
 	uint64_t fail_every;  /* every Nth call is a planned failure (dst populated); 0 = none */
+	uint64_t first_step;  /* ping-pong position to resume from (a previous next_step) */
 };
 /* uffdw_move_loop with pacing and planned failures (opts may be NULL).
  * Planned failures are extra calls: they do not advance the ping-pong. */

@@ -24,13 +24,18 @@ from .enrich import Enrichment, enrich
 from .errors import UserError
 from .events import MoveEvent, PinEvent, decode
 from .kernel import headers, tracefs
-from .native import errno_name
+from .native import errno_name, ffi
 
 TIER = "tracepoint"   # the kernel tier's hooks are added by the QEMU-tested issue
 # Names of the `stats` indexes (UT_STAT_* in bpf/uffdtrace_event.h, in order).
 STAT_NAMES = ["moves_entered", "events_sent", "ringbuf_drops", "arg_read_fails",
               "inflight_full", "pins_seen", "successes_unsent", "success_drops"]
-RING_BUFFERS = (b"events", b"success_events")
+RING_BUFFERS = (b"events", b"success_events")   # failures and pins first
+# Events one poll() hands back at most.  libbpf keeps calling back for as long
+# as records keep arriving, so without a bound a move storm would keep poll()
+# from ever returning (no tick, no -d, no Ctrl-C, an ever-growing batch).
+POLL_BATCH = 4096
+RINGBUF_HEADER_BYTES = 8   # BPF_RINGBUF_HDR_SZ before each record
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ class Session:
         self.bpf[b"traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
     def _on_event(self, ctx, data, size) -> int:
+        """bcc's callback, once per record.  A negative return makes libbpf
+        stop (this record is consumed): on an error, or a full batch."""
         # Exceptions here would be swallowed by ctypes: keep the first one.
         try:
             item = decode(data, size)
@@ -147,7 +154,8 @@ class Session:
                 self._pending.append(self._diagnose(item))
         except BaseException as exc:   # noqa: BLE001 - re-raised from poll()
             self._callback_error = self._callback_error or exc
-        return 0
+            return -1
+        return -1 if len(self._pending) >= POLL_BATCH else 0
 
     def _diagnose(self, move: MoveEvent) -> TracedMove:
         en = None
@@ -157,12 +165,14 @@ class Session:
         return TracedMove(move, diagnose(move, en, self.pins, self.ksm_lookup), en)
 
     def poll(self, timeout_ms: int = 100) -> list[TracedMove | PinEvent]:
-        """Wait up to timeout_ms for events; return everything decoded.
+        """Wait up to timeout_ms for events; return what was decoded (at most
+        about POLL_BATCH: call again while events keep coming).
 
         Successes are sent without waking us (see bpf/uffdtrace.bpf.c), so
-        after the wait everything already in the buffers is drained too."""
+        after the wait what is already in the buffers is read too."""
         self.bpf.ring_buffer_poll(timeout_ms)
-        self.bpf.ring_buffer_consume()
+        if len(self._pending) < POLL_BATCH and self._callback_error is None:
+            self.bpf.ring_buffer_consume()
         if self._callback_error is not None:
             exc, self._callback_error = self._callback_error, None
             raise exc
@@ -170,13 +180,23 @@ class Session:
         return items
 
     def drain(self) -> list[TracedMove | PinEvent]:
-        """Everything still queued, without waiting."""
+        """Everything queued when called, without waiting.  Bounded by what
+        the buffers can hold, so it ends even while moves keep coming."""
+        limit = self._buffer_capacity_records()
         items = []
-        while True:
+        while len(items) < limit:
             more = self.poll(0)
             if not more:
-                return items
+                break
             items.extend(more)
+        return items
+
+    def _buffer_capacity_records(self) -> int:
+        """The most records both ring buffers can hold at once."""
+        page = os.sysconf("SC_PAGE_SIZE")
+        smallest = min(ffi().sizeof("struct ut_pin_event"), ffi().sizeof("struct ut_move_event"))
+        pages = self.config.ringbuf_pages + self.config.success_ringbuf_pages
+        return pages * page // (smallest + RINGBUF_HEADER_BYTES)
 
     def ksm_lookup(self, pfn: int) -> dict | None:
         table = self.bpf[b"ksm_merges"]

@@ -165,3 +165,27 @@ def test_compile_error_is_one_clear_user_error(monkeypatch, root_required):
     monkeypatch.setattr(bpfprog, "program_text", lambda config: "int broken( {")
     with pytest.raises(UserError, match="cannot load the BPF program.*error"):
         Session().start()
+
+
+def test_ctrl_c_stops_record_during_an_event_storm(tmp_path, root_required):
+    # At hundreds of thousands of events/s, SIGINT mostly lands while bcc is
+    # calling back into Python; it must still stop the recorder, not be lost.
+    storm = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", "-s", "storm",
+                              "--iterations", "50000000"], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trace = tmp_path / "storm.jsonl"
+    try:
+        rec = subprocess.Popen([sys.executable, "-m", "uffdtrace", "record", "-o", str(trace),
+                                "-p", str(storm.pid)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+        assert "Recording" in rec.stderr.readline()
+        time.sleep(2)
+        rec.send_signal(signal.SIGINT)
+        _, err = rec.communicate(timeout=60)
+    finally:
+        storm.kill()
+        storm.wait()
+    assert rec.returncode == 0, err
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert records[-1]["type"] == "footer" and records[-1]["reason"] == "interrupted"
+    assert sum(r["type"] == "move" for r in records) > 0

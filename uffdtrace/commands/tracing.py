@@ -10,7 +10,7 @@ from typing import Callable
 
 from ..errors import UserError
 from ..session import Session
-from ..signals import terminate_as_interrupt
+from ..signals import stop_on_signals
 
 
 def add_filter_options(p):
@@ -82,11 +82,11 @@ def run_session(session: Session, command: list[str], duration: float,
     next_tick = start + tick_every
     proc = None
     reason = "interrupted"
-    with terminate_as_interrupt():
+    with stop_on_signals() as stop:
         try:
             if command:
                 proc = _launch_gated(session, command)
-            while True:
+            while not stop:
                 sink(session.poll(100))
                 now = time.monotonic()
                 if tick and now >= next_tick:
@@ -98,8 +98,6 @@ def run_session(session: Session, command: list[str], duration: float,
                 if duration and now - start >= duration:
                     reason = "duration elapsed"
                     break
-        except KeyboardInterrupt:
-            reason = "interrupted"
         finally:
             if proc is not None and proc.poll() is None:
                 proc.terminate()
