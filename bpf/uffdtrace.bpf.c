@@ -206,8 +206,12 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 		return 0;
 	rec->latency_ns = bpf_ktime_get_ns() - rec->ts_ns;
 	rec->ret = args->ret;
-	if (bpf_probe_read_user(&rec->move, sizeof(rec->move),
-				(void *)(rec->argp + UFFDT_MOVE_FIELD_OFFSET)))
+	/* The kernel returns 0 only after writing move == len (a short move is
+	 * -EAGAIN): a success needs no second read of user memory. */
+	if (rec->ret == 0 && !(rec->flags & UT_F_ARG_UNREADABLE))
+		rec->move = rec->len;
+	else if (bpf_probe_read_user(&rec->move, sizeof(rec->move),
+				     (void *)(rec->argp + UFFDT_MOVE_FIELD_OFFSET)))
 		rec->flags |= UT_F_MOVE_UNREADABLE;
 
 	struct ut_outcome_key key = {};
