@@ -50,7 +50,8 @@ def comparison(title: str, comp: dict, unit: str, ratios_only: bool = False) -> 
             rows.append([
                 label,
                 "" if ratios_only else si(cell["rate_median"], unit),
-                "" if base else f"{pct(cell['ratio_median'])} {_range(cell['ratio_range'])}",
+                f"(reps {_range(cell['rate_spread'])} of median)" if base else
+                f"{pct(cell['ratio_median'])} {_range(cell['ratio_range'])}",
                 "" if base else pct(cell["cpu_ratio_median"]),
                 "" if base else f"{cell['tracer_cores_median']:.2f} cores",
             ])

@@ -37,8 +37,16 @@ class Cell:
     def cpu_ratio(self) -> float | None:
         return median(self.cpu_ratios)
 
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """Slowest and fastest repetition relative to the median: the noise."""
+        rates = [s.rate for s in self.samples if s]
+        mid = median(rates)
+        return (min(rates) / mid, max(rates) / mid) if rates else None
+
     def to_json(self) -> dict:
-        return {"rate_median": self.rate, "ratio_median": self.ratio,
+        return {"rate_median": self.rate, "rate_spread": self.spread,
+                "ratio_median": self.ratio,
                 "ratio_range": spread(self.ratios), "cpu_ratio_median": self.cpu_ratio,
                 "cpu_ratio_range": spread(self.cpu_ratios),
                 "tracer_cores_median": median(self.tracer_cores),

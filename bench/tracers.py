@@ -47,6 +47,16 @@ def process_cpu_ns(pid: int) -> int:
     return total
 
 
+def _perf_event_fds(pid: int) -> int:
+    n = 0
+    for fd in glob.glob(f"/proc/{pid}/fd/*"):
+        try:
+            n += os.readlink(fd) == "anon_inode:[perf_event]"
+        except OSError:
+            pass
+    return n
+
+
 @dataclass
 class TracerReport:
     """What a tracer said about the run it traced."""
@@ -116,15 +126,20 @@ class _Process:
         return process_cpu_ns(self.pid) if self.pid else 0
 
     def _interrupt(self) -> tuple[str, str]:
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            out, err = self.proc.communicate(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            # SIGABRT makes a Python tracer (PYTHONFAULTHANDLER) print where it hangs
-            self.proc.send_signal(signal.SIGABRT)
-            out, err = self.proc.communicate()
-            raise RuntimeError(f"{self.label} did not stop on SIGINT: {(err or out)[-3000:]}")
-        return out or "", err or ""
+        """SIGINT, repeated: bpftrace 0.17 misses a SIGINT that arrives just
+        before it blocks in epoll_wait without a timeout."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                out, err = self.proc.communicate(timeout=2)
+                return out or "", err or ""
+            except subprocess.TimeoutExpired:
+                continue
+        # SIGABRT makes a Python tracer (PYTHONFAULTHANDLER) print where it hangs
+        self.proc.send_signal(signal.SIGABRT)
+        out, err = self.proc.communicate()
+        raise RuntimeError(f"{self.label} did not stop on SIGINT: {(err or out)[-3000:]}")
 
     def _kill(self):
         if self.proc and self.proc.poll() is None:
@@ -198,8 +213,12 @@ class Uffdtrace(_Process):
 class Bpftrace(_Process):
     """A bpftrace program on the same tracepoints."""
 
+    # bpftrace prints "Attaching N probes..." *before* attaching them (and
+    # attaching syscall tracepoints can take a while on a busy kernel): it is
+    # ready once it holds one perf event per CPU (its output buffer) plus one
+    # per tracepoint.
     ready_marker = "Attaching"
-    ATTACH_GRACE_S = 0.5   # bpftrace prints "Attaching N probes..." before attaching
+    ATTACH_TIMEOUT_S = 30
 
     def __init__(self, key: str, label: str, program: str):
         super().__init__()
@@ -215,7 +234,15 @@ class Bpftrace(_Process):
     def start(self):
         self._spawn(["bpftrace", "-e", self.program], stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT)
-        time.sleep(self.ATTACH_GRACE_S)
+        wanted = (os.cpu_count() or 1) + self.program.count("tracepoint:")
+        deadline = time.monotonic() + self.ATTACH_TIMEOUT_S
+        while _perf_event_fds(self.pid) < wanted:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self._kill()
+                raise RuntimeError(f"{self.label}: probes not attached after "
+                                   f"{self.ATTACH_TIMEOUT_S} s")
+            time.sleep(0.01)
+        self.ready_s = time.monotonic() - self.spawned_at
 
     def stop(self) -> TracerReport:
         out, _ = self._interrupt()

@@ -68,11 +68,14 @@ class MoveWorkload:
         self.count = max(self.count, int(sample.rate * seconds))
 
     def still_thp(self) -> bool | None:
-        """Are the moved pages still PMD-mapped huge pages (None if not THP)?"""
+        """Are the moved pages still PMD-mapped huge pages (None if not THP)?
+        Each chunk is in a or in b, wherever the ping-pong left it."""
         if not self.thp:
             return None
-        heads = [self._a.addr + i * self.chunk for i in range(self.slots)]
-        return all(s.has("thp") for s in read_page_states(os.getpid(), heads))
+        offsets = [i * self.chunk for i in range(self.slots)]
+        a = read_page_states(os.getpid(), [self._a.addr + o for o in offsets])
+        b = read_page_states(os.getpid(), [self._b.addr + o for o in offsets])
+        return all(x.has("thp") or y.has("thp") for x, y in zip(a, b))
 
     def close(self):
         for obj in (self._a, self._b, self._uffd):

@@ -19,14 +19,18 @@
  *    contention) learn "not moving" from a pointer in the task itself, with
  *    no hashing and no cache line shared with other CPUs;
  *  - counters and histograms are per-CPU: no atomic instructions per move;
- *  - successes can be sampled (UT_SUCCESS_SAMPLE = N: 1 in N at random is
- *    sent); failures are always sent; the aggregates count every move;
+ *  - successes can be sampled (UT_SUCCESS_SAMPLE = N: 1 in N on average, at
+ *    random intervals, is sent); failures are always sent; the aggregates
+ *    count every move;
  *  - failures (and pins) and successes go to separate ring buffers, so a
  *    flood of successes can never crowd a failure out; successes do not wake
  *    the collector (it drains them on its poll timeout) except every
  *    UT_WAKEUP_BATCH-th per CPU;
  *  - TLB and lock hooks are raw tracepoints: no perf record is built for
- *    each of the machine-wide events they fire on.
+ *    each of the machine-wide events they fire on.  They can be left out
+ *    (UT_COST_STATS 0): a 4 KiB move pays for one TLB-flush hook, and every
+ *    mmap_lock wait on the machine pays for the lock hooks;
+ *  - the thread's comm is read only for a record that is sent.
  */
 #include <uapi/linux/ptrace.h>
 #include "uffd_move_abi.h"
@@ -56,6 +60,9 @@
 #ifndef UT_WAKEUP_BATCH
 #define UT_WAKEUP_BATCH 64
 #endif
+#ifndef UT_COST_STATS
+#define UT_COST_STATS 1
+#endif
 #define UT_MAX_IOVECS 16
 #define IORING_REGISTER_BUFFERS 0
 #define IORING_UNREGISTER_BUFFERS 1
@@ -72,6 +79,8 @@ BPF_PERCPU_HASH(outcomes, struct ut_outcome_key, u64, 10240);
 BPF_PERCPU_ARRAY(latency_log2, u64, 64);
 BPF_PERCPU_ARRAY(size_log2, u64, 64);
 BPF_TABLE("lru_hash", u64, struct ut_ksm_merge, ksm_merges, 65536);
+/* moves left until the next success is sent (success_sampled) */
+BPF_PERCPU_ARRAY(sample_countdown, u64, 1);
 /* processes being traced when following a command and its children */
 BPF_HASH(traced, u32, u8, 65536);
 
@@ -146,22 +155,36 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 	rec->len = arg.len;
 	rec->mode = arg.mode;
 	rec->move_before = arg.move;
-	bpf_get_current_comm(&rec->comm, sizeof(rec->comm));
+	if (UT_COST_STATS)
+		rec->flags |= UT_F_COST_STATS;
 	stat_add(UT_STAT_MOVES_ENTERED, 1);
 	rec->ts_ns = bpf_ktime_get_ns();
 	rec->type = UT_EV_MOVE;   /* last: the record is now in flight */
 	return 0;
 }
 
-/* Successes are sent 1 in UT_SUCCESS_SAMPLE, at random so that no periodic
- * pattern in a workload can hide from the sample. */
+/* Successes are sent 1 in UT_SUCCESS_SAMPLE on average, at random
+ * intervals (uniform in 1 .. 2N-1) so that no periodic pattern in a workload
+ * can hide from the sample.  A per-CPU countdown: one random number per
+ * sampled move, not per move. */
 static __always_inline int success_sampled(void)
 {
+	int zero = 0;
+	u64 *left;
+
 	if (UT_FAILED_ONLY)
 		return 0;
 	if (UT_SUCCESS_SAMPLE <= 1)
 		return 1;
-	return bpf_get_prandom_u32() % UT_SUCCESS_SAMPLE == 0;
+	left = sample_countdown.lookup(&zero);
+	if (!left)
+		return 0;
+	if (*left > 1) {
+		(*left)--;
+		return 0;
+	}
+	*left = 1 + bpf_get_prandom_u32() % (2 * UT_SUCCESS_SAMPLE - 1);
+	return 1;
 }
 
 static __always_inline void send_move(struct ut_move_event *rec)
@@ -177,6 +200,7 @@ static __always_inline void send_move(struct ut_move_event *rec)
 			return;
 		}
 		__builtin_memcpy(e, rec, sizeof(*e));
+		bpf_get_current_comm(&e->comm, sizeof(e->comm));
 		events.ringbuf_submit(e, 0);
 		stat_add(UT_STAT_EVENTS_SENT, 1);
 		return;
@@ -191,6 +215,7 @@ static __always_inline void send_move(struct ut_move_event *rec)
 		return;
 	}
 	__builtin_memcpy(e, rec, sizeof(*e));
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	if (UT_SUCCESS_SAMPLE > 1)
 		e->flags |= UT_F_SAMPLED;
 	u64 sent = stat_add(UT_STAT_EVENTS_SENT, 1);
@@ -230,6 +255,22 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 	return 0;
 }
 
+/* A wait the moving thread goes through: begin stamps, end accumulates. */
+static __always_inline void wait_begin(u64 *start)
+{
+	*start = bpf_ktime_get_ns();
+}
+
+static __always_inline void wait_end(u64 *start, u32 *count, u64 *total_ns)
+{
+	if (!*start)
+		return;
+	(*count)++;
+	*total_ns += bpf_ktime_get_ns() - *start;
+	*start = 0;
+}
+
+#if UT_COST_STATS
 /* TLB flushes done by the moving thread.  TASK_SWITCH (0) is a context
  * switch, REMOTE_SHOOTDOWN (1) runs on the *target* CPU: neither is the
  * move's own flush.  Raw tracepoint: args are TP_PROTO(int reason,
@@ -253,21 +294,6 @@ RAW_TRACEPOINT_PROBE(tlb_flush)
 	if (reason == UT_TLB_REMOTE_SEND_IPI)
 		rec->tlb_remote_ipis++;
 	return 0;
-}
-
-/* A wait the moving thread goes through: begin stamps, end accumulates. */
-static __always_inline void wait_begin(u64 *start)
-{
-	*start = bpf_ktime_get_ns();
-}
-
-static __always_inline void wait_end(u64 *start, u32 *count, u64 *total_ns)
-{
-	if (!*start)
-		return;
-	(*count)++;
-	*total_ns += bpf_ktime_get_ns() - *start;
-	*start = 0;
 }
 
 RAW_TRACEPOINT_PROBE(mmap_lock_start_locking)
@@ -306,6 +332,7 @@ RAW_TRACEPOINT_PROBE(contention_end)
 		wait_end(&rec->lock_start_ns, &rec->lock_contentions, &rec->lock_wait_ns);
 	return 0;
 }
+#endif /* UT_COST_STATS */
 
 static __always_inline void remember_ksm_merge(u64 pfn, int err)
 {

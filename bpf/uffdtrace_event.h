@@ -16,6 +16,7 @@
 #define UT_F_MOVE_UNREADABLE 0x2  /* the `move` field could not be read at exit */
 #define UT_F_KERNEL_TIER 0x4      /* move-path hooks (fentry/kprobe) were attached */
 #define UT_F_SAMPLED 0x8          /* a success sent 1 in N (UT_SUCCESS_SAMPLE): totals are in the aggregates */
+#define UT_F_COST_STATS 0x10      /* TLB-flush and lock-wait fields were measured (else left 0) */
 
 /* ut_move_event.folio_flags: folio state at fail_addr (kernel tier) */
 #define UT_FOLIO_SEEN 0x1

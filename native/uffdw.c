@@ -391,3 +391,16 @@ int uffdw_bystander_mmaps(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out
 	*cpu_ns_out = thread_cpu_ns() - c0;
 	return 0;
 }
+
+int uffdw_bystander_getppid(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out)
+{
+	uint64_t i, t0, c0;
+
+	c0 = thread_cpu_ns();
+	t0 = now_ns();
+	for (i = 0; i < count; i++)
+		syscall(SYS_getppid);
+	*ns_out = now_ns() - t0;
+	*cpu_ns_out = thread_cpu_ns() - c0;
+	return 0;
+}

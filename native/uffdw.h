@@ -89,3 +89,6 @@ int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_ou
 /* `count` rounds of mmap, touch, munmap of one page: bystander work for the
  * machine-wide mmap_lock and TLB hooks.  Wall and thread CPU time. */
 int uffdw_bystander_mmaps(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);
+/* `count` getppid() system calls: the cheapest syscall that is not an ioctl,
+ * for the cost syscall tracepoints put on every system call. */
+int uffdw_bystander_getppid(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);

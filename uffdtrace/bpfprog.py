@@ -19,6 +19,7 @@ class ProgramConfig:
     follow: bool = False      # only processes in the `traced` map (+ their children)
     failed_only: bool = False # send events for failed moves only (aggregates see all)
     success_sample: int = 1   # send 1 in N successful moves (failures: always; aggregates: all)
+    cost_stats: bool = True   # per-move TLB-flush and lock-wait counts (machine-wide hooks)
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES   # failures and pins
     success_ringbuf_pages: int = DEFAULT_RINGBUF_PAGES  # successes
 
@@ -27,6 +28,7 @@ def program_text(config: ProgramConfig) -> str:
     defines = {
         "UT_PID": config.pid, "UT_TID": config.tid, "UT_FOLLOW": int(config.follow),
         "UT_FAILED_ONLY": int(config.failed_only), "UT_SUCCESS_SAMPLE": config.success_sample,
+        "UT_COST_STATS": int(config.cost_stats),
         "UT_RINGBUF_PAGES": config.ringbuf_pages,
         "UT_SUCCESS_RINGBUF_PAGES": config.success_ringbuf_pages,
         "UT_WAKEUP_BATCH": WAKEUP_BATCH,

@@ -63,6 +63,11 @@ class MoveEvent:
         return self.ret == -errno_mod.EAGAIN and self.move > 0
 
     @property
+    def cost_stats(self) -> bool:
+        """Were TLB flushes and lock waits counted (else those fields are 0)?"""
+        return bool(self.flags & lib().UT_F_COST_STATS)
+
+    @property
     def move_written(self) -> bool | None:
         """Did the kernel write `move`?  None when we cannot tell (same value)."""
         if self.flags & lib().UT_F_MOVE_UNREADABLE:

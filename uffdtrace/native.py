@@ -221,8 +221,10 @@ class Uffd:
 
 def bystander_loop(kind: str, count: int) -> tuple[int, int]:
     """`count` rounds of work that moves no page, in C: "ioctls" (FIONREAD on a
-    pipe) or "mmaps" (mmap, touch, munmap).  Returns (wall ns, thread CPU ns)."""
-    loops = {"ioctls": lib().uffdw_bystander_ioctls, "mmaps": lib().uffdw_bystander_mmaps}
+    pipe), "mmaps" (mmap, touch, munmap) or "getppid" (a syscall that is not an
+    ioctl).  Returns (wall ns, thread CPU ns)."""
+    loops = {"ioctls": lib().uffdw_bystander_ioctls, "mmaps": lib().uffdw_bystander_mmaps,
+             "getppid": lib().uffdw_bystander_getppid}
     ns, cpu_ns = ffi().new("uint64_t *"), ffi().new("uint64_t *")
     check(loops[kind](count, ns, cpu_ns), f"bystander {kind}")
     return ns[0], cpu_ns[0]

@@ -72,17 +72,20 @@ def _total(value) -> int:
 class Session:
     def __init__(self, *, pid: int = 0, tid: int = 0, follow: bool = False,
                  failed_only: bool = False, success_sample: int = 1,
-                 enrich_failures: bool = True,
+                 cost_stats: bool = True, enrich_failures: bool = True,
                  ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
                  success_ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES):
-        """success_sample=N sends 1 in N successful moves (chosen at random) as
+        """success_sample=N sends 1 in N successful moves (at random intervals) as
         events; every failure is sent; counters(), outcomes() and histograms()
-        count every move whatever N is."""
+        count every move whatever N is.  cost_stats=False leaves out the
+        TLB-flush and lock-wait hooks (they fire machine-wide): moves then
+        carry no TLB or lock-wait counts (MoveEvent.cost_stats is False)."""
         if not isinstance(success_sample, int) or success_sample < 1:
             raise UserError(f"success sampling must be a whole number >= 1, not {success_sample!r}")
         self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
                                             failed_only=failed_only,
                                             success_sample=success_sample,
+                                            cost_stats=cost_stats,
                                             ringbuf_pages=ringbuf_pages,
                                             success_ringbuf_pages=success_ringbuf_pages)
         self.enrich_failures = enrich_failures
@@ -99,8 +102,11 @@ class Session:
 
     @property
     def probes(self) -> list[str]:
-        """The tracepoints the program attaches: "category:event", and
-        "raw:event" for those attached as raw tracepoints."""
+        """The tracepoints attached: "category:event", and "raw:event" for
+        raw tracepoints.  Before start(): every probe the program text has."""
+        if self.bpf is not None:
+            return ([tp.decode() for tp in self.bpf.tracepoint_fds]
+                    + [f"raw:{tp.decode()}" for tp in self.bpf.raw_tracepoint_fds])
         text = self.program
         return ([f"{c}:{e}" for c, e in
                  re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", text, re.M)]

@@ -13,7 +13,7 @@ examples:
   uffdtrace record -o moves.jsonl -d 30
   uffdtrace record -o t.jsonl -- uffdtrace workload --scenario pinned --hold 0.2
   uffdtrace record -o failures.jsonl -p 1234 --failed-only
-  uffdtrace record -o always-on.jsonl --sample-successes 100   # cheap under move storms
+  uffdtrace record -o always-on.jsonl --sample-successes 100 --no-cost-stats  # cheapest
 """
 AGGREGATE_EVERY_S = 1.0
 

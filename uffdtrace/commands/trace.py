@@ -37,7 +37,7 @@ def format_move(m: TracedMove, t0_ns: int) -> str:
     cause = d.cause if not d.underlying else f"{d.cause}: {d.underlying}"
     line = (f"{(e.ts_ns - t0_ns) / 1e9:<9.3f} {e.pid:>7} {printable(e.comm):<16.16} "
             f"{e.dst:#014x} {e.src:#014x} {e.len:>8} {result:<14.14} "
-            f"{e.latency_ns / 1000:>7.1f} {e.tlb_flushes:>4}  {cause}")
+            f"{e.latency_ns / 1000:>7.1f} {e.tlb_flushes if e.cost_stats else '-':>4}  {cause}")
     if e.failed:
         line += f" [{d.evidence}]"
         if d.culprit and d.culprit.get("kind") == "pin":

@@ -22,6 +22,10 @@ def add_filter_options(p):
                    help="report 1 in N successful moves, chosen at random (default 1: "
                    "all); every failure is still reported and the in-kernel counters "
                    "count every move.  Keeps the tracer cheap under move storms")
+    p.add_argument("--no-cost-stats", action="store_true",
+                   help="do not count TLB flushes and lock waits per move: their hooks "
+                   "fire on every TLB flush and mmap_lock wait of the machine (cheaper "
+                   "to leave running; diagnosis is unaffected)")
     p.add_argument("-d", "--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C or COMMAND exits)")
     p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
@@ -39,17 +43,20 @@ def session_from_args(args) -> Session:
     if args.sample_successes < 1:
         raise UserError("--sample-successes must be >= 1 (1 = every success)")
     return Session(pid=args.pid, tid=args.tid, follow=bool(args.command),
-                   failed_only=args.failed_only, success_sample=args.sample_successes)
+                   failed_only=args.failed_only, success_sample=args.sample_successes,
+                   cost_stats=not args.no_cost_stats)
 
 
 def sampling_note(session: Session) -> str:
     """How much of what is traced is reported, for banners and summaries."""
     n = session.config.success_sample
     if session.config.failed_only:
-        return "failures only; every move is counted in the kernel"
-    if n > 1:
-        return f"successes sampled 1 in {n}, every failure; every move is counted in the kernel"
-    return "every move"
+        note = "failures only; every move is counted in the kernel"
+    elif n > 1:
+        note = f"successes sampled 1 in {n}, every failure; every move is counted in the kernel"
+    else:
+        note = "every move"
+    return note if session.config.cost_stats else note + "; no TLB/lock-wait counts"
 
 
 def _launch_gated(session: Session, command: list[str]) -> subprocess.Popen:

@@ -1,6 +1,7 @@
-"""Success sampling and the separate success ring buffer, on the running
-kernel: every failure is still sent, the in-kernel totals stay exact, and a
-flood of successes cannot crowd a failure out."""
+"""The options that make tracing cheap, on the running kernel: success
+sampling (every failure still sent, in-kernel totals exact), the separate
+success ring buffer (a flood of successes cannot crowd a failure out) and
+leaving out the cost-statistics hooks."""
 from __future__ import annotations
 
 import json
@@ -117,3 +118,25 @@ def test_sample_successes_must_be_positive():
     proc = uffdtrace("record", "-o", "/dev/null", "--sample-successes", "0")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "uffdtrace: --sample-successes must be >= 1 (1 = every success)"
+
+
+@pytest.mark.parametrize("cost_stats", [True, False])
+def test_cost_stats_hooks_and_fields(bcc_ready, cost_stats):
+    from uffdtrace.session import Session
+    with Session(pid=os.getpid(), cost_stats=cost_stats) as s:
+        s.start()
+        probes = s.probes
+        loop = storm()
+        moves = [m.event for m in s.drain()]
+    assert len(moves) == CALLS
+    raw = {"raw:tlb_flush", "raw:mmap_lock_start_locking", "raw:mmap_lock_acquire_returned",
+           "raw:contention_begin", "raw:contention_end"}
+    assert "syscalls:sys_enter_ioctl" in probes and "syscalls:sys_exit_ioctl" in probes
+    assert raw <= set(probes) if cost_stats else not raw & set(probes)
+    assert all(m.cost_stats is cost_stats for m in moves)
+    flushes = sum(m.tlb_flushes for m in moves if not m.failed)
+    if cost_stats:
+        # each 4 KiB move of a present page flushes the source page's TLB entry
+        assert flushes >= loop.ok
+    else:
+        assert flushes == 0
