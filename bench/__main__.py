@@ -17,7 +17,7 @@ import time
 from . import collector, machine, report, startup
 from .sidebyside import side_by_side
 from .tracers import (Untraced, bpftrace_one_liner, hook_floor, uffdtrace_all,
-                      uffdtrace_sampled)
+                      uffdtrace_cheapest, uffdtrace_no_cost_stats, uffdtrace_sampled)
 from .workloads import bystander_workloads, move_workloads
 
 SECTIONS = ["move-overhead", "bystander", "collector", "startup", "kernel-tier"]
@@ -58,7 +58,14 @@ def _tier() -> tuple[str, str]:
 
 def move_conditions(args) -> list:
     extra = tuple(args.uffdtrace_arg)
-    return [Untraced(), uffdtrace_sampled(args.sample, extra), uffdtrace_all(extra),
+    return [Untraced(), uffdtrace_cheapest(args.sample, extra),
+            uffdtrace_sampled(args.sample, extra), uffdtrace_all(extra),
+            bpftrace_one_liner(), hook_floor()]
+
+
+def bystander_conditions(args) -> list:
+    extra = tuple(args.uffdtrace_arg)
+    return [Untraced(), uffdtrace_no_cost_stats(extra), uffdtrace_all(extra),
             bpftrace_one_liner(), hook_floor()]
 
 
@@ -83,9 +90,8 @@ def main(argv=None) -> int:
         busy += comp.busy_cpus
     if "bystander" in sections:
         log("bystander overhead")
-        conds = [Untraced(), uffdtrace_all(tuple(args.uffdtrace_arg)), bpftrace_one_liner(),
-                 hook_floor()]
-        comp = side_by_side(conds, bystander_workloads(), args.reps, args.seconds, log)
+        comp = side_by_side(bystander_conditions(args), bystander_workloads(), args.reps,
+                            args.seconds, log)
         results["bystander"] = comp.to_json()
         busy += comp.busy_cpus
     if "collector" in sections:
@@ -98,7 +104,7 @@ def main(argv=None) -> int:
     if "kernel-tier" in sections:
         if tier == "kernel":
             log("kernel tier: move overhead")
-            comp = side_by_side(move_conditions(args)[:4], move_workloads(), args.reps,
+            comp = side_by_side(move_conditions(args)[:5], move_workloads(), args.reps,
                                 args.seconds, log)
             results["kernel-tier"] = comp.to_json()
         else:

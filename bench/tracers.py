@@ -264,6 +264,18 @@ def uffdtrace_sampled(n: int, extra: tuple[str, ...] = ()) -> Uffdtrace:
                      ("--sample-successes", str(n), *extra))
 
 
+def uffdtrace_cheapest(n: int, extra: tuple[str, ...] = ()) -> Uffdtrace:
+    """The configuration to leave running: sampled, no cost-statistics hooks."""
+    return Uffdtrace("uffdtrace-cheap",
+                     f"uffdtrace record --sample-successes {n} --no-cost-stats",
+                     ("--sample-successes", str(n), "--no-cost-stats", *extra))
+
+
+def uffdtrace_no_cost_stats(extra: tuple[str, ...] = ()) -> Uffdtrace:
+    return Uffdtrace("uffdtrace-nocost", "uffdtrace record --no-cost-stats",
+                     ("--no-cost-stats", *extra))
+
+
 def bpftrace_one_liner() -> Bpftrace:
     return Bpftrace("bpftrace", "bpftrace one-liner", BPFTRACE_ONE_LINER)
 

@@ -124,5 +124,6 @@ class BystanderWorkload:
 def bystander_workloads() -> list[BystanderWorkload]:
     return [
         BystanderWorkload("ioctl", "FIONREAD ioctl loop", "ioctls"),
+        BystanderWorkload("getppid", "getppid loop (a syscall that is not an ioctl)", "getppid"),
         BystanderWorkload("mmap", "mmap+touch+munmap loop", "mmaps"),
     ]

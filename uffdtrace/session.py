@@ -12,6 +12,7 @@ Used by `trace`, `record`, the TUI and the tests alike.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 import tempfile
@@ -167,7 +168,10 @@ class Session:
         en = None
         if move.failed and self.enrich_failures:
             offset = max(move.move, 0) if move.partial else 0
-            en = enrich(move.pid, move.src + offset, move.dst + offset)
+            # Only EINVAL is explained by VMA flags (diagnose._invalid_from_vmas);
+            # other failures need the VMAs' extent and the pages, not smaps.
+            en = enrich(move.pid, move.src + offset, move.dst + offset,
+                        vm_flags=move.ret == -errno.EINVAL)
         return TracedMove(move, diagnose(move, en, self.pins, self.ksm_lookup), en)
 
     def poll(self, timeout_ms: int = 100) -> list[TracedMove | PinEvent]:
