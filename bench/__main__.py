@@ -14,13 +14,13 @@ import statistics
 import sys
 import time
 
-from . import collector, machine, report, startup
+from . import collector, hookcosts, machine, report, startup
 from .sidebyside import side_by_side
 from .tracers import (Untraced, bpftrace_one_liner, hook_floor, uffdtrace_all,
                       uffdtrace_cheapest, uffdtrace_no_cost_stats, uffdtrace_sampled)
 from .workloads import bystander_workloads, move_workloads
 
-SECTIONS = ["move-overhead", "bystander", "collector", "startup", "kernel-tier"]
+SECTIONS = ["move-overhead", "bystander", "collector", "startup", "kernel-tier", "hook-costs"]
 DEFAULT_SAMPLE = 100
 
 
@@ -110,6 +110,10 @@ def main(argv=None) -> int:
         else:
             results["kernel-tier"] = {"skipped_all": f"this machine's tier is {tier}: {tier_reason}"}
 
+    if "hook-costs" in sections:
+        log("hook costs")
+        results["hook-costs"] = hookcosts.run(12 if args.quick else 40, args.sample, log)
+
     info["loadavg_end"] = os.getloadavg()
     info["busy_cpus"] = statistics.median(busy) if busy else None
     info["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -142,6 +146,8 @@ def render(results: dict) -> list[str]:
         lines += report.collector(results["collector"]) + [""]
     if "startup" in results:
         lines += report.startup(results["startup"]) + [""]
+    if "hook-costs" in results:
+        lines += report.hook_costs(results["hook-costs"]) + [""]
     lines += report.targets(results)
     lines.append(f"\n(elapsed {info['elapsed_s']} s)")
     return lines

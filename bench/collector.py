@@ -83,9 +83,3 @@ def run(seconds: float, reps: int, sample: int, log: Callable[[str], None],
             "seconds": seconds}
 
 
-def zero_drop_rate(rows: list[dict], config: str) -> float | None:
-    """The highest achieved rate at which `config` dropped nothing and kept
-    every failure (None if it dropped at every rate)."""
-    ok = [r["achieved_rate"] for r in rows
-          if r["config"] == config and r["drops_max"] == 0 and r["all_failures_kept"]]
-    return max(ok) if ok else None

@@ -90,6 +90,17 @@ def startup(res: dict) -> list[str]:
              if first is not None else "not seen within the timeout")]
 
 
+def hook_costs(res: dict) -> list[str]:
+    lines = [f"Where the time goes: kernel-side cost per operation, CPU ns added "
+             f"(median of {res['rounds']} paired rounds [interquartile range]; no collector)"]
+    rows = [["", *res["workloads"]],
+            ["  untraced", *[f"{ns:.0f} ns" for ns in res["untraced_ns"]]]]
+    for r in res["rows"]:
+        rows.append(["  " + r["label"], *[f"+{c['median_ns']:.0f} [{c['q1']:+.0f},{c['q3']:+.0f}]"
+                                          for c in r["cost"]]])
+    return lines + _table(rows)
+
+
 def _overhead(ratio: float | None) -> str:
     """Throughput ratio -> extra time per operation."""
     return "-" if ratio is None else f"+{(1 / ratio - 1) * 100:.0f}%"
