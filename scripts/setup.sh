@@ -18,7 +18,8 @@ VENV="$ROOT/.venv"
 CACHE=/var/cache/uffdtrace
 RELEASE=$(uname -r)
 APT_PACKAGES=(python3-bpfcc python3-venv python3-dev gcc make libc6-dev
-              linux-libc-dev zstd xz-utils ca-certificates tmux)
+              linux-libc-dev zstd xz-utils ca-certificates tmux
+              bpftrace)   # bench/: the one-liner uffdtrace is compared with
 FALLBACK_SUITE=bookworm-backports
 
 log() { printf 'setup: %s\n' "$*" >&2; }
