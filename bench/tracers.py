@@ -165,9 +165,13 @@ class Uffdtrace(_Process):
         fd, self.path = tempfile.mkstemp(prefix="uffdtrace-bench-", suffix=".jsonl",
                                          dir=TRACE_DIR)
         os.close(fd)
-        self._spawn([sys.executable, "-m", "uffdtrace", "record", "-o", self.path, *self.args],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                    env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+        try:
+            self._spawn([sys.executable, "-m", "uffdtrace", "record", "-o", self.path,
+                         *self.args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                        env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+        except BaseException:
+            os.unlink(self.path)
+            raise
 
     def stop(self) -> TracerReport:
         _, err = self._interrupt()
