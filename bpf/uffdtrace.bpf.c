@@ -2,15 +2,35 @@
  * uffdtrace tracepoint tier: follow every UFFDIO_MOVE ioctl.
  *
  * Compiled by bcc at run time.  uffdtrace/bpfprog.py prepends the #defines
- * that configure it (filters, buffer size); the record layout is in
- * uffdtrace_event.h, shared with the Python collector.
+ * that configure it (filters, buffer sizes, success sampling); the record
+ * layout is in uffdtrace_event.h, shared with the Python collector.
  *
  * Shape: sys_enter_ioctl opens a per-thread in-flight record (only for
  * cmd == UFFDIO_MOVE, tested first: this tracepoint fires for every ioctl on
  * the machine); hooks that fire on that thread while it is inside the move
  * add to the record; sys_exit_ioctl completes it, updates the in-kernel
- * aggregates and sends exactly one event.  Ring-buffer reserve failures are
+ * aggregates and sends at most one event.  Ring-buffer reserve failures are
  * counted, never silent.
+ *
+ * Cost, because a tracer people leave running must cost almost nothing
+ * (bench/ measures each of these choices):
+ *  - the in-flight record lives in task-local storage: hooks that fire on
+ *    every thread of the machine (ioctl exit, TLB flush, mmap_lock, lock
+ *    contention) learn "not moving" from a pointer in the task itself, with
+ *    no hashing and no cache line shared with other CPUs;
+ *  - counters and histograms are per-CPU: no atomic instructions per move;
+ *  - successes can be sampled (UT_SUCCESS_SAMPLE = N: 1 in N on average, at
+ *    random intervals, is sent); failures are always sent; the aggregates
+ *    count every move;
+ *  - failures (and pins) and successes go to separate ring buffers, so a
+ *    flood of successes can never crowd a failure out; successes do not wake
+ *    the collector (it drains them on its poll timeout) except every
+ *    UT_WAKEUP_BATCH-th per CPU;
+ *  - TLB and lock hooks are raw tracepoints: no perf record is built for
+ *    each of the machine-wide events they fire on.  They can be left out
+ *    (UT_COST_STATS 0): a 4 KiB move pays for one TLB-flush hook, and every
+ *    mmap_lock wait on the machine pays for the lock hooks;
+ *  - the thread's comm is read only for a record that is sent.
  */
 #include <uapi/linux/ptrace.h>
 #include "uffd_move_abi.h"
@@ -28,35 +48,63 @@
 #ifndef UT_FAILED_ONLY
 #define UT_FAILED_ONLY 0
 #endif
+#ifndef UT_SUCCESS_SAMPLE
+#define UT_SUCCESS_SAMPLE 1
+#endif
 #ifndef UT_RINGBUF_PAGES
 #define UT_RINGBUF_PAGES 256
 #endif
 #ifndef UT_KERNEL_TIER
 #define UT_KERNEL_TIER 0
 #endif
+#ifndef UT_SUCCESS_RINGBUF_PAGES
+#define UT_SUCCESS_RINGBUF_PAGES 256
+#endif
+#ifndef UT_WAKEUP_BATCH
+#define UT_WAKEUP_BATCH 64
+#endif
+#ifndef UT_COST_STATS
+#define UT_COST_STATS 1
+#endif
 #define UT_MAX_IOVECS 16
 #define IORING_REGISTER_BUFFERS 0
 #define IORING_UNREGISTER_BUFFERS 1
 #define IORING_REGISTER_BUFFERS2 15
 
+/* failed moves and pins: what diagnosis needs, never crowded out */
 BPF_RINGBUF_OUTPUT(events, UT_RINGBUF_PAGES);
-BPF_HASH(inflight, u32, struct ut_move_event, 10240);
-BPF_ARRAY(stats, u64, UT_STAT_MAX);
-BPF_HASH(outcomes, struct ut_outcome_key, u64, 10240);
-BPF_HISTOGRAM(latency_log2, int, 64);
-BPF_HISTOGRAM(size_log2, int, 64);
+/* successful moves (sampled when UT_SUCCESS_SAMPLE > 1) */
+BPF_RINGBUF_OUTPUT(success_events, UT_SUCCESS_RINGBUF_PAGES);
+/* the in-flight record of the thread; type == UT_EV_MOVE while inside a move */
+BPF_TASK_STORAGE(moving, struct ut_move_event);
+BPF_PERCPU_ARRAY(stats, u64, UT_STAT_MAX);
+BPF_PERCPU_HASH(outcomes, struct ut_outcome_key, u64, 10240);
+BPF_PERCPU_ARRAY(latency_log2, u64, 64);
+BPF_PERCPU_ARRAY(size_log2, u64, 64);
 BPF_TABLE("lru_hash", u64, struct ut_ksm_merge, ksm_merges, 65536);
+/* moves left until the next success is sent (success_sampled) */
+BPF_PERCPU_ARRAY(sample_countdown, u64, 1);
 /* processes being traced when following a command and its children */
 BPF_HASH(traced, u32, u8, 65536);
-/* per-CPU scratch: the in-flight record is too big for the 512-byte stack twice */
-BPF_PERCPU_ARRAY(scratch, struct ut_move_event, 1);
 
-static __always_inline void stat_add(int index, u64 n)
+/* Per-CPU counters: tracepoint programs do not nest on a CPU, so a plain
+ * add is exact.  Returns the new value. */
+static __always_inline u64 stat_add(int index, u64 n)
 {
 	u64 *v = stats.lookup(&index);
 
+	if (!v)
+		return 0;
+	*v += n;
+	return *v;
+}
+
+static __always_inline void log2_add(int bucket, int is_size)
+{
+	u64 *v = is_size ? size_log2.lookup(&bucket) : latency_log2.lookup(&bucket);
+
 	if (v)
-		__sync_fetch_and_add(v, n);
+		(*v)++;
 }
 
 static __always_inline int wanted(u32 pid, u32 tid)
@@ -70,11 +118,19 @@ static __always_inline int wanted(u32 pid, u32 tid)
 	return 1;
 }
 
+/* The calling thread's move in flight, or NULL (the common, cheap case). */
 static __always_inline struct ut_move_event *current_move(void)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct ut_move_event *rec =
+		moving.task_storage_get(bpf_get_current_task_btf(), 0, 0);
 
-	return inflight.lookup(&tid);
+	if (!rec || rec->type != UT_EV_MOVE)
+		rec = 0;
+	/* Callers test the pointer itself: without this barrier clang may fold
+	 * their NULL test into the type test above, which the verifier cannot
+	 * follow ("invalid mem access 'scalar'" in kernel-tier hooks). */
+	asm volatile("" : "+r"(rec));
+	return rec;
 }
 
 #if UT_KERNEL_TIER
@@ -88,15 +144,17 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 		return 0;
 
 	u64 id = bpf_get_current_pid_tgid();
-	u32 pid = id >> 32, tid = (u32)id, zero = 0;
+	u32 pid = id >> 32, tid = (u32)id;
 
 	if (!wanted(pid, tid))
 		return 0;
-	struct ut_move_event *rec = scratch.lookup(&zero);
-	if (!rec)
+	struct ut_move_event *rec = moving.task_storage_get(bpf_get_current_task_btf(), 0,
+							    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!rec) {
+		stat_add(UT_STAT_INFLIGHT_FULL, 1);
 		return 0;
+	}
 	__builtin_memset(rec, 0, sizeof(*rec));
-	rec->type = UT_EV_MOVE;
 	rec->pid = pid;
 	rec->tid = tid;
 	rec->fd = args->fd;
@@ -111,25 +169,88 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 	rec->len = arg.len;
 	rec->mode = arg.mode;
 	rec->move_before = arg.move;
-	bpf_get_current_comm(&rec->comm, sizeof(rec->comm));
+	if (UT_COST_STATS)
+		rec->flags |= UT_F_COST_STATS;
 	stat_add(UT_STAT_MOVES_ENTERED, 1);
 	rec->ts_ns = bpf_ktime_get_ns();
-	if (inflight.update(&tid, rec))
-		stat_add(UT_STAT_INFLIGHT_FULL, 1);
+	rec->type = UT_EV_MOVE;   /* last: the record is now in flight */
 	return 0;
+}
+
+/* Successes are sent 1 in UT_SUCCESS_SAMPLE on average, at random
+ * intervals (uniform in 1 .. 2N-1) so that no periodic pattern in a workload
+ * can hide from the sample.  A per-CPU countdown: one random number per
+ * sampled move, not per move. */
+static __always_inline int success_sampled(void)
+{
+	int zero = 0;
+	u64 *left;
+
+	if (UT_FAILED_ONLY)
+		return 0;
+	if (UT_SUCCESS_SAMPLE <= 1)
+		return 1;
+	left = sample_countdown.lookup(&zero);
+	if (!left)
+		return 0;
+	if (*left > 1) {
+		(*left)--;
+		return 0;
+	}
+	*left = 1 + bpf_get_prandom_u32() % (2 * UT_SUCCESS_SAMPLE - 1);
+	return 1;
+}
+
+static __always_inline void send_move(struct ut_move_event *rec)
+{
+	struct ut_move_event *e;
+
+	if (rec->ret < 0) {
+		/* default wakeup: the collector enriches failures from /proc
+		 * right away, while the process still looks the same */
+		e = events.ringbuf_reserve(sizeof(struct ut_move_event));
+		if (!e) {
+			stat_add(UT_STAT_RINGBUF_DROPS, 1);
+			return;
+		}
+		__builtin_memcpy(e, rec, sizeof(*e));
+		bpf_get_current_comm(&e->comm, sizeof(e->comm));
+		events.ringbuf_submit(e, 0);
+		stat_add(UT_STAT_EVENTS_SENT, 1);
+		return;
+	}
+	if (!success_sampled()) {
+		stat_add(UT_STAT_SUCCESSES_UNSENT, 1);
+		return;
+	}
+	e = success_events.ringbuf_reserve(sizeof(struct ut_move_event));
+	if (!e) {
+		stat_add(UT_STAT_SUCCESS_DROPS, 1);
+		return;
+	}
+	__builtin_memcpy(e, rec, sizeof(*e));
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	if (UT_SUCCESS_SAMPLE > 1)
+		e->flags |= UT_F_SAMPLED;
+	u64 sent = stat_add(UT_STAT_EVENTS_SENT, 1);
+	success_events.ringbuf_submit(e, sent % UT_WAKEUP_BATCH ? BPF_RB_NO_WAKEUP
+							       : BPF_RB_FORCE_WAKEUP);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct ut_move_event *rec = inflight.lookup(&tid);
+	struct ut_move_event *rec = current_move();
 
 	if (!rec)
 		return 0;
 	rec->latency_ns = bpf_ktime_get_ns() - rec->ts_ns;
 	rec->ret = args->ret;
-	if (bpf_probe_read_user(&rec->move, sizeof(rec->move),
-				(void *)(rec->argp + UFFDT_MOVE_FIELD_OFFSET)))
+	/* The kernel returns 0 only after writing move == len (a short move is
+	 * -EAGAIN): a success needs no second read of user memory. */
+	if (rec->ret == 0 && !(rec->flags & UT_F_ARG_UNREADABLE))
+		rec->move = rec->len;
+	else if (bpf_probe_read_user(&rec->move, sizeof(rec->move),
+				     (void *)(rec->argp + UFFDT_MOVE_FIELD_OFFSET)))
 		rec->flags |= UT_F_MOVE_UNREADABLE;
 
 	struct ut_outcome_key key = {};
@@ -139,46 +260,15 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 	key.partial = rec->ret < 0 && rec->move > 0;
 	count = outcomes.lookup_or_try_init(&key, &zero);
 	if (count)
-		__sync_fetch_and_add(count, 1);
-	latency_log2.increment(bpf_log2l(rec->latency_ns));
-	size_log2.increment(bpf_log2l(rec->len));
+		(*count)++;
+	log2_add(bpf_log2l(rec->latency_ns), 0);
+	log2_add(bpf_log2l(rec->len), 1);
 #if UT_KERNEL_TIER
 	ut_kernel_finish(rec);
 #endif
 
-	if (!(UT_FAILED_ONLY && rec->ret == 0)) {
-		struct ut_move_event *e = events.ringbuf_reserve(sizeof(struct ut_move_event));
-
-		if (e) {
-			__builtin_memcpy(e, rec, sizeof(*e));
-			events.ringbuf_submit(e, 0);
-			stat_add(UT_STAT_EVENTS_SENT, 1);
-		} else {
-			stat_add(UT_STAT_RINGBUF_DROPS, 1);
-		}
-	}
-	inflight.delete(&tid);
-	return 0;
-}
-
-/* TLB flushes done by the moving thread.  TASK_SWITCH (0) is a context
- * switch, REMOTE_SHOOTDOWN (1) runs on the *target* CPU: neither is the
- * move's own flush. */
-TRACEPOINT_PROBE(tlb, tlb_flush)
-{
-	if (args->reason < 2)
-		return 0;
-	struct ut_move_event *rec = current_move();
-
-	if (!rec)
-		return 0;
-	rec->tlb_flushes++;
-	if ((long)args->pages == -1)
-		rec->tlb_full_flushes++;
-	else
-		rec->tlb_pages += args->pages;
-	if (args->reason == UT_TLB_REMOTE_SEND_IPI)
-		rec->tlb_remote_ipis++;
+	send_move(rec);
+	rec->type = 0;   /* no longer in flight */
 	return 0;
 }
 
@@ -197,7 +287,33 @@ static __always_inline void wait_end(u64 *start, u32 *count, u64 *total_ns)
 	*start = 0;
 }
 
-TRACEPOINT_PROBE(mmap_lock, mmap_lock_start_locking)
+#if UT_COST_STATS
+/* TLB flushes done by the moving thread.  TASK_SWITCH (0) is a context
+ * switch, REMOTE_SHOOTDOWN (1) runs on the *target* CPU: neither is the
+ * move's own flush.  Raw tracepoint: args are TP_PROTO(int reason,
+ * unsigned long pages). */
+RAW_TRACEPOINT_PROBE(tlb_flush)
+{
+	int reason = (int)ctx->args[0];
+	long pages = (long)ctx->args[1];
+
+	if (reason < 2)
+		return 0;
+	struct ut_move_event *rec = current_move();
+
+	if (!rec)
+		return 0;
+	rec->tlb_flushes++;
+	if (pages == -1)
+		rec->tlb_full_flushes++;
+	else
+		rec->tlb_pages += pages;
+	if (reason == UT_TLB_REMOTE_SEND_IPI)
+		rec->tlb_remote_ipis++;
+	return 0;
+}
+
+RAW_TRACEPOINT_PROBE(mmap_lock_start_locking)
 {
 	struct ut_move_event *rec = current_move();
 
@@ -206,7 +322,7 @@ TRACEPOINT_PROBE(mmap_lock, mmap_lock_start_locking)
 	return 0;
 }
 
-TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned)
+RAW_TRACEPOINT_PROBE(mmap_lock_acquire_returned)
 {
 	struct ut_move_event *rec = current_move();
 
@@ -216,7 +332,7 @@ TRACEPOINT_PROBE(mmap_lock, mmap_lock_acquire_returned)
 	return 0;
 }
 
-TRACEPOINT_PROBE(lock, contention_begin)
+RAW_TRACEPOINT_PROBE(contention_begin)
 {
 	struct ut_move_event *rec = current_move();
 
@@ -225,7 +341,7 @@ TRACEPOINT_PROBE(lock, contention_begin)
 	return 0;
 }
 
-TRACEPOINT_PROBE(lock, contention_end)
+RAW_TRACEPOINT_PROBE(contention_end)
 {
 	struct ut_move_event *rec = current_move();
 
@@ -233,6 +349,7 @@ TRACEPOINT_PROBE(lock, contention_end)
 		wait_end(&rec->lock_start_ns, &rec->lock_contentions, &rec->lock_wait_ns);
 	return 0;
 }
+#endif /* UT_COST_STATS */
 
 static __always_inline void remember_ksm_merge(u64 pfn, int err)
 {

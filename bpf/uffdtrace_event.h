@@ -15,6 +15,8 @@
 #define UT_F_ARG_UNREADABLE 0x1   /* struct uffdio_move could not be read at entry */
 #define UT_F_MOVE_UNREADABLE 0x2  /* the `move` field could not be read at exit */
 #define UT_F_KERNEL_TIER 0x4      /* move-path hooks (fentry/kprobe) were attached */
+#define UT_F_SAMPLED 0x8          /* a success sent 1 in N (UT_SUCCESS_SAMPLE): totals are in the aggregates */
+#define UT_F_COST_STATS 0x10      /* TLB-flush and lock-wait fields were measured (else left 0) */
 
 /* ut_move_event.folio_flags: folio state at fail_addr (kernel tier) */
 #define UT_FOLIO_SEEN 0x1
@@ -65,22 +67,25 @@
 
 /* indexes of the `stats` array map */
 #define UT_STAT_MOVES_ENTERED 0
-#define UT_STAT_EVENTS_SENT 1
-#define UT_STAT_RINGBUF_DROPS 2
+#define UT_STAT_EVENTS_SENT 1      /* move events sent (both ring buffers) */
+#define UT_STAT_RINGBUF_DROPS 2    /* failures and pins lost: `events` ring buffer full */
 #define UT_STAT_ARG_READ_FAILS 3
 #define UT_STAT_INFLIGHT_FULL 4
 #define UT_STAT_PINS_SEEN 5
-#define UT_STAT_GUP_PINS 6          /* pin_user_pages* calls seen (kernel tier) */
-#define UT_STAT_GUP_UNPINS 7
-#define UT_STAT_MAX 8
+#define UT_STAT_SUCCESSES_UNSENT 6 /* successes not sent: sampled out, or --failed-only */
+#define UT_STAT_SUCCESS_DROPS 7    /* successes lost: success ring buffer full */
+#define UT_STAT_GUP_PINS 8          /* pin_user_pages* calls seen (kernel tier) */
+#define UT_STAT_GUP_UNPINS 9
+#define UT_STAT_MAX 10
 
 /* x86 tlb:tlb_flush reasons (arch/x86/include/asm/tlbflush.h) */
 #define UT_TLB_REMOTE_SEND_IPI 4
 
 /*
  * One UFFDIO_MOVE ioctl, from sys_enter_ioctl to sys_exit_ioctl.  While the
- * thread is inside the ioctl this lives in the `inflight` map and every hook
- * that fires on that thread adds to it; at exit it is sent once.
+ * thread is inside the ioctl this lives in the thread's task-local storage
+ * (the `moving` map, type == UT_EV_MOVE) and every hook that fires on that
+ * thread adds to it; at exit it is sent at most once.
  */
 struct ut_move_event {
 	__u32 type;

@@ -39,6 +39,16 @@ static uint64_t now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of the calling thread: unlike wall time, it does not count the
+ * time other processes (on a shared machine) took the CPU away. */
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 static uint64_t page_size(void)
 {
 	return (uint64_t)sysconf(_SC_PAGESIZE);
@@ -112,25 +122,52 @@ int uffdw_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
 	return 0;
 }
 
-int uffdw_move_loop(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
-		    uint64_t count, struct uffdw_loop_stats *out)
+/* Pacing: sleep when more than 100 us ahead of the schedule, otherwise go
+ * on at once.  Never spin: a paced workload must leave the CPU to others
+ * (the tracer's collector among them) the way a real one would. */
+static void pace(uint64_t deadline)
+{
+	uint64_t now = now_ns();
+
+	if (deadline > now + 100000) {
+		struct timespec ts = { (time_t)((deadline - now) / 1000000000ull),
+				       (long)((deadline - now) % 1000000000ull) };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
+			 uint64_t count, const struct uffdw_loop_opts *opts,
+			 struct uffdw_loop_stats *out)
 {
 	struct uffdt_move_arg arg;
-	uint64_t i, t0;
+	uint64_t i, t0, c0;
+	uint64_t rate = opts ? opts->rate : 0, fail_every = opts ? opts->fail_every : 0;
+	uint64_t step = opts ? opts->first_step : 0;   /* real moves: drives the ping-pong */
 
 	if (!slots || !chunk)
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
+	c0 = thread_cpu_ns();
 	t0 = now_ns();
 	for (i = 0; i < count; i++) {
-		uint64_t slot = i % slots, pass = i / slots;
+		uint64_t slot = step % slots, pass = step / slots;
 		uint64_t from = (pass & 1) ? b : a, to = (pass & 1) ? a : b;
+		/* A planned failure moves the empty slot of `to` onto the
+		 * still-populated slot of `from` (dst populated: it fails without
+		 * changing anything), so the ping-pong is not disturbed. */
+		int failing = fail_every && i % fail_every == fail_every - 1;
 
-		arg.dst = to + slot * chunk;
-		arg.src = from + slot * chunk;
+		if (rate)
+			pace(t0 + i * 1000000000ull / rate);
+		arg.dst = (failing ? from : to) + slot * chunk;
+		arg.src = (failing ? to : from) + slot * chunk;
 		arg.len = chunk;
 		arg.mode = 0;
 		arg.move = 0;
+		if (!failing)
+			step++;
 		if (ioctl(fd, UFFDT_IOC_MOVE, &arg) == 0) {
 			out->ok++;
 			out->bytes_moved += chunk;
@@ -145,8 +182,16 @@ int uffdw_move_loop(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slo
 		}
 	}
 	out->ns = now_ns() - t0;
+	out->cpu_ns = thread_cpu_ns() - c0;
 	out->calls = count;
+	out->next_step = step;
 	return 0;
+}
+
+int uffdw_move_loop(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
+		    uint64_t count, struct uffdw_loop_stats *out)
+{
+	return uffdw_move_loop_opts(fd, a, b, chunk, slots, count, NULL, out);
 }
 
 /* Read exactly len bytes, retrying on EINTR and short reads. */
@@ -310,18 +355,52 @@ int uffdw_release_holder(int pid, int ctl_fd)
 	return reap(pid);
 }
 
-int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out)
+int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out)
 {
 	int pipefd[2], avail;
-	uint64_t i, t0;
+	uint64_t i, t0, c0;
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
 		return -errno;
+	c0 = thread_cpu_ns();
 	t0 = now_ns();
 	for (i = 0; i < count; i++)
 		ioctl(pipefd[0], FIONREAD, &avail);
 	*ns_out = now_ns() - t0;
+	*cpu_ns_out = thread_cpu_ns() - c0;
 	close(pipefd[0]);
 	close(pipefd[1]);
+	return 0;
+}
+
+int uffdw_bystander_mmaps(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out)
+{
+	uint64_t i, t0, c0, len = page_size();
+
+	c0 = thread_cpu_ns();
+	t0 = now_ns();
+	for (i = 0; i < count; i++) {
+		char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+		if (p == MAP_FAILED)
+			return -errno;
+		p[0] = 1;
+		munmap(p, len);
+	}
+	*ns_out = now_ns() - t0;
+	*cpu_ns_out = thread_cpu_ns() - c0;
+	return 0;
+}
+
+int uffdw_bystander_getppid(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out)
+{
+	uint64_t i, t0, c0;
+
+	c0 = thread_cpu_ns();
+	t0 = now_ns();
+	for (i = 0; i < count; i++)
+		syscall(SYS_getppid);
+	*ns_out = now_ns() - t0;
+	*cpu_ns_out = thread_cpu_ns() - c0;
 	return 0;
 }

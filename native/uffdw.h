@@ -30,6 +30,8 @@ struct uffdw_loop_stats {
 	uint64_t ns;
 	int32_t first_err;   /* errno of the first failing call, 0 if none */
 	uint64_t first_err_call;
+	uint64_t cpu_ns;     /* CPU time of the looping thread (excludes time preempted) */
+	uint64_t next_step;  /* ping-pong position after the loop (uffdw_loop_opts.first_step) */
 };
 
 /* userfaultfd with UFFDIO_API done; features_out gets what the kernel offers. */
@@ -47,6 +49,17 @@ int uffdw_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
  */
 int uffdw_move_loop(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
                     uint64_t count, struct uffdw_loop_stats *out);
+/* What a move loop does beyond uffdw_move_loop's as-fast-as-possible moves. */
+struct uffdw_loop_opts {
+	uint64_t rate;        /* calls per second, paced from the start; 0 = flat out */
+	uint64_t fail_every;  /* every Nth call is a planned failure (dst populated); 0 = none */
+	uint64_t first_step;  /* ping-pong position to resume from (a previous next_step) */
+};
+/* uffdw_move_loop with pacing and planned failures (opts may be NULL).
+ * Planned failures are extra calls: they do not advance the ping-pong. */
+int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
+                         uint64_t count, const struct uffdw_loop_opts *opts,
+                         struct uffdw_loop_stats *out);
 /* Fork a child that issues one move on `fd` (inherited) and reports it. */
 int uffdw_move_in_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
                         struct uffdw_call *out);
@@ -70,5 +83,12 @@ int uffdw_fork_holder(int *ctl_fd_out);
 /* Release and reap a holder; returns 0 or -errno. */
 int uffdw_release_holder(int pid, int ctl_fd);
 
-/* A cheap ioctl that is not UFFDIO_MOVE, for bystander-overhead loops. */
-int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out);
+/* `count` cheap ioctls that are not UFFDIO_MOVE (FIONREAD on a pipe), for
+ * bystander-overhead loops: wall and thread CPU time of the loop. */
+int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);
+/* `count` rounds of mmap, touch, munmap of one page: bystander work for the
+ * machine-wide mmap_lock and TLB hooks.  Wall and thread CPU time. */
+int uffdw_bystander_mmaps(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);
+/* `count` getppid() system calls: the cheapest syscall that is not an ioctl,
+ * for the cost syscall tracepoints put on every system call. */
+int uffdw_bystander_getppid(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);

@@ -23,7 +23,8 @@ CACHE=/var/cache/uffdtrace
 RELEASE=$(uname -r)
 APT_PACKAGES=(python3-bpfcc python3-venv python3-dev gcc make libc6-dev
               linux-libc-dev zstd xz-utils ca-certificates tmux
-              qemu-system-x86 busybox-static kmod cpio gpgv debian-archive-keyring)
+              qemu-system-x86 busybox-static kmod cpio gpgv debian-archive-keyring
+              bpftrace)   # bench/: the one-liner uffdtrace is compared with
 FALLBACK_SUITE=bookworm-backports
 
 log() { printf 'setup: %s\n' "$*" >&2; }

@@ -8,6 +8,9 @@ BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 TRACEPOINT_PROGRAM = "uffdtrace.bpf.c"
 KERNEL_PROGRAM = "uffdtrace_kernel.bpf.c"   # appended in the kernel tier
 DEFAULT_RINGBUF_PAGES = 1024   # 4 MiB: ~18k move events of headroom
+# Successes do not wake the collector except every WAKEUP_BATCH-th per CPU;
+# the rest wait for its next poll (Session.poll: at most its timeout).
+WAKEUP_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -16,7 +19,10 @@ class ProgramConfig:
     tid: int = 0              # 0 = every thread
     follow: bool = False      # only processes in the `traced` map (+ their children)
     failed_only: bool = False # send events for failed moves only (aggregates see all)
-    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES
+    success_sample: int = 1   # send 1 in N successful moves (failures: always; aggregates: all)
+    cost_stats: bool = True   # per-move TLB-flush and lock-wait counts (machine-wide hooks)
+    ringbuf_pages: int = DEFAULT_RINGBUF_PAGES   # failures and pins
+    success_ringbuf_pages: int = DEFAULT_RINGBUF_PAGES  # successes
 
 
 def program_text(config: ProgramConfig, kernel_defines: dict[str, int] | None = None) -> str:
@@ -24,7 +30,11 @@ def program_text(config: ProgramConfig, kernel_defines: dict[str, int] | None = 
     (KernelPlan.defines()) turn the kernel tier on."""
     defines = {
         "UT_PID": config.pid, "UT_TID": config.tid, "UT_FOLLOW": int(config.follow),
-        "UT_FAILED_ONLY": int(config.failed_only), "UT_RINGBUF_PAGES": config.ringbuf_pages,
+        "UT_FAILED_ONLY": int(config.failed_only), "UT_SUCCESS_SAMPLE": config.success_sample,
+        "UT_COST_STATS": int(config.cost_stats),
+        "UT_RINGBUF_PAGES": config.ringbuf_pages,
+        "UT_SUCCESS_RINGBUF_PAGES": config.success_ringbuf_pages,
+        "UT_WAKEUP_BATCH": WAKEUP_BATCH,
         **(kernel_defines or {}),
     }
     prelude = "".join(f"#define {k} {v}\n" for k, v in defines.items())

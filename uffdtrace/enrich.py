@@ -13,11 +13,12 @@ class Vma:
     end: int
     perms: str                 # e.g. "rw-p"
     path: str                  # "" for anonymous memory
-    flags: frozenset[str]      # smaps VmFlags: rd wr sh um uw lo ht pf io ...
+    flags: frozenset[str] | None   # smaps VmFlags: rd wr sh um uw lo ht pf io ...;
+                                   # None: not read (from /proc/PID/maps)
 
     @property
     def shared(self) -> bool:
-        return self.perms[3] == "s" or "sh" in self.flags
+        return self.perms[3] == "s" or (self.flags is not None and "sh" in self.flags)
 
     @property
     def anonymous(self) -> bool:
@@ -25,16 +26,27 @@ class Vma:
 
     def to_json(self) -> dict:
         return {"start": self.start, "end": self.end, "perms": self.perms, "path": self.path,
-                "flags": sorted(self.flags)}
+                "flags": sorted(self.flags) if self.flags is not None else None}
 
 
-def read_vmas(pid: int, addrs: list[int]) -> dict[int, Vma | None]:
-    """The VMA containing each address, from /proc/PID/smaps."""
+def read_vmas(pid: int, addrs: list[int], vm_flags: bool = True) -> dict[int, Vma | None]:
+    """The VMA containing each address.  With vm_flags, from /proc/PID/smaps;
+    without, from /proc/PID/maps (flags None), several times cheaper: smaps
+    makes the kernel walk the page tables of every VMA for its statistics."""
     found: dict[int, Vma | None] = dict.fromkeys(addrs)
     try:
-        f = open(f"/proc/{pid}/smaps")
+        f = open(f"/proc/{pid}/{'smaps' if vm_flags else 'maps'}")
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessGone(pid) from None
+
+    def place(header, flags):
+        lo, hi, perms, path = header
+        hits = [a for a in addrs if lo <= a < hi]
+        if hits:
+            vma = Vma(lo, hi, perms, path, flags)
+            for a in hits:
+                found[a] = vma
+
     with f:
         header = None
         for line in f:
@@ -42,13 +54,10 @@ def read_vmas(pid: int, addrs: list[int]) -> dict[int, Vma | None]:
                 parts = line.split(None, 5)
                 lo, hi = (int(x, 16) for x in parts[0].split("-"))
                 header = (lo, hi, parts[1], parts[5].strip() if len(parts) > 5 else "")
+                if not vm_flags:
+                    place(header, None)
             elif line.startswith("VmFlags:") and header:
-                lo, hi, perms, path = header
-                hits = [a for a in addrs if lo <= a < hi]
-                if hits:
-                    vma = Vma(lo, hi, perms, path, frozenset(line.split()[1:]))
-                    for a in hits:
-                        found[a] = vma
+                place(header, frozenset(line.split()[1:]))
     return found
 
 
@@ -73,10 +82,11 @@ class Enrichment:
                 "error": self.error}
 
 
-def enrich(pid: int, src: int, dst: int) -> Enrichment:
-    """Read VMAs and page state at src/dst (the failing position)."""
+def enrich(pid: int, src: int, dst: int, vm_flags: bool = True) -> Enrichment:
+    """Read VMAs and page state at src/dst (the failing position).  VmFlags
+    (costly: see read_vmas) only with vm_flags."""
     try:
-        vmas = read_vmas(pid, [src, dst])
+        vmas = read_vmas(pid, [src, dst], vm_flags)
         src_page, dst_page = read_page_states(pid, [src, dst])
     except (ProcessGone, ProcessLookupError, FileNotFoundError):
         # The process may exit at any point between our reads.

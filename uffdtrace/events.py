@@ -1,9 +1,18 @@
 """Decode the records the BPF program sends (layout: bpf/uffdtrace_event.h,
-read through cffi: never re-typed here)."""
+read through cffi: never re-typed here).
+
+Decoding runs once per event in the collector, so it is one C-level
+struct.unpack whose format is derived from cffi's view of the header,
+not a Python attribute read per field.
+"""
 from __future__ import annotations
 
+import ctypes
 import errno as errno_mod
-from dataclasses import asdict, dataclass
+import struct
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from operator import itemgetter
 
 from .native import errno_name, ffi, lib
 
@@ -74,6 +83,11 @@ class MoveEvent:
         return self.ret == -errno_mod.EAGAIN and self.move > 0
 
     @property
+    def cost_stats(self) -> bool:
+        """Were TLB flushes and lock waits counted (else those fields are 0)?"""
+        return bool(self.flags & lib().UT_F_COST_STATS)
+
+    @property
     def move_written(self) -> bool | None:
         """Did the kernel write `move`?  None when we cannot tell (same value)."""
         if self.flags & lib().UT_F_MOVE_UNREADABLE:
@@ -81,7 +95,8 @@ class MoveEvent:
         return True if self.move != self.move_before else None
 
     def to_json(self) -> dict:
-        return {**asdict(self), "errno": self.errno}
+        # vars(), not asdict(): no recursive deep copy for a flat record.
+        return {**vars(self), "errno": self.errno}
 
 
 @dataclass(frozen=True)
@@ -102,7 +117,7 @@ class PinEvent:
     gup_flags: int
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return dict(vars(self))
 
 
 def pin_method_name(method: int) -> str:
@@ -117,34 +132,72 @@ def pin_method_name(method: int) -> str:
     return name + (", FOLL_LONGTERM" if method & L.UT_PIN_LONGTERM else "")
 
 
-# char[16] fields (task comms): decoded as text
-_STRING_FIELDS = {"comm", "pinner_comm"}
+_STRUCT_CODES = {"uint32_t": "I", "int32_t": "i", "uint64_t": "Q", "int64_t": "q"}
 
 
-def _fields(cls, skip=()) -> list[str]:
-    return [f for f in cls.__dataclass_fields__ if f not in skip]
+class _Layout:
+    """struct.Struct for a C record, built from cffi's field offsets, and the
+    getter that picks a dataclass's fields (in its order) out of the tuple."""
+
+    def __init__(self, ctype: str, cls):
+        F = ffi()
+        ct = F.typeof(ctype)
+        fmt, pos, names = "<", 0, []
+        for name, field in ct.fields:
+            if field.offset > pos:
+                fmt += f"{field.offset - pos}x"
+            if field.type.kind == "array":   # char[16]: task comms
+                fmt += f"{field.type.length}s"
+            else:
+                fmt += _STRUCT_CODES[field.type.cname]
+            names.append(name)
+            pos = field.offset + F.sizeof(field.type)
+        fmt += f"{F.sizeof(ct) - pos}x" if F.sizeof(ct) > pos else ""
+        self.struct = struct.Struct(fmt)
+        assert self.struct.size == F.sizeof(ct), (ctype, fmt)
+        self.size = self.struct.size
+        order = [f.name for f in fields(cls) if f.name in names]
+        self.pick = itemgetter(*[names.index(n) for n in order])
+        self.cls, self.order = cls, order
+        # every dataclass field comes from the record: positional (fastest)
+        self.positional = order == [f.name for f in fields(cls)]
+        # char arrays (comm, pinner_comm) are decoded as text
+        self.text_at = [i for i, n in enumerate(order)
+                        if dict(ct.fields)[n].type.kind == "array"]
+
+    def decode(self, raw: bytes, **extra):
+        """The dataclass; fields it has beyond the record come from `extra`."""
+        values = list(self.pick(self.struct.unpack_from(raw)))
+        for i in self.text_at:
+            values[i] = _comm(values[i])
+        if self.positional:
+            # A frozen dataclass's __init__ sets each field through
+            # object.__setattr__; filling __dict__ at once is several times
+            # faster and gives the same (still frozen) object.
+            obj = object.__new__(self.cls)
+            obj.__dict__.update(zip(self.order, values))
+            return obj
+        return self.cls(**dict(zip(self.order, values)), **extra)
 
 
-def _decode_struct(cls, struct, **extra):
-    """A dataclass from the cffi struct fields of the same names."""
-    values = {}
-    for name in _fields(cls, extra):
-        raw = getattr(struct, name)
-        values[name] = _comm(raw) if name in _STRING_FIELDS else raw
-    return cls(**values, **extra)
+def _comm(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def _comm(raw) -> str:
-    return ffi().string(raw).decode("utf-8", "replace")
+@lru_cache(maxsize=None)
+def _layouts() -> tuple[_Layout, _Layout, int, int, int]:
+    L = lib()
+    return (_Layout("struct ut_move_event", MoveEvent), _Layout("struct ut_pin_event", PinEvent),
+            L.UT_EV_MOVE, L.UT_EV_PIN, L.UT_EV_UNPIN)
 
 
 def decode(data, size: int) -> MoveEvent | PinEvent | None:
     """A record from the ring buffer (`data` is its address), or None if unknown."""
-    F, L = ffi(), lib()
-    kind = F.cast("__u32 *", data)[0]
-    if kind == L.UT_EV_MOVE and size >= F.sizeof("struct ut_move_event"):
-        return _decode_struct(MoveEvent, F.cast("struct ut_move_event *", data))
-    if kind in (L.UT_EV_PIN, L.UT_EV_UNPIN) and size >= F.sizeof("struct ut_pin_event"):
-        return _decode_struct(PinEvent, F.cast("struct ut_pin_event *", data),
-                              released=kind == L.UT_EV_UNPIN)
+    move, pin, ev_move, ev_pin, ev_unpin = _layouts()
+    raw = ctypes.string_at(data, size)
+    kind = int.from_bytes(raw[:4], "little")
+    if kind == ev_move and size >= move.size:
+        return move.decode(raw)
+    if kind in (ev_pin, ev_unpin) and size >= pin.size:
+        return pin.decode(raw, released=kind == ev_unpin)
     return None

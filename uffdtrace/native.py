@@ -95,6 +95,8 @@ class LoopStats:
     ns: int
     first_errno: str | None
     first_error_call: int | None
+    cpu_ns: int = 0            # CPU time of the looping thread
+    next_step: int = 0         # ping-pong position to resume from (move_loop first_step)
 
 
 def move_support() -> tuple[bool, str]:
@@ -184,15 +186,25 @@ class Uffd:
         check(lib().uffdw_move_in_child(self.fd, dst, src, length, mode, out), "fork")
         return MoveCall.from_native(out)
 
-    def move_loop(self, a: Mapping, b: Mapping, chunk: int, count: int) -> LoopStats:
+    def move_loop(self, a: Mapping, b: Mapping, chunk: int, count: int, *,
+                  rate: int = 0, fail_every: int = 0, first_step: int = 0) -> LoopStats:
+        """`count` ping-pong moves of `chunk` bytes between a and b, in C.
+
+        rate: calls/s (0 = flat out); fail_every: every Nth call is a planned
+        failure (dst populated) that leaves the ping-pong undisturbed;
+        first_step: resume where a previous loop on a and b stopped (its
+        next_step), so the pages are where the loop expects them."""
         out = ffi().new("struct uffdw_loop_stats *")
+        opts = ffi().new("struct uffdw_loop_opts *", {"rate": rate, "fail_every": fail_every,
+                                                      "first_step": first_step})
         slots = min(a.length, b.length) // chunk
-        check(lib().uffdw_move_loop(self.fd, a.addr, b.addr, chunk, slots, count, out),
-              "move loop")
+        check(lib().uffdw_move_loop_opts(self.fd, a.addr, b.addr, chunk, slots, count, opts,
+                                         out), "move loop")
         return LoopStats(
             calls=out.calls, ok=out.ok, failed=out.failed, bytes_moved=out.bytes_moved,
             ns=out.ns, first_errno=errno_name(out.first_err) if out.failed else None,
             first_error_call=out.first_err_call if out.failed else None,
+            cpu_ns=out.cpu_ns, next_step=out.next_step,
         )
 
     def close(self):
@@ -205,6 +217,17 @@ class Uffd:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def bystander_loop(kind: str, count: int) -> tuple[int, int]:
+    """`count` rounds of work that moves no page, in C: "ioctls" (FIONREAD on a
+    pipe), "mmaps" (mmap, touch, munmap) or "getppid" (a syscall that is not an
+    ioctl).  Returns (wall ns, thread CPU ns)."""
+    loops = {"ioctls": lib().uffdw_bystander_ioctls, "mmaps": lib().uffdw_bystander_mmaps,
+             "getppid": lib().uffdw_bystander_getppid}
+    ns, cpu_ns = ffi().new("uint64_t *"), ffi().new("uint64_t *")
+    check(loops[kind](count, ns, cpu_ns), f"bystander {kind}")
+    return ns[0], cpu_ns[0]
 
 
 class IoUringPin:

@@ -12,6 +12,7 @@ Used by `trace`, `record`, the TUI and the tests alike.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import re
 import tempfile
@@ -24,11 +25,19 @@ from .enrich import Enrichment, enrich
 from .errors import UserError
 from .events import MoveEvent, PinEvent, decode
 from .kernel import headers, tracefs
-from .native import errno_name
+from .native import errno_name, ffi
 
 TIERS = ("auto", "kernel", "tracepoint")
+# Names of the `stats` indexes (UT_STAT_* in bpf/uffdtrace_event.h, in order).
 STAT_NAMES = ["moves_entered", "events_sent", "ringbuf_drops", "arg_read_fails",
-              "inflight_full", "pins_seen", "gup_pins", "gup_unpins"]
+              "inflight_full", "pins_seen", "successes_unsent", "success_drops",
+              "gup_pins", "gup_unpins"]
+RING_BUFFERS = (b"events", b"success_events")   # failures and pins first
+# Events one poll() hands back at most.  libbpf keeps calling back for as long
+# as records keep arriving, so without a bound a move storm would keep poll()
+# from ever returning (no tick, no -d, no Ctrl-C, an ever-growing batch).
+POLL_BATCH = 4096
+RINGBUF_HEADER_BYTES = 8   # BPF_RINGBUF_HDR_SZ before each record
 
 
 @dataclass(frozen=True)
@@ -57,16 +66,33 @@ def _compile_error(stderr_text: str) -> str:
     return errors[0] if errors else "see `uffdtrace doctor`"
 
 
+def _total(value) -> int:
+    """A map value summed over CPUs (per-CPU maps give one value per CPU)."""
+    return sum(value) if isinstance(value, ctypes.Array) else value.value
+
+
 class Session:
     def __init__(self, *, pid: int = 0, tid: int = 0, follow: bool = False,
-                 failed_only: bool = False, enrich_failures: bool = True,
+                 failed_only: bool = False, success_sample: int = 1,
+                 cost_stats: bool = True, enrich_failures: bool = True,
                  ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
+                 success_ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
                  tier: str = "auto", kernel_hooks: str = "auto"):
-        """tier: auto (the richest this kernel allows), kernel (fail if it
+        """success_sample=N sends 1 in N successful moves (at random intervals) as
+        events; every failure is sent; counters(), outcomes() and histograms()
+        count every move whatever N is.  cost_stats=False leaves out the
+        TLB-flush and lock-wait hooks (they fire machine-wide): moves then
+        carry no TLB or lock-wait counts (MoveEvent.cost_stats is False).
+        tier: auto (the richest this kernel allows), kernel (fail if it
         cannot be had) or tracepoint.  kernel_hooks: auto, fentry, kprobe."""
+        if not isinstance(success_sample, int) or success_sample < 1:
+            raise UserError(f"success sampling must be a whole number >= 1, not {success_sample!r}")
         self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
                                             failed_only=failed_only,
-                                            ringbuf_pages=ringbuf_pages)
+                                            success_sample=success_sample,
+                                            cost_stats=cost_stats,
+                                            ringbuf_pages=ringbuf_pages,
+                                            success_ringbuf_pages=success_ringbuf_pages)
         self.enrich_failures = enrich_failures
         if tier not in TIERS:
             raise UserError(f"unknown tier {tier!r} (choose from {', '.join(TIERS)})")
@@ -86,10 +112,18 @@ class Session:
 
     @property
     def probes(self) -> list[str]:
-        """What the program attaches: tracepoints, then kernel-tier hooks."""
-        return [f"{c}:{e}" for c, e in
-                re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", self.program, re.M)
-                ] + self.kernel_plan.probe_names()
+        """What the program attaches: "category:event" tracepoints, "raw:event"
+        raw tracepoints, then the kernel tier's hooks.  Before start(): what
+        the program text has."""
+        if self.bpf is not None:
+            attached = ([tp.decode() for tp in self.bpf.tracepoint_fds]
+                        + [f"raw:{tp.decode()}" for tp in self.bpf.raw_tracepoint_fds])
+        else:
+            attached = ([f"{c}:{e}" for c, e in
+                         re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", self.program, re.M)]
+                        + [f"raw:{e}" for e in
+                           re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", self.program, re.M)])
+        return attached + self.kernel_plan.probe_names()
 
     def choose_tier(self):
         """Plan the kernel tier's hooks unless the tracepoint tier was asked
@@ -133,7 +167,8 @@ class Session:
                 os.dup2(saved, 2)
                 os.close(saved)
         self._attach_kprobes()
-        self.bpf[b"events"].open_ring_buffer(self._on_event)
+        for name in RING_BUFFERS:
+            self.bpf[name].open_ring_buffer(self._on_event)
 
     def _attach_kprobes(self):
         """kprobe mode: attach to the kallsyms names (fentry ones autoload)."""
@@ -150,6 +185,8 @@ class Session:
         self.bpf[b"traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
     def _on_event(self, ctx, data, size) -> int:
+        """bcc's callback, once per record.  A negative return makes libbpf
+        stop (this record is consumed): on an error, or a full batch."""
         # Exceptions here would be swallowed by ctypes: keep the first one.
         try:
             item = decode(data, size)
@@ -160,18 +197,28 @@ class Session:
                 self._pending.append(self._diagnose(item))
         except BaseException as exc:   # noqa: BLE001 - re-raised from poll()
             self._callback_error = self._callback_error or exc
-        return 0
+            return -1
+        return -1 if len(self._pending) >= POLL_BATCH else 0
 
     def _diagnose(self, move: MoveEvent) -> TracedMove:
         en = None
         if move.failed and self.enrich_failures:
             offset = max(move.move, 0) if move.partial else 0
-            en = enrich(move.pid, move.src + offset, move.dst + offset)
+            # Only EINVAL is explained by VMA flags (diagnose._invalid_from_vmas);
+            # other failures need the VMAs' extent and the pages, not smaps.
+            en = enrich(move.pid, move.src + offset, move.dst + offset,
+                        vm_flags=move.ret == -errno.EINVAL)
         return TracedMove(move, diagnose(move, en, self.pins, self.ksm_lookup), en)
 
     def poll(self, timeout_ms: int = 100) -> list[TracedMove | PinEvent]:
-        """Wait up to timeout_ms for events; return everything decoded."""
+        """Wait up to timeout_ms for events; return what was decoded (at most
+        about POLL_BATCH: call again while events keep coming).
+
+        Successes are sent without waking us (see bpf/uffdtrace.bpf.c), so
+        after the wait what is already in the buffers is read too."""
         self.bpf.ring_buffer_poll(timeout_ms)
+        if len(self._pending) < POLL_BATCH and self._callback_error is None:
+            self.bpf.ring_buffer_consume()
         if self._callback_error is not None:
             exc, self._callback_error = self._callback_error, None
             raise exc
@@ -179,13 +226,23 @@ class Session:
         return items
 
     def drain(self) -> list[TracedMove | PinEvent]:
-        """Everything still queued, without waiting."""
+        """Everything queued when called, without waiting.  Bounded by what
+        the buffers can hold, so it ends even while moves keep coming."""
+        limit = self._buffer_capacity_records()
         items = []
-        while True:
+        while len(items) < limit:
             more = self.poll(0)
             if not more:
-                return items
+                break
             items.extend(more)
+        return items
+
+    def _buffer_capacity_records(self) -> int:
+        """The most records both ring buffers can hold at once."""
+        page = os.sysconf("SC_PAGE_SIZE")
+        smallest = min(ffi().sizeof("struct ut_pin_event"), ffi().sizeof("struct ut_move_event"))
+        pages = self.config.ringbuf_pages + self.config.success_ringbuf_pages
+        return pages * page // (smallest + RINGBUF_HEADER_BYTES)
 
     def ksm_lookup(self, pfn: int) -> dict | None:
         table = self.bpf[b"ksm_merges"]
@@ -196,21 +253,30 @@ class Session:
         return {"merged_ts_ns": merge.ts_ns, "ksmd_pid": merge.pid}
 
     def counters(self) -> dict[str, int]:
-        values = {i.value: v.value for i, v in self.bpf[b"stats"].items()}
+        """In-kernel counters, exact whatever the sampling (STAT_NAMES)."""
+        values = {i.value: _total(v) for i, v in self.bpf[b"stats"].items()}
         return {name: values.get(i, 0) for i, name in enumerate(STAT_NAMES)}
+
+    @staticmethod
+    def drops(counters: dict[str, int]) -> int:
+        """Events lost to a full ring buffer (failures, pins and successes)."""
+        return counters["ringbuf_drops"] + counters["success_drops"]
 
     def outcomes(self) -> list[dict]:
         """In-kernel per-process errno-level outcome counts."""
         rows = []
         for k, v in self.bpf[b"outcomes"].items():
             rows.append({"pid": k.pid, "errno": errno_name(k.err) if k.err else None,
-                         "partial": bool(k.partial), "count": v.value})
+                         "partial": bool(k.partial), "count": _total(v)})
         return sorted(rows, key=lambda r: (r["pid"], r["errno"] or ""))
 
     def histograms(self) -> dict[str, dict[int, int]]:
         """log2 buckets: bucket b counts values in [2**(b-1), 2**b)."""
-        return {name: {k.value: v.value for k, v in self.bpf[name.encode()].items() if v.value}
-                for name in ("latency_log2", "size_log2")}
+        out = {}
+        for name in ("latency_log2", "size_log2"):
+            counts = ((k.value, _total(v)) for k, v in self.bpf[name.encode()].items())
+            out[name] = {b: n for b, n in counts if n}
+        return out
 
     def close(self):
         if self.bpf is not None:

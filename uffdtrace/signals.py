@@ -1,5 +1,13 @@
-"""SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` and ExitStack runs
-(children reaped, settings restored, trace files completed)."""
+"""Stopping cleanly on Ctrl-C, SIGTERM and SIGHUP.
+
+terminate_as_interrupt: SIGTERM/SIGHUP unwind like Ctrl-C, so every
+`finally` and ExitStack runs (children reaped, settings restored, trace
+files completed).
+
+stop_on_signals: the three signals set a flag instead of raising, for loops
+that call C code which calls back into Python (bcc's ring buffer): an
+exception raised inside such a callback, outside our own try, is swallowed
+by ctypes, and the Ctrl-C would be lost."""
 from __future__ import annotations
 
 import signal
@@ -21,6 +29,37 @@ def terminate_as_interrupt():
     previous = {s: signal.signal(s, raise_interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+class StopFlag:
+    """Truthy once a stop signal arrived; `signal` says which."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+
+@contextmanager
+def stop_on_signals():
+    """Outside the main thread the flag is never set: only the main thread
+    receives Python signals (a TUI's tracing thread is stopped by its app)."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def remember(signum, frame):
+        flag.signal = signum
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {s: signal.signal(s, remember) for s in signals}
+    try:
+        yield flag
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -238,7 +238,8 @@ class TraceSummary:
             reasons.append(f"1 in {sample} successful moves recorded")
         if self.header["filters"]["failed_only"]:
             reasons.append("--failed-only: successes not recorded")
-        drops = self._drops().get("ringbuf_drops")
+        d = self._drops()
+        drops = d.get("ringbuf_drops", 0) + d.get("success_drops", 0)
         if drops:
             reasons.append(f"{drops} moves dropped")
         return "; ".join(reasons) or None
@@ -331,8 +332,8 @@ class TraceSummary:
 
     def _drops(self) -> dict:
         counters = self.last_aggregates["counters"] if self.last_aggregates else {}
-        out = {k: counters[k] for k in ("ringbuf_drops", "arg_read_fails", "inflight_full")
-               if k in counters}
+        out = {k: counters[k] for k in ("ringbuf_drops", "success_drops", "arg_read_fails",
+                                        "inflight_full") if k in counters}
         if self.footer is not None:
             out["footer_drops"] = self.footer["drops"]
         return out

@@ -6,13 +6,15 @@ import sys
 
 from . import command_parser
 from ..tracefile import TraceRecords, TraceWriter
-from .tracing import add_filter_options, print_program, run_session, session_from_args
+from .tracing import (add_filter_options, print_program, run_session, sampling_note,
+                      session_from_args)
 
 EXAMPLES = """\
 examples:
   uffdtrace record -o moves.jsonl -d 30
   uffdtrace record -o t.jsonl -- uffdtrace workload --scenario pinned --hold 0.2
   uffdtrace record -o failures.jsonl -p 1234 --failed-only
+  uffdtrace record -o always-on.jsonl --sample-successes 100 --no-cost-stats  # cheapest
 """
 AGGREGATE_EVERY_S = 1.0
 
@@ -29,7 +31,8 @@ def add_parser(sub):
 
 def write_header(records: TraceRecords, session, filters: dict):
     records.header(tier=session.tier, probes=session.probes, filters=filters,
-                   start_wall=session.started_wall, start_ktime_ns=session.started_ktime_ns)
+                   start_wall=session.started_wall, start_ktime_ns=session.started_ktime_ns,
+                   success_sample=session.config.success_sample)
 
 
 def write_aggregates(records: TraceRecords, session, elapsed_s: float):
@@ -48,17 +51,20 @@ def run(args) -> int:
         with session:
             session.start()
             write_header(writer, session, filters)
-            print(f"Recording UFFDIO_MOVE ({session.tier} tier) to {args.output}... "
-                  "Hit Ctrl-C to end.", file=sys.stderr, flush=True)
+            print(f"Recording UFFDIO_MOVE ({session.tier} tier; {sampling_note(session)}) "
+                  f"to {args.output}... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
             result = run_session(session, args.command, args.duration, writer.items,
                                  tick=lambda t: write_aggregates(writer, session, t),
                                  tick_every=AGGREGATE_EVERY_S)
             write_aggregates(writer, session, result.elapsed_s)
-            drops = session.counters()["ringbuf_drops"]
+            counters = session.counters()
+            drops = session.drops(counters)
             writer.footer(reason=result.reason, command_status=result.command_status,
                           drops=drops)
     finally:
         writer.close()
-    print(f"{writer.moves} moves, {writer.pins} pin and {writer.ksm} KSM records, {drops} drops "
-          f"({result.reason}) -> {args.output}", file=sys.stderr)
+    unsent = (f", {counters['successes_unsent']} successes counted but not recorded"
+              if counters["successes_unsent"] else "")
+    print(f"{writer.moves} moves, {writer.pins} pin and {writer.ksm} KSM records, {drops} drops"
+          f"{unsent} ({result.reason}) -> {args.output}", file=sys.stderr)
     return 0

@@ -245,9 +245,15 @@ def _drops(s: dict) -> list[str]:
     d = s["drops"]
     if "ringbuf_drops" not in d:
         return ["", "DROPS", "  unknown: the trace has no aggregates record"]
-    lost = d["ringbuf_drops"]
-    verdict = "no event lost" if lost == 0 else \
-        f"{lost} moves were not recorded (ring buffer full); the totals still count them"
+    lost, successes_lost = d["ringbuf_drops"], d.get("success_drops", 0)
+    verdicts = []
+    if lost:
+        verdicts.append(f"{lost} failed moves or pins were not recorded (ring buffer full)")
+    if successes_lost:
+        verdicts.append(f"{successes_lost} successful moves were not recorded (success ring "
+                        "buffer full)")
+    verdict = "; ".join(verdicts) + "; the totals still count them" if verdicts \
+        else "no event lost"
     return ["", "DROPS",
             f"  {verdict}; unreadable move arguments {d.get('arg_read_fails', 0)}, "
             f"in-flight table full {d.get('inflight_full', 0)}"]

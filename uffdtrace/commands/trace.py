@@ -7,13 +7,15 @@ from collections import Counter
 from . import command_parser
 from ..session import TracedMove
 from ..textsafe import printable
-from .tracing import add_filter_options, print_program, run_session, session_from_args
+from .tracing import (add_filter_options, print_program, run_session, sampling_note,
+                      session_from_args)
 
 EXAMPLES = """\
 examples:
   uffdtrace trace                         # every UFFDIO_MOVE on the machine
   uffdtrace trace -p 1234 --failed-only   # failures of one process
   uffdtrace trace -d 10                   # for ten seconds
+  uffdtrace trace --sample-successes 100  # every failure, 1 success in 100
   uffdtrace trace -- uffdtrace workload --scenario pinned --hold 0.2
   uffdtrace trace --ebpf                  # print the BPF program
 """
@@ -36,7 +38,7 @@ def format_move(m: TracedMove, t0_ns: int) -> str:
     cause = d.cause if not d.underlying else f"{d.cause}: {d.underlying}"
     line = (f"{(e.ts_ns - t0_ns) / 1e9:<9.3f} {e.pid:>7} {printable(e.comm):<16.16} "
             f"{e.dst:#014x} {e.src:#014x} {e.len:>8} {result:<14.14} "
-            f"{e.latency_ns / 1000:>7.1f} {e.tlb_flushes:>4}  {cause}")
+            f"{e.latency_ns / 1000:>7.1f} {e.tlb_flushes if e.cost_stats else '-':>4}  {cause}")
     if e.failed:
         line += f" [{d.evidence}]"
         if d.culprit and d.culprit.get("kind") == "pin":
@@ -52,7 +54,8 @@ def run(args) -> int:
     causes: Counter = Counter()
     with session:
         session.start()
-        print(f"Tracing UFFDIO_MOVE ({session.tier} tier)... Hit Ctrl-C to end.", flush=True)
+        print(f"Tracing UFFDIO_MOVE ({session.tier} tier; {sampling_note(session)})... "
+              "Hit Ctrl-C to end.", flush=True)
         print(HEADER, flush=True)
         t0 = session.started_ktime_ns
 
@@ -66,6 +69,7 @@ def run(args) -> int:
         counters = session.counters()
     total = sum(causes.values())
     summary = ", ".join(f"{k} {v}" for k, v in causes.most_common()) or "none"
-    print(f"\n{total} moves traced ({result.reason}); causes: {summary}; "
-          f"ring-buffer drops: {counters['ringbuf_drops']}", file=sys.stderr)
+    print(f"\n{total} moves shown of {counters['moves_entered']} traced ({result.reason}); "
+          f"causes shown: {summary}; ring-buffer drops: {session.drops(counters)}",
+          file=sys.stderr)
     return 0

@@ -11,7 +11,7 @@ from typing import IO, Callable
 
 from ..errors import UserError
 from ..session import TIERS, Session
-from ..signals import terminate_as_interrupt
+from ..signals import stop_on_signals
 
 
 def add_filter_options(p):
@@ -19,6 +19,14 @@ def add_filter_options(p):
     p.add_argument("-t", "--tid", type=int, default=0, help="trace this thread only")
     p.add_argument("--failed-only", action="store_true",
                    help="report failed moves only (the in-kernel counters still see all)")
+    p.add_argument("--sample-successes", type=int, default=1, metavar="N",
+                   help="report 1 in N successful moves, chosen at random (default 1: "
+                   "all); every failure is still reported and the in-kernel counters "
+                   "count every move.  Keeps the tracer cheap under move storms")
+    p.add_argument("--no-cost-stats", action="store_true",
+                   help="do not count TLB flushes and lock waits per move: their hooks "
+                   "fire on every TLB flush and mmap_lock wait of the machine (cheaper "
+                   "to leave running; diagnosis is unaffected)")
     p.add_argument("-d", "--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C or COMMAND exits)")
     p.add_argument("--tier", choices=TIERS, default="auto",
@@ -38,9 +46,24 @@ def session_from_args(args) -> Session:
         raise UserError("-d must be >= 0")
     if args.pid and args.command:
         raise UserError("give either -p PID or a COMMAND, not both")
+    if args.sample_successes < 1:
+        raise UserError("--sample-successes must be >= 1 (1 = every success)")
     return Session(pid=args.pid, tid=args.tid, follow=bool(args.command),
-                   failed_only=args.failed_only, tier=args.tier,
+                   failed_only=args.failed_only, success_sample=args.sample_successes,
+                   cost_stats=not args.no_cost_stats, tier=args.tier,
                    kernel_hooks=args.kernel_hooks)
+
+
+def sampling_note(session: Session) -> str:
+    """How much of what is traced is reported, for banners and summaries."""
+    n = session.config.success_sample
+    if session.config.failed_only:
+        note = "failures only; every move is counted in the kernel"
+    elif n > 1:
+        note = f"successes sampled 1 in {n}, every failure; every move is counted in the kernel"
+    else:
+        note = "every move"
+    return note if session.config.cost_stats else note + "; no TLB/lock-wait counts"
 
 
 def print_program(session: Session) -> int:
@@ -90,11 +113,11 @@ def run_session(session: Session, command: list[str], duration: float,
     next_tick = start + tick_every
     proc = None
     reason = "interrupted"
-    with terminate_as_interrupt():
+    with stop_on_signals() as signalled:
         try:
             if command:
                 proc = launch_gated(session, command, command_output)
-            while True:
+            while not signalled:
                 sink(session.poll(100))
                 now = time.monotonic()
                 if tick and now >= next_tick:
@@ -109,8 +132,6 @@ def run_session(session: Session, command: list[str], duration: float,
                 if stop is not None and stop.is_set():
                     reason = "stopped"
                     break
-        except KeyboardInterrupt:
-            reason = "interrupted"
         finally:
             if proc is not None and proc.poll() is None:
                 proc.terminate()

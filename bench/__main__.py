@@ -1,0 +1,157 @@
+"""`bench/run` (= python -m bench): every benchmark, one table of ratios.
+
+    bench/run                       # everything (a few minutes)
+    bench/run --quick               # fewer, shorter repetitions (about a minute)
+    bench/run --only move-overhead  # one section (e.g. inside the QEMU guest)
+    bench/run --json results.json   # everything measured, for the record
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+from . import collector, hookcosts, machine, report, startup
+from .sidebyside import side_by_side
+from .tracers import (Untraced, bpftrace_one_liner, hook_floor, uffdtrace_all,
+                      uffdtrace_cheapest, uffdtrace_no_cost_stats, uffdtrace_sampled)
+from .workloads import bystander_workloads, move_workloads
+
+SECTIONS = ["move-overhead", "bystander", "collector", "startup", "kernel-tier", "hook-costs"]
+DEFAULT_SAMPLE = 100
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="3 repetitions of ~0.15 s points")
+    p.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
+                   help=f"run only this section (repeatable): {', '.join(SECTIONS)}")
+    p.add_argument("--reps", type=int, help="repetitions (default 7, --quick 3)")
+    p.add_argument("--seconds", type=float, help="seconds per measured point "
+                   "(default 0.4, --quick 0.15; the collector uses 5x)")
+    p.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, metavar="N",
+                   help=f"--sample-successes for the sampled uffdtrace rows (default {DEFAULT_SAMPLE})")
+    p.add_argument("--uffdtrace-arg", action="append", default=[], metavar="ARG",
+                   help="extra argument for every `uffdtrace record` (e.g. a tier choice)")
+    p.add_argument("--json", metavar="FILE", help="write every measurement to FILE")
+    args = p.parse_args(argv)
+    args.reps = args.reps or (3 if args.quick else 7)
+    args.seconds = args.seconds or (0.15 if args.quick else 0.4)
+    if args.reps < 1 or args.seconds <= 0 or args.sample < 1:
+        p.error("--reps, --seconds and --sample must be positive")
+    return args
+
+
+def log(msg: str):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _tier() -> tuple[str, str]:
+    from uffdtrace import capabilities
+    caps = capabilities.probe()
+    return caps.tier, caps.tier_reason
+
+
+def move_conditions(args) -> list:
+    extra = tuple(args.uffdtrace_arg)
+    return [Untraced(), uffdtrace_cheapest(args.sample, extra),
+            uffdtrace_sampled(args.sample, extra), uffdtrace_all(extra),
+            bpftrace_one_liner(), hook_floor()]
+
+
+def bystander_conditions(args) -> list:
+    extra = tuple(args.uffdtrace_arg)
+    return [Untraced(), uffdtrace_no_cost_stats(extra), uffdtrace_all(extra),
+            bpftrace_one_liner(), hook_floor()]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench: needs root (BPF tracing and userfaultfd)", file=sys.stderr)
+        return 2
+    sections = args.only or SECTIONS
+    info = {**machine.describe(), "reps": args.reps, "seconds": args.seconds,
+            "sample": args.sample, "sections": sections}
+    results: dict = {"machine": info}
+    busy: list[float] = []
+    started = time.monotonic()
+
+    tier, tier_reason = _tier()
+    info["tier"], info["tier_reason"] = tier, tier_reason
+    if "move-overhead" in sections:
+        log("move overhead")
+        comp = side_by_side(move_conditions(args), move_workloads(), args.reps, args.seconds, log)
+        results["move-overhead"] = comp.to_json()
+        busy += comp.busy_cpus
+    if "bystander" in sections:
+        log("bystander overhead")
+        comp = side_by_side(bystander_conditions(args), bystander_workloads(), args.reps,
+                            args.seconds, log)
+        results["bystander"] = comp.to_json()
+        busy += comp.busy_cpus
+    if "collector" in sections:
+        log("collector throughput")
+        results["collector"] = collector.run(args.seconds * 5, max(1, args.reps // 3),
+                                             args.sample, log)
+    if "startup" in sections:
+        log("startup")
+        results["startup"] = startup.run(max(3, args.reps // 2), log)
+    if "kernel-tier" in sections:
+        if tier == "kernel":
+            log("kernel tier: move overhead")
+            comp = side_by_side(move_conditions(args)[:5], move_workloads(), args.reps,
+                                args.seconds, log)
+            results["kernel-tier"] = comp.to_json()
+        else:
+            results["kernel-tier"] = {"skipped_all": f"this machine's tier is {tier}: {tier_reason}"}
+
+    if "hook-costs" in sections:
+        log("hook costs")
+        results["hook-costs"] = hookcosts.run(12 if args.quick else 40, args.sample, log)
+
+    info["loadavg_end"] = os.getloadavg()
+    info["busy_cpus"] = statistics.median(busy) if busy else None
+    info["elapsed_s"] = round(time.monotonic() - started, 1)
+    print("\n".join(render(results)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
+def render(results: dict) -> list[str]:
+    info = results["machine"]
+    lines = ["uffdtrace benchmarks", *report.machine(info), ""]
+    if "move-overhead" in results:
+        lines += report.comparison(
+            "Move overhead: native UFFDIO_MOVE ping-pong loops (no Python per move)",
+            results["move-overhead"], "/s") + [""]
+    if "kernel-tier" in results:
+        kt = results["kernel-tier"]
+        if "skipped_all" in kt:
+            lines += ["Kernel tier: move overhead (ratios only)",
+                      f"  not run here: {kt['skipped_all']}", ""]
+        else:
+            lines += report.comparison("Kernel tier: move overhead (ratios only: TCG distorts "
+                                       "absolute times)", kt, "/s", ratios_only=True) + [""]
+    if "bystander" in results:
+        lines += report.comparison("Bystander overhead: processes that move no page",
+                                   results["bystander"], "/s") + [""]
+    if "collector" in results:
+        lines += report.collector(results["collector"]) + [""]
+    if "startup" in results:
+        lines += report.startup(results["startup"]) + [""]
+    if "hook-costs" in results:
+        lines += report.hook_costs(results["hook-costs"]) + [""]
+    lines += report.targets(results)
+    lines.append(f"\n(elapsed {info['elapsed_s']} s)")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

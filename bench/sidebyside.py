@@ -1,0 +1,137 @@
+"""Run workloads under several conditions, alternating, and summarise.
+
+One repetition starts each condition (tracer) in turn, in an order rotated
+every repetition, and runs every workload under it.  A ratio is always taken
+between measurements of the same repetition (minutes apart at most), then
+the median over repetitions is reported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .machine import BusyMeter
+from .stats import median, paired_ratios, spread
+from .tracers import TracerReport, Untraced
+from .workloads import Sample
+
+
+@dataclass
+class Cell:
+    """One workload under one condition, over every repetition."""
+
+    samples: list[Sample | None]
+    tracer_cores: list[float]            # tracer CPU / wall time while the workload ran
+    ratios: list[float] = field(default_factory=list)       # vs untraced, wall clock
+    cpu_ratios: list[float] = field(default_factory=list)   # vs untraced, thread CPU time
+
+    @property
+    def rate(self) -> float | None:
+        return median([s.rate for s in self.samples if s])
+
+    @property
+    def ratio(self) -> float | None:
+        return median(self.ratios)
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        return median(self.cpu_ratios)
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """Slowest and fastest repetition relative to the median: the noise."""
+        rates = [s.rate for s in self.samples if s]
+        mid = median(rates)
+        return (min(rates) / mid, max(rates) / mid) if rates else None
+
+    def to_json(self) -> dict:
+        return {"rate_median": self.rate, "rate_spread": self.spread,
+                "ratio_median": self.ratio,
+                "ratio_range": spread(self.ratios), "cpu_ratio_median": self.cpu_ratio,
+                "cpu_ratio_range": spread(self.cpu_ratios),
+                "tracer_cores_median": median(self.tracer_cores),
+                "rates": [s.rate if s else None for s in self.samples]}
+
+
+@dataclass
+class Comparison:
+    conditions: list                     # in display order; conditions[0] is the baseline
+    workloads: list
+    cells: dict[tuple[str, str], Cell]
+    reports: dict[str, list[TracerReport]]
+    skipped: dict[str, str]              # condition key -> why it did not run
+    busy_cpus: list[float]               # per repetition: average busy CPUs (all processes)
+    problems: list[str]
+
+    def cell(self, condition: str, workload: str) -> Cell | None:
+        return self.cells.get((condition, workload))
+
+    def to_json(self) -> dict:
+        return {"conditions": [c.key for c in self.conditions],
+                "labels": {c.key: c.label for c in self.conditions},
+                "workload_labels": {w.key: w.label for w in self.workloads},
+                "cells": {f"{c}/{w}": cell.to_json() for (c, w), cell in self.cells.items()},
+                "tracer_ready_s": {k: [r.ready_s for r in v] for k, v in self.reports.items()},
+                "tiers": {k: sorted({r.detail.get("tier") for r in v if r.detail.get("tier")})
+                          for k, v in self.reports.items()},
+                "skipped": self.skipped, "busy_cpus": self.busy_cpus,
+                "problems": self.problems}
+
+
+def side_by_side(conditions: list, workloads: list, reps: int, seconds: float,
+                 log: Callable[[str], None]) -> Comparison:
+    assert isinstance(conditions[0], Untraced), "the baseline comes first"
+    skipped = {c.key: why for c in conditions if (why := c.unavailable())}
+    runnable = [c for c in conditions if c.key not in skipped]
+    cells = {(c.key, w.key): Cell([None] * reps, []) for c in runnable for w in workloads}
+    reports: dict[str, list[TracerReport]] = {c.key: [] for c in runnable}
+    busy, problems = [], []
+    for w in workloads:
+        w.setup()
+        w.calibrate(seconds)
+    try:
+        for rep in range(reps):
+            shift = rep % len(runnable)
+            meter = BusyMeter()
+            meter.start()
+            for cond in runnable[shift:] + runnable[:shift]:
+                log(f"  rep {rep + 1}/{reps}: {cond.label}")
+                ops = _measure(cond, workloads, rep, cells, reports, problems)
+                seen = reports[cond.key][-1].moves_seen
+                if seen is not None and seen < ops:
+                    problems.append(f"rep {rep + 1}: {cond.label} saw {seen} moves of the "
+                                    f"{ops} made: it was not tracing the whole time")
+            busy.append(meter.stop())
+    finally:
+        for w in workloads:
+            if w.still_thp() is False:
+                problems.append(f"{w.label}: pages were no longer THP after the run")
+            w.close()
+    base = runnable[0].key
+    for (cond, wl), cell in cells.items():
+        ref = cells[(base, wl)].samples
+        cell.ratios = paired_ratios([s and s.rate for s in cell.samples],
+                                    [s and s.rate for s in ref])
+        cell.cpu_ratios = paired_ratios([s and s.cpu_rate for s in cell.samples],
+                                        [s and s.cpu_rate for s in ref])
+    return Comparison([c for c in conditions], workloads, cells, reports, skipped, busy, problems)
+
+
+def _measure(cond, workloads, rep, cells, reports, problems) -> int:
+    """Start `cond`, run every workload under it, stop it; moves made."""
+    moves = 0
+    cond.start()
+    try:
+        for w in workloads:
+            cpu0 = cond.cpu_ns()
+            sample = w.run()
+            cell = cells[(cond.key, w.key)]
+            cell.samples[rep] = sample
+            cell.tracer_cores.append((cond.cpu_ns() - cpu0) / sample.wall_ns)
+            if w.makes_moves:
+                moves += sample.ops
+            if sample.failed:
+                problems.append(f"{w.label} under {cond.label}: {sample.failed} moves failed")
+    finally:
+        reports[cond.key].append(cond.stop())
+    return moves

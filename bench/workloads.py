@@ -1,0 +1,129 @@
+"""What runs under each condition: native loops, no Python per operation.
+
+Move loops ping-pong pages between two registered areas (uffdw_move_loop):
+every call moves populated pages; each loop resumes the ping-pong where the
+previous one stopped, so no call fails unless a failure is planned.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from uffdtrace.native import PAGE_SIZE, Mapping, Uffd, bystander_loop, hpage_size, lib
+from uffdtrace.pagestate import read_page_states
+
+
+@dataclass
+class Sample:
+    ops: int
+    wall_ns: int
+    cpu_ns: int          # CPU time of the measuring thread
+    failed: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Operations per wall-clock second."""
+        return self.ops / self.wall_ns * 1e9
+
+    @property
+    def cpu_rate(self) -> float:
+        """Operations per CPU-second of the measuring thread: blind to the
+        time other processes took the CPU, so steadier on a shared machine."""
+        return self.ops / self.cpu_ns * 1e9
+
+
+class MoveWorkload:
+    """Ping-pong moves of `chunk` bytes between two areas of `slots` chunks."""
+
+    makes_moves = True
+
+    def __init__(self, key: str, label: str, chunk: int, slots: int, thp: bool = False):
+        self.key, self.label, self.chunk, self.slots, self.thp = key, label, chunk, slots, thp
+        self.count = 2 * slots
+        self._step = 0
+        self._uffd = self._a = self._b = None
+
+    def setup(self):
+        align = hpage_size() if self.thp else PAGE_SIZE
+        self._uffd = Uffd()
+        self._a = Mapping(self.chunk * self.slots, align=align)
+        self._b = Mapping(self.chunk * self.slots, align=align)
+        for m in (self._a, self._b):
+            if self.thp:
+                m.madvise(lib().MADV_HUGEPAGE)
+        self._a.fill()
+        self._uffd.register(self._a)
+        self._uffd.register(self._b)
+
+    def run(self, count: int | None = None, rate: int = 0, fail_every: int = 0) -> Sample:
+        s = self._uffd.move_loop(self._a, self._b, self.chunk, count or self.count,
+                                 rate=rate, fail_every=fail_every, first_step=self._step)
+        self._step = s.next_step     # the next loop resumes the ping-pong here
+        return Sample(s.calls, s.ns, s.cpu_ns, s.failed)
+
+    def calibrate(self, seconds: float):
+        """Pick the count that takes about `seconds` untraced."""
+        self.run(self.count)                         # warm up page tables
+        sample = self.run(self.count * 4)
+        self.count = max(self.count, int(sample.rate * seconds))
+
+    def still_thp(self) -> bool | None:
+        """Are the moved pages still PMD-mapped huge pages (None if not THP)?
+        Each chunk is in a or in b, wherever the ping-pong left it."""
+        if not self.thp:
+            return None
+        offsets = [i * self.chunk for i in range(self.slots)]
+        a = read_page_states(os.getpid(), [self._a.addr + o for o in offsets])
+        b = read_page_states(os.getpid(), [self._b.addr + o for o in offsets])
+        return all(x.has("thp") or y.has("thp") for x, y in zip(a, b))
+
+    def close(self):
+        for obj in (self._a, self._b, self._uffd):
+            if obj is not None:
+                obj.close()
+
+
+def move_workloads() -> list[MoveWorkload]:
+    huge = hpage_size()
+    return [
+        MoveWorkload("move-4k", "4 KiB moves", PAGE_SIZE, slots=64),
+        MoveWorkload("move-64p", "64-page moves (256 KiB)", 64 * PAGE_SIZE, slots=16),
+        MoveWorkload("move-thp", f"{huge >> 20} MiB THP moves", huge, slots=4, thp=True),
+    ]
+
+
+class BystanderWorkload:
+    """Work that moves no page at all, but crosses the hooks uffdtrace attaches."""
+
+    makes_moves = False
+
+    def __init__(self, key: str, label: str, kind: str):
+        self.key, self.label, self.kind = key, label, kind
+        self.count = 1000
+
+    def setup(self):
+        pass
+
+    def run(self, count: int | None = None) -> Sample:
+        n = count or self.count
+        wall, cpu = bystander_loop(self.kind, n)
+        return Sample(n, wall, cpu)
+
+    def calibrate(self, seconds: float):
+        self.run(self.count)
+        sample = self.run(self.count * 20)
+        self.count = max(1000, int(sample.rate * seconds))
+
+    def still_thp(self) -> None:
+        return None
+
+    def close(self):
+        pass
+
+
+def bystander_workloads() -> list[BystanderWorkload]:
+    return [
+        BystanderWorkload("ioctl", "FIONREAD ioctl loop", "ioctls"),
+        BystanderWorkload("getppid", "getppid loop (a syscall that is not an ioctl)", "getppid"),
+        BystanderWorkload("mmap", "mmap+touch+munmap loop", "mmaps"),
+    ]

@@ -1,0 +1,69 @@
+"""Decoding ring-buffer records: the struct layout comes from cffi's view of
+bpf/uffdtrace_event.h, so every field must land where the C struct has it."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from uffdtrace.events import MoveEvent, PinEvent, decode
+from uffdtrace.native import ffi, lib
+
+
+def _record(ctype: str, values: dict):
+    rec = ffi().new(f"{ctype} *", values)
+    return rec, int(ffi().cast("uintptr_t", rec)), ffi().sizeof(ctype)
+
+
+def _distinct_values(ctype: str) -> dict:
+    """A different value in every numeric field (negative where signed), so a
+    field read from a neighbour's offset cannot go unnoticed."""
+    values = {}
+    for i, (name, field) in enumerate(ffi().typeof(ctype).fields):
+        if field.type.kind == "array":
+            continue
+        signed = field.type.cname.startswith("int")
+        bits = 8 * ffi().sizeof(field.type)
+        big = (1 << (bits - 2)) + i * 0x10001
+        values[name] = -big if signed else big
+    return values
+
+
+def test_move_event_every_field_from_its_offset():
+    values = _distinct_values("struct ut_move_event")
+    values.update(type=lib().UT_EV_MOVE, comm=b"mover\0junk", pinner_comm=b"pinner\0x")
+    rec, addr, size = _record("struct ut_move_event", values)
+    e = decode(addr, size)
+    assert isinstance(e, MoveEvent)
+    for f in dataclasses.fields(MoveEvent):
+        if f.name not in ("comm", "pinner_comm"):
+            assert getattr(e, f.name) == getattr(rec, f.name), f.name
+    assert e.comm == "mover" and e.pinner_comm == "pinner"
+
+
+def test_decoded_move_is_still_frozen_and_comparable():
+    values = {"type": lib().UT_EV_MOVE, "pid": 7, "ret": -16, "comm": b"x"}
+    _, addr, size = _record("struct ut_move_event", values)
+    a, b = decode(addr, size), decode(addr, size)
+    assert a == b and a.errno == "EBUSY" and a.failed
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.pid = 8
+
+
+@pytest.mark.parametrize("kind, released", [("UT_EV_PIN", False), ("UT_EV_UNPIN", True)])
+def test_pin_event_fields_and_release(kind, released):
+    values = _distinct_values("struct ut_pin_event")
+    values.update(type=getattr(lib(), kind), comm=b"ring")
+    rec, addr, size = _record("struct ut_pin_event", values)
+    p = decode(addr, size)
+    assert isinstance(p, PinEvent) and p.released is released and p.comm == "ring"
+    for f in dataclasses.fields(PinEvent):
+        if f.name not in ("comm", "released"):
+            assert getattr(p, f.name) == getattr(rec, f.name), f.name
+
+
+def test_unknown_or_short_records_are_none():
+    _, addr, size = _record("struct ut_move_event", {"type": 99})
+    assert decode(addr, size) is None
+    _, addr, size = _record("struct ut_move_event", {"type": lib().UT_EV_MOVE})
+    assert decode(addr, size - 8) is None
