@@ -57,6 +57,14 @@
 #ifndef UT_KERNEL_TIER
 #define UT_KERNEL_TIER 0
 #endif
+/* kernel tier: moves followed through userfaultfd_ioctl(), pins through the
+ * GUP hooks; no syscall tracepoint then (set by uffdtrace/kernel_tier.py) */
+#ifndef UT_MOVES_FROM_HANDLER
+#define UT_MOVES_FROM_HANDLER 0
+#endif
+#ifndef UT_PINS_FROM_GUP
+#define UT_PINS_FROM_GUP 0
+#endif
 #ifndef UT_SUCCESS_RINGBUF_PAGES
 #define UT_SUCCESS_RINGBUF_PAGES 256
 #endif
@@ -138,45 +146,6 @@ static __always_inline struct ut_move_event *current_move(void)
 static __always_inline void ut_kernel_finish(struct ut_move_event *rec);
 #endif
 
-TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
-{
-	if ((u32)args->cmd != UFFDT_IOC_MOVE)
-		return 0;
-
-	u64 id = bpf_get_current_pid_tgid();
-	u32 pid = id >> 32, tid = (u32)id;
-
-	if (!wanted(pid, tid))
-		return 0;
-	struct ut_move_event *rec = moving.task_storage_get(bpf_get_current_task_btf(), 0,
-							    BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!rec) {
-		stat_add(UT_STAT_INFLIGHT_FULL, 1);
-		return 0;
-	}
-	__builtin_memset(rec, 0, sizeof(*rec));
-	rec->pid = pid;
-	rec->tid = tid;
-	rec->fd = args->fd;
-	rec->argp = args->arg;
-	struct uffdt_move_arg arg = {};
-	if (bpf_probe_read_user(&arg, sizeof(arg), (void *)args->arg)) {
-		rec->flags |= UT_F_ARG_UNREADABLE;
-		stat_add(UT_STAT_ARG_READ_FAILS, 1);
-	}
-	rec->dst = arg.dst;
-	rec->src = arg.src;
-	rec->len = arg.len;
-	rec->mode = arg.mode;
-	rec->move_before = arg.move;
-	if (UT_COST_STATS)
-		rec->flags |= UT_F_COST_STATS;
-	stat_add(UT_STAT_MOVES_ENTERED, 1);
-	rec->ts_ns = bpf_ktime_get_ns();
-	rec->type = UT_EV_MOVE;   /* last: the record is now in flight */
-	return 0;
-}
-
 /* Successes are sent 1 in UT_SUCCESS_SAMPLE on average, at random
  * intervals (uniform in 1 .. 2N-1) so that no periodic pattern in a workload
  * can hide from the sample.  A per-CPU countdown: one random number per
@@ -237,14 +206,47 @@ static __always_inline void send_move(struct ut_move_event *rec)
 							       : BPF_RB_FORCE_WAKEUP);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
+/* A UFFDIO_MOVE ioctl begins on this thread: open its in-flight record. */
+static __always_inline void move_begin(u32 fd, u64 argp)
 {
-	struct ut_move_event *rec = current_move();
+	u64 id = bpf_get_current_pid_tgid();
+	u32 pid = id >> 32, tid = (u32)id;
 
-	if (!rec)
-		return 0;
+	if (!wanted(pid, tid))
+		return;
+	struct ut_move_event *rec = moving.task_storage_get(bpf_get_current_task_btf(), 0,
+							    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!rec) {
+		stat_add(UT_STAT_INFLIGHT_FULL, 1);
+		return;
+	}
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->pid = pid;
+	rec->tid = tid;
+	rec->fd = fd;
+	rec->argp = argp;
+	struct uffdt_move_arg arg = {};
+	if (bpf_probe_read_user(&arg, sizeof(arg), (void *)argp)) {
+		rec->flags |= UT_F_ARG_UNREADABLE;
+		stat_add(UT_STAT_ARG_READ_FAILS, 1);
+	}
+	rec->dst = arg.dst;
+	rec->src = arg.src;
+	rec->len = arg.len;
+	rec->mode = arg.mode;
+	rec->move_before = arg.move;
+	if (UT_COST_STATS)
+		rec->flags |= UT_F_COST_STATS;
+	stat_add(UT_STAT_MOVES_ENTERED, 1);
+	rec->ts_ns = bpf_ktime_get_ns();
+	rec->type = UT_EV_MOVE;   /* last: the record is now in flight */
+}
+
+/* The thread's move ends with `ret`: complete the record, count it, send it. */
+static __always_inline void move_end(struct ut_move_event *rec, s64 ret)
+{
 	rec->latency_ns = bpf_ktime_get_ns() - rec->ts_ns;
-	rec->ret = args->ret;
+	rec->ret = ret;
 	/* The kernel returns 0 only after writing move == len (a short move is
 	 * -EAGAIN): a success needs no second read of user memory. */
 	if (rec->ret == 0 && !(rec->flags & UT_F_ARG_UNREADABLE))
@@ -269,8 +271,29 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 
 	send_move(rec);
 	rec->type = 0;   /* no longer in flight */
+}
+
+#if !UT_MOVES_FROM_HANDLER
+/* The tracepoint tier follows moves through the ioctl syscall.  Both
+ * tracepoints fire for every ioctl of the machine, and enabling any syscall
+ * tracepoint sends every syscall through the slow path: the kernel tier
+ * follows userfaultfd_ioctl() instead when it can (uffdtrace_kernel.bpf.c). */
+TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
+{
+	if ((u32)args->cmd == UFFDT_IOC_MOVE)
+		move_begin(args->fd, args->arg);
 	return 0;
 }
+
+TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
+{
+	struct ut_move_event *rec = current_move();
+
+	if (rec)
+		move_end(rec, args->ret);
+	return 0;
+}
+#endif
 
 /* A wait the moving thread goes through: begin stamps, end accumulates. */
 static __always_inline void wait_begin(u64 *start)
@@ -414,6 +437,7 @@ static __always_inline void send_pin(u32 type, u32 fd, u32 opcode, u32 index, u6
 	stat_add(UT_STAT_PINS_SEEN, 1);
 }
 
+#if !UT_PINS_FROM_GUP
 /* io_uring fixed buffers are FOLL_LONGTERM pins: their iovecs are the
  * pinned ranges. */
 TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_register)
@@ -449,3 +473,4 @@ TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_register)
 	}
 	return 0;
 }
+#endif /* !UT_PINS_FROM_GUP */

@@ -3,8 +3,9 @@
  * tracepoint program (uffdtrace.bpf.c) when the running kernel lets us
  * attach fentry/fexit or kprobes.
  *
- * Every hook adds to the in-flight record of the moving thread (the same
- * record sys_enter_ioctl opened), so the one event per ioctl now says what
+ * Every hook adds to the in-flight record of the moving thread (opened by
+ * userfaultfd_ioctl()'s entry hook, or by sys_enter_ioctl if the handler
+ * cannot be hooked), so the one event per ioctl now says what
  * the kernel really did: move_pages()'s own result, each step's result and
  * the first failing address, the internal -EAGAIN retries, the folio at the
  * failing address (large, maybe-DMA-pinned, KSM, anon-exclusive) and who
@@ -45,6 +46,7 @@ struct ut_pinner {
 	u32 gup_flags;
 	u32 pad;
 	char comm[16];
+	u64 uaddr;   /* the user address the page was pinned at */
 };
 
 /* key: struct folio * (kernel pointer: stays in this map, never sent) */
@@ -305,7 +307,7 @@ static __always_inline void ut_ptes_at_fail(struct ut_move_event *rec, u64 done)
 	}
 }
 
-/* Called before sys_exit_ioctl sends the record: fill in what only the end
+/* Called by move_end() before the record is sent: fill in what only the end
  * of the move tells, and scrub the scratch (kernel pointers stay here). */
 static __always_inline void ut_kernel_finish(struct ut_move_event *rec)
 {
@@ -355,13 +357,32 @@ UT_ON_EXIT(move_pages)
 }
 #endif
 
-/* ---- the ioctl handler: is this uffd another process's? ---- */
+/* ---- the ioctl handler: the move itself, and is this uffd another
+ * process's? ---- */
+/* Hooking the handler replaces the syscall tracepoints (kernel_tier.py sets
+ * UT_MOVES_FROM_HANDLER with it): only uffd ioctls pay for tracing, not
+ * every ioctl and syscall of the machine. */
 #ifdef UT_HOOK_userfaultfd_ioctl
+/* The fd the thread passed to ioctl(2): the handler only has the file.
+ * The syscall's user registers hold it (x86-64: first argument in di). */
+static __always_inline u32 ut_syscall_fd(void)
+{
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	u64 fd = 0;
+
+	bpf_probe_read_kernel(&fd, sizeof(fd), &regs->di);
+	return (u32)fd;
+}
+
+/* userfaultfd_ioctl(file, cmd, arg) */
 UT_ON_ENTRY(userfaultfd_ioctl)
 {
+	if ((u32)UT_ARG(1) != UFFDT_IOC_MOVE)
+		return 0;
+	move_begin(ut_syscall_fd(), UT_ARG(2));
 	struct ut_move_event *rec = current_move();
 
-	if (!rec || (u32)UT_ARG(1) != UFFDT_IOC_MOVE)
+	if (!rec)
 		return 0;
 	struct file *file = (struct file *)UT_ARG(0);
 	u64 uctx = ut_read_u64(file, offsetof(struct file, private_data));
@@ -372,6 +393,15 @@ UT_ON_ENTRY(userfaultfd_ioctl)
 	rec->kflags |= UT_K_IOCTL_SEEN;
 	if (owner != mine)
 		rec->kflags |= UT_K_CROSS_MM;
+	return 0;
+}
+
+UT_ON_EXIT(userfaultfd_ioctl)
+{
+	struct ut_move_event *rec = current_move();
+
+	if (rec)
+		move_end(rec, (s64)(long)UT_RET());
 	return 0;
 }
 #endif
@@ -580,6 +610,33 @@ UT_ON_ENTRY(flush_tlb_mm_range)
 #endif
 
 /* ---- GUP pins: who pins which folio ---- */
+/* A long-term pin taken (UT_EV_PIN) or released (UT_EV_UNPIN), as a pin
+ * event: pid and comm of the pinner, tid of the thread that pinned or
+ * released it.  Long-term pins are rare and decisive: reported as they
+ * happen. */
+static __always_inline void ut_send_gup_pin(u32 type, struct ut_pinner *who, u64 ts_ns,
+					    u64 addr, u64 len)
+{
+	struct ut_pin_event *e = events.ringbuf_reserve(sizeof(struct ut_pin_event));
+
+	if (!e) {
+		stat_add(UT_STAT_RINGBUF_DROPS, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = type;
+	e->pid = who->pid;
+	e->tid = (u32)bpf_get_current_pid_tgid();
+	e->ts_ns = ts_ns;
+	e->addr = addr;
+	e->len = len;
+	e->method = who->method;
+	e->gup_flags = who->gup_flags;
+	__builtin_memcpy(e->comm, who->comm, sizeof(e->comm));
+	events.ringbuf_submit(e, 0);
+	stat_add(UT_STAT_PINS_SEEN, 1);
+}
+
 static __always_inline void ut_pinned(u32 method, u64 start, s64 pinned, u32 gup_flags,
 				      u64 pages)
 {
@@ -606,30 +663,12 @@ static __always_inline void ut_pinned(u32 method, u64 start, s64 pinned, u32 gup
 				break;
 			u64 folio = ut_page_folio(page);
 
+			who.uaddr = start + (u64)i * PAGE_SIZE;
 			pinned_folios.update(&folio, &who);
 		}
 	}
-	/* long-term pins are rare and decisive: report them as they happen */
-	if (!(gup_flags & FOLL_LONGTERM))
-		return;
-	struct ut_pin_event *e = events.ringbuf_reserve(sizeof(struct ut_pin_event));
-
-	if (!e) {
-		stat_add(UT_STAT_RINGBUF_DROPS, 1);
-		return;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	e->type = UT_EV_PIN;
-	e->pid = who.pid;
-	e->tid = (u32)id;
-	e->ts_ns = who.ts_ns;
-	e->addr = start;
-	e->len = (u64)pinned * PAGE_SIZE;
-	e->method = who.method;
-	e->gup_flags = gup_flags;
-	__builtin_memcpy(e->comm, who.comm, sizeof(e->comm));
-	events.ringbuf_submit(e, 0);
-	stat_add(UT_STAT_PINS_SEEN, 1);
+	if (gup_flags & FOLL_LONGTERM)
+		ut_send_gup_pin(UT_EV_PIN, &who, who.ts_ns, start, (u64)pinned * PAGE_SIZE);
 }
 
 /* Each pin_user_pages* variant: its method code and where its arguments sit. */
@@ -661,19 +700,32 @@ UT_PIN_HOOK(pin_user_pages_unlocked, UT_PIN_USER_PAGES_UNLOCKED, 0, 3, 2)
 #endif
 
 /* ---- unpins: forget the pinner ---- */
-static __always_inline void ut_unpinned_page(u64 page)
+/* Forget who pinned the folio of `page`.  The release of a long-term pin is
+ * reported if `report` (once per unpin call: the collector forgets the whole
+ * pinned range it lies in).  Returns whether it was reported. */
+static __always_inline int ut_unpinned_page(u64 page, int report)
 {
+	struct ut_pinner *p;
 	u64 folio;
 
 	if (!page)
-		return;
-	folio = ut_page_folio(page);
-	pinned_folios.delete(&folio);
+		return 0;
 	stat_add(UT_STAT_GUP_UNPINS, 1);
+	folio = ut_page_folio(page);
+	p = pinned_folios.lookup(&folio);
+	if (!p)
+		return 0;
+	report = report && (p->method & UT_PIN_LONGTERM);
+	if (report)
+		ut_send_gup_pin(UT_EV_UNPIN, p, bpf_ktime_get_ns(), p->uaddr, PAGE_SIZE);
+	pinned_folios.delete(&folio);
+	return report;
 }
 
 static __always_inline void ut_unpinned_pages(u64 pages, u64 npages)
 {
+	int reported = 0;
+
 #pragma unroll
 	for (u32 i = 0; i < UT_MAX_PIN_PAGES; i++) {
 		u64 page = 0;
@@ -681,7 +733,7 @@ static __always_inline void ut_unpinned_pages(u64 pages, u64 npages)
 		if (i >= npages)
 			break;
 		bpf_probe_read_kernel(&page, sizeof(page), (void *)(pages + 8 * i));
-		ut_unpinned_page(page);
+		reported |= ut_unpinned_page(page, !reported);
 	}
 }
 
@@ -690,7 +742,7 @@ static __always_inline void ut_unpinned_pages(u64 pages, u64 npages)
 #define UT_UNPIN_ONE_HOOK(fn)                                                  \
 	UT_ON_ENTRY(fn)                                                        \
 	{                                                                      \
-		ut_unpinned_page(UT_ARG(0));                                   \
+		ut_unpinned_page(UT_ARG(0), 1);                                \
 		return 0;                                                      \
 	}
 /* unpin_user_pages{,_dirty_lock}(pages, npages, ...) */

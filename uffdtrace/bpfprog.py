@@ -1,6 +1,7 @@
 """Assemble the BPF program text bcc compiles, configured by #defines."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,41 @@ def program_text(config: ProgramConfig, kernel_defines: dict[str, int] | None = 
     if defines.get("UT_KERNEL_TIER"):
         text += (BPF_DIR / KERNEL_PROGRAM).read_text()
     return text
+
+
+_DIRECTIVE = re.compile(r"^#\s*(ifdef|ifndef|if|else|endif|define)\b\s*(!?)\s*(\w*)\s*(\S*)")
+
+
+def compiled_lines(text: str) -> list[str]:
+    """The lines of `text` the preprocessor keeps, for the conditional forms
+    the programs use (#ifdef N, #ifndef N, #if N, #if !N, #else, #endif, with
+    values from #define N V): which probes a program attaches is known before
+    bcc compiles it (Session.probes)."""
+    defines: dict[str, str] = {}
+    active = [True]
+    kept = []
+    for line in text.splitlines():
+        m = _DIRECTIVE.match(line)
+        if not m:
+            if all(active):
+                kept.append(line)
+            continue
+        kind, negate, name, value = m.groups()
+        if kind == "define":
+            if all(active):
+                defines[name] = value
+        elif kind == "ifdef":
+            active.append(name in defines)
+        elif kind == "ifndef":
+            active.append(name not in defines)
+        elif kind == "if":
+            on = defines.get(name, "0") not in ("", "0")
+            active.append(on != bool(negate))
+        elif kind == "else":
+            active[-1] = not active[-1]
+        elif kind == "endif":
+            active.pop()
+    return kept
 
 
 def cflags() -> list[str]:

@@ -51,8 +51,13 @@ class PinTable:
         self._pins: dict[int, list[PinEvent]] = {}
 
     def add(self, pin: PinEvent):
-        if pin.released:
+        if pin.released and pin.method == lib().UT_PIN_IO_URING_REGISTER:
+            # IORING_UNREGISTER_BUFFERS: every buffer of that ring
             self._pins[pin.pid] = [p for p in self._pins.get(pin.pid, []) if p.fd != pin.fd]
+        elif pin.released:
+            # a GUP hook saw a page of a long-term pin released: its range
+            self._pins[pin.pid] = [p for p in self._pins.get(pin.pid, [])
+                                   if not p.addr <= pin.addr < p.addr + p.len]
         else:
             self._pins.setdefault(pin.pid, []).append(pin)
 

@@ -19,7 +19,8 @@ FENTRY, KPROBE = "fentry", "kprobe"
 # Hooked function -> what it tells (also printed by `doctor`).
 HOOKED_FUNCTIONS = {
     "move_pages": "move_pages() entered, and its own result",
-    "userfaultfd_ioctl": "the uffd's owner mm (cross-mm moves)",
+    "userfaultfd_ioctl": "each move's request and result (instead of the ioctl "
+                         "tracepoints), the uffd's owner mm (cross-mm moves)",
     "lock_vma_under_rcu": "src/dst VMA flags and registration",
     "__anon_vma_prepare": "VMA flags on the mmap_lock path (untouched dst)",
     "move_pages_ptes": "each PTE batch's result (6.18+)",
@@ -42,8 +43,10 @@ HOOKED_FUNCTIONS = {
 # The kernel tier needs at least one of these (move_pages itself is inlined
 # into the ioctl handler on 7.x); the first that attaches picks the mechanism.
 ANCHORS = ("move_pages", "move_pages_ptes", "move_pages_pte", "userfaultfd_ioctl")
+_UNPIN_HOOKS = ("unpin_user_page", "unpin_user_pages", "unpin_user_pages_dirty_lock",
+                "unpin_user_folio", "unpin_folio")
 # Hooks with a return probe (kprobe mode attaches ut_krp__<fn> to these).
-_EXIT_HOOKS = {"move_pages", "lock_vma_under_rcu", "move_pages_ptes", "move_pages_pte",
+_EXIT_HOOKS = {"move_pages", "userfaultfd_ioctl", "lock_vma_under_rcu", "move_pages_ptes", "move_pages_pte",
                "move_pages_huge_pmd", "vm_normal_folio", "__pte_offset_map",
                "split_folio_to_list",
                "pin_user_pages_fast", "pin_user_pages", "pin_user_pages_remote",
@@ -104,7 +107,25 @@ class KernelPlan:
         if not self.usable:
             return {"UT_KERNEL_TIER": 0}
         return {"UT_KERNEL_TIER": 1, "UT_K_FENTRY": int(self.mechanism == FENTRY),
+                "UT_MOVES_FROM_HANDLER": int(self.moves_from_handler),
+                "UT_PINS_FROM_GUP": int(self.pins_from_gup),
                 **{f"UT_HOOK_{name}": 1 for name in self.hooks}}
+
+    # Without syscall tracepoints, processes that are not moving pages pay
+    # nothing for their ioctls, and no syscall of the machine is sent through
+    # the tracepoint slow path (bench/: hook-costs).
+
+    @property
+    def moves_from_handler(self) -> bool:
+        """Moves followed through userfaultfd_ioctl(), not the ioctl tracepoints."""
+        return "userfaultfd_ioctl" in self.hooks
+
+    @property
+    def pins_from_gup(self) -> bool:
+        """Long-term pins and their release seen by the GUP hooks (io_uring pins
+        through pin_user_pages_fast), not the io_uring_register tracepoint."""
+        return "pin_user_pages_fast" in self.hooks and any(
+            name in self.hooks for name in _UNPIN_HOOKS)
 
     def kprobe_attachments(self) -> list[tuple[str, str, bool]]:
         """(bpf function, kernel symbol, is_return) for kprobe mode."""

@@ -119,10 +119,11 @@ class Session:
             attached = ([tp.decode() for tp in self.bpf.tracepoint_fds]
                         + [f"raw:{tp.decode()}" for tp in self.bpf.raw_tracepoint_fds])
         else:
+            text = "\n".join(bpfprog.compiled_lines(self.program))
             attached = ([f"{c}:{e}" for c, e in
-                         re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", self.program, re.M)]
+                         re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", text, re.M)]
                         + [f"raw:{e}" for e in
-                           re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", self.program, re.M)])
+                           re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M)])
         return attached + self.kernel_plan.probe_names()
 
     def choose_tier(self):
