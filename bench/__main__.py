@@ -17,7 +17,8 @@ import time
 from . import collector, hookcosts, machine, report, startup
 from .sidebyside import side_by_side
 from .tracers import (Untraced, bpftrace_one_liner, hook_floor, uffdtrace_all,
-                      uffdtrace_cheapest, uffdtrace_no_cost_stats, uffdtrace_sampled)
+                      uffdtrace_cheapest, uffdtrace_cheapest_tracepoint_tier,
+                      uffdtrace_no_cost_stats, uffdtrace_sampled)
 from .workloads import bystander_workloads, move_workloads
 
 SECTIONS = ["move-overhead", "bystander", "collector", "startup", "kernel-tier", "hook-costs"]
@@ -69,6 +70,20 @@ def bystander_conditions(args) -> list:
             bpftrace_one_liner(), hook_floor()]
 
 
+def kernel_tier_conditions(args) -> list:
+    """The kernel tier, and the tracepoint tier on the same kernel."""
+    extra = tuple(args.uffdtrace_arg)
+    return [Untraced(), uffdtrace_cheapest(args.sample, extra), uffdtrace_all(extra),
+            uffdtrace_cheapest_tracepoint_tier(args.sample, extra), bpftrace_one_liner()]
+
+
+def kernel_tier_workloads() -> list:
+    """Moves, and the bystanders the kernel tier no longer hooks (ioctls and
+    other syscalls)."""
+    bystanders = [w for w in bystander_workloads() if w.key in ("ioctl", "getppid")]
+    return move_workloads() + bystanders
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
@@ -103,9 +118,9 @@ def main(argv=None) -> int:
         results["startup"] = startup.run(max(3, args.reps // 2), log)
     if "kernel-tier" in sections:
         if tier == "kernel":
-            log("kernel tier: move overhead")
-            comp = side_by_side(move_conditions(args)[:5], move_workloads(), args.reps,
-                                args.seconds, log)
+            log("kernel tier: move and bystander overhead")
+            comp = side_by_side(kernel_tier_conditions(args), kernel_tier_workloads(),
+                                args.reps, args.seconds, log)
             results["kernel-tier"] = comp.to_json()
         else:
             results["kernel-tier"] = {"skipped_all": f"this machine's tier is {tier}: {tier_reason}"}
@@ -134,11 +149,12 @@ def render(results: dict) -> list[str]:
     if "kernel-tier" in results:
         kt = results["kernel-tier"]
         if "skipped_all" in kt:
-            lines += ["Kernel tier: move overhead (ratios only)",
+            lines += ["Kernel tier: move and bystander overhead (ratios only)",
                       f"  not run here: {kt['skipped_all']}", ""]
         else:
-            lines += report.comparison("Kernel tier: move overhead (ratios only: TCG distorts "
-                                       "absolute times)", kt, "/s", ratios_only=True) + [""]
+            lines += report.comparison("Kernel tier: move and bystander overhead (ratios only: "
+                                       "TCG distorts absolute times)", kt, "/s",
+                                       ratios_only=True) + [""]
     if "bystander" in results:
         lines += report.comparison("Bystander overhead: processes that move no page",
                                    results["bystander"], "/s") + [""]

@@ -273,6 +273,15 @@ def uffdtrace_cheapest(n: int, extra: tuple[str, ...] = ()) -> Uffdtrace:
                      ("--sample-successes", str(n), "--no-cost-stats", *extra))
 
 
+def uffdtrace_cheapest_tracepoint_tier(n: int, extra: tuple[str, ...] = ()) -> Uffdtrace:
+    """The same, forced to the tracepoint tier: compared with the kernel tier
+    on the same kernel (the QEMU guest)."""
+    return Uffdtrace("uffdtrace-cheap-tracepoint",
+                     f"uffdtrace record --sample-successes {n} --no-cost-stats --tier tracepoint",
+                     ("--sample-successes", str(n), "--no-cost-stats", "--tier", "tracepoint",
+                      *extra))
+
+
 def uffdtrace_no_cost_stats(extra: tuple[str, ...] = ()) -> Uffdtrace:
     return Uffdtrace("uffdtrace-nocost", "uffdtrace record --no-cost-stats",
                      ("--no-cost-stats", *extra))

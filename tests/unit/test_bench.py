@@ -72,4 +72,5 @@ def test_kernel_tier_row_is_shown_even_when_not_run():
                            "reps": 7, "seconds": 0.4, "elapsed_s": 1},
                "kernel-tier": {"skipped_all": "no kprobes here"}}
     text = "\n".join(render(results))
-    assert "Kernel tier: move overhead (ratios only)\n  not run here: no kprobes here" in text
+    assert "Kernel tier: move and bystander overhead (ratios only)\n  not run here: no kprobes here" in text
+    assert "[NOT RUN] bystander ioctl overhead <= 3% (kernel tier): no kprobes here" in text
