@@ -49,8 +49,9 @@ class MoveWorkload:
         self._a = Mapping(self.chunk * self.slots, align=align)
         self._b = Mapping(self.chunk * self.slots, align=align)
         for m in (self._a, self._b):
-            if self.thp:
-                m.madvise(lib().MADV_HUGEPAGE)
+            # small-page workloads stay small: khugepaged collapsing a
+            # populated range into a THP would make a ping-pong move fail
+            m.madvise(lib().MADV_HUGEPAGE if self.thp else lib().MADV_NOHUGEPAGE)
         self._a.fill()
         self._uffd.register(self._a)
         self._uffd.register(self._b)
