@@ -136,13 +136,13 @@ struct ut_move_event {
 	/* scratch for the hooks, always zero in the sent event: kernel pointers
 	 * never leave the kernel */
 	__u64 scratch_ctx;      /* the move's userfaultfd_ctx */
-	__u64 scratch_folio;    /* the last folio looked up */
+	__u64 scratch_folio;    /* the last folio looked up (decoded only where a move stops) */
 	__u64 scratch_folio_addr;
+	__u64 scratch_folio_pte; /* the PTE it was found through (its pfn keys KSM merges) */
 	__u64 scratch_src_pte_addr; /* the last src/dst PTEs mapped, and their values */
 	__u64 scratch_src_pte;
 	__u64 scratch_dst_pte_addr;
 	__u64 scratch_dst_pte;
-	__u32 scratch_folio_flags;
 	__u32 pte_at_fail;      /* UT_PTE_*: the entries where the move stopped */
 	char pinner_comm[16];
 	char comm[16];

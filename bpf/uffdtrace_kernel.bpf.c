@@ -234,15 +234,23 @@ static __always_inline u32 ut_folio_state(u64 folio)
 	return state;
 }
 
-/* The folio looked at last is the one at the failing address: keep its
- * state and, if a GUP pin of it was seen, the pinner. */
+/* The folio looked at last is the one at the failing address: its state,
+ * the KSM merge that made it, and, if a GUP pin of it was seen, the pinner.
+ * Decoded here, once per failed move, not for every page a move looks at. */
 static __always_inline void ut_folio_at_fail(struct ut_move_event *rec)
 {
 	struct ut_pinner *p = pinned_folios.lookup(&rec->scratch_folio);
 
 	rec->kflags |= UT_K_FOLIO_AT_FAIL;
-	rec->folio_flags = rec->scratch_folio_flags;
+	rec->folio_flags = ut_folio_state(rec->scratch_folio);
 	rec->fail_addr = rec->scratch_folio_addr;
+	if (rec->folio_flags & UT_FOLIO_KSM) {
+		/* the ksm:* tracepoints keyed the merge by pfn */
+		u64 pfn = (rec->scratch_folio_pte & UT_PTE_PFN_MASK) >> PAGE_SHIFT;
+		struct ut_ksm_merge *m = ksm_merges.lookup(&pfn);
+
+		rec->ksm_merged_ts_ns = m ? m->ts_ns : 0;
+	}
 	if (p) {
 		rec->folio_flags |= UT_FOLIO_PINNED_SEEN;
 		rec->pinner_pid = p->pid;
@@ -322,12 +330,10 @@ static __always_inline void ut_kernel_finish(struct ut_move_event *rec)
 			ut_folio_at_fail(rec);
 		ut_ptes_at_fail(rec, done);
 	}
-	if (!(rec->folio_flags & UT_FOLIO_KSM))
-		rec->ksm_merged_ts_ns = 0;
 	rec->scratch_ctx = 0;
 	rec->scratch_folio = 0;
 	rec->scratch_folio_addr = 0;
-	rec->scratch_folio_flags = 0;
+	rec->scratch_folio_pte = 0;
 	rec->scratch_src_pte_addr = rec->scratch_src_pte = 0;
 	rec->scratch_dst_pte_addr = rec->scratch_dst_pte = 0;
 }
@@ -527,17 +533,12 @@ UT_ON_EXIT(vm_normal_folio)
 		u64 addr = UT_EXIT_ARG(vm_normal_folio, 1);
 
 		rec->folio_lookups++;
-		/* a second look at the same address is move_pages() retrying */
+		/* a second look at the same address is move_pages() retrying.
+		 * Only remembered: ut_folio_at_fail() decodes it if the move
+		 * stops here (this runs for every page a move looks at). */
 		rec->scratch_folio = folio;
 		rec->scratch_folio_addr = addr;
-		rec->scratch_folio_flags = folio ? ut_folio_state(folio) : 0;
-		if (rec->scratch_folio_flags & UT_FOLIO_KSM) {
-			/* the ksm:* tracepoints keyed the merge by pfn */
-			u64 pfn = (UT_EXIT_ARG(vm_normal_folio, 2) & UT_PTE_PFN_MASK) >> PAGE_SHIFT;
-			struct ut_ksm_merge *m = ksm_merges.lookup(&pfn);
-
-			rec->ksm_merged_ts_ns = m ? m->ts_ns : 0;
-		}
+		rec->scratch_folio_pte = UT_EXIT_ARG(vm_normal_folio, 2);
 	}
 	if (rec)   /* arguments were saved only inside a move */
 		UT_EXIT_DONE(vm_normal_folio);
