@@ -111,6 +111,8 @@ TRACEPOINT_ROWS = [
     Row("EAGAIN, nothing moved, pin registration: not a pin", failure(E.EAGAIN, src=PINNED_AT),
         GONE, "mmap_changing", "errno", note="nothing moved", pins=[IO_URING_PIN]),
     Row("ENOENT, a VMA missing", failure(E.ENOENT), state(src_vma=None), "no_vma", "inferred"),
+    Row("ENOENT, both VMAs gone: unmapped after the call", failure(E.ENOENT), GONE,
+        "src_hole", "errno", note="gone"),
     Row("EBUSY, process exited", failure(E.EBUSY), EXITED, "busy_unknown", "errno",
         note="exited"),
     Row("EEXIST, memory gone", failure(E.EEXIST), GONE, "dst_populated", "errno"),
