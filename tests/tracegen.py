@@ -80,9 +80,10 @@ def outcomes_of(items) -> list[dict]:
 
 def write_trace(path, items, *, filters=None, success_sample=None, extra_moves=(),
                 aggregates=True, footer=True, drops=0, scrubber=None,
-                tier="tracepoint") -> TraceWriter:
+                tier="tracepoint", in_flight=0) -> TraceWriter:
     """A trace of `items`.  `extra_moves`: moves the kernel counted but the
-    file does not hold (sampled, --failed-only, dropped)."""
+    file does not hold (sampled, --failed-only, dropped); `in_flight`: moves
+    it saw enter but not yet end."""
     writer = TraceWriter(str(path), scrubber)
     writer.header(tier=tier, probes=PROBES if tier == "tracepoint" else KERNEL_PROBES,
                   filters=filters or {"pid": 0, "tid": 0, "failed_only": False,
@@ -95,7 +96,8 @@ def write_trace(path, items, *, filters=None, success_sample=None, extra_moves=(
                       if isinstance(i, TracedMove))
         size = Counter((i.event.len.bit_length()) for i in counted if isinstance(i, TracedMove))
         writer.aggregates(elapsed_s=2.0,
-                          counters={"moves_entered": len(counted), "events_sent": len(items),
+                          counters={"moves_entered": len(counted) + in_flight,
+                                    "events_sent": len(items),
                                     "ringbuf_drops": drops, "arg_read_fails": 0,
                                     "inflight_full": 0, "pins_seen": 0},
                           outcomes=outcomes_of(counted),
