@@ -12,10 +12,10 @@ def test_the_plan_turns_hooks_into_defines():
     assert "#define UT_K_FENTRY 1" in text
     assert "UT_HOOK_move_pages_huge_pmd 1" not in text
     # the kernel-tier file is appended only when the tier is on
-    assert "ut_kernel_finish(struct ut_move_event *rec)\n{" in text
+    assert "ut_kernel_finish(struct ut_move_inflight *rec)\n{" in text
     off = bpfprog.program_text(bpfprog.ProgramConfig(),
                                kernel_tier.KernelPlan(None).defines())
-    assert "ut_kernel_finish(struct ut_move_event *rec)\n{" not in off
+    assert "ut_kernel_finish(struct ut_move_inflight *rec)\n{" not in off
 
 
 def test_hooking_the_handler_and_gup_replaces_the_syscall_tracepoints():
