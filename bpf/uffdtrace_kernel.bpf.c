@@ -20,7 +20,9 @@
  * has move_pages_ptes): uffdtrace/kernel_tier.py defines UT_HOOK_<function>
  * for each function present on the running kernel, and UT_K_FENTRY to pick
  * fentry/fexit (arguments read with bpf_get_func_arg) or kprobes (arguments
- * from registers, saved at entry for the return probe).
+ * from registers, saved at entry for the return probe).  Its HOOKS table
+ * says which programs each UT_HOOK_ block below has (entry, exit, saved
+ * arguments); tests/unit/test_hook_table.py holds the two together.
  */
 #include <linux/mm_types.h>
 #include <linux/page-flags.h>
@@ -105,12 +107,8 @@ struct ut_saved_args {
 };
 BPF_HASH(saved_args, struct ut_args_key, struct ut_saved_args, 10240);
 
-enum {
-	UT_FN_move_pages_ptes = 1, UT_FN_move_pages_pte, UT_FN_move_pages_huge_pmd,
-	UT_FN_vm_normal_folio, UT_FN_pin_user_pages_fast, UT_FN_pin_user_pages,
-	UT_FN_pin_user_pages_remote, UT_FN_pin_user_pages_unlocked,
-	UT_FN_split_folio_to_list, UT_FN_lock_vma_under_rcu, UT_FN___pte_offset_map,
-};
+/* UT_FN_<fn>, the key of fn's saved arguments, is #defined by
+ * uffdtrace/kernel_tier.py for each hook its table marks saved_args */
 
 /* x86-64 SysV: six arguments in registers, the rest on the stack above the
  * return address */
@@ -454,8 +452,9 @@ static __always_inline void ut_saw_vma(struct ut_move_inflight *rec, u64 vma)
 }
 
 #ifdef UT_HOOK_lock_vma_under_rcu
-/* the per-VMA-lock path: lock_vma_under_rcu(mm, addr) -> vma or NULL */
-UT_SAVE_ARGS_IN_MOVE(lock_vma_under_rcu)
+/* the per-VMA-lock path: lock_vma_under_rcu(mm, addr) -> vma or NULL.
+ * Only the result is read, so kprobe mode has no entry probe here (this
+ * runs on every page fault of the machine). */
 UT_ON_EXIT(lock_vma_under_rcu)
 {
 	struct ut_move_inflight *rec = current_move();
@@ -463,8 +462,6 @@ UT_ON_EXIT(lock_vma_under_rcu)
 
 	if (rec && vma)
 		ut_saw_vma(rec, vma);
-	if (rec)   /* arguments were saved only inside a move */
-		UT_EXIT_DONE(lock_vma_under_rcu);
 	return 0;
 }
 #endif
