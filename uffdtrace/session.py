@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -114,16 +113,12 @@ class Session:
     def probes(self) -> list[str]:
         """What the program attaches: "category:event" tracepoints, "raw:event"
         raw tracepoints, then the kernel tier's hooks.  Before start(): what
-        the program text has."""
+        the program will have."""
         if self.bpf is not None:
             attached = ([tp.decode() for tp in self.bpf.tracepoint_fds]
                         + [f"raw:{tp.decode()}" for tp in self.bpf.raw_tracepoint_fds])
         else:
-            text = "\n".join(bpfprog.compiled_lines(self.program))
-            attached = ([f"{c}:{e}" for c, e in
-                         re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", text, re.M)]
-                        + [f"raw:{e}" for e in
-                           re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M)])
+            attached = bpfprog.tracepoints(self.config, self.kernel_plan.defines())
         return attached + self.kernel_plan.probe_names()
 
     def choose_tier(self):

@@ -1,9 +1,10 @@
 """The declarative tables of BPF programs against the BPF source itself.
 
 kernel_tier.HOOKS says which programs each hooked kernel function has (entry,
-exit, saved arguments).  It is checked here against what the C preprocessor
-keeps of the real program text, for every row and for both mechanisms
-(fentry and kprobe), although this machine can attach neither.
+exit, saved arguments) and bpfprog.TRACEPOINTS which tracepoints the program
+attaches under which #define.  Both are checked here against what the C
+preprocessor keeps of the real program text, for every row and for both
+mechanisms (fentry and kprobe), although this machine can attach neither.
 Which programs exist does not depend on the kernel's headers, so the
 #includes are dropped and cpp, not bcc, expands the rest: no privileges.
 """
@@ -79,3 +80,22 @@ def test_kprobe_attachments_follow_the_table():
     # the kallsyms spelling is what a probe attaches to
     assert {sym for _, sym, _ in plan.kprobe_attachments()} == set(plan.hooks.values())
 
+
+HANDLER = {"userfaultfd_ioctl": "userfaultfd_ioctl"}
+GUP = {"pin_user_pages_fast": "pin_user_pages_fast", "unpin_user_page": "unpin_user_page"}
+
+
+def tracepoints_in(text: str) -> list[str]:
+    return ([f"{c}:{e}" for c, e in re.findall(r"\bTRACEPOINT_PROBE\((\w+), (\w+)\)", text)]
+            + [f"raw:{e}" for e in re.findall(r"\bRAW_TRACEPOINT_PROBE\((\w+)\)", text)])
+
+
+@pytest.mark.parametrize("cost_stats", [True, False])
+@pytest.mark.parametrize("plan", [KernelPlan(None), KernelPlan(FENTRY, {}),
+                                  KernelPlan(FENTRY, HANDLER), KernelPlan(KPROBE, GUP),
+                                  KernelPlan(FENTRY, {**HANDLER, **GUP})],
+                         ids=["tracepoint", "kernel", "handler", "gup", "handler+gup"])
+def test_the_tracepoint_table_matches_the_program(cost_stats, plan):
+    config = bpfprog.ProgramConfig(cost_stats=cost_stats)
+    assert bpfprog.tracepoints(config, plan.defines()) == tracepoints_in(
+        preprocessed(plan, config))

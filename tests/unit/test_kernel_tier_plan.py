@@ -47,10 +47,3 @@ def test_probes_named_in_the_header_follow_the_plan():
     assert not any(p.startswith("syscalls:") for p in probes), probes
     assert "fentry:userfaultfd_ioctl" in probes and "raw:tlb_flush" in probes
 
-
-def test_compiled_lines_follow_the_conditionals():
-    text = ("#define A 1\n#define Z 0\n#ifndef B\n#define B 0\n#endif\n"
-            "#if A\na\n#else\nnot_a\n#endif\n#if !Z\nnot_z\n#endif\n"
-            "#if B\nb\n#endif\n#ifdef A\n#if Z\nz\n#else\nnested\n#endif\n#endif\n")
-    kept = [ln for ln in bpfprog.compiled_lines(text) if not ln.startswith("#")]
-    assert kept == ["a", "not_z", "nested"]
