@@ -33,6 +33,7 @@
  *  - the thread's comm is read only for a record that is sent.
  */
 #include <uapi/linux/ptrace.h>
+#include <uapi/linux/uio.h>
 #include "uffd_move_abi.h"
 #include "uffdtrace_event.h"
 
@@ -75,9 +76,10 @@
 #define UT_COST_STATS 1
 #endif
 #define UT_MAX_IOVECS 16
-#define IORING_REGISTER_BUFFERS 0
-#define IORING_UNREGISTER_BUFFERS 1
-#define IORING_REGISTER_BUFFERS2 15
+/* io_uring's uapi (opcodes, struct io_uring_rsrc_register offsets) comes as
+ * UT_IORING_* from uffdtrace/bpfprog.py, which reads the system's
+ * <linux/io_uring.h> through cffi: the kernel's own uapi/linux/io_uring.h
+ * pulls in linux/fs.h, which would add seconds to every compile. */
 
 /*
  * A move in flight on one thread: the record it will send (`ev`, the wire
@@ -472,28 +474,29 @@ TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_register)
 
 	if (!wanted(id >> 32, (u32)id))
 		return 0;
-	if (opcode == IORING_UNREGISTER_BUFFERS) {
+	if (opcode == UT_IORING_UNREGISTER_BUFFERS) {
 		send_pin(UT_EV_UNPIN, fd, opcode, 0, 0, 0);
 		return 0;
 	}
-	if (opcode == IORING_REGISTER_BUFFERS2) {
-		/* struct io_uring_rsrc_register { u32 nr; u32 flags; u64 resv2; u64 data; u64 tags; } */
+	if (opcode == UT_IORING_REGISTER_BUFFERS2) {
+		/* arg is a struct io_uring_rsrc_register: the count at nr, the
+		 * iovec array's address at data */
 		u32 count = 0;
-		bpf_probe_read_user(&count, sizeof(count), (void *)iovecs);
-		bpf_probe_read_user(&iovecs, sizeof(iovecs), (void *)(iovecs + 16));
+		bpf_probe_read_user(&count, sizeof(count), (void *)(iovecs + UT_IORING_RSRC_NR));
+		bpf_probe_read_user(&iovecs, sizeof(iovecs), (void *)(iovecs + UT_IORING_RSRC_DATA));
 		nr = count;
-	} else if (opcode != IORING_REGISTER_BUFFERS) {
+	} else if (opcode != UT_IORING_REGISTER_BUFFERS) {
 		return 0;
 	}
 #pragma unroll
 	for (u32 i = 0; i < UT_MAX_IOVECS; i++) {
-		u64 iov[2] = {};
+		struct iovec iov = {};
 
 		if (i >= nr)
 			break;
-		if (bpf_probe_read_user(iov, sizeof(iov), (void *)(iovecs + i * 16)))
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovecs + i * sizeof(iov))))
 			break;
-		send_pin(UT_EV_PIN, fd, opcode, i, iov[0], iov[1]);
+		send_pin(UT_EV_PIN, fd, opcode, i, (u64)iov.iov_base, iov.iov_len);
 	}
 	return 0;
 }

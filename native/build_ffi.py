@@ -34,6 +34,10 @@ static const int BPF_PROG_TYPE_RAW_TRACEPOINT;
 static const int BPF_PROG_TYPE_TRACING;
 static const int BPF_TRACE_FENTRY;
 static const int BPF_TRACE_FEXIT;
+static const int IORING_REGISTER_BUFFERS;
+static const int IORING_UNREGISTER_BUFFERS;
+static const int IORING_REGISTER_BUFFERS2;
+struct io_uring_rsrc_register { uint32_t nr; uint64_t data; ...; };
 """
 
 ffibuilder = FFI()
@@ -48,6 +52,7 @@ ffibuilder.set_source(
     """
     #include <linux/types.h>
     #include <linux/bpf.h>
+    #include <linux/io_uring.h>
     #include <linux/userfaultfd.h>
     #include <sys/mman.h>
     #include "bpf/uffd_move_abi.h"

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .native import ffi, lib
+
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 TRACEPOINT_PROGRAM = "uffdtrace.bpf.c"
 KERNEL_PROGRAM = "uffdtrace_kernel.bpf.c"   # appended in the kernel tier
@@ -35,8 +37,20 @@ def defines(config: ProgramConfig, kernel_defines: dict[str, int] | None = None)
         "UT_RINGBUF_PAGES": config.ringbuf_pages,
         "UT_SUCCESS_RINGBUF_PAGES": config.success_ringbuf_pages,
         "UT_WAKEUP_BATCH": WAKEUP_BATCH,
+        **io_uring_defines(),
         **(kernel_defines or {}),
     }
+
+
+def io_uring_defines() -> dict[str, int]:
+    """io_uring's uapi, read from the system's <linux/io_uring.h> through cffi
+    (see uffdtrace.bpf.c for why not from the kernel headers bcc has)."""
+    L, F = lib(), ffi()
+    return {"UT_IORING_REGISTER_BUFFERS": L.IORING_REGISTER_BUFFERS,
+            "UT_IORING_UNREGISTER_BUFFERS": L.IORING_UNREGISTER_BUFFERS,
+            "UT_IORING_REGISTER_BUFFERS2": L.IORING_REGISTER_BUFFERS2,
+            "UT_IORING_RSRC_NR": F.offsetof("struct io_uring_rsrc_register", "nr"),
+            "UT_IORING_RSRC_DATA": F.offsetof("struct io_uring_rsrc_register", "data")}
 
 
 def program_text(config: ProgramConfig, kernel_defines: dict[str, int] | None = None) -> str:
