@@ -337,16 +337,15 @@ static __always_inline void wait_end(u64 *start, u32 *count, u64 *total_ns)
 }
 
 #if UT_COST_STATS
-/* TLB flushes done by the moving thread.  TASK_SWITCH (0) is a context
- * switch, REMOTE_SHOOTDOWN (1) runs on the *target* CPU: neither is the
- * move's own flush.  Raw tracepoint: args are TP_PROTO(int reason,
- * unsigned long pages). */
+/* TLB flushes done by the moving thread.  A context switch's flush and one
+ * run on the target CPU of another CPU's IPI are not the move's own.  Raw
+ * tracepoint: args are TP_PROTO(int reason, unsigned long pages). */
 RAW_TRACEPOINT_PROBE(tlb_flush)
 {
 	int reason = (int)ctx->args[0];
 	long pages = (long)ctx->args[1];
 
-	if (reason < 2)
+	if (reason == UT_TLB_FLUSH_ON_TASK_SWITCH || reason == UT_TLB_REMOTE_SHOOTDOWN)
 		return 0;
 	struct ut_move_inflight *rec = current_move();
 

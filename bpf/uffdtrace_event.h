@@ -78,8 +78,13 @@
 #define UT_STAT_GUP_UNPINS 9
 #define UT_STAT_MAX 10
 
-/* x86 tlb:tlb_flush reasons (arch/x86/include/asm/tlbflush.h) */
-#define UT_TLB_REMOTE_SEND_IPI 4
+/* tlb:tlb_flush reasons, enum tlb_flush_reason (include/linux/mm_types.h:
+ * not uapi, and the tracepoint tier may compile with another version's
+ * headers, so spelled here; uffdtrace_kernel.bpf.c checks them against the
+ * running kernel's own headers whenever the kernel tier is compiled) */
+#define UT_TLB_FLUSH_ON_TASK_SWITCH 0  /* a context switch */
+#define UT_TLB_REMOTE_SHOOTDOWN 1      /* on the *target* CPU of an IPI */
+#define UT_TLB_REMOTE_SEND_IPI 4       /* IPIs sent to flush other CPUs */
 
 /*
  * One UFFDIO_MOVE ioctl, from its entry (sys_enter_ioctl, or

@@ -29,6 +29,12 @@
 #include <linux/mm.h>
 #include <linux/userfaultfd_k.h>
 
+/* The tlb:tlb_flush reasons uffdtrace_event.h spells for the tracepoint
+ * tier, checked against this kernel's own enum tlb_flush_reason. */
+_Static_assert(UT_TLB_FLUSH_ON_TASK_SWITCH == TLB_FLUSH_ON_TASK_SWITCH, "UT_TLB_* stale");
+_Static_assert(UT_TLB_REMOTE_SHOOTDOWN == TLB_REMOTE_SHOOTDOWN, "UT_TLB_* stale");
+_Static_assert(UT_TLB_REMOTE_SEND_IPI == TLB_REMOTE_SEND_IPI, "UT_TLB_* stale");
+
 #define UT_MAX_PIN_PAGES 64
 /* (folio->mapping & 3) == 3 marks a KSM folio (PAGE_MAPPING_KSM /
  * FOLIO_MAPPING_KSM, renamed around 6.17; the value has not changed) */
