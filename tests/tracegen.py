@@ -55,7 +55,7 @@ def failed(err: int, cause: str, evidence: str = INFERRED, *, moved: int = 0,
 def pin(pid: int, addr: int, length: int, *, comm="pinner", ts_ns=T0 + 500_000,
         released=False) -> PinEvent:
     return PinEvent(released=released, pid=pid, tid=pid, comm=comm, fd=7, ts_ns=ts_ns,
-                    addr=addr, len=length, opcode=0, index=0,
+                    addr=addr, len=length, opcode=lib().IORING_REGISTER_BUFFERS, index=0,
                     method=lib().UT_PIN_IO_URING_REGISTER, gup_flags=0)
 
 

@@ -16,7 +16,6 @@ from .kernel_evidence import diagnose_observed
 from .native import PAGE_SIZE, lib
 from .taxonomy import ERRNO, INFERRED, OBSERVED, cause
 
-VALID_MODE_BITS = 0x3  # DONTWAKE | ALLOW_SRC_HOLES
 SPECIAL_VMFLAGS = {"ht": "hugetlb", "pf": "PFNMAP", "io": "IO", "mm": "MIXEDMAP",
                    "ss": "shadow stack"}
 ACCESS_VMFLAGS = {"rd", "wr", "ex"}
@@ -123,7 +122,7 @@ def _invalid_from_request(move: MoveEvent) -> str | None:
         return "invalid_zero_len"
     if (move.dst | move.src | move.len) % PAGE_SIZE:
         return "invalid_misaligned"
-    if move.mode & ~VALID_MODE_BITS:
+    if move.mode & ~(lib().UFFDT_MOVE_MODE_DONTWAKE | lib().UFFDT_MOVE_MODE_ALLOW_SRC_HOLES):
         return "invalid_bad_mode"
     return None
 
