@@ -62,7 +62,8 @@ def pin(pid: int, addr: int, length: int, *, comm="pinner", ts_ns=T0 + 500_000,
     long-term pin a GUP hook saw (the kernel tier: no fd, no iovec index)."""
     io_uring = method is None
     return PinEvent(released=released, pid=pid, tid=pid, comm=comm, fd=7 if io_uring else 0,
-                    ts_ns=ts_ns, addr=addr, len=length, opcode=0, index=0,
+                    ts_ns=ts_ns, addr=addr, len=length,
+                    opcode=lib().IORING_REGISTER_BUFFERS if io_uring else 0, index=0,
                     method=lib().UT_PIN_IO_URING_REGISTER if io_uring else method,
                     gup_flags=0 if io_uring else 0x1000000)
 
