@@ -289,6 +289,8 @@ static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
 	count = outcomes.lookup_or_try_init(&key, &zero);
 	if (count)
 		(*count)++;
+	else
+		stat_add(UT_STAT_OUTCOMES_FULL, 1);
 	log2_add(bpf_log2l(rec->ev.latency_ns), 0);
 	log2_add(bpf_log2l(rec->ev.len), 1);
 #if UT_KERNEL_TIER
@@ -432,8 +434,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	u32 parent = args->parent_pid, child = args->child_pid;
 	u8 one = 1;
 
-	if (traced.lookup(&parent))
-		traced.update(&child, &one);
+	if (traced.lookup(&parent) && traced.update(&child, &one))
+		stat_add(UT_STAT_FOLLOW_FULL, 1);
 	return 0;
 }
 

@@ -76,7 +76,12 @@
 #define UT_STAT_SUCCESS_DROPS 7    /* successes lost: success ring buffer full */
 #define UT_STAT_GUP_PINS 8          /* pin_user_pages* calls seen (kernel tier) */
 #define UT_STAT_GUP_UNPINS 9
-#define UT_STAT_MAX 10
+/* map updates that failed because a map was full: what they would have
+ * recorded is missing, and is counted here instead of silently lost */
+#define UT_STAT_OUTCOMES_FULL 10    /* moves missing from the per-process outcome counts */
+#define UT_STAT_FOLLOW_FULL 11      /* forked children of a followed command not followed */
+#define UT_STAT_SAVED_ARGS_FULL 12  /* kprobe arguments not saved: that exit saw zeros */
+#define UT_STAT_MAX 13
 
 /* tlb:tlb_flush reasons, enum tlb_flush_reason (include/linux/mm_types.h:
  * not uapi, and the tracepoint tier may compile with another version's

@@ -151,7 +151,8 @@ static __always_inline void ut_save_args(struct pt_regs *ctx, u32 fn)
 #pragma unroll
 	for (u32 i = 0; i < UT_SAVED_ARGS; i++)
 		a.arg[i] = ut_regs_arg(ctx, i);
-	saved_args.update(&key, &a);
+	if (saved_args.update(&key, &a))
+		stat_add(UT_STAT_SAVED_ARGS_FULL, 1);
 }
 
 static __always_inline u64 ut_saved_arg(u32 fn, u32 n)

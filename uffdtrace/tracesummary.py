@@ -21,6 +21,8 @@ from .taxonomy import CAUSES
 from .tracereader import ReadStatus, iter_records
 
 WORST_LATENCIES = 10
+# In-kernel counts of what a full map kept from being recorded (UT_STAT_*_FULL).
+MAP_FULL_COUNTERS = ("outcomes_full", "follow_full", "saved_args_full")
 
 
 @dataclass
@@ -259,7 +261,9 @@ class TraceSummary:
         if agg is None or "moves_entered" not in agg["counters"]:
             return None
         entered = agg["counters"]["moves_entered"]
-        ended = sum(row["count"] for row in agg["outcomes"])
+        # a move the full outcome map could not count still ended
+        ended = sum(row["count"] for row in agg["outcomes"]) + \
+            agg["counters"].get("outcomes_full", 0)
         if entered == ended:
             return None
         return (f"the kernel saw {entered} moves enter and {ended} end: "
@@ -360,7 +364,7 @@ class TraceSummary:
     def _drops(self) -> dict:
         counters = self.last_aggregates["counters"] if self.last_aggregates else {}
         out = {k: counters[k] for k in ("ringbuf_drops", "success_drops", "arg_read_fails",
-                                        "inflight_full") if k in counters}
+                                        "inflight_full", *MAP_FULL_COUNTERS) if k in counters}
         if self.footer is not None:
             out["footer_drops"] = self.footer["drops"]
         return out

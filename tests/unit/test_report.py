@@ -232,3 +232,18 @@ def test_moves_entered_but_not_ended_are_said(tmp_path):
     assert any("saw 5 moves enter and 2 end" in n for n in notes), notes
     write_trace(path, [ok(), ok()])
     assert not any("enter" in n for n in summarize(str(path))["totals"]["notes"])
+
+
+def test_full_kernel_maps_are_reported_and_close_the_accounting(tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_trace(path, [ok(), ok()], in_flight=3)
+    lines = open(path).read().splitlines()
+    agg = next(i for i, line in enumerate(lines) if '"type":"aggregates"' in line)
+    record = json.loads(lines[agg])
+    record["counters"].update(outcomes_full=3, follow_full=1, saved_args_full=0)
+    lines[agg] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    s = summarize(str(path))
+    assert s["drops"]["outcomes_full"] == 3
+    assert not any("enter" in n for n in s["totals"]["notes"])   # 5 entered, 2 + 3 ended
+    assert "3 moves missing from the per-process counts, 1 children" in render(s)

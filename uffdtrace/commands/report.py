@@ -8,7 +8,7 @@ import time
 from . import command_parser
 from .. import records
 from ..textsafe import printable
-from ..tracesummary import summarize
+from ..tracesummary import MAP_FULL_COUNTERS, summarize
 
 EXAMPLES = """\
 examples:
@@ -248,9 +248,16 @@ def _drops(s: dict) -> list[str]:
                         "buffer full)")
     verdict = "; ".join(verdicts) + "; the totals still count them" if verdicts \
         else "no event lost"
-    return ["", "DROPS",
-            f"  {verdict}; unreadable move arguments {d.get('arg_read_fails', 0)}, "
-            f"in-flight table full {d.get('inflight_full', 0)}"]
+    lines = ["", "DROPS",
+             f"  {verdict}; unreadable move arguments {d.get('arg_read_fails', 0)}, "
+             f"in-flight table full {d.get('inflight_full', 0)}"]
+    full = {k: d.get(k, 0) for k in MAP_FULL_COUNTERS}
+    if any(full.values()):
+        lines.append(f"  full in-kernel maps: {full['outcomes_full']} moves missing from the "
+                     f"per-process counts, {full['follow_full']} children of the command not "
+                     f"followed, {full['saved_args_full']} kprobe exits without their "
+                     "arguments")
+    return lines
 
 
 def render(s: dict) -> str:
