@@ -64,9 +64,9 @@ def test_pinned_names_the_pinning_process_and_page(session):
     pin = out["setup"][0]["pinned"]
     d = move.diagnosis
     assert d.fail_addr == move.event.src + move.event.move == pin["addr"]
-    assert d.culprit["kind"] == "pin" and d.culprit["pid"] == out["pid"] == pin["pid"]
-    assert d.culprit["range"] == [pin["addr"], pin["len"]]
-    assert "io_uring" in d.culprit["method"]
+    assert d.culprit.kind == "pin" and d.culprit.pid == out["pid"] == pin["pid"]
+    assert d.culprit.range == (pin["addr"], pin["len"]) and d.culprit.longterm
+    assert "io_uring" in d.culprit.method
 
 
 def test_ksm_names_the_merge(session):
@@ -75,8 +75,8 @@ def test_ksm_names_the_merge(session):
     _, moves = traced_workload(session, "-s", "ksm", "--hold", HOLD)
     for m in moves:
         # merged while we were tracing: the ksm tracepoint saw it happen
-        assert m.diagnosis.culprit["kind"] == "ksm"
-        assert m.diagnosis.culprit["merged_ts_ns"] < m.event.ts_ns
+        assert m.diagnosis.culprit.kind == "ksm"
+        assert m.diagnosis.culprit.merged_ts_ns < m.event.ts_ns
 
 
 def test_storm_no_silent_loss(root_required):
