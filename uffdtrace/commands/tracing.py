@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import IO, Callable
 
 from ..errors import UserError
-from ..session import TIERS, Session
+from ..session import Session
+from ..tiers import KERNEL_HOOKS, REQUESTS
 from ..signals import stop_on_signals
 
 
@@ -29,10 +31,10 @@ def add_filter_options(p):
                    "to leave running; diagnosis is unaffected)")
     p.add_argument("-d", "--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C or COMMAND exits)")
-    p.add_argument("--tier", choices=TIERS, default="auto",
+    p.add_argument("--tier", choices=REQUESTS, default="auto",
                    help="auto: the richest this kernel allows (default); kernel: fail "
                         "unless move-path hooks attach; tracepoint: syscall tracepoints only")
-    p.add_argument("--kernel-hooks", choices=("auto", "fentry", "kprobe"), default="auto",
+    p.add_argument("--kernel-hooks", choices=KERNEL_HOOKS, default="auto",
                    help="how the kernel tier attaches (default: fentry if possible)")
     p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
     p.add_argument("command", nargs="*", metavar="-- COMMAND",
@@ -67,8 +69,15 @@ def sampling_note(session: Session) -> str:
 
 
 def print_program(session: Session) -> int:
-    """--ebpf: the program exactly as start() would load it on this kernel."""
-    session.choose_tier()
+    """--ebpf: the program exactly as start() would load it on this kernel.
+    Where nothing can be traced (not root...), reading the program is still
+    useful: the tracepoint tier's is printed, and stderr says why."""
+    try:
+        session.choose_tier()
+    except UserError as exc:
+        if session.requested_tier == "kernel":
+            raise
+        print(f"uffdtrace: {exc}; this is the tracepoint-tier program", file=sys.stderr)
     print(session.program)
     return 0
 
