@@ -9,7 +9,9 @@ import errno as E
 import time
 from collections import Counter
 
-from uffdtrace.diagnose import Diagnosis
+from uffdtrace.culprits import GUP_HOOK, PIN_REGISTRATION, Culprit, KsmCulprit, PinCulprit
+from uffdtrace.diagnose import PinTable, diagnose
+from uffdtrace.diagnosis import Diagnosis
 from uffdtrace.enrich import Enrichment
 from uffdtrace.events import MoveEvent, PinEvent
 from uffdtrace.native import errno_name, lib
@@ -44,7 +46,7 @@ def ok(**kw) -> TracedMove:
 
 
 def failed(err: int, cause: str, evidence: str = INFERRED, *, moved: int = 0,
-           underlying: str | None = None, culprit: dict | None = None,
+           underlying: str | None = None, culprit: Culprit | None = None,
            enrichment: Enrichment | None = None, notes=(), **kw) -> TracedMove:
     ev = move_event(ret=-err, move=moved if moved else -err, **kw)
     fail_addr = ev.src + moved
@@ -112,10 +114,10 @@ def mixed_items() -> list:
     """Two movers, one pinner that blocks the other's move, a KSM failure,
     EEXIST and EINVAL: every section of a report has something to say."""
     pin_addr = 0x7f1000004000
-    pin_culprit = {"kind": "pin", "pid": 300, "tid": 300, "comm": "fio", "ts_ns": T0 + 500_000,
-                   "method": "io_uring fixed buffer (io_uring_register)",
-                   "range": [pin_addr, 4 * PAGE]}
-    ksm_culprit = {"kind": "ksm", "merged_ts_ns": T0 + 200_000, "ksmd_pid": 42}
+    pin_culprit = PinCulprit(pid=300, tid=300, comm="fio", ts_ns=T0 + 500_000,
+                             method="io_uring fixed buffer (io_uring_register)", longterm=True,
+                             source=PIN_REGISTRATION, range=(pin_addr, 4 * PAGE))
+    ksm_culprit = KsmCulprit(merged_ts_ns=T0 + 200_000, ksmd_pid=42)
     t = T0 + 1_000_000
     return [
         pin(300, pin_addr, 4 * PAGE, comm="fio"),

@@ -5,8 +5,8 @@
 * each failure: an instant ("i") event on that thread at the moment the
   call returned, its diagnosis (cause, evidence, explanation, remedy from
   the taxonomy, culprit) in args;
-* io_uring pin registrations and KSM merges: instant events on the track of
-  the process responsible;
+* long-term pins (io_uring registrations, GUP pins) and KSM merges: instant
+  events on the track of the process responsible;
 * counters ("C") per process: moves/s (ok, failed), bytes/s, TLB flushes/s
   in COUNTER_BIN_NS bins;
 * process and thread names as metadata ("M");
@@ -24,7 +24,9 @@ from typing import IO
 
 import orjson
 
-from .taxonomy import CAUSES
+from . import records
+from .culprits import PinCulprit
+from .taxonomy import CAUSES, cause_label
 from .tracereader import ReadStatus, iter_records
 
 COUNTER_BIN_NS = 100_000_000   # 100 ms
@@ -101,9 +103,9 @@ class ChromeTraceExporter:
         pid, tid = m["pid"], m["tid"]
         self._name_thread(pid, tid, m["comm"])
         d = m["diagnosis"]
-        failed = m["ret"] != 0
-        moved = max(m["move"], 0) if failed else (m["move"] if m["move"] > 0 else m["len"])
-        cause = d["underlying"] or d["cause"]
+        failed = records.outcome(m) != records.OK
+        moved = records.bytes_moved(m)
+        cause = records.effective_cause(d)
         self._emit({
             "name": f"UFFDIO_MOVE {m['errno']}" if failed else "UFFDIO_MOVE",
             "cat": MOVE_CATEGORY, "ph": "X", "pid": pid, "tid": tid,
@@ -123,11 +125,12 @@ class ChromeTraceExporter:
     def _failure(self, m: dict, d: dict, cause: str, end_ns: int):
         self.stats["failures"] += 1
         known = CAUSES.get(cause)
-        culprit = d["culprit"]
-        if culprit is not None and culprit["kind"] == "pin":
-            culprit = {**culprit, "range": [_hex(culprit["range"][0]), culprit["range"][1]]}
+        culprit = records.culprit(d)
+        culprit_args = culprit.to_json() if culprit is not None else None
+        if isinstance(culprit, PinCulprit) and culprit.range is not None:
+            culprit_args["range"] = [_hex(culprit.range[0]), culprit.range[1]]
         self._emit({
-            "name": cause if d["underlying"] is None else f"{d['cause']}: {cause}",
+            "name": cause_label(d["cause"], d["underlying"]),
             "cat": FAILURE_CATEGORY, "ph": "i", "s": "t", "pid": m["pid"], "tid": m["tid"],
             "ts": self._us(end_ns),
             "args": {"cause": d["cause"], "underlying": d["underlying"],
@@ -135,16 +138,17 @@ class ChromeTraceExporter:
                      "fail_addr": _hex(d["fail_addr"]),
                      "explanation": known.explanation if known else d["explanation"],
                      "remedy": known.remedy if known else d["remedy"],
-                     "culprit": culprit, "notes": d["notes"]}})
+                     "culprit": culprit_args, "notes": d["notes"]}})
 
     def _pin(self, p: dict):
         self.stats["pins"] += 1
         self._name_thread(p["pid"], p["tid"], p["comm"])
-        name = "io_uring buffers unpinned" if p["released"] else "io_uring buffer pinned"
+        name = "pages unpinned" if p["released"] else "pages pinned"
+        args = {"method": records.pin_label(p), "addr": _hex(p["addr"]), "len": p["len"]}
+        if records.pin_registered_by_io_uring(p):
+            args.update(io_uring_fd=p["fd"], index=p["index"])
         self._emit({"name": name, "cat": "pin", "ph": "i", "s": "t", "pid": p["pid"],
-                    "tid": p["tid"], "ts": self._us(p["ts_ns"]),
-                    "args": {"addr": _hex(p["addr"]), "len": p["len"], "io_uring_fd": p["fd"],
-                             "index": p["index"]}})
+                    "tid": p["tid"], "ts": self._us(p["ts_ns"]), "args": args})
 
     def _ksm(self, k: dict):
         if k["merged_ts_ns"] is None or k["ksmd_pid"] is None:

@@ -7,41 +7,22 @@ conclusion says how it is known (observed / inferred / errno).
 from __future__ import annotations
 
 import errno as E
-from dataclasses import dataclass, field
 from typing import Callable
 
+from .culprits import GUP_HOOK, PIN_REGISTRATION, KsmCulprit, PinCulprit
+from .diagnosis import Diagnosis
 from .enrich import Enrichment, Vma
 from .events import MoveEvent, PinEvent, pin_method_name
-from .kernel_evidence import diagnose_observed
+from .kernel_evidence import diagnose_observed, step_errno
 from .native import PAGE_SIZE, lib
-from .taxonomy import ERRNO, INFERRED, OBSERVED, cause
+from .taxonomy import (ERRNO, INFERRED, OBSERVED, PARTIAL_STOPS, CauseCode as C,
+                       allowed_causes, contradiction, errno_default)
 
 VALID_MODE_BITS = 0x3  # DONTWAKE | ALLOW_SRC_HOLES
 SPECIAL_VMFLAGS = {"ht": "hugetlb", "pf": "PFNMAP", "io": "IO", "mm": "MIXEDMAP",
                    "ss": "shadow stack"}
 ACCESS_VMFLAGS = {"rd", "wr", "ex"}
-
-
-@dataclass(frozen=True)
-class Diagnosis:
-    cause: str
-    evidence: str
-    fail_addr: int | None = None
-    underlying: str | None = None          # for `partial`: what stopped it
-    culprit: dict | None = None             # pinner, KSM merge, ...
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def effective_cause(self) -> str:
-        """The cause to act on: the underlying one for a partial move."""
-        return self.underlying or self.cause
-
-    def to_json(self) -> dict:
-        c = cause(self.effective_cause)
-        return {"cause": self.cause, "underlying": self.underlying,
-                "evidence": self.evidence, "fail_addr": self.fail_addr,
-                "culprit": self.culprit, "explanation": c.explanation,
-                "remedy": c.remedy, "notes": self.notes}
+PMD_SIZE = 2 << 20
 
 
 class PinTable:
@@ -75,82 +56,128 @@ def _pin_note(pin: PinEvent) -> str:
     return f"src page lies in a range pinned by pid {pin.pid}: {pin_method_name(pin.method)}"
 
 
-def _pin_culprit(pin: PinEvent) -> dict:
-    return {"kind": "pin", "pid": pin.pid, "tid": pin.tid, "comm": pin.comm,
-            "method": pin_method_name(pin.method), "ts_ns": pin.ts_ns,
-            "range": [pin.addr, pin.len], "source": "pin registration"}
+def pin_culprit(pin: PinEvent) -> PinCulprit:
+    """The culprit a pin event names: a registration (io_uring fixed buffers,
+    always long-term) or a long-term pin a GUP hook saw."""
+    L = lib()
+    registered = pin.method == L.UT_PIN_IO_URING_REGISTER
+    return PinCulprit(pid=pin.pid, comm=pin.comm,
+                      method=pin_method_name(pin.method & L.UT_PIN_METHOD_MASK),
+                      longterm=registered or bool(pin.method & L.UT_PIN_LONGTERM),
+                      source=PIN_REGISTRATION if registered else GUP_HOOK,
+                      ts_ns=pin.ts_ns, tid=pin.tid, range=(pin.addr, pin.len))
+
+
+Finding = tuple[C, object, list[str]]   # (cause, culprit or None, notes)
 
 
 def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,
-                   ksm_lookup: KsmLookup | None) -> tuple[str, dict | None, list[str]]:
-    """Why the page at en.src_addr could not be moved (tracepoint tier)."""
-    notes = []
+                   ksm_lookup: KsmLookup | None) -> Finding | None:
+    """What the page state read after the call says stopped the move at
+    en.src_addr, checked in the kernel's order (tracepoint tier).  None when
+    the state shows nothing that would stop a move (it changed since)."""
     dst, src = en.dst_page, en.src_page
-    if dst is not None and dst.present:
-        return "dst_populated", None, [f"dst page {en.dst_addr:#x} is present"]
+    if dst is not None and (dst.present or dst.swapped):
+        return C.DST_POPULATED, None, [f"dst page {en.dst_addr:#x} is populated"]
     if src is not None and not src.present and not src.swapped:
-        if move.mode & lib().UFFDT_MOVE_MODE_ALLOW_SRC_HOLES:
-            notes.append("src page absent although ALLOW_SRC_HOLES was set")
-        return "src_hole", None, notes + [f"src page {en.src_addr:#x} is not present"]
+        notes = ["src page absent although ALLOW_SRC_HOLES was set"] \
+            if move.mode & lib().UFFDT_MOVE_MODE_ALLOW_SRC_HOLES else []
+        return C.SRC_HOLE, None, notes + [f"src page {en.src_addr:#x} is not present"]
     if src is not None and src.has("ksm"):
         merge = ksm_lookup(src.pfn) if (ksm_lookup and src.pfn is not None) else None
-        culprit = {"kind": "ksm", "merged_ts_ns": merge["merged_ts_ns"] if merge else None,
-                   "ksmd_pid": merge["ksmd_pid"] if merge else None}
-        if not merge:
-            notes.append("merged before tracing started (no ksm tracepoint seen)")
-        return "page_ksm", culprit, notes + ["kpageflags: KSM"]
+        culprit = KsmCulprit(merge["merged_ts_ns"], merge["ksmd_pid"]) if merge \
+            else KsmCulprit()
+        notes = [] if merge else ["merged before tracing started (no ksm tracepoint seen)"]
+        return C.PAGE_KSM, culprit, notes + ["kpageflags: KSM"]
     pin = pins.covering(move.pid, en.src_addr)
     if pin is not None:
-        return "page_pinned", _pin_culprit(pin), [_pin_note(pin)]
+        return C.PAGE_PINNED, pin_culprit(pin), [_pin_note(pin)]
     if src is not None and src.has("zero_page"):
-        return "zero_page", None, ["kpageflags: zero page"]
+        return C.ZERO_PAGE, None, ["kpageflags: zero page"]
     if src is not None and src.swapped and not src.exclusive:
-        return "swap_not_exclusive", None, ["pagemap: swapped, not exclusive"]
+        return C.SWAP_NOT_EXCLUSIVE, None, ["pagemap: swapped, not exclusive"]
     if src is not None and src.present and not src.exclusive:
-        return "page_shared", None, ["pagemap: not exclusively mapped (shared after fork?)"]
-    if src is not None and src.has("thp") and move.len % (2 << 20):
-        return "thp_split_failed", None, ["kpageflags: THP, and the move is not whole PMDs"]
-    if src is None:
-        notes.append("page state unknown")
-    return "busy_unknown", None, notes + [
-        "src page is present and exclusive, not KSM, no pin registration seen "
-        "(a pin taken before tracing started, or DMA, looks exactly like this)"]
+        return C.PAGE_SHARED, None, ["pagemap: not exclusively mapped (shared after fork?)"]
+    if src is not None and src.has("thp") and move.len % PMD_SIZE:
+        return C.THP_SPLIT_FAILED, None, ["kpageflags: THP, and the move is not whole PMDs"]
+    return None
+
+
+def _busy_unknown_notes(en: Enrichment) -> list[str]:
+    if en.src_page is None:
+        return ["page state unknown"]
+    return ["src page is present and exclusive, not KSM, no pin registration seen "
+            "(a pin taken before tracing started, or DMA, looks exactly like this)"]
+
+
+def errno_level(move: MoveEvent, fail_addr: int | None, notes: list[str]) -> Diagnosis:
+    """The diagnosis from the errno (and `move`) alone: evidence `errno`."""
+    if move.partial:
+        return Diagnosis(C.PARTIAL, ERRNO, fail_addr, None, None, notes)
+    code = errno_default(move.errno)
+    if code == C.MMAP_CHANGING:
+        notes = notes + ["nothing moved; a transient VMA-lock failure (6.15+) returns "
+                         "the same EAGAIN"]
+    return Diagnosis(code, ERRNO, fail_addr if code in PARTIAL_STOPS else None, notes=notes)
+
+
+def _from_page_state(move: MoveEvent, en: Enrichment, pins: PinTable,
+                     ksm_lookup: KsmLookup | None, fail_addr: int) -> Diagnosis:
+    """An inferred diagnosis from the page state -- only where the errno
+    allows what the state shows; otherwise the errno-level cause, with what
+    the state showed in the notes."""
+    found = _blocking_page(move, en, pins, ksm_lookup)
+    allowed = PARTIAL_STOPS if move.partial else allowed_causes(move.errno, False)
+    if found is None and C.BUSY_UNKNOWN in allowed:
+        found = (C.BUSY_UNKNOWN, None, _busy_unknown_notes(en))
+    if found is None:
+        return errno_level(move, fail_addr, [
+            "the pages read after the call show nothing that stops a move: "
+            "they changed since"])
+    code, culprit, notes = found
+    if code not in allowed:
+        return errno_level(move, fail_addr, notes + [
+            f"the page state read after the call points to {code}, which "
+            f"{move.errno} rules out: the pages changed since the call"])
+    if move.partial:
+        return Diagnosis(C.PARTIAL, INFERRED, fail_addr, code, culprit, notes)
+    return Diagnosis(code, INFERRED, fail_addr, None, culprit, notes)
 
 
 def _invalid_from_request(move: MoveEvent) -> str | None:
     """EINVAL checks decided by the request alone (validate_range, mode)."""
     if move.len == 0:
-        return "invalid_zero_len"
+        return C.INVALID_ZERO_LEN
     if (move.dst | move.src | move.len) % PAGE_SIZE:
-        return "invalid_misaligned"
+        return C.INVALID_MISALIGNED
     if move.mode & ~VALID_MODE_BITS:
-        return "invalid_bad_mode"
+        return C.INVALID_BAD_MODE
     return None
 
 
 def _invalid_from_vmas(move: MoveEvent, src: Vma, dst: Vma) -> tuple[str, list]:
     """EINVAL from move_pages()/validate_move_areas(), in the kernel's order."""
     if move.src + move.len > src.end or move.dst + move.len > dst.end:
-        return "invalid_crosses_vma", ["range extends past its VMA"]
+        return C.INVALID_CROSSES_VMA, ["range extends past its VMA"]
     if src.shared or dst.shared:
-        return "invalid_vma_shared", [f"{'src' if src.shared else 'dst'} VMA is shared"]
+        return C.INVALID_VMA_SHARED, [f"{'src' if src.shared else 'dst'} VMA is shared"]
     for vma, name in ((src, "src"), (dst, "dst")):
         special = [SPECIAL_VMFLAGS[f] for f in vma.flags if f in SPECIAL_VMFLAGS]
         if special:
-            return "invalid_special_vma", [f"{name} VMA is {', '.join(special)}"]
+            return C.INVALID_SPECIAL_VMA, [f"{name} VMA is {', '.join(special)}"]
     if not src.anonymous or not dst.anonymous:
-        return "invalid_vma_not_anon", ["file-backed VMA"]
+        return C.INVALID_VMA_NOT_ANON, ["file-backed VMA"]
     if "wr" not in src.flags:
         notes = ["src VmFlags lack wr"]
         if (src.flags & ACCESS_VMFLAGS) != (dst.flags & ACCESS_VMFLAGS):
             notes.append("src and dst protections differ too")
-        return "invalid_src_not_writable", notes
+        return C.INVALID_SRC_NOT_WRITABLE, notes
     if (src.flags & ACCESS_VMFLAGS) != (dst.flags & ACCESS_VMFLAGS) or \
             ("lo" in src.flags) != ("lo" in dst.flags):
-        return "invalid_vma_flags_mismatch", ["protection or mlock flags differ"]
+        return C.INVALID_VMA_FLAGS_MISMATCH, ["protection or mlock flags differ"]
     if "um" not in dst.flags:
-        return "invalid_dst_not_registered", ["dst VmFlags lack um (uffd missing mode)"]
-    return "invalid_unknown", ["VMAs look valid now: changed since the call?"]
+        return C.INVALID_DST_NOT_REGISTERED, ["dst VmFlags lack um (uffd missing mode)"]
+    return C.INVALID_UNKNOWN, ["VMAs look valid now: changed since the call?"]
 
 
 def _why_no_evidence(en: Enrichment | None) -> list[str]:
@@ -166,8 +193,21 @@ def _why_no_evidence(en: Enrichment | None) -> list[str]:
 
 def diagnose(move: MoveEvent, en: Enrichment | None, pins: PinTable,
              ksm_lookup: KsmLookup | None = None) -> Diagnosis:
+    """The diagnosis of one move, never naming a cause its errno rules out
+    (taxonomy.contradiction is checked last, whichever engine answered)."""
     if not move.failed:
-        return Diagnosis("ok", OBSERVED)
+        return Diagnosis(C.OK, OBSERVED)
+    d = _diagnose_failure(move, en, pins, ksm_lookup)
+    why = contradiction(d.cause, d.underlying, move.errno, move.partial,
+                        step_errno(move) if move.kernel_tier else None)
+    if why is None:
+        return d
+    return errno_level(move, d.fail_addr, d.notes + [f"evidence pointed to "
+                       f"{d.effective_cause} ({d.evidence}), but {why}"])
+
+
+def _diagnose_failure(move: MoveEvent, en: Enrichment | None, pins: PinTable,
+                      ksm_lookup: KsmLookup | None) -> Diagnosis:
     if move.kernel_tier:
         observed = diagnose_observed(move)
         if observed is not None:
@@ -183,16 +223,21 @@ def diagnose(move: MoveEvent, en: Enrichment | None, pins: PinTable,
     # page state: it stands even when the memory is already gone.
     pin = pins.covering(move.pid, fail_addr) if err in (E.EAGAIN, E.EBUSY) else None
     if pin is not None and not have_pages:
-        note = gone + [_pin_note(pin)]
-        return Diagnosis("partial" if move.partial else "page_pinned", INFERRED, fail_addr,
-                         "page_pinned" if move.partial else None, _pin_culprit(pin), note)
-    if move.partial:
+        notes = gone + [_pin_note(pin)]
+        if move.partial:
+            return Diagnosis(C.PARTIAL, INFERRED, fail_addr, C.PAGE_PINNED, pin_culprit(pin),
+                             notes)
+        if err == E.EBUSY:
+            return Diagnosis(C.PAGE_PINNED, INFERRED, fail_addr, None, pin_culprit(pin), notes)
+    if move.partial or err in (E.EBUSY, E.EEXIST, E.ENOENT):
+        if err == E.ENOENT and en is not None and en.error is None and \
+                (en.src_vma is None or en.dst_vma is None):
+            return Diagnosis(C.NO_VMA, INFERRED, fail_addr, notes=[
+                "no VMA at " + ("src" if en.src_vma is None else "dst")
+                + " when inspected (or unmapped right after the call)"])
         if not have_pages:
-            return Diagnosis("partial", ERRNO, fail_addr, None, None, gone)
-        code, culprit, notes = _blocking_page(move, en, pins, ksm_lookup)
-        return Diagnosis("partial", INFERRED, fail_addr, code, culprit, notes)
-    if err == E.EAGAIN:
-        return Diagnosis("mmap_changing", ERRNO, None, notes=["move = -EAGAIN, nothing moved"])
+            return errno_level(move, fail_addr, gone)
+        return _from_page_state(move, en, pins, ksm_lookup, fail_addr)
     if err == E.EINVAL:
         code = _invalid_from_request(move)
         if code:
@@ -201,24 +246,12 @@ def diagnose(move: MoveEvent, en: Enrichment | None, pins: PinTable,
             # Rejected before move_pages(): with valid arguments only the
             # caller-is-not-the-owner check is left (or an address beyond the
             # task size, which the kernel checks in the same place).
-            return Diagnosis("invalid_cross_mm", INFERRED, None,
+            return Diagnosis(C.INVALID_CROSS_MM, INFERRED, None,
                              notes=["the kernel never wrote `move`: rejected before "
                                     "move_pages() although the arguments are valid"])
         if not have_pages:
-            return Diagnosis("invalid_unknown", ERRNO, None, notes=gone)
+            return errno_level(move, None, gone)
         code, notes = _invalid_from_vmas(move, en.src_vma, en.dst_vma)
         return Diagnosis(code, INFERRED, None, notes=notes)
-    if err in (E.EBUSY, E.EEXIST, E.ENOENT):
-        if err == E.ENOENT and en is not None and en.error is None and \
-                (en.src_vma is None or en.dst_vma is None):
-            return Diagnosis("no_vma", INFERRED, fail_addr, notes=[
-                "no VMA at " + ("src" if en.src_vma is None else "dst")
-                + " when inspected (or unmapped right after the call)"])
-        if not have_pages:
-            guess = {E.EBUSY: "busy_unknown", E.EEXIST: "dst_populated",
-                     E.ENOENT: "src_hole"}[err]
-            return Diagnosis(guess, ERRNO, fail_addr, notes=gone)
-        code, culprit, notes = _blocking_page(move, en, pins, ksm_lookup)
-        return Diagnosis(code, INFERRED, fail_addr, None, culprit, notes)
-    simple = {E.ESRCH: "no_mm", E.ENOMEM: "nomem", E.EFAULT: "fault", E.EINTR: "interrupted"}
-    return Diagnosis(simple.get(err, "unknown"), ERRNO, None)
+    return errno_level(move, None, ["move = -EAGAIN, nothing moved"]
+                       if err == E.EAGAIN else [])

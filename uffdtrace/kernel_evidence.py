@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import errno as E
 
+from .culprits import GUP_HOOK, KsmCulprit, PinCulprit
+from .diagnosis import Diagnosis
 from .events import MoveEvent, pin_method_name
-from .native import lib
-from .taxonomy import OBSERVED
+from .native import errno_name, lib
+from .taxonomy import ERRNO_CAUSES, OBSERVED, PARTIAL_STOPS, CauseCode as C, allowed_causes
 
 
 class Seen:
@@ -74,89 +76,111 @@ def _invalid_from_vmas(seen: Seen) -> tuple[str, list[str]] | None:
     notes = [f"src VMA: {', '.join(_vma_notes(src)) or 'private anonymous'}",
              f"dst VMA: {', '.join(_vma_notes(dst)) or 'private anonymous'}"]
     if (src | dst) & L.UT_VMA_SHARED:
-        return "invalid_vma_shared", notes
+        return C.INVALID_VMA_SHARED, notes
     if (src | dst) & L.UT_VMA_SPECIAL:
-        return "invalid_special_vma", notes
+        return C.INVALID_SPECIAL_VMA, notes
     if (src | dst) & L.UT_VMA_NOT_ANON:
-        return "invalid_vma_not_anon", notes
+        return C.INVALID_VMA_NOT_ANON, notes
     access = L.UT_VMA_READ | L.UT_VMA_WRITE | L.UT_VMA_EXEC | L.UT_VMA_LOCKED
     if not src & L.UT_VMA_WRITE:
-        return "invalid_src_not_writable", notes
+        return C.INVALID_SRC_NOT_WRITABLE, notes
     if (src & access) != (dst & access):
-        return "invalid_vma_flags_mismatch", notes
+        return C.INVALID_VMA_FLAGS_MISMATCH, notes
     if not dst & L.UT_VMA_UFFD_MISSING or dst & L.UT_VMA_OTHER_CTX:
-        return "invalid_dst_not_registered", notes
+        return C.INVALID_DST_NOT_REGISTERED, notes
     return None
 
 
-def _pinner(move: MoveEvent) -> dict:
-    return {"kind": "pin", "pid": move.pinner_pid, "comm": move.pinner_comm,
-            "method": pin_method_name(move.pinner_method),
-            "longterm": bool(move.pinner_method & lib().UT_PIN_LONGTERM),
-            "ts_ns": move.pinner_ts_ns, "source": "GUP hook"}
+def _pinner(move: MoveEvent) -> PinCulprit:
+    return PinCulprit(pid=move.pinner_pid, comm=move.pinner_comm,
+                      method=pin_method_name(move.pinner_method & lib().UT_PIN_METHOD_MASK),
+                      longterm=bool(move.pinner_method & lib().UT_PIN_LONGTERM),
+                      source=GUP_HOOK, ts_ns=move.pinner_ts_ns)
 
 
-def _blocked_by(seen: Seen, err: int | None) -> tuple[str, dict | None, list[str]] | None:
-    """Why the move stopped at fail_addr, from the folio and PTEs there."""
+def _stopped_by(seen: Seen, err: int | None):
+    """Why the move stopped at fail_addr, from the folio and PTEs there, in
+    the kernel's order of checks: (cause, culprit, notes) or None."""
     m = seen.move
     if seen.pte("UT_PTE_DST_POPULATED") or err == E.EEXIST:
-        return "dst_populated", None, ["the dst page-table entry was populated"
+        return C.DST_POPULATED, None, ["the dst page-table entry was populated"
                                        if seen.pte("UT_PTE_DST_POPULATED") else
                                        "the move step returned EEXIST"]
     if seen.pte("UT_PTE_SRC_NONE") or (err == E.ENOENT and seen.src_vma is not None):
-        return "src_hole", None, ["the src page-table entry was empty"
+        return C.SRC_HOLE, None, ["the src page-table entry was empty"
                                   if seen.pte("UT_PTE_SRC_NONE") else
                                   "the move step returned ENOENT inside the VMA"]
     if seen.folio("UT_FOLIO_PINNED_SEEN"):
-        return "page_pinned", _pinner(m), [
+        return C.PAGE_PINNED, _pinner(m), [
             f"folio pinned by pid {m.pinner_pid} ({m.pinner_comm}) through "
             f"{pin_method_name(m.pinner_method)}"]
     if seen.folio("UT_FOLIO_MAYBE_DMA_PINNED"):
-        return "page_pinned", None, ["folio_maybe_dma_pinned(): pinned before tracing "
+        return C.PAGE_PINNED, None, ["folio_maybe_dma_pinned(): pinned before tracing "
                                      "started (no pin call seen)"]
     if seen.folio("UT_FOLIO_KSM"):
-        culprit = {"kind": "ksm", "merged_ts_ns": m.ksm_merged_ts_ns or None}
-        return "page_ksm", culprit, ["the folio is a KSM page"]
+        return C.PAGE_KSM, KsmCulprit(merged_ts_ns=m.ksm_merged_ts_ns or None), [
+            "the folio is a KSM page"]
     if seen.folio("UT_FOLIO_LARGE") and (m.split_err or err == E.EBUSY):
-        return "thp_split_failed", None, [f"large folio; split returned {m.split_err}"
+        return C.THP_SPLIT_FAILED, None, [f"large folio; split returned {m.split_err}"
                                           if m.split_err else "large folio"]
     if seen.folio("UT_FOLIO_ANON") and not seen.folio("UT_FOLIO_ANON_EXCLUSIVE") \
             and not seen.folio("UT_FOLIO_LARGE"):
-        return "page_shared", None, ["anonymous folio without PageAnonExclusive "
+        return C.PAGE_SHARED, None, ["anonymous folio without PageAnonExclusive "
                                      "(shared copy-on-write after fork)"]
     if seen.pte("UT_PTE_SRC_SWAP"):
-        return "swap_not_exclusive", None, ["the src entry is a swap entry"]
+        return C.SWAP_NOT_EXCLUSIVE, None, ["the src entry is a swap entry"]
     return None
+
+
+def _blocked_by(seen: Seen, err: int | None):
+    """_stopped_by(), kept only where the errno the failing step returned
+    (or, when unseen, the syscall's) allows it: else None, and the caller
+    falls back to inference -- which obeys the same rule."""
+    found = _stopped_by(seen, err)
+    if found is None:
+        return None
+    if err is not None:
+        allowed = ERRNO_CAUSES.get(errno_name(err), frozenset())
+    else:
+        allowed = PARTIAL_STOPS if seen.move.partial else \
+            allowed_causes(seen.move.errno, False)
+    return found if found[0] in allowed else None
+
+
+def step_errno(move: MoveEvent) -> str | None:
+    """The errno where a kernel-tier move stopped, as the kernel's step (or
+    move_pages()) returned it, or None when the hooks did not see it."""
+    err = Seen(move).errno_at_fail
+    return errno_name(err) if err is not None else None
 
 
 def diagnose_observed(move: MoveEvent):
     """A Diagnosis at evidence level observed, or None if the hooks did not
     see enough.  `move` failed and was traced in the kernel tier."""
-    from .diagnose import Diagnosis
     seen = Seen(move)
     err = -move.ret
     if not seen.entered:
         if seen.cross_mm:
-            return Diagnosis("invalid_cross_mm", OBSERVED, None, notes=[
+            return Diagnosis(C.INVALID_CROSS_MM, OBSERVED, None, notes=[
                 "the userfaultfd belongs to another process's mm (read in userfaultfd_ioctl)"])
         if err == E.EAGAIN and move.move == -E.EAGAIN:
-            return Diagnosis("mmap_changing", OBSERVED, None, notes=[
+            return Diagnosis(C.MMAP_CHANGING, OBSERVED, None, notes=[
                 "rejected with -EAGAIN before move_pages(): an mm change was pending"])
         return None
     if err == E.EINVAL and not move.steps:
         found = _invalid_from_vmas(seen)
         return Diagnosis(found[0], OBSERVED, None, notes=found[1]) if found else None
-    step_errno = seen.errno_at_fail
-    found = _blocked_by(seen, step_errno)
+    stop_errno = seen.errno_at_fail
+    found = _blocked_by(seen, stop_errno)
     if found is None:
         return None
     code, culprit, notes = found
     fail_addr = move.fail_addr or move.src + max(move.move, 0)
-    if step_errno is not None:
+    if stop_errno is not None:
         notes.append(f"{'step' if seen.step_failed else 'move_pages()'} returned "
-                     f"-{E.errorcode.get(step_errno, step_errno)}")
+                     f"-{errno_name(stop_errno)}")
     if move.retries:
         notes.append(f"{move.retries} internal -EAGAIN retries")
     if move.partial:
-        return Diagnosis("partial", OBSERVED, fail_addr, code, culprit, notes)
+        return Diagnosis(C.PARTIAL, OBSERVED, fail_addr, code, culprit, notes)
     return Diagnosis(code, OBSERVED, fail_addr, None, culprit, notes)

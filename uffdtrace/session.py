@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass
 
 from . import bpfprog, kernel_tier, tiers
-from .diagnose import Diagnosis, PinTable, diagnose
+from .diagnose import PinTable, diagnose
+from .diagnosis import Diagnosis
 from .enrich import Enrichment, enrich
 from .errors import UserError
 from .events import MoveEvent, PinEvent, decode

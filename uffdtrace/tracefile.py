@@ -12,6 +12,7 @@ import os
 import time
 
 from . import __version__
+from .culprits import KsmCulprit
 from .errors import UserError
 from .events import PinEvent
 from .scrub import KernelValueScrubber
@@ -87,18 +88,19 @@ class TraceRecords:
     def _ksm_attribution(self, move) -> dict | None:
         """A ksm record the first time a merged page explains a failure."""
         d = move.diagnosis
-        if d.effective_cause != "page_ksm" or not d.culprit or d.culprit.get("kind") != "ksm":
+        if d.effective_cause != "page_ksm" or not isinstance(d.culprit, KsmCulprit):
             return None
         page = move.enrichment.src_page if move.enrichment else None
         pfn = page.pfn if page is not None else None
         addr = d.fail_addr if d.fail_addr is not None else move.event.src
-        key = (move.event.pid, addr, pfn, d.culprit["merged_ts_ns"])
+        merge = d.culprit
+        key = (move.event.pid, addr, pfn, merge.merged_ts_ns)
         if key in self._ksm_seen:
             return None
         self._ksm_seen.add(key)
         return {"type": "ksm", "pid": move.event.pid, "addr": addr, "pfn": pfn,
-                "merged_ts_ns": d.culprit["merged_ts_ns"], "ksmd_pid": d.culprit["ksmd_pid"],
-                "evidence": "observed" if d.culprit["merged_ts_ns"] is not None else "inferred"}
+                "merged_ts_ns": merge.merged_ts_ns, "ksmd_pid": merge.ksmd_pid,
+                "evidence": "observed" if merge.seen_merging else "inferred"}
 
     def aggregates(self, *, elapsed_s: float, counters: dict, outcomes: list,
                    histograms: dict):

@@ -15,11 +15,12 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
+from . import records
+from .culprits import KsmCulprit, PinCulprit
 from .taxonomy import CAUSES
 from .tracereader import ReadStatus, iter_records
 
 WORST_LATENCIES = 10
-DEFAULT_PAGE_SIZE = 4096   # only for traces whose header predates page_size
 
 
 @dataclass
@@ -54,18 +55,6 @@ class _Pinner:
     blocked: Counter = field(default_factory=Counter)   # victim pid -> moves
     victims_comm: dict = field(default_factory=dict)
     registrations: int = 0
-
-
-def _outcome(move: dict) -> str:
-    if move["ret"] == 0:
-        return "ok"
-    return "partial" if move["errno"] == "EAGAIN" and move["move"] > 0 else "failed"
-
-
-def _bytes_moved(move: dict) -> int:
-    if move["ret"] == 0:
-        return move["move"] if move["move"] > 0 else move["len"]
-    return max(move["move"], 0) if move["errno"] == "EAGAIN" else 0
 
 
 class TraceSummary:
@@ -118,10 +107,10 @@ class TraceSummary:
         proc = self._process(m["pid"])
         if proc.comm is None or (not proc.comm_is_leader and m["tid"] == m["pid"]):
             proc.comm, proc.comm_is_leader = m["comm"], m["tid"] == m["pid"]
-        outcome = _outcome(m)
+        outcome = records.outcome(m)
         proc.recorded[outcome] += 1
         self.after_aggregates.setdefault(m["pid"], Counter())[outcome] += 1
-        moved = _bytes_moved(m)
+        moved = records.bytes_moved(m)
         proc.bytes_moved += moved
         proc.bytes_requested += m["len"]
         proc.tlb_flushes += m["tlb_flushes"]
@@ -142,7 +131,7 @@ class TraceSummary:
 
     def _failure(self, m: dict):
         d = m["diagnosis"]
-        code = d["underlying"] or d["cause"]
+        code = records.effective_cause(d)
         cause = self.causes.get(code)
         if cause is None:
             cause = self.causes[code] = _Cause(code)
@@ -153,19 +142,18 @@ class TraceSummary:
         cause.errnos[m["errno"]] += 1
         cause.evidence[d["evidence"]] += 1
         cause.processes[m["pid"]] += 1
-        culprit = d["culprit"]
-        if culprit is None:
-            return
-        if culprit["kind"] == "pin":
-            pinner = self._pinner(culprit["pid"], culprit["comm"], culprit["method"])
+        culprit = records.culprit(d)
+        if isinstance(culprit, PinCulprit):
+            pinner = self._pinner(culprit.pid, culprit.comm, culprit.method)
             pinner.blocked[m["pid"]] += 1
             pinner.victims_comm.setdefault(m["pid"], m["comm"])
-            self._add_range(pinner, culprit["range"])
-        elif culprit["kind"] == "ksm":
-            merges = self.ksm.setdefault(culprit["ksmd_pid"], {"blocked": Counter(),
-                                                                "first_merge_ns": None})
+            if culprit.range is not None:
+                self._add_range(pinner, culprit.range)
+        elif isinstance(culprit, KsmCulprit):
+            merges = self.ksm.setdefault(culprit.ksmd_pid, {"blocked": Counter(),
+                                                            "first_merge_ns": None})
             merges["blocked"][m["pid"]] += 1
-            ts = culprit["merged_ts_ns"]
+            ts = culprit.merged_ts_ns
             if ts is not None and (merges["first_merge_ns"] is None
                                    or ts < merges["first_merge_ns"]):
                 merges["first_merge_ns"] = ts
@@ -177,14 +165,15 @@ class TraceSummary:
         return pinner
 
     @staticmethod
-    def _add_range(pinner: _Pinner, rng: list):
+    def _add_range(pinner: _Pinner, rng):
+        rng = list(rng)
         if rng not in pinner.ranges and len(pinner.ranges) < 8:
-            pinner.ranges.append(list(rng))
+            pinner.ranges.append(rng)
 
     def _pin(self, p: dict):
         if p["released"] or (self.pid is not None and p["pid"] != self.pid):
             return
-        pinner = self._pinner(p["pid"], p["comm"], "io_uring fixed buffer (io_uring_register)")
+        pinner = self._pinner(p["pid"], p["comm"], records.pin_label(p))
         pinner.registrations += 1
         self._add_range(pinner, [p["addr"], p["len"]])
 
@@ -196,7 +185,7 @@ class TraceSummary:
         out = {"pid": m["pid"], "tid": m["tid"], "comm": m["comm"], "t_s": self._rel_s(m["ts_ns"]),
                "latency_us": round(m["latency_ns"] / 1000, 3), "dst": m["dst"], "src": m["src"],
                "len": m["len"], "errno": m["errno"], "move": m["move"],
-               "cause": d["underlying"] or d["cause"], "evidence": d["evidence"],
+               "cause": records.effective_cause(d), "evidence": d["evidence"],
                "tlb_flushes": m["tlb_flushes"]}
         if notes:
             out.update(fail_addr=d["fail_addr"], culprit=d["culprit"], notes=d["notes"])
@@ -205,7 +194,7 @@ class TraceSummary:
     # --- results ----------------------------------------------------------------
     @property
     def page_size(self) -> int:
-        return self.header.get("page_size", DEFAULT_PAGE_SIZE)
+        return records.page_size(self.header)
 
     def _counted(self) -> tuple[dict[int, Counter], dict[int, int] | None, str]:
         """Per-process outcome counts, bytes (if the kernel counted them), source."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from uffdtrace.culprits import KsmCulprit
 from tests.tracegen import enrichment, failed, mixed_items, src_page, write_trace
 from uffdtrace.scrub import KernelValueScrubber
 from uffdtrace.tracefile import TraceWriter
@@ -66,7 +67,7 @@ def test_the_writer_scrubs_every_record_it_writes(tmp_path):
 def test_ksm_records_carry_the_page_frame_as_an_id_only(tmp_path):
     path = tmp_path / "t.jsonl"
     pfn = 0x2a2a2a
-    item = failed(16, "page_ksm", culprit={"kind": "ksm", "merged_ts_ns": None, "ksmd_pid": None},
+    item = failed(16, "page_ksm", culprit=KsmCulprit(),
                   enrichment=enrichment(src_page(pfn=pfn, flags=frozenset({"ksm"}))))
     write_trace(path, [item, item, *mixed_items()])
     assert str(pfn) not in lines_of(path)

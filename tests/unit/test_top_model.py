@@ -3,6 +3,8 @@ counted independently (tests/tui/data/mixed.jsonl is a real recording of
 the `mixed` workload)."""
 from __future__ import annotations
 
+import errno
+
 import json
 import random
 from collections import Counter
@@ -10,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from uffdtrace.top.model import TopModel, cause_of
+from uffdtrace.records import effective_cause
+from uffdtrace.top.model import TopModel
 from uffdtrace.top.stats import LatencyHistogram, RateMeter, bucket_bounds, latency_bucket
 
 MIXED = Path(__file__).resolve().parent.parent / "tui" / "data" / "mixed.jsonl"
@@ -25,7 +28,7 @@ def move(pid, t, *, ret=0, length=4096, moved=None, comm="app", latency_ns=1000,
     r = {"type": "move", "pid": pid, "tid": pid, "comm": comm, "ts_ns": t0 + int(t * 1e9),
          "latency_ns": latency_ns, "len": length, "ret": ret, "tlb_flushes": tlb,
          "move": length if ret == 0 else (moved if moved is not None else ret),
-         "errno": None if ret == 0 else "EBUSY"}
+         "errno": None if ret == 0 else errno.errorcode[-ret]}
     if ret:
         r["diagnosis"] = {"cause": cause or "busy_unknown", "underlying": None,
                           "evidence": "errno"}
@@ -115,7 +118,7 @@ def test_totals_causes_and_processes_match_the_trace():
         mine = [r for r in moves if r["pid"] == p.pid]
         assert p.moves == len(mine)
         assert p.failures == sum(r["ret"] < 0 for r in mine)
-        assert dict(p.causes) == dict(Counter(cause_of(r["diagnosis"])
+        assert dict(p.causes) == dict(Counter(effective_cause(r["diagnosis"])
                                               for r in mine if r["ret"] < 0))
         moved_pages = sum(r["len"] if r["ret"] == 0 else max(r["move"], 0)
                           for r in mine) // 4096

@@ -137,7 +137,7 @@ def test_detail_of_a_kernel_tier_pin():
 
 def test_detail_of_ksm_and_of_missing_evidence():
     rec = move(5, 1.0, ret=-16, cause="page_ksm", comm="x[/]y")
-    rec["diagnosis"]["culprit"] = {"kind": "ksm", "ts_ns": None}
+    rec["diagnosis"]["culprit"] = {"kind": "ksm", "merged_ts_ns": None}
     d = lines_of(describe_failure(rec))
     assert d["merged"] == "before tracing started"
     assert d["state"].startswith("not inspected")

@@ -6,6 +6,7 @@ import json
 import time
 
 from . import command_parser
+from .. import records
 from ..textsafe import printable
 from ..tracesummary import summarize
 
@@ -135,18 +136,6 @@ def _processes(s: dict, limit: int = 20) -> list[str]:
     return lines
 
 
-def _culprit(c: dict | None) -> str | None:
-    if c is None:
-        return None
-    if c["kind"] == "pin":
-        addr, length = c["range"]
-        return (f"pinned by {proc(c['pid'], c['comm'])} via {printable(c['method'])}: "
-                f"{addr:#x}+{size(length)}")
-    if c["merged_ts_ns"] is not None:
-        return f"merged by ksmd (pid {c['ksmd_pid']}) while tracing"
-    return "merged by KSM before tracing started"
-
-
 def _causes(s: dict) -> list[str]:
     rows = s["causes"]
     if not rows:
@@ -169,9 +158,9 @@ def _causes(s: dict) -> list[str]:
         lines.append(f"     first: {e['t_s']:.6f} s {proc(e['pid'], e['comm'])} moved "
                      f"src {e['src']:#x} -> dst {e['dst']:#x} len {size(e['len'])}: "
                      f"{result_text(e)}{at}")
-        culprit = _culprit(e["culprit"])
-        if culprit:
-            lines.append(f"       {culprit}")
+        culprit = records.culprit(e)
+        if culprit is not None:
+            lines.append(f"       {printable(culprit.describe())}")
         lines += [f"       {printable(n)}" for n in e["notes"][:3]]
     return lines
 

@@ -6,6 +6,7 @@ from collections import Counter
 
 from . import command_parser
 from ..session import TracedMove
+from ..taxonomy import cause_label
 from ..textsafe import printable
 from ..recording import run_session
 from .tracing import (add_run_options, add_session_options, print_program, sampling_note,
@@ -37,15 +38,14 @@ def add_parser(sub):
 def format_move(m: TracedMove, t0_ns: int) -> str:
     e, d = m.event, m.diagnosis
     result = "ok" if not e.failed else f"{e.errno} {e.move}"
-    cause = d.cause if not d.underlying else f"{d.cause}: {d.underlying}"
+    cause = cause_label(d.cause, d.underlying)
     line = (f"{(e.ts_ns - t0_ns) / 1e9:<9.3f} {e.pid:>7} {printable(e.comm):<16.16} "
             f"{e.dst:#014x} {e.src:#014x} {e.len:>8} {result:<14.14} "
             f"{e.latency_ns / 1000:>7.1f} {e.tlb_flushes if e.cost_stats else '-':>4}  {cause}")
     if e.failed:
         line += f" [{d.evidence}]"
-        if d.culprit and d.culprit.get("kind") == "pin":
-            line += (f" pinned by pid {d.culprit['pid']} ({printable(d.culprit['comm'])}) "
-                     f"via {d.culprit['method']}")
+        if d.culprit is not None:
+            line += f" {printable(d.culprit.describe())}"
     return line
 
 
@@ -64,7 +64,7 @@ def run(args) -> int:
         def sink(items):
             for item in items:
                 if isinstance(item, TracedMove):
-                    causes[item.diagnosis.underlying or item.diagnosis.cause] += 1
+                    causes[item.diagnosis.effective_cause] += 1
                     print(format_move(item, t0), flush=True)
 
         result = run_session(session, args.command, args.duration, sink)

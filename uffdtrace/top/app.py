@@ -99,10 +99,10 @@ class ErrorScreen(TextScreen):
     """
 
 
-def detail_text(row: FailureRow, t0_ns: int | None) -> Group:
+def detail_text(row: FailureRow, snap: Snapshot) -> Group:
     """Titled sections of label/value lines; long values wrap in their column."""
     parts = []
-    sections = describe_failure(row.record, row.t, t0_ns)
+    sections = describe_failure(row.record, row.t, snap.t0_ns, snap.page_size)
     width = max(len(label) for _, lines in sections for label, _ in lines)
     for title, lines in sections:
         grid = Table.grid(padding=(0, 2))
@@ -353,4 +353,4 @@ class TopApp(App):
             self.notify("that failure is no longer in the recent list", markup=False)
             return
         title = f"Failure #{row.seq}: pid {row.pid} ({comm_text(row.comm)}), {row.cause}"
-        self.push_screen(TextScreen(title, detail_text(row, snap.t0_ns)))
+        self.push_screen(TextScreen(title, detail_text(row, snap)))

@@ -3,9 +3,11 @@ lines (plain strings: the UI renders them literally).  Explanations and
 remedies come from the taxonomy, so they read the same everywhere."""
 from __future__ import annotations
 
-from ..textsafe import printable
-from ..native import PAGE_SIZE, lib
+from .. import records
+from ..culprits import KsmCulprit, PinCulprit
+from ..native import lib
 from ..taxonomy import CAUSES, EVIDENCE_MEANING
+from ..textsafe import printable
 
 Section = tuple[str, list[tuple[str, str]]]
 
@@ -22,8 +24,8 @@ def _mode(mode: int) -> str:
     return " | ".join(known + ([f"{rest:#x} (invalid bits)"] if rest else [])) or "0"
 
 
-def _bytes(n: int) -> str:
-    pages = n / PAGE_SIZE
+def _bytes(n: int, page_size: int) -> str:
+    pages = n / page_size
     return f"{n:,} bytes ({pages:g} page{'' if pages == 1 else 's'})" if n >= 0 else str(n)
 
 
@@ -32,17 +34,18 @@ def _explain(code: str, record_text: str | None, field: str) -> str:
     return getattr(c, field) if c else (record_text or "(not explained)")
 
 
-def _request(r: dict, t: float | None) -> Section:
+def _request(r: dict, t: float | None, page_size: int) -> Section:
     lines = [("process", f"pid {r.get('pid')} tid {r.get('tid')} "
                          f"({printable(r.get('comm') or '?')})"),
              ("time", f"{t:.6f} s into the trace" if t is not None else "unknown"),
              ("request", f"UFFDIO_MOVE fd {r.get('fd')}: dst {_addr(r.get('dst'))}  "
-                         f"src {_addr(r.get('src'))}  len {_bytes(int(r.get('len') or 0))}"),
+                         f"src {_addr(r.get('src'))}  len "
+                         f"{_bytes(int(r.get('len') or 0), page_size)}"),
              ("mode", _mode(int(r.get("mode") or 0)))]
     move = int(r.get("move") or 0)
     result = f"ret {r.get('ret')} ({r.get('errno') or 'ok'}), move = {move:,}"
     if move > 0:
-        result += f": {_bytes(move)} moved before it stopped"
+        result += f": {_bytes(move, page_size)} moved before it stopped"
     lines.append(("result", result))
     cost = (f"{int(r.get('latency_ns') or 0) / 1000:,.1f} µs, "
             f"{r.get('tlb_flushes', 0)} TLB flushes ({r.get('tlb_pages', 0)} pages, "
@@ -78,37 +81,25 @@ def _diagnosis(r: dict, d: dict) -> Section:
 
 
 def _culprit(d: dict, t0_ns: int | None) -> Section:
-    c = d.get("culprit")
+    c = records.culprit(d)
 
     def when(ts) -> str:
         if ts is None:
             return "before tracing started"
         return f"{(ts - t0_ns) / 1e9:.6f} s into the trace" if t0_ns is not None else f"ts {ts}"
 
-    if not c:
-        return "Culprit", [("culprit", "none identified")]
-    if c.get("kind") == "pin":
-        who = f"pid {c.get('pid')}"
-        if c.get("tid") is not None:
-            who += f" tid {c['tid']}"
-        method = printable(str(c.get("method") or "?"))
-        if c.get("longterm"):
-            method += ", long-term (FOLL_LONGTERM)"
-        lines = [("pinned by", f"{who} ({printable(c.get('comm') or '?')})"),
-                 ("method", method)]
-        if c.get("range"):
-            start, length = (list(c["range"]) + [None, 0])[:2]
-            lines.append(("pinned range", f"{_addr(start)} + {int(length or 0):,} bytes"))
-        lines.append(("pinned", when(c.get("ts_ns"))))
-        if c.get("source"):
-            lines.append(("seen by", printable(str(c["source"]))))
+    if isinstance(c, PinCulprit):
+        who = f"pid {c.pid}" + (f" tid {c.tid}" if c.tid is not None else "")
+        lines = [("pinned by", f"{who} ({printable(c.comm)})"),
+                 ("method", printable(c.method_label))]
+        if c.range is not None:
+            lines.append(("pinned range", f"{_addr(c.range[0])} + {c.range[1]:,} bytes"))
+        lines += [("pinned", when(c.ts_ns)), ("seen by", printable(c.source))]
         return "Culprit", lines
-    if c.get("kind") == "ksm":
-        lines = [("merged by", "KSM (ksmd)" + (f", pid {c['ksmd_pid']}"
-                                             if c.get("ksmd_pid") else "")),
-                 ("merged", when(c.get("merged_ts_ns", c.get("ts_ns"))))]
-        return "Culprit", lines
-    return "Culprit", [(printable(str(k)), printable(str(v))) for k, v in c.items()]
+    if isinstance(c, KsmCulprit):
+        who = "KSM (ksmd)" + (f", pid {c.ksmd_pid}" if c.ksmd_pid is not None else "")
+        return "Culprit", [("merged by", who), ("merged", when(c.merged_ts_ns))]
+    return "Culprit", [("culprit", "none identified")]
 
 
 def _page(p: dict | None) -> str:
@@ -142,11 +133,11 @@ def _page_state(en: dict | None) -> Section:
     return "Page state (read from /proc after the call)", lines
 
 
-def describe_failure(record: dict, t: float | None = None,
-                     t0_ns: int | None = None) -> list[Section]:
+def describe_failure(record: dict, t: float | None = None, t0_ns: int | None = None,
+                     page_size: int = records.DEFAULT_PAGE_SIZE) -> list[Section]:
     """Everything known about one failed move, most useful first."""
     d = record.get("diagnosis") or {}
-    sections = [_diagnosis(record, d), _culprit(d, t0_ns), _request(record, t),
+    sections = [_diagnosis(record, d), _culprit(d, t0_ns), _request(record, t, page_size),
                 _page_state(record.get("enrichment"))]
     notes = [("note", printable(str(n))) for n in d.get("notes") or []]
     if notes:

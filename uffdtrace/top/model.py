@@ -13,18 +13,12 @@ import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from ..native import PAGE_SIZE
+from .. import records
 from .stats import LatencyHistogram, RateMeter, log2_bucket
 
 MIB = 1 << 20
 SPARKLINE_SECONDS = 60
 RECENT_FAILURES = 500
-
-
-def cause_of(diagnosis: dict | None) -> str:
-    """The cause to act on: a partial move's underlying cause."""
-    d = diagnosis or {}
-    return d.get("underlying") or d.get("cause") or "unknown"
 
 
 @dataclass(frozen=True)
@@ -59,6 +53,7 @@ class ProcessRow:
 class Snapshot:
     source: str
     t0_ns: int | None           # the trace's time zero (monotonic ns)
+    page_size: int              # the traced machine's
     tier: str | None
     kernel: str | None
     elapsed_s: float
@@ -136,6 +131,7 @@ class TopModel:
         self.tier = self.kernel = None
         self.failed_only = False
         self.success_sample = 1   # 1 in N successful moves is sent as an event
+        self.page_size = records.page_size(None)
         self.clock = TraceClock()
         self.now = 0.0
         self._procs: dict[int, _Proc] = {}
@@ -191,6 +187,7 @@ class TopModel:
         self.kernel = r.get("kernel_release")
         self.failed_only = bool((r.get("filters") or {}).get("failed_only"))
         self.success_sample = max(int(r.get("success_sample") or 1), 1)
+        self.page_size = records.page_size(r)
         self.clock.time(r)
 
     def _move(self, r: dict):
@@ -199,19 +196,19 @@ class TopModel:
         t = self.clock.time(r)
         if t > self.now:
             self.now = t
+        moved = records.bytes_moved(r)
         if ret == 0:
             # A sampled success stands for success_sample of them (chosen at
             # random in the kernel): its bytes estimate theirs.
-            moved = int(r["len"]) * self.success_sample
+            moved *= self.success_sample
         else:
-            moved = max(int(r.get("move") or 0), 0)     # a partial move's bytes
             self._failure(p, t, r)
         p.moves.add(t)
         self._moves.add(t)
         if moved:
             p.bytes.add(t, moved)
             self._bytes.add(t, moved)
-            p.pages += -(-moved // PAGE_SIZE)
+            p.pages += -(-moved // self.page_size)
         p.tlb += int(r.get("tlb_flushes") or 0)
         latency = int(r.get("latency_ns") or 0)
         p.latency.add(latency)
@@ -220,14 +217,15 @@ class TopModel:
 
     def _failure(self, p: _Proc, t: float, r: dict):
         d = r.get("diagnosis") or {}
-        cause = cause_of(d)
+        cause = records.effective_cause(d)
         p.failures += 1
         p.causes[cause] += 1
         self._failures += 1
         self._causes[cause] += 1
         self._seq += 1
         p.last_failure = FailureRow(self._seq, t, p.pid, p.comm, r.get("errno"), cause,
-                                    d.get("cause") == "partial", d.get("evidence") or "?", r)
+                                    records.outcome(r) == records.PARTIAL,
+                                    d.get("evidence") or "?", r)
         self._recent.append(p.last_failure)
 
     def _pin(self, r: dict):
@@ -299,7 +297,8 @@ class TopModel:
         sparkline = tuple(float(timeline.get(s, 0))
                           for s in range(max(end - SPARKLINE_SECONDS, 0), end))
         return Snapshot(
-            source=self.source, t0_ns=self.clock.t0_ns, tier=self.tier, kernel=self.kernel,
+            source=self.source, t0_ns=self.clock.t0_ns, page_size=self.page_size,
+            tier=self.tier, kernel=self.kernel,
             elapsed_s=now,
             moves_per_s=moves_per_s,
             mib_per_s=self._bytes.rate(now, window, since=0.0) / MIB if bytes_known else None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from .. import records
 from ..textsafe import printable
 from .model import FailureRow, ProcessRow
 
@@ -103,7 +104,7 @@ FAILURE_COLUMNS = [("time", "TIME s", 8), ("pid", "PID", 7), ("comm", "COMM", 15
 def failure_cells(row: FailureRow) -> tuple[str, ...]:
     r = row.record
     fail_addr = (r.get("diagnosis") or {}).get("fail_addr")
-    moved = max(int(r.get("move") or 0), 0)
+    moved = records.bytes_moved(r)
     return (f"{row.t:.3f}", str(row.pid), comm_text(row.comm), row.errno or NONE,
             row.cause + (" (partial)" if row.partial else ""), row.evidence,
             f"{fail_addr:#x}" if isinstance(fail_addr, int) else NONE,

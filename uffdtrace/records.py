@@ -1,0 +1,65 @@
+"""What a trace record means, for every consumer: the one reading of a
+move record's outcome, bytes moved and cause, of a pin record's method, and
+of a header's page size.  report (tracesummary.py), export
+(chrometrace.py), top (model/view/detail) and `trace` lines all ask here,
+so a new record shape (a kernel-tier culprit, say) is interpreted once.
+
+Records are the dicts of the trace format (docs/trace-format.md), as the
+reader yields them or as TracedMove.to_json() builds them live.
+"""
+from __future__ import annotations
+
+from .culprits import Culprit, culprit_from_json
+from .events import pin_method_name
+from .native import lib
+
+OK, PARTIAL, FAILED = "ok", "partial", "failed"
+DEFAULT_PAGE_SIZE = 4096   # only for traces whose header predates page_size
+
+
+def outcome(move: dict) -> str:
+    """ok, partial (EAGAIN after moving some bytes) or failed."""
+    if move["ret"] == 0:
+        return OK
+    return PARTIAL if move["errno"] == "EAGAIN" and move["move"] > 0 else FAILED
+
+
+def bytes_moved(move: dict) -> int:
+    """Bytes this move really moved: all of a success (`move` is len, or was
+    left unwritten), the progress of a partial move, none of a failure."""
+    if move["ret"] == 0:
+        return move["move"] if move["move"] > 0 else move["len"]
+    return max(move["move"], 0) if move["errno"] == "EAGAIN" else 0
+
+
+def effective_cause(diagnosis: dict | None) -> str:
+    """The cause to act on: a partial move's underlying cause."""
+    d = diagnosis or {}
+    return d.get("underlying") or d.get("cause") or "unknown"
+
+
+def culprit(diagnosis: dict | None) -> Culprit | None:
+    """The typed culprit a diagnosis names (None: none)."""
+    return culprit_from_json((diagnosis or {}).get("culprit"))
+
+
+def _pin_method(pin: dict) -> int:
+    # pin records before the kernel tier had no `method`: all were io_uring
+    # registrations (the only pins the tracepoint tier sees)
+    return pin.get("method", lib().UT_PIN_IO_URING_REGISTER)
+
+
+def pin_label(pin: dict) -> str:
+    """How a pin record's pages were pinned, from its `method`."""
+    return pin_method_name(_pin_method(pin))
+
+
+def pin_registered_by_io_uring(pin: dict) -> bool:
+    """A pin record of io_uring_register(2) fixed buffers (its fd and index
+    are the ring's), not of a GUP hook."""
+    return _pin_method(pin) == lib().UT_PIN_IO_URING_REGISTER
+
+
+def page_size(header: dict | None) -> int:
+    """The traced machine's page size (older headers lack it)."""
+    return (header or {}).get("page_size") or DEFAULT_PAGE_SIZE
