@@ -82,10 +82,12 @@
 #define UT_TLB_REMOTE_SEND_IPI 4
 
 /*
- * One UFFDIO_MOVE ioctl, from sys_enter_ioctl to sys_exit_ioctl.  While the
- * thread is inside the ioctl this lives in the thread's task-local storage
- * (the `moving` map, type == UT_EV_MOVE) and every hook that fires on that
- * thread adds to it; at exit it is sent at most once.
+ * One UFFDIO_MOVE ioctl, from sys_enter_ioctl to sys_exit_ioctl (or from
+ * userfaultfd_ioctl()'s entry to its exit, where the kernel tier hooks it
+ * instead of the syscall tracepoints).  While the thread is inside the
+ * ioctl this lives in the thread's task-local storage (the `moving` map,
+ * type == UT_EV_MOVE) and every hook that fires on that thread adds to it;
+ * at exit it is sent at most once.
  */
 struct ut_move_event {
 	__u32 type;
@@ -116,7 +118,8 @@ struct ut_move_event {
 	/* kernel tier: filled by the move-path hooks */
 	__s32 step_err;         /* first failing step's return (-errno), 0 if none */
 	__u32 steps;            /* move_pages_pte(s) / move_pages_huge_pmd calls */
-	__u64 fail_addr;        /* src address of the first failing step */
+	__u64 fail_addr;        /* src address where the move stopped: the first
+				 * failing step's, else the last folio's there */
 	__u32 retries;          /* steps that returned -EAGAIN and were retried */
 	__u32 folio_flags;      /* UT_FOLIO_* at fail_addr */
 	__u32 thp_splits;
@@ -154,12 +157,12 @@ struct ut_pin_event {
 	__u32 type;
 	__u32 pid;
 	__u32 tid;
-	__u32 fd;               /* the io_uring fd */
+	__u32 fd;               /* the io_uring fd (0 for GUP pins) */
 	__u64 ts_ns;
 	__u64 addr;
 	__u64 len;
-	__u32 opcode;           /* io_uring_register opcode */
-	__u32 index;            /* iovec index within the registration */
+	__u32 opcode;           /* io_uring_register opcode (0 for GUP pins) */
+	__u32 index;            /* iovec index within the registration (0 for GUP pins) */
 	__u32 method;           /* UT_PIN_* */
 	__u32 gup_flags;        /* FOLL_* the caller passed (GUP hooks) */
 	char comm[16];
