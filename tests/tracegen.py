@@ -24,6 +24,8 @@ from uffdtrace.tracefile import TraceWriter
 T0 = 5_000_000_000_000          # start_ktime_ns of every generated trace
 PAGE = 4096
 PROBES = ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl", "tlb:tlb_flush"]
+KERNEL_PROBES = ["tlb:tlb_flush", "fentry:userfaultfd_ioctl", "fentry:move_pages_ptes",
+                 "fentry:pin_user_pages_fast", "fentry:unpin_user_pages"]
 
 
 def move_event(**kw) -> MoveEvent:
@@ -55,10 +57,14 @@ def failed(err: int, cause: str, evidence: str = INFERRED, *, moved: int = 0,
 
 
 def pin(pid: int, addr: int, length: int, *, comm="pinner", ts_ns=T0 + 500_000,
-        released=False) -> PinEvent:
-    return PinEvent(released=released, pid=pid, tid=pid, comm=comm, fd=7, ts_ns=ts_ns,
-                    addr=addr, len=length, opcode=0, index=0,
-                    method=lib().UT_PIN_IO_URING_REGISTER, gup_flags=0)
+        released=False, method: int | None = None) -> PinEvent:
+    """An io_uring registration (the tracepoint tier), or with `method` a
+    long-term pin a GUP hook saw (the kernel tier: no fd, no iovec index)."""
+    io_uring = method is None
+    return PinEvent(released=released, pid=pid, tid=pid, comm=comm, fd=7 if io_uring else 0,
+                    ts_ns=ts_ns, addr=addr, len=length, opcode=0, index=0,
+                    method=lib().UT_PIN_IO_URING_REGISTER if io_uring else method,
+                    gup_flags=0 if io_uring else 0x1000000)
 
 
 def outcomes_of(items) -> list[dict]:
@@ -73,11 +79,12 @@ def outcomes_of(items) -> list[dict]:
 
 
 def write_trace(path, items, *, filters=None, success_sample=None, extra_moves=(),
-                aggregates=True, footer=True, drops=0, scrubber=None) -> TraceWriter:
+                aggregates=True, footer=True, drops=0, scrubber=None,
+                tier="tracepoint") -> TraceWriter:
     """A trace of `items`.  `extra_moves`: moves the kernel counted but the
     file does not hold (sampled, --failed-only, dropped)."""
     writer = TraceWriter(str(path), scrubber)
-    writer.header(tier="tracepoint", probes=PROBES,
+    writer.header(tier=tier, probes=PROBES if tier == "tracepoint" else KERNEL_PROBES,
                   filters=filters or {"pid": 0, "tid": 0, "failed_only": False,
                                       "duration": 0, "command": ["workload"]},
                   start_wall=time.time() - 2.0, start_ktime_ns=T0, success_sample=success_sample)
@@ -134,6 +141,44 @@ def mixed_items() -> list:
         failed(E.EINVAL, "invalid_misaligned", OBSERVED, ts_ns=t + 600_000, dst=0x7f0000000200),
         failed(E.EBUSY, "busy_unknown", ERRNO, ts_ns=t + 700_000),
     ]
+
+
+def kernel_items() -> list:
+    """What the kernel tier records, diagnosed by the real rule engine: GUP
+    pins (a culprit with no range or thread), a KSM folio whose merge was
+    not seen (no ksmd pid), step errors with internal retries, a populated
+    dst PTE on a kernel without a step hook, the pin released."""
+    L = lib()
+    gup = L.UT_PIN_USER_PAGES_FAST | L.UT_PIN_LONGTERM
+    kernel = dict(flags=L.UT_F_KERNEL_TIER, kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES)
+    at_fail = L.UT_K_STEP_FAILED | L.UT_K_FOLIO_AT_FAIL
+    pinned_at = 0x7f1000004000
+    t = T0 + 1_000_000
+
+    def k(err=0, moved=0, kflags=0, **kw) -> MoveEvent:
+        fields = {**kernel, "kflags": kernel["kflags"] | kflags, "len": 8 * PAGE,
+                  "ret": -err, "move": moved or (-err if err else 8 * PAGE), **kw}
+        return move_event(**fields)
+
+    moves = [
+        k(ts_ns=t, steps=1),
+        k(E.EAGAIN, 4 * PAGE, at_fail, ts_ns=t + 100_000, steps=2, step_err=-E.EBUSY,
+          fail_addr=pinned_at, pinner_pid=300, pinner_comm="fio", pinner_ts_ns=T0 + 600_000,
+          pinner_method=gup, folio_flags=L.UT_FOLIO_SEEN | L.UT_FOLIO_PINNED_SEEN
+          | L.UT_FOLIO_MAYBE_DMA_PINNED | L.UT_FOLIO_ANON | L.UT_FOLIO_ANON_EXCLUSIVE),
+        k(E.EBUSY, 0, at_fail, ts_ns=t + 200_000, steps=1, step_err=-E.EBUSY,
+          fail_addr=0x7f1000000000, folio_flags=L.UT_FOLIO_SEEN | L.UT_FOLIO_KSM),
+        k(E.EEXIST, 0, L.UT_K_STEP_FAILED, ts_ns=t + 300_000, steps=3, retries=2,
+          step_err=-E.EEXIST, fail_addr=0x7f1000000000),
+        k(E.EAGAIN, 2 * PAGE, L.UT_K_MOVE_PAGES_RETURNED, ts_ns=t + 400_000,
+          kernel_ret=2 * PAGE, pte_at_fail=L.UT_PTE_DST_SEEN | L.UT_PTE_DST_POPULATED),
+    ]
+    pins = PinTable()
+    traced = [TracedMove(m, diagnose(m, None, pins), None) for m in moves]
+    return [pin(300, pinned_at, 4 * PAGE, comm="fio", ts_ns=T0 + 600_000, method=gup),
+            *traced,
+            pin(300, pinned_at, PAGE, comm="fio", ts_ns=t + 500_000, method=gup,
+                released=True)]
 
 
 def with_event(item: TracedMove, **kw) -> TracedMove:

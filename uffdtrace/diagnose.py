@@ -230,8 +230,11 @@ def _diagnose_failure(move: MoveEvent, en: Enrichment | None, pins: PinTable,
         if err == E.EBUSY:
             return Diagnosis(C.PAGE_PINNED, INFERRED, fail_addr, None, pin_culprit(pin), notes)
     if move.partial or err in (E.EBUSY, E.EEXIST, E.ENOENT):
+        # One VMA missing while the other is still there: the request named
+        # an unmapped range.  Both gone says nothing: the process unmapped
+        # its memory after the call (then the errno decides, below).
         if err == E.ENOENT and en is not None and en.error is None and \
-                (en.src_vma is None or en.dst_vma is None):
+                (en.src_vma is None) != (en.dst_vma is None):
             return Diagnosis(C.NO_VMA, INFERRED, fail_addr, notes=[
                 "no VMA at " + ("src" if en.src_vma is None else "dst")
                 + " when inspected (or unmapped right after the call)"])

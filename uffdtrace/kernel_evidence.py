@@ -103,9 +103,9 @@ def _stopped_by(seen: Seen, err: int | None):
     the kernel's order of checks: (cause, culprit, notes) or None."""
     m = seen.move
     if seen.pte("UT_PTE_DST_POPULATED") or err == E.EEXIST:
-        return C.DST_POPULATED, None, ["the dst page-table entry was populated"
-                                       if seen.pte("UT_PTE_DST_POPULATED") else
-                                       "the move step returned EEXIST"]
+        # (the step's EEXIST is noted by the caller)
+        return C.DST_POPULATED, None, ["the dst page-table entry was populated"] \
+            if seen.pte("UT_PTE_DST_POPULATED") else []
     if seen.pte("UT_PTE_SRC_NONE") or (err == E.ENOENT and seen.src_vma is not None):
         return C.SRC_HOLE, None, ["the src page-table entry was empty"
                                   if seen.pte("UT_PTE_SRC_NONE") else

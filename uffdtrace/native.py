@@ -137,8 +137,12 @@ class Mapping:
         length = self.length - offset if length is None else length
         lib().uffdw_fill(self.addr + offset, length, 1 if distinct else 0)
 
-    def madvise(self, advice: int):
-        check(lib().uffdw_madvise(self.addr, self.length, advice), "madvise")
+    def madvise(self, advice: int, *, offset: int = 0, length: int | None = None):
+        length = self.length - offset if length is None else length
+        check(lib().uffdw_madvise(self.addr + offset, length, advice), "madvise")
+
+    def holds(self, addr: int, length: int) -> bool:
+        return self.addr <= addr and addr + length <= self.addr + self.length
 
     def mprotect(self, prot: int):
         check(lib().uffdw_mprotect(self.addr, self.length, prot), "mprotect")

@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import record_then_sigkill, uffdtrace
 from tests.live.test_tracing import EXPECTED, HOLD
 from tests.traceevents import check_trace_events
+from uffdtrace.taxonomy import contradiction
 from uffdtrace.traceschema import strict_schema
 from uffdtrace.workload.runner import scenario_names
 
@@ -108,3 +109,31 @@ def test_killed_recorder_trace_is_reported_and_exported(live, schema, tmp_path):
     out = tmp_path / "killed.json"
     assert uffdtrace("export", "--perfetto", str(trace), "-o", str(out)).returncode == 0
     assert sum(e["ph"] == "X" for e in check_trace_events(out)["traceEvents"]) > 100
+
+
+def test_pages_rewritten_right_after_each_failure_get_only_errno_compatible_causes(
+        live, schema, tmp_path):
+    """A program that changes its pages right after a failed call (a
+    compacting GC moves on) leaves the page state read after the call
+    pointing at causes its errno rules out; no diagnosis may name one."""
+    trace = str(tmp_path / "rewrite.jsonl")
+    proc = uffdtrace("record", "-o", trace, "--", sys.executable, "-m", "uffdtrace",
+                     "workload", "-s", "mixed", "--iterations", "3", "--rewrite", "--hold",
+                     "0.1", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    made = json.loads(proc.stdout)["summary"]
+    failed = [r for r in validate_every_record(schema, trace)
+              if r["type"] == "move" and r["ret"] != 0]
+    assert len(failed) == made["failed"]
+    for m in failed:
+        d = m["diagnosis"]
+        assert contradiction(d["cause"], d["underlying"], m["errno"], m["move"] > 0
+                             and m["errno"] == "EAGAIN") is None, (m["errno"], d)
+    # --hold keeps the rewritten pages mapped until this tier reads them: the
+    # rewrite did hide the state at least once, and the diagnosis fell back on
+    # the errno and said what the pages showed
+    fell_back = [m for m in failed if m["diagnosis"]["evidence"] == "errno"
+                 and any("changed since" in n for n in m["diagnosis"]["notes"])]
+    assert fell_back, [(m["errno"], m["diagnosis"]["cause"]) for m in failed]
+    report = uffdtrace("report", trace, "--json")
+    assert report.returncode == 0, report.stderr

@@ -273,3 +273,32 @@ async def test_tracer_failure_shows_an_error_screen(tmp_path, monkeypatch):
         await pilot.press("q")
     assert app.return_code == 0
     source.close()
+
+
+async def test_a_kernel_tier_replay_shows_gup_pins_and_ksm(tmp_path):
+    """The kernel tier's culprits (a GUP pin with no range, a KSM folio with
+    no ksmd pid) on screen, from a trace the real writer made."""
+    from tests.tracegen import kernel_items
+    from tests.tracegen import write_trace as write_generated
+    path = tmp_path / "kernel.jsonl"
+    write_generated(path, kernel_items(), tier="kernel")
+    async with running(path) as (app, pilot):
+        assert app.model.malformed == 0 and app.model.error is None
+        screen = screen_text(app)
+        assert "tier kernel" in screen
+        await pilot.press("tab")
+        row = next(f for f in app.snapshot.failures_recent if f.cause == "page_pinned")
+        app.focused.move_to_item(str(row.seq))
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = screen_text(app)
+        assert "pin_user_pages_fast(), long-term (FOLL_LONGTERM)" in screen
+        assert "GUP hook" in screen and "pinned range" not in screen
+        assert "observed: seen in the kernel" in screen
+        await pilot.press("escape")
+        await pilot.pause()
+        row = next(f for f in app.snapshot.failures_recent if f.cause == "page_ksm")
+        app.focused.move_to_item(str(row.seq))
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "before tracing started" in screen_text(app)

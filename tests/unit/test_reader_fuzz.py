@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.tracegen import mixed_items, write_trace
+from tests.tracegen import kernel_items, mixed_items, write_trace
 from uffdtrace.chrometrace import export
 from uffdtrace.commands.report import render
 from uffdtrace.tracereader import TraceFormatError
@@ -22,7 +22,7 @@ FUZZ = settings(max_examples=150, deadline=5000, database=None,
 
 _DIR = Path(tempfile.mkdtemp(prefix="uffdtrace-fuzz-"))
 _VALID = _DIR / "valid.jsonl"
-write_trace(_VALID, mixed_items())
+write_trace(_VALID, mixed_items() + kernel_items())  # both tiers' shapes
 VALID_LINES = _VALID.read_bytes().splitlines(keepends=True)
 VALID_RECORDS = [json.loads(line) for line in VALID_LINES]
 

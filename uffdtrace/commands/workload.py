@@ -16,6 +16,7 @@ examples:
   uffdtrace workload --scenario thp --pages 4        # four 2 MiB PMD moves
   uffdtrace workload --scenario storm --iterations 1000000
   uffdtrace workload --scenario mixed --rate 500 -d 0   # until Ctrl-C
+  uffdtrace workload --scenario mixed --iterations 1 --rewrite   # pages change after failures
 
 exit status: 0 when every call did what the scenario promises, 1 when the
 kernel answered differently (printed), 2 on bad usage, 130 if interrupted.
@@ -43,6 +44,10 @@ def add_parser(sub):
     p.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
                    help="keep each round's memory this long after its moves, so a "
                    "tracepoint-tier tracer can still read its page state (default 0)")
+    p.add_argument("--rewrite", action="store_true",
+                   help="after each failed move, unpopulate its destination and rewrite its "
+                   "source, as a compacting GC moves on (the state a tracer reads after the "
+                   "call then no longer shows why it failed)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -108,7 +113,7 @@ def run(args) -> int:
     progress = _progress if sys.stderr.isatty() and not args.json else None
     result = run_workload(args.scenario, pages=args.pages, iterations=args.iterations,
                           rate=args.rate, duration=args.duration, hold=args.hold,
-                          progress=progress)
+                          rewrite=args.rewrite, progress=progress)
     print(json.dumps(result.to_json()) if args.json else render(result))
     if result.interrupted and args.scenario != "mixed":
         return 130

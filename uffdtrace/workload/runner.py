@@ -89,10 +89,11 @@ class WorkloadResult:
         }
 
 
-def _run_round(uffd: Uffd, name: str, pages: int, result: WorkloadResult, hold: float):
+def _run_round(uffd: Uffd, name: str, pages: int, result: WorkloadResult, hold: float,
+               rewrite: bool = False):
     scenario = SCENARIOS[name]
     with ExitStack() as stack:
-        r = Round(uffd=uffd, pages=pages, stack=stack, scenario=name)
+        r = Round(uffd=uffd, pages=pages, stack=stack, scenario=name, rewrite=rewrite)
         try:
             scenario.run(r)
             if hold:
@@ -122,7 +123,8 @@ def _storm(uffd: Uffd, pages: int, moves: int, result: WorkloadResult):
 
 
 def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: WorkloadResult,
-           progress: Callable[[WorkloadResult], None] | None, cycles: int | None = None):
+           progress: Callable[[WorkloadResult], None] | None, cycles: int | None = None,
+           rewrite: bool = False):
     """Rounds of MIXED_CYCLE paced at `rate` moves/s, for `duration` seconds
     or, when given, exactly `cycles` whole cycles (every class, whatever the
     machine's speed)."""
@@ -133,7 +135,7 @@ def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: Worklo
             (duration <= 0 or time.monotonic() - start < duration):
         name = MIXED_CYCLE[i % len(MIXED_CYCLE)]
         i += 1
-        _run_round(uffd, name, SCENARIOS[name].default_pages, result, hold)
+        _run_round(uffd, name, SCENARIOS[name].default_pages, result, hold, rewrite)
         # Pace on moves, not rounds: sleep until the budget catches up.
         ahead = len(result.calls) / rate - (time.monotonic() - start)
         if ahead > 0:
@@ -166,6 +168,7 @@ def validate(name: str, pages: int | None, iterations: int | None,
 
 def run_workload(name: str, *, pages: int | None = None, iterations: int | None = None,
                  rate: float = 200.0, duration: float = 10.0, hold: float = 0.0,
+                 rewrite: bool = False,
                  progress: Callable[[WorkloadResult], None] | None = None) -> WorkloadResult:
     """Run one scenario; Ctrl-C/SIGTERM stop it cleanly with what was done."""
     validate(name, pages, iterations, rate, duration, hold)
@@ -178,10 +181,12 @@ def run_workload(name: str, *, pages: int | None = None, iterations: int | None 
                 _storm(uffd, pages or STORM_DEFAULT_PAGES,
                        iterations or STORM_DEFAULT_MOVES, result)
             elif name == "mixed":
-                _mixed(uffd, rate, duration, hold, result, progress, cycles=iterations)
+                _mixed(uffd, rate, duration, hold, result, progress, cycles=iterations,
+                       rewrite=rewrite)
             else:
                 for _ in range(iterations or 1):
-                    _run_round(uffd, name, pages or SCENARIOS[name].default_pages, result, hold)
+                    _run_round(uffd, name, pages or SCENARIOS[name].default_pages, result, hold,
+                               rewrite)
         except KeyboardInterrupt:
             result.interrupted = True
     result.elapsed_s = time.monotonic() - start

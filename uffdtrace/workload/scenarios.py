@@ -19,6 +19,9 @@ from ..pagestate import read_page_states
 from .ksm import KsmTuning
 
 KSM_MERGE_TIMEOUT_S = 30.0
+# Failures that --rewrite answers by changing pages (page-state errnos; an
+# EINVAL is about the VMAs, which it leaves alone).
+REWRITTEN_AFTER = ("EEXIST", "ENOENT", "EBUSY", "EAGAIN")
 
 
 @dataclass
@@ -31,6 +34,11 @@ class Round:
     scenario: str
     calls: list[tuple[str, MoveCall]] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
+    # After each failed move, change its pages the way a compacting GC moves
+    # on: the destination unpopulated, the source rewritten.  A tracer that
+    # reads page state after the call then sees none of why it failed.
+    rewrite: bool = False
+    _pairs: list[Mapping] = field(default_factory=list)
 
     def mapping(self, length: int, **kw) -> Mapping:
         return self.stack.enter_context(Mapping(length, **kw))
@@ -52,11 +60,23 @@ class Round:
             dst.fill(offset=index * PAGE_SIZE, length=PAGE_SIZE)
         if register_dst:
             self.uffd.register(dst)
+        self._pairs.append((src, dst))
         return src, dst
 
     def record(self, call: MoveCall) -> MoveCall:
         self.calls.append((self.scenario, call))
+        if self.rewrite and call.errno in REWRITTEN_AFTER:
+            self._rewrite(call)
         return call
+
+    def _rewrite(self, call: MoveCall):
+        """Only this call's pages of a pair() (private, writable memory):
+        the round's later calls still meet what they expect."""
+        for src, dst in self._pairs:
+            if src.holds(call.src, call.len) and dst.holds(call.dst, call.len):
+                dst.madvise(lib().MADV_DONTNEED, offset=call.dst - dst.addr, length=call.len)
+                src.fill(offset=call.src - src.addr, length=call.len)
+                return
 
     def move(self, dst: int, src: int, length: int, mode: int = 0) -> MoveCall:
         return self.record(self.uffd.move(dst, src, length, mode))

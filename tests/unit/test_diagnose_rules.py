@@ -1,0 +1,391 @@
+"""Both rule engines, one row per branch: the tracepoint tier's inference
+from page state read after the call (diagnose.py) and the kernel tier's
+observed evidence (kernel_evidence.py).  Every row goes through the one
+entry point, diagnose(), and its result is checked three ways: the
+expected cause/underlying/evidence/culprit, errno consistency (never a
+cause the errno rules out), and the trace record it makes, written by the
+real writer and validated against the strict schema."""
+from __future__ import annotations
+
+import errno as E
+import json
+from dataclasses import dataclass, field
+
+import jsonschema
+import pytest
+
+from tests.tracegen import PAGE, T0, move_event, pin
+from uffdtrace.culprits import GUP_HOOK, PIN_REGISTRATION, KsmCulprit, PinCulprit
+from uffdtrace.diagnose import PinTable, diagnose
+from uffdtrace.enrich import Enrichment, Vma
+from uffdtrace.native import lib
+from uffdtrace.pagestate import PageState
+from uffdtrace.session import TracedMove
+from uffdtrace.taxonomy import CAUSES, contradiction
+from uffdtrace.tracefile import TraceWriter
+from uffdtrace.traceschema import strict_schema
+
+L = lib()
+SRC, DST = 0x7f1000000000, 0x7f0000000000
+
+
+# -- building blocks -----------------------------------------------------------
+
+def page(addr=SRC, *, present=True, swapped=False, exclusive=True, flags=("anon",), pfn=0x1234):
+    return PageState(addr, present, swapped, exclusive, pfn,
+                     frozenset(flags) if flags is not None else None)
+
+
+HOLE = dict(present=False, exclusive=False, flags=None)
+
+
+def vma(start, *, perms="rw-p", path="", flags=("rd", "wr", "mr", "mw", "me", "ac")):
+    return Vma(start, start + 16 * PAGE, perms, path, frozenset(flags))
+
+
+SRC_VMA = vma(SRC)
+DST_VMA = vma(DST, flags=("rd", "wr", "mr", "mw", "me", "ac", "um"))
+
+
+def state(src=None, dst=None, src_vma=SRC_VMA, dst_vma=DST_VMA, offset=0, error=None):
+    """What the collector read from /proc at the failing position."""
+    return Enrichment(SRC + offset, DST + offset, src_vma, dst_vma,
+                      src if src is not None else page(SRC + offset),
+                      dst if dst is not None else page(DST + offset, **HOLE), error)
+
+
+GONE = Enrichment(SRC, DST, None, None, None, None)
+EXITED = Enrichment(SRC, DST, None, None, None, None, error="process 100 exited")
+
+
+def failure(err, *, moved=0, move_unwritten=False, **kw):
+    """A failed move as the tracepoint tier sends it (`move` = -errno, or
+    the bytes moved, or untouched when the kernel never wrote it)."""
+    move = 0 if move_unwritten else (moved if moved else -err)
+    fields = dict(src=SRC, dst=DST, len=8 * PAGE)
+    fields.update(kw)
+    return move_event(ret=-err, move=move, move_before=0, **fields)
+
+
+def kernel_failure(err, *, kflags=0, **kw):
+    """A failed move as the kernel tier sends it: userfaultfd_ioctl and
+    move_pages() seen, plus whatever the row adds."""
+    return failure(err, flags=L.UT_F_KERNEL_TIER,
+                   kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES | kflags, **kw)
+
+
+def folio(*bits):
+    return L.UT_FOLIO_SEEN | sum(getattr(L, b) for b in bits)
+
+
+FOLIO_AT = L.UT_K_STEP_FAILED | L.UT_K_FOLIO_AT_FAIL
+
+
+@dataclass
+class Row:
+    name: str
+    event: object
+    en: Enrichment | None = None
+    cause: str = ""
+    evidence: str = ""
+    underlying: str | None = None
+    culprit: type | None = None
+    note: str | None = None           # a note that must be there (a substring)
+    pins: list = field(default_factory=list)
+    ksm: dict | None = None
+
+
+PINNED_AT = SRC + 4 * PAGE
+# io_uring pins the registering process's own memory: the mover (pid 100)
+IO_URING_PIN = pin(100, PINNED_AT, 4 * PAGE, comm="mover")
+GUP_PINNER = dict(pinner_pid=300, pinner_comm="fio", pinner_ts_ns=T0 + 7,
+                  pinner_method=L.UT_PIN_USER_PAGES_FAST | L.UT_PIN_LONGTERM)
+
+TRACEPOINT_ROWS = [
+    Row("success", move_event(src=SRC, dst=DST), None, "ok", "observed"),
+    # -- no page state to go on: the errno, or an observed registration --
+    Row("partial, pin registration, memory gone", failure(E.EAGAIN, moved=4 * PAGE), GONE,
+        "partial", "inferred", "page_pinned", PinCulprit, pins=[IO_URING_PIN]),
+    Row("EBUSY, pin registration, memory gone", failure(E.EBUSY, src=PINNED_AT), GONE,
+        "page_pinned", "inferred", culprit=PinCulprit, pins=[IO_URING_PIN]),
+    Row("EAGAIN, nothing moved, pin registration: not a pin", failure(E.EAGAIN, src=PINNED_AT),
+        GONE, "mmap_changing", "errno", note="nothing moved", pins=[IO_URING_PIN]),
+    Row("ENOENT, a VMA missing", failure(E.ENOENT), state(src_vma=None), "no_vma", "inferred"),
+    Row("ENOENT, both VMAs gone: unmapped after the call", failure(E.ENOENT), GONE,
+        "src_hole", "errno", note="gone"),
+    Row("EBUSY, process exited", failure(E.EBUSY), EXITED, "busy_unknown", "errno",
+        note="exited"),
+    Row("EEXIST, memory gone", failure(E.EEXIST), GONE, "dst_populated", "errno"),
+    Row("ENOENT, not inspected", failure(E.ENOENT), None, "src_hole", "errno"),
+    Row("partial, memory gone", failure(E.EAGAIN, moved=PAGE), GONE, "partial", "errno"),
+    # -- page state, in the kernel's order of checks --
+    Row("EEXIST, dst populated", failure(E.EEXIST), state(dst=page(DST)),
+        "dst_populated", "inferred"),
+    Row("EEXIST, dst a swap entry", failure(E.EEXIST),
+        state(dst=page(DST, present=False, swapped=True)), "dst_populated", "inferred"),
+    Row("ENOENT, src hole", failure(E.ENOENT), state(src=page(**HOLE)), "src_hole", "inferred"),
+    Row("ENOENT, src hole despite ALLOW_SRC_HOLES", failure(E.ENOENT, mode=2),
+        state(src=page(**HOLE)), "src_hole", "inferred", note="ALLOW_SRC_HOLES"),
+    Row("EBUSY, KSM merge seen", failure(E.EBUSY),
+        state(src=page(flags=("anon", "ksm"), exclusive=False)), "page_ksm", "inferred",
+        culprit=KsmCulprit, ksm={"merged_ts_ns": T0 + 5, "ksmd_pid": 42}),
+    Row("EBUSY, KSM merged before tracing", failure(E.EBUSY),
+        state(src=page(flags=("anon", "ksm"), exclusive=False)), "page_ksm", "inferred",
+        culprit=KsmCulprit, note="before tracing"),
+    Row("EBUSY, registration covers the page", failure(E.EBUSY, src=PINNED_AT),
+        state(offset=4 * PAGE), "page_pinned", "inferred", culprit=PinCulprit, pins=[IO_URING_PIN]),
+    Row("EBUSY, zero page", failure(E.EBUSY), state(src=page(flags=("zero_page",))),
+        "zero_page", "inferred"),
+    Row("EBUSY, swap entry not exclusive", failure(E.EBUSY),
+        state(src=page(present=False, swapped=True, exclusive=False)),
+        "swap_not_exclusive", "inferred"),
+    Row("EBUSY, shared after fork", failure(E.EBUSY), state(src=page(exclusive=False)),
+        "page_shared", "inferred"),
+    Row("EBUSY, THP and a partial-PMD move", failure(E.EBUSY),
+        state(src=page(flags=("anon", "thp"))), "thp_split_failed", "inferred"),
+    Row("EBUSY, nothing visible", failure(E.EBUSY), state(), "busy_unknown", "inferred",
+        note="present and exclusive"),
+    Row("EBUSY, page state unreadable", failure(E.EBUSY),
+        Enrichment(SRC, DST, SRC_VMA, DST_VMA, None, None), "busy_unknown", "inferred",
+        note="unknown"),
+    Row("partial, stopped by a populated dst", failure(E.EAGAIN, moved=4 * PAGE),
+        state(dst=page(DST + 4 * PAGE), offset=4 * PAGE), "partial", "inferred",
+        "dst_populated"),
+    Row("partial, stopped by a pin", failure(E.EAGAIN, moved=4 * PAGE),
+        state(offset=4 * PAGE), "partial", "inferred", "page_pinned", PinCulprit,
+        pins=[IO_URING_PIN]),
+    # -- the pages changed after the call: never a cause the errno rules out --
+    Row("EEXIST, but now the dst is empty and the src a hole", failure(E.EEXIST),
+        state(src=page(**HOLE)), "dst_populated", "errno", note="EEXIST rules out"),
+    Row("EEXIST, but now nothing stops a move", failure(E.EEXIST), state(),
+        "dst_populated", "errno", note="changed since"),
+    Row("ENOENT, but now the dst is populated", failure(E.ENOENT),
+        state(dst=page(DST)), "src_hole", "errno", note="ENOENT rules out"),
+    Row("EBUSY, but now the dst is populated", failure(E.EBUSY),
+        state(dst=page(DST), src=page(flags=("anon", "ksm"))), "busy_unknown", "errno",
+        note="EBUSY rules out"),
+    Row("ENOENT, but now the src is mapped and exclusive", failure(E.ENOENT), state(),
+        "src_hole", "errno", note="changed since"),
+    # -- EINVAL --
+    Row("EINVAL, zero length", failure(E.EINVAL, move_unwritten=True, len=0), GONE,
+        "invalid_zero_len", "observed"),
+    Row("EINVAL, misaligned", failure(E.EINVAL, move_unwritten=True, dst=DST + 1), GONE,
+        "invalid_misaligned", "observed"),
+    Row("EINVAL, unknown mode bits", failure(E.EINVAL, move_unwritten=True, mode=8), GONE,
+        "invalid_bad_mode", "observed"),
+    Row("EINVAL before move_pages(): cross-mm", failure(E.EINVAL, move_unwritten=True), GONE,
+        "invalid_cross_mm", "inferred"),
+    Row("EINVAL, VMAs gone", failure(E.EINVAL), GONE, "invalid_unknown", "errno"),
+    Row("EINVAL, crosses the VMA end", failure(E.EINVAL, len=32 * PAGE), state(),
+        "invalid_crosses_vma", "inferred"),
+    Row("EINVAL, shared VMA", failure(E.EINVAL), state(src_vma=vma(SRC, perms="rw-s")),
+        "invalid_vma_shared", "inferred"),
+    Row("EINVAL, special VMA", failure(E.EINVAL),
+        state(src_vma=vma(SRC, flags=("rd", "wr", "pf"))), "invalid_special_vma", "inferred"),
+    Row("EINVAL, file-backed", failure(E.EINVAL), state(src_vma=vma(SRC, path="/lib/x.so")),
+        "invalid_vma_not_anon", "inferred"),
+    Row("EINVAL, src read-only", failure(E.EINVAL),
+        state(src_vma=vma(SRC, perms="r--p", flags=("rd",))), "invalid_src_not_writable",
+        "inferred"),
+    Row("EINVAL, both read-only", failure(E.EINVAL),
+        state(src_vma=vma(SRC, perms="r--p", flags=("rd",)),
+              dst_vma=vma(DST, perms="r--p", flags=("rd", "um"))),
+        "invalid_src_not_writable", "inferred"),
+    Row("EINVAL, protections differ", failure(E.EINVAL),
+        state(src_vma=vma(SRC, flags=("rd", "wr", "ex"))), "invalid_vma_flags_mismatch",
+        "inferred"),
+    Row("EINVAL, dst not registered", failure(E.EINVAL), state(dst_vma=vma(DST)),
+        "invalid_dst_not_registered", "inferred"),
+    Row("EINVAL, VMAs look valid now", failure(E.EINVAL), state(), "invalid_unknown",
+        "inferred"),
+    # -- errno only --
+    Row("EAGAIN, nothing moved", failure(E.EAGAIN), None, "mmap_changing", "errno"),
+    Row("ESRCH", failure(E.ESRCH), None, "no_mm", "errno"),
+    Row("ENOMEM", failure(E.ENOMEM), None, "nomem", "errno"),
+    Row("EFAULT", failure(E.EFAULT), None, "fault", "errno"),
+    Row("EINTR", failure(E.EINTR), None, "interrupted", "errno"),
+    Row("an errno nobody expects", failure(E.E2BIG), None, "unknown", "errno"),
+]
+
+KERNEL_ROWS = [
+    Row("not past the ioctl: cross-mm seen", failure(
+        E.EINVAL, move_unwritten=True, flags=L.UT_F_KERNEL_TIER,
+        kflags=L.UT_K_IOCTL_SEEN | L.UT_K_CROSS_MM), None, "invalid_cross_mm", "observed"),
+    Row("not past the ioctl: mmap_changing", failure(
+        E.EAGAIN, flags=L.UT_F_KERNEL_TIER, kflags=L.UT_K_IOCTL_SEEN), None,
+        "mmap_changing", "observed"),
+    Row("not past the ioctl, nothing seen: the request decides", failure(
+        E.EINVAL, move_unwritten=True, dst=DST + 1, flags=L.UT_F_KERNEL_TIER,
+        kflags=L.UT_K_IOCTL_SEEN), None, "invalid_misaligned", "observed"),
+    Row("EINVAL, shared VMA seen", kernel_failure(
+        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
+        src_vma=L.UT_VMA_SHARED | L.UT_VMA_WRITE, dst_vma=L.UT_VMA_WRITE), None,
+        "invalid_vma_shared", "observed"),
+    Row("EINVAL, special VMA seen", kernel_failure(
+        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
+        src_vma=L.UT_VMA_SPECIAL | L.UT_VMA_WRITE, dst_vma=L.UT_VMA_WRITE), None,
+        "invalid_special_vma", "observed"),
+    Row("EINVAL, file-backed VMA seen", kernel_failure(
+        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
+        src_vma=L.UT_VMA_NOT_ANON | L.UT_VMA_WRITE, dst_vma=L.UT_VMA_WRITE), None,
+        "invalid_vma_not_anon", "observed"),
+    Row("EINVAL, src not writable seen", kernel_failure(
+        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA, src_vma=L.UT_VMA_READ,
+        dst_vma=L.UT_VMA_READ | L.UT_VMA_UFFD_MISSING), None,
+        "invalid_src_not_writable", "observed"),
+    Row("EINVAL, protections differ seen", kernel_failure(
+        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
+        src_vma=L.UT_VMA_WRITE | L.UT_VMA_EXEC, dst_vma=L.UT_VMA_WRITE), None,
+        "invalid_vma_flags_mismatch", "observed"),
+    Row("EINVAL, dst registered to another uffd", kernel_failure(
+        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA, src_vma=L.UT_VMA_WRITE,
+        dst_vma=L.UT_VMA_WRITE | L.UT_VMA_UFFD_MISSING | L.UT_VMA_OTHER_CTX), None,
+        "invalid_dst_not_registered", "observed"),
+    Row("EINVAL, VMAs valid: inference decides", kernel_failure(
+        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA, src_vma=L.UT_VMA_WRITE,
+        dst_vma=L.UT_VMA_WRITE | L.UT_VMA_UFFD_MISSING), None, "invalid_unknown", "errno"),
+    Row("EEXIST from a step", kernel_failure(
+        E.EEXIST, kflags=L.UT_K_STEP_FAILED, step_err=-E.EEXIST, steps=1, fail_addr=SRC),
+        None, "dst_populated", "observed", note="step returned -EEXIST"),
+    Row("partial on 6.12: the populated dst PTE where it stopped", kernel_failure(
+        E.EAGAIN, moved=4 * PAGE, kernel_ret=4 * PAGE,
+        kflags=L.UT_K_MOVE_PAGES_RETURNED, pte_at_fail=L.UT_PTE_DST_SEEN |
+        L.UT_PTE_DST_POPULATED), None, "partial", "observed", "dst_populated"),
+    Row("ENOENT: an empty src PTE", kernel_failure(
+        E.ENOENT, kflags=L.UT_K_SRC_VMA, src_vma=L.UT_VMA_WRITE,
+        pte_at_fail=L.UT_PTE_SRC_SEEN | L.UT_PTE_SRC_NONE), None, "src_hole", "observed"),
+    Row("ENOENT from a step inside the VMA", kernel_failure(
+        E.ENOENT, kflags=L.UT_K_STEP_FAILED | L.UT_K_SRC_VMA, src_vma=L.UT_VMA_WRITE,
+        step_err=-E.ENOENT, steps=1, fail_addr=SRC), None, "src_hole", "observed"),
+    Row("partial: a GUP pin seen by the hooks (no range)", kernel_failure(
+        E.EAGAIN, moved=4 * PAGE, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=2,
+        fail_addr=PINNED_AT, folio_flags=folio("UT_FOLIO_PINNED_SEEN",
+                                               "UT_FOLIO_MAYBE_DMA_PINNED", "UT_FOLIO_ANON",
+                                               "UT_FOLIO_ANON_EXCLUSIVE"), **GUP_PINNER),
+        None, "partial", "observed", "page_pinned", PinCulprit, note="pinned by pid 300"),
+    Row("EBUSY: maybe DMA-pinned, no pin seen", kernel_failure(
+        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
+        folio_flags=folio("UT_FOLIO_MAYBE_DMA_PINNED", "UT_FOLIO_ANON")), None,
+        "page_pinned", "observed", note="before tracing"),
+    Row("EBUSY: a KSM folio, merge seen", kernel_failure(
+        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
+        folio_flags=folio("UT_FOLIO_KSM"), ksm_merged_ts_ns=T0 + 9), None,
+        "page_ksm", "observed", culprit=KsmCulprit),
+    Row("EBUSY: a KSM folio, merged before tracing", kernel_failure(
+        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
+        folio_flags=folio("UT_FOLIO_KSM")), None, "page_ksm", "observed", culprit=KsmCulprit),
+    Row("EBUSY: a large folio that would not split", kernel_failure(
+        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC, split_err=-16,
+        folio_flags=folio("UT_FOLIO_LARGE", "UT_FOLIO_ANON")), None,
+        "thp_split_failed", "observed", note="split returned -16"),
+    Row("EBUSY: shared after fork", kernel_failure(
+        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
+        folio_flags=folio("UT_FOLIO_ANON")), None, "page_shared", "observed"),
+    Row("EBUSY: a swap entry", kernel_failure(
+        E.EBUSY, kflags=L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
+        pte_at_fail=L.UT_PTE_SRC_SEEN | L.UT_PTE_SRC_SWAP), None,
+        "swap_not_exclusive", "observed"),
+    Row("retries are counted in the notes", kernel_failure(
+        E.EEXIST, kflags=L.UT_K_STEP_FAILED, step_err=-E.EEXIST, steps=4, retries=3,
+        fail_addr=SRC), None, "dst_populated", "observed", note="3 internal -EAGAIN retries"),
+    Row("EBUSY step, but the dst PTE read populated: not trusted", kernel_failure(
+        E.EBUSY, kflags=L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
+        pte_at_fail=L.UT_PTE_DST_SEEN | L.UT_PTE_DST_POPULATED), None,
+        "busy_unknown", "errno"),
+    Row("EINVAL, one VMA not seen: inference decides", kernel_failure(
+        E.EINVAL, kflags=L.UT_K_SRC_VMA, src_vma=L.UT_VMA_WRITE), None,
+        "invalid_unknown", "errno"),
+    Row("EBUSY from move_pages() itself, no step hook", kernel_failure(
+        E.EBUSY, kflags=L.UT_K_MOVE_PAGES_RETURNED | L.UT_K_FOLIO_AT_FAIL,
+        kernel_ret=-E.EBUSY, folio_flags=folio("UT_FOLIO_KSM")), None, "page_ksm",
+        "observed", culprit=KsmCulprit, note="move_pages() returned -EBUSY"),
+    Row("EBUSY, nothing returned but the syscall's errno", kernel_failure(
+        E.EBUSY, kflags=L.UT_K_FOLIO_AT_FAIL, folio_flags=folio("UT_FOLIO_ANON")), None,
+        "page_shared", "observed"),
+    Row("partial, step EBUSY, folio unseen; inference contradicts the step", kernel_failure(
+        E.EAGAIN, moved=4 * PAGE, kflags=L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=2,
+        fail_addr=SRC + 4 * PAGE), state(dst=page(DST + 4 * PAGE), offset=4 * PAGE),
+        "partial", "errno", note="failing step's EBUSY"),
+    Row("nothing seen where it stopped: inference decides", kernel_failure(
+        E.EBUSY, kflags=L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=1, fail_addr=SRC),
+        state(src=page(exclusive=False)), "page_shared", "inferred"),
+]
+
+
+@pytest.fixture(scope="module")
+def strict():
+    return jsonschema.Draft7Validator(strict_schema())
+
+
+def run(row: Row):
+    pins = PinTable()
+    for p in row.pins:
+        pins.add(p)
+    lookup = (lambda pfn: row.ksm) if row.ksm is not None else None
+    return diagnose(row.event, row.en, pins, lookup)
+
+
+def check(row: Row, strict, tmp_path):
+    d = run(row)
+    got = (str(d.cause), d.underlying and str(d.underlying), str(d.evidence))
+    assert got == (row.cause, row.underlying, row.evidence), d.notes
+    if row.culprit is None:
+        assert d.culprit is None, d.culprit
+    else:
+        assert isinstance(d.culprit, row.culprit)
+    if row.note is not None:
+        assert any(row.note in n for n in d.notes), d.notes
+    e = row.event
+    assert contradiction(d.cause, d.underlying, e.errno, e.partial) is None
+    assert d.effective_cause in CAUSES
+    # the record it makes is what the format allows, and reads back the same
+    path = tmp_path / "t.jsonl"
+    writer = TraceWriter(str(path))
+    writer.items([TracedMove(e, d, row.en)])
+    writer.close()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in records:
+        assert not [x.message for x in strict.iter_errors(r)], r
+    record = records[-1]
+    assert record["diagnosis"]["cause"] == row.cause
+    return d, record
+
+
+@pytest.mark.parametrize("row", TRACEPOINT_ROWS, ids=lambda r: r.name)
+def test_tracepoint_tier_rule(row, strict, tmp_path):
+    assert not row.event.kernel_tier
+    check(row, strict, tmp_path)
+
+
+@pytest.mark.parametrize("row", KERNEL_ROWS, ids=lambda r: r.name)
+def test_kernel_tier_rule(row, strict, tmp_path):
+    assert row.event.kernel_tier
+    check(row, strict, tmp_path)
+
+
+def test_culprits_carry_what_each_source_knows(strict, tmp_path):
+    registered = next(r for r in TRACEPOINT_ROWS if r.name.startswith("partial, stopped by a pin"))
+    d, record = check(registered, strict, tmp_path)
+    assert d.culprit == PinCulprit(pid=100, comm="mover", method="io_uring fixed buffer "
+                                   "(io_uring_register)", longterm=True,
+                                   source=PIN_REGISTRATION, ts_ns=IO_URING_PIN.ts_ns, tid=100,
+                                   range=(PINNED_AT, 4 * PAGE))
+    gup = next(r for r in KERNEL_ROWS if "GUP pin" in r.name)
+    d, record = check(gup, strict, tmp_path)
+    assert d.culprit == PinCulprit(pid=300, comm="fio", method="pin_user_pages_fast()",
+                                   longterm=True, source=GUP_HOOK, ts_ns=T0 + 7)
+    assert record["diagnosis"]["culprit"]["range"] is None
+    assert d.culprit.describe() == ("pinned by pid 300 (fio) via pin_user_pages_fast(), "
+                                    "long-term (FOLL_LONGTERM)")
+    seen = next(r for r in KERNEL_ROWS if r.name == "EBUSY: a KSM folio, merge seen")
+    assert run(seen).culprit == KsmCulprit(merged_ts_ns=T0 + 9, ksmd_pid=None)
+    inferred = next(r for r in TRACEPOINT_ROWS if r.name == "EBUSY, KSM merge seen")
+    assert run(inferred).culprit == KsmCulprit(merged_ts_ns=T0 + 5, ksmd_pid=42)
+
+
+def test_every_errno_a_move_can_return_is_covered():
+    """Each errno of the kernel's move path has at least one row per tier
+    that can answer it (the kernel tier defers the rest to inference)."""
+    seen = {r.event.errno for r in TRACEPOINT_ROWS}
+    assert {"EEXIST", "ENOENT", "EBUSY", "EINVAL", "EAGAIN", "ESRCH", "ENOMEM", "EFAULT",
+            "EINTR"} <= seen
