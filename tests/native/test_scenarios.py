@@ -196,11 +196,14 @@ def test_sigterm_stops_cleanly_with_results_and_no_leftover_children():
 
 
 def test_endless_mixed_keeps_a_bounded_tail_and_counts_every_call():
-    # Fast enough to pass the bound well within the run (about 4,000 moves/s here).
+    # Past the bound within the run, and still paced past it (unpaced, this
+    # machine makes about 4,000 moves/s).
     from uffdtrace.workload.runner import ENDLESS_KEEP
-    out = endless_mixed_until_sigterm("100000", 3.0)
+    rate, seconds = 1000, 3.0
+    out = endless_mixed_until_sigterm(str(rate), seconds)
     s = out["summary"]
     assert s["calls"] > ENDLESS_KEEP, "too slow to pass the bound: nothing was tested"
+    assert s["calls"] <= 1.2 * rate * seconds, "not paced once the bound was reached"
     assert len(out["calls"]) == s["calls_listed"] == ENDLESS_KEEP
     assert len(out["setup"]) <= ENDLESS_KEEP
     for call in out["calls"]:

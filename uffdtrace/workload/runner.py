@@ -137,7 +137,7 @@ def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: Worklo
         i += 1
         _run_round(uffd, name, SCENARIOS[name].default_pages, result, hold, rewrite)
         # Pace on moves, not rounds: sleep until the budget catches up.
-        ahead = len(result.calls) / rate - (time.monotonic() - start)
+        ahead = result.recorded_calls / rate - (time.monotonic() - start)
         if ahead > 0:
             time.sleep(ahead)
         if progress and time.monotonic() >= next_report:
