@@ -5,10 +5,10 @@ import sys
 from collections import Counter
 
 from . import command_parser
+from ..recording import run_session
 from ..session import TracedMove
 from ..taxonomy import cause_label
 from ..textsafe import printable
-from ..recording import run_session
 from .tracing import (add_run_options, add_session_options, print_program, sampling_note,
                       session_from_args)
 
