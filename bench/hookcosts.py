@@ -17,7 +17,7 @@ from uffdtrace import bpfprog
 from uffdtrace.native import PAGE_SIZE, bystander_loop
 
 from .stats import median
-from .tracers import BPFTRACE_ONE_LINER
+from .tracers import BPFTRACE_ONE_LINER, MOVE_CMD
 from .workloads import MoveWorkload
 
 EMPTY_IOCTL_HOOKS = """
@@ -30,7 +30,7 @@ ONE_LINER_IN_BCC = """
 BPF_HASH(inmove, u32, u64, 10240);
 BPF_PERCPU_HASH(result, s64, u64, 10240);
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl) {
-    if ((u32)args->cmd != 0xc028aa05) return 0;
+    if ((u32)args->cmd != MOVE_CMD) return 0;
     u32 tid = bpf_get_current_pid_tgid(); u64 one = 1;
     inmove.update(&tid, &one);
     return 0;
@@ -43,7 +43,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl) {
     inmove.delete(&tid);
     return 0;
 }
-"""
+""".replace("MOVE_CMD", MOVE_CMD)
 RAW_SYSCALL_HOOKS = """
 #include <asm/ptrace.h>
 #include <asm/unistd.h>

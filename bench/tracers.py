@@ -19,11 +19,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uffdtrace.native import lib
+
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None   # traces can be large
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 60
-MOVE_CMD = "0xc028aa05"   # UFFDIO_MOVE (bpf/uffd_move_abi.h)
+MOVE_CMD = f"{lib().UFFDT_IOC_MOVE:#x}"   # UFFDIO_MOVE (bpf/uffd_move_abi.h)
 
 # What a user would otherwise run on the same hooks: count the results of
 # UFFDIO_MOVE ioctls (sys_exit_ioctl, entered with cmd == UFFDIO_MOVE).

@@ -33,6 +33,7 @@
  *  - the thread's comm is read only for a record that is sent.
  */
 #include <uapi/linux/ptrace.h>
+#include <uapi/linux/uio.h>
 #include "uffd_move_abi.h"
 #include "uffdtrace_event.h"
 
@@ -75,16 +76,40 @@
 #define UT_COST_STATS 1
 #endif
 #define UT_MAX_IOVECS 16
-#define IORING_REGISTER_BUFFERS 0
-#define IORING_UNREGISTER_BUFFERS 1
-#define IORING_REGISTER_BUFFERS2 15
+/* io_uring's uapi (opcodes, struct io_uring_rsrc_register offsets) comes as
+ * UT_IORING_* from uffdtrace/bpfprog.py, which reads the system's
+ * <linux/io_uring.h> through cffi: the kernel's own uapi/linux/io_uring.h
+ * pulls in linux/fs.h, which would add seconds to every compile. */
+
+/*
+ * A move in flight on one thread: the record it will send (`ev`, the wire
+ * format of uffdtrace_event.h) and the bookkeeping only the kernel side
+ * needs until the move ends.  Only `ev` is ever copied to a ring buffer
+ * (send_move() takes nothing else), so the argument's user address, wait
+ * stamps and kernel pointers cannot reach user space by mistake.
+ */
+struct ut_move_inflight {
+	struct ut_move_event ev;     /* ev.type == UT_EV_MOVE while in flight */
+	u64 argp;                    /* user address of struct uffdio_move */
+	u64 mmap_lock_start_ns;      /* start of the pending mmap_lock wait */
+	u64 lock_start_ns;           /* start of the pending lock contention */
+	/* kernel tier (uffdtrace_kernel.bpf.c) */
+	u64 scratch_ctx;             /* the move's userfaultfd_ctx */
+	u64 scratch_folio;           /* the last folio looked up (decoded only where a move stops) */
+	u64 scratch_folio_addr;
+	u64 scratch_folio_pte;       /* the PTE it was found through (its pfn keys KSM merges) */
+	u64 scratch_src_pte_addr;    /* the last src/dst PTEs mapped, and their values */
+	u64 scratch_src_pte;
+	u64 scratch_dst_pte_addr;
+	u64 scratch_dst_pte;
+};
 
 /* failed moves and pins: what diagnosis needs, never crowded out */
 BPF_RINGBUF_OUTPUT(events, UT_RINGBUF_PAGES);
 /* successful moves (sampled when UT_SUCCESS_SAMPLE > 1) */
 BPF_RINGBUF_OUTPUT(success_events, UT_SUCCESS_RINGBUF_PAGES);
-/* the in-flight record of the thread; type == UT_EV_MOVE while inside a move */
-BPF_TASK_STORAGE(moving, struct ut_move_event);
+/* the thread's move in flight; ev.type == UT_EV_MOVE while inside a move */
+BPF_TASK_STORAGE(moving, struct ut_move_inflight);
 BPF_PERCPU_ARRAY(stats, u64, UT_STAT_MAX);
 BPF_PERCPU_HASH(outcomes, struct ut_outcome_key, u64, 10240);
 BPF_PERCPU_ARRAY(latency_log2, u64, 64);
@@ -127,12 +152,12 @@ static __always_inline int wanted(u32 pid, u32 tid)
 }
 
 /* The calling thread's move in flight, or NULL (the common, cheap case). */
-static __always_inline struct ut_move_event *current_move(void)
+static __always_inline struct ut_move_inflight *current_move(void)
 {
-	struct ut_move_event *rec =
+	struct ut_move_inflight *rec =
 		moving.task_storage_get(bpf_get_current_task_btf(), 0, 0);
 
-	if (!rec || rec->type != UT_EV_MOVE)
+	if (!rec || rec->ev.type != UT_EV_MOVE)
 		rec = 0;
 	/* Callers test the pointer itself: without this barrier clang may fold
 	 * their NULL test into the type test above, which the verifier cannot
@@ -143,7 +168,7 @@ static __always_inline struct ut_move_event *current_move(void)
 
 #if UT_KERNEL_TIER
 /* uffdtrace_kernel.bpf.c, appended after this file */
-static __always_inline void ut_kernel_finish(struct ut_move_event *rec);
+static __always_inline void ut_kernel_finish(struct ut_move_inflight *rec);
 #endif
 
 /* Successes are sent 1 in UT_SUCCESS_SAMPLE on average, at random
@@ -170,11 +195,12 @@ static __always_inline int success_sampled(void)
 	return 1;
 }
 
-static __always_inline void send_move(struct ut_move_event *rec)
+/* The wire record only: the in-flight state around it stays in the kernel. */
+static __always_inline void send_move(const struct ut_move_event *ev)
 {
 	struct ut_move_event *e;
 
-	if (rec->ret < 0) {
+	if (ev->ret < 0) {
 		/* default wakeup: the collector enriches failures from /proc
 		 * right away, while the process still looks the same */
 		e = events.ringbuf_reserve(sizeof(struct ut_move_event));
@@ -182,7 +208,7 @@ static __always_inline void send_move(struct ut_move_event *rec)
 			stat_add(UT_STAT_RINGBUF_DROPS, 1);
 			return;
 		}
-		__builtin_memcpy(e, rec, sizeof(*e));
+		__builtin_memcpy(e, ev, sizeof(*e));
 		bpf_get_current_comm(&e->comm, sizeof(e->comm));
 		events.ringbuf_submit(e, 0);
 		stat_add(UT_STAT_EVENTS_SENT, 1);
@@ -197,7 +223,7 @@ static __always_inline void send_move(struct ut_move_event *rec)
 		stat_add(UT_STAT_SUCCESS_DROPS, 1);
 		return;
 	}
-	__builtin_memcpy(e, rec, sizeof(*e));
+	__builtin_memcpy(e, ev, sizeof(*e));
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	if (UT_SUCCESS_SAMPLE > 1)
 		e->flags |= UT_F_SAMPLED;
@@ -214,63 +240,65 @@ static __always_inline void move_begin(u32 fd, u64 argp)
 
 	if (!wanted(pid, tid))
 		return;
-	struct ut_move_event *rec = moving.task_storage_get(bpf_get_current_task_btf(), 0,
+	struct ut_move_inflight *rec = moving.task_storage_get(bpf_get_current_task_btf(), 0,
 							    BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!rec) {
 		stat_add(UT_STAT_INFLIGHT_FULL, 1);
 		return;
 	}
 	__builtin_memset(rec, 0, sizeof(*rec));
-	rec->pid = pid;
-	rec->tid = tid;
-	rec->fd = fd;
+	rec->ev.pid = pid;
+	rec->ev.tid = tid;
+	rec->ev.fd = fd;
 	rec->argp = argp;
 	struct uffdt_move_arg arg = {};
 	if (bpf_probe_read_user(&arg, sizeof(arg), (void *)argp)) {
-		rec->flags |= UT_F_ARG_UNREADABLE;
+		rec->ev.flags |= UT_F_ARG_UNREADABLE;
 		stat_add(UT_STAT_ARG_READ_FAILS, 1);
 	}
-	rec->dst = arg.dst;
-	rec->src = arg.src;
-	rec->len = arg.len;
-	rec->mode = arg.mode;
-	rec->move_before = arg.move;
+	rec->ev.dst = arg.dst;
+	rec->ev.src = arg.src;
+	rec->ev.len = arg.len;
+	rec->ev.mode = arg.mode;
+	rec->ev.move_before = arg.move;
 	if (UT_COST_STATS)
-		rec->flags |= UT_F_COST_STATS;
+		rec->ev.flags |= UT_F_COST_STATS;
 	stat_add(UT_STAT_MOVES_ENTERED, 1);
-	rec->ts_ns = bpf_ktime_get_ns();
-	rec->type = UT_EV_MOVE;   /* last: the record is now in flight */
+	rec->ev.ts_ns = bpf_ktime_get_ns();
+	rec->ev.type = UT_EV_MOVE;   /* last: the record is now in flight */
 }
 
 /* The thread's move ends with `ret`: complete the record, count it, send it. */
-static __always_inline void move_end(struct ut_move_event *rec, s64 ret)
+static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
 {
-	rec->latency_ns = bpf_ktime_get_ns() - rec->ts_ns;
-	rec->ret = ret;
+	rec->ev.latency_ns = bpf_ktime_get_ns() - rec->ev.ts_ns;
+	rec->ev.ret = ret;
 	/* The kernel returns 0 only after writing move == len (a short move is
 	 * -EAGAIN): a success needs no second read of user memory. */
-	if (rec->ret == 0 && !(rec->flags & UT_F_ARG_UNREADABLE))
-		rec->move = rec->len;
-	else if (bpf_probe_read_user(&rec->move, sizeof(rec->move),
+	if (rec->ev.ret == 0 && !(rec->ev.flags & UT_F_ARG_UNREADABLE))
+		rec->ev.move = rec->ev.len;
+	else if (bpf_probe_read_user(&rec->ev.move, sizeof(rec->ev.move),
 				     (void *)(rec->argp + UFFDT_MOVE_FIELD_OFFSET)))
-		rec->flags |= UT_F_MOVE_UNREADABLE;
+		rec->ev.flags |= UT_F_MOVE_UNREADABLE;
 
 	struct ut_outcome_key key = {};
 	u64 zero = 0, *count;
-	key.pid = rec->pid;
-	key.err = rec->ret < 0 ? -rec->ret : 0;
-	key.partial = rec->ret < 0 && rec->move > 0;
+	key.pid = rec->ev.pid;
+	key.err = rec->ev.ret < 0 ? -rec->ev.ret : 0;
+	key.partial = rec->ev.ret < 0 && rec->ev.move > 0;
 	count = outcomes.lookup_or_try_init(&key, &zero);
 	if (count)
 		(*count)++;
-	log2_add(bpf_log2l(rec->latency_ns), 0);
-	log2_add(bpf_log2l(rec->len), 1);
+	else
+		stat_add(UT_STAT_OUTCOMES_FULL, 1);
+	log2_add(bpf_log2l(rec->ev.latency_ns), 0);
+	log2_add(bpf_log2l(rec->ev.len), 1);
 #if UT_KERNEL_TIER
 	ut_kernel_finish(rec);
 #endif
 
-	send_move(rec);
-	rec->type = 0;   /* no longer in flight */
+	send_move(&rec->ev);
+	rec->ev.type = 0;   /* no longer in flight */
 }
 
 #if !UT_MOVES_FROM_HANDLER
@@ -287,7 +315,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 
 TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec)
 		move_end(rec, args->ret);
@@ -311,34 +339,33 @@ static __always_inline void wait_end(u64 *start, u32 *count, u64 *total_ns)
 }
 
 #if UT_COST_STATS
-/* TLB flushes done by the moving thread.  TASK_SWITCH (0) is a context
- * switch, REMOTE_SHOOTDOWN (1) runs on the *target* CPU: neither is the
- * move's own flush.  Raw tracepoint: args are TP_PROTO(int reason,
- * unsigned long pages). */
+/* TLB flushes done by the moving thread.  A context switch's flush and one
+ * run on the target CPU of another CPU's IPI are not the move's own.  Raw
+ * tracepoint: args are TP_PROTO(int reason, unsigned long pages). */
 RAW_TRACEPOINT_PROBE(tlb_flush)
 {
 	int reason = (int)ctx->args[0];
 	long pages = (long)ctx->args[1];
 
-	if (reason < 2)
+	if (reason == UT_TLB_FLUSH_ON_TASK_SWITCH || reason == UT_TLB_REMOTE_SHOOTDOWN)
 		return 0;
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (!rec)
 		return 0;
-	rec->tlb_flushes++;
+	rec->ev.tlb_flushes++;
 	if (pages == -1)
-		rec->tlb_full_flushes++;
+		rec->ev.tlb_full_flushes++;
 	else
-		rec->tlb_pages += pages;
+		rec->ev.tlb_pages += pages;
 	if (reason == UT_TLB_REMOTE_SEND_IPI)
-		rec->tlb_remote_ipis++;
+		rec->ev.tlb_remote_ipis++;
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(mmap_lock_start_locking)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec)
 		wait_begin(&rec->mmap_lock_start_ns);
@@ -347,17 +374,17 @@ RAW_TRACEPOINT_PROBE(mmap_lock_start_locking)
 
 RAW_TRACEPOINT_PROBE(mmap_lock_acquire_returned)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec)
-		wait_end(&rec->mmap_lock_start_ns, &rec->mmap_lock_acquires,
-			 &rec->mmap_lock_wait_ns);
+		wait_end(&rec->mmap_lock_start_ns, &rec->ev.mmap_lock_acquires,
+			 &rec->ev.mmap_lock_wait_ns);
 	return 0;
 }
 
 RAW_TRACEPOINT_PROBE(contention_begin)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec)
 		wait_begin(&rec->lock_start_ns);
@@ -366,10 +393,10 @@ RAW_TRACEPOINT_PROBE(contention_begin)
 
 RAW_TRACEPOINT_PROBE(contention_end)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec)
-		wait_end(&rec->lock_start_ns, &rec->lock_contentions, &rec->lock_wait_ns);
+		wait_end(&rec->lock_start_ns, &rec->ev.lock_contentions, &rec->ev.lock_wait_ns);
 	return 0;
 }
 #endif /* UT_COST_STATS */
@@ -407,8 +434,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	u32 parent = args->parent_pid, child = args->child_pid;
 	u8 one = 1;
 
-	if (traced.lookup(&parent))
-		traced.update(&child, &one);
+	if (traced.lookup(&parent) && traced.update(&child, &one))
+		stat_add(UT_STAT_FOLLOW_FULL, 1);
 	return 0;
 }
 
@@ -448,28 +475,29 @@ TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_register)
 
 	if (!wanted(id >> 32, (u32)id))
 		return 0;
-	if (opcode == IORING_UNREGISTER_BUFFERS) {
+	if (opcode == UT_IORING_UNREGISTER_BUFFERS) {
 		send_pin(UT_EV_UNPIN, fd, opcode, 0, 0, 0);
 		return 0;
 	}
-	if (opcode == IORING_REGISTER_BUFFERS2) {
-		/* struct io_uring_rsrc_register { u32 nr; u32 flags; u64 resv2; u64 data; u64 tags; } */
+	if (opcode == UT_IORING_REGISTER_BUFFERS2) {
+		/* arg is a struct io_uring_rsrc_register: the count at nr, the
+		 * iovec array's address at data */
 		u32 count = 0;
-		bpf_probe_read_user(&count, sizeof(count), (void *)iovecs);
-		bpf_probe_read_user(&iovecs, sizeof(iovecs), (void *)(iovecs + 16));
+		bpf_probe_read_user(&count, sizeof(count), (void *)(iovecs + UT_IORING_RSRC_NR));
+		bpf_probe_read_user(&iovecs, sizeof(iovecs), (void *)(iovecs + UT_IORING_RSRC_DATA));
 		nr = count;
-	} else if (opcode != IORING_REGISTER_BUFFERS) {
+	} else if (opcode != UT_IORING_REGISTER_BUFFERS) {
 		return 0;
 	}
 #pragma unroll
 	for (u32 i = 0; i < UT_MAX_IOVECS; i++) {
-		u64 iov[2] = {};
+		struct iovec iov = {};
 
 		if (i >= nr)
 			break;
-		if (bpf_probe_read_user(iov, sizeof(iov), (void *)(iovecs + i * 16)))
+		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovecs + i * sizeof(iov))))
 			break;
-		send_pin(UT_EV_PIN, fd, opcode, i, iov[0], iov[1]);
+		send_pin(UT_EV_PIN, fd, opcode, i, (u64)iov.iov_base, iov.iov_len);
 	}
 	return 0;
 }

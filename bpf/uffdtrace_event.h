@@ -76,18 +76,29 @@
 #define UT_STAT_SUCCESS_DROPS 7    /* successes lost: success ring buffer full */
 #define UT_STAT_GUP_PINS 8          /* pin_user_pages* calls seen (kernel tier) */
 #define UT_STAT_GUP_UNPINS 9
-#define UT_STAT_MAX 10
+/* map updates that failed because a map was full: what they would have
+ * recorded is missing, and is counted here instead of silently lost */
+#define UT_STAT_OUTCOMES_FULL 10    /* moves missing from the per-process outcome counts */
+#define UT_STAT_FOLLOW_FULL 11      /* forked children of a followed command not followed */
+#define UT_STAT_SAVED_ARGS_FULL 12  /* kprobe arguments not saved: that exit saw zeros */
+#define UT_STAT_MAX 13
 
-/* x86 tlb:tlb_flush reasons (arch/x86/include/asm/tlbflush.h) */
-#define UT_TLB_REMOTE_SEND_IPI 4
+/* tlb:tlb_flush reasons, enum tlb_flush_reason (include/linux/mm_types.h:
+ * not uapi, and the tracepoint tier may compile with another version's
+ * headers, so spelled here; uffdtrace_kernel.bpf.c checks them against the
+ * running kernel's own headers whenever the kernel tier is compiled) */
+#define UT_TLB_FLUSH_ON_TASK_SWITCH 0  /* a context switch */
+#define UT_TLB_REMOTE_SHOOTDOWN 1      /* on the *target* CPU of an IPI */
+#define UT_TLB_REMOTE_SEND_IPI 4       /* IPIs sent to flush other CPUs */
 
 /*
- * One UFFDIO_MOVE ioctl, from sys_enter_ioctl to sys_exit_ioctl (or from
- * userfaultfd_ioctl()'s entry to its exit, where the kernel tier hooks it
- * instead of the syscall tracepoints).  While the thread is inside the
- * ioctl this lives in the thread's task-local storage (the `moving` map,
- * type == UT_EV_MOVE) and every hook that fires on that thread adds to it;
- * at exit it is sent at most once.
+ * One UFFDIO_MOVE ioctl, from its entry (sys_enter_ioctl, or
+ * userfaultfd_ioctl() in the kernel tier) to its exit: the record sent to
+ * userspace, at most once per ioctl.  While the thread is inside the ioctl
+ * it is built in the thread's in-flight state (struct ut_move_inflight in
+ * uffdtrace.bpf.c), next to the bookkeeping only the kernel side needs
+ * (the argument's user address, wait start stamps, kernel pointers): that
+ * stays there, so nothing but these fields can reach a ring buffer.
  */
 struct ut_move_event {
 	__u32 type;
@@ -96,7 +107,6 @@ struct ut_move_event {
 	__u32 fd;
 	__u64 ts_ns;            /* bpf_ktime_get_ns() at entry */
 	__u64 latency_ns;
-	__u64 argp;             /* user address of struct uffdio_move */
 	__u64 dst;
 	__u64 src;
 	__u64 len;
@@ -113,8 +123,6 @@ struct ut_move_event {
 	__u32 lock_contentions;   /* lock:contention_begin on this thread */
 	__u64 mmap_lock_wait_ns;
 	__u64 lock_wait_ns;
-	__u64 mmap_lock_start_ns;  /* scratch: start of the pending mmap_lock wait */
-	__u64 lock_start_ns;       /* scratch: start of the pending contention */
 	/* kernel tier: filled by the move-path hooks */
 	__s32 step_err;         /* first failing step's return (-errno), 0 if none */
 	__u32 steps;            /* move_pages_pte(s) / move_pages_huge_pmd calls */
@@ -136,16 +144,6 @@ struct ut_move_event {
 	__u32 pinner_method;    /* UT_PIN_* */
 	__u32 pinner_gup_flags;
 	__u64 ksm_merged_ts_ns; /* when the KSM folio at fail_addr was merged, if seen */
-	/* scratch for the hooks, always zero in the sent event: kernel pointers
-	 * never leave the kernel */
-	__u64 scratch_ctx;      /* the move's userfaultfd_ctx */
-	__u64 scratch_folio;    /* the last folio looked up (decoded only where a move stops) */
-	__u64 scratch_folio_addr;
-	__u64 scratch_folio_pte; /* the PTE it was found through (its pfn keys KSM merges) */
-	__u64 scratch_src_pte_addr; /* the last src/dst PTEs mapped, and their values */
-	__u64 scratch_src_pte;
-	__u64 scratch_dst_pte_addr;
-	__u64 scratch_dst_pte;
 	__u32 pte_at_fail;      /* UT_PTE_*: the entries where the move stopped */
 	char pinner_comm[16];
 	char comm[16];

@@ -20,12 +20,20 @@
  * has move_pages_ptes): uffdtrace/kernel_tier.py defines UT_HOOK_<function>
  * for each function present on the running kernel, and UT_K_FENTRY to pick
  * fentry/fexit (arguments read with bpf_get_func_arg) or kprobes (arguments
- * from registers, saved at entry for the return probe).
+ * from registers, saved at entry for the return probe).  Its HOOKS table
+ * says which programs each UT_HOOK_ block below has (entry, exit, saved
+ * arguments); tests/unit/test_hook_table.py holds the two together.
  */
 #include <linux/mm_types.h>
 #include <linux/page-flags.h>
 #include <linux/mm.h>
 #include <linux/userfaultfd_k.h>
+
+/* The tlb:tlb_flush reasons uffdtrace_event.h spells for the tracepoint
+ * tier, checked against this kernel's own enum tlb_flush_reason. */
+_Static_assert(UT_TLB_FLUSH_ON_TASK_SWITCH == TLB_FLUSH_ON_TASK_SWITCH, "UT_TLB_* stale");
+_Static_assert(UT_TLB_REMOTE_SHOOTDOWN == TLB_REMOTE_SHOOTDOWN, "UT_TLB_* stale");
+_Static_assert(UT_TLB_REMOTE_SEND_IPI == TLB_REMOTE_SEND_IPI, "UT_TLB_* stale");
 
 #define UT_MAX_PIN_PAGES 64
 /* (folio->mapping & 3) == 3 marks a KSM folio (PAGE_MAPPING_KSM /
@@ -105,12 +113,8 @@ struct ut_saved_args {
 };
 BPF_HASH(saved_args, struct ut_args_key, struct ut_saved_args, 10240);
 
-enum {
-	UT_FN_move_pages_ptes = 1, UT_FN_move_pages_pte, UT_FN_move_pages_huge_pmd,
-	UT_FN_vm_normal_folio, UT_FN_pin_user_pages_fast, UT_FN_pin_user_pages,
-	UT_FN_pin_user_pages_remote, UT_FN_pin_user_pages_unlocked,
-	UT_FN_split_folio_to_list, UT_FN_lock_vma_under_rcu, UT_FN___pte_offset_map,
-};
+/* UT_FN_<fn>, the key of fn's saved arguments, is #defined by
+ * uffdtrace/kernel_tier.py for each hook its table marks saved_args */
 
 /* x86-64 SysV: six arguments in registers, the rest on the stack above the
  * return address */
@@ -147,7 +151,8 @@ static __always_inline void ut_save_args(struct pt_regs *ctx, u32 fn)
 #pragma unroll
 	for (u32 i = 0; i < UT_SAVED_ARGS; i++)
 		a.arg[i] = ut_regs_arg(ctx, i);
-	saved_args.update(&key, &a);
+	if (saved_args.update(&key, &a))
+		stat_add(UT_STAT_SAVED_ARGS_FULL, 1);
 }
 
 static __always_inline u64 ut_saved_arg(u32 fn, u32 n)
@@ -237,115 +242,110 @@ static __always_inline u32 ut_folio_state(u64 folio)
 /* The folio looked at last is the one at the failing address: its state,
  * the KSM merge that made it, and, if a GUP pin of it was seen, the pinner.
  * Decoded here, once per failed move, not for every page a move looks at. */
-static __always_inline void ut_folio_at_fail(struct ut_move_event *rec)
+static __always_inline void ut_folio_at_fail(struct ut_move_inflight *rec)
 {
 	struct ut_pinner *p = pinned_folios.lookup(&rec->scratch_folio);
 
-	rec->kflags |= UT_K_FOLIO_AT_FAIL;
-	rec->folio_flags = ut_folio_state(rec->scratch_folio);
-	rec->fail_addr = rec->scratch_folio_addr;
-	if (rec->folio_flags & UT_FOLIO_KSM) {
+	rec->ev.kflags |= UT_K_FOLIO_AT_FAIL;
+	rec->ev.folio_flags = ut_folio_state(rec->scratch_folio);
+	rec->ev.fail_addr = rec->scratch_folio_addr;
+	if (rec->ev.folio_flags & UT_FOLIO_KSM) {
 		/* the ksm:* tracepoints keyed the merge by pfn */
 		u64 pfn = (rec->scratch_folio_pte & UT_PTE_PFN_MASK) >> PAGE_SHIFT;
 		struct ut_ksm_merge *m = ksm_merges.lookup(&pfn);
 
-		rec->ksm_merged_ts_ns = m ? m->ts_ns : 0;
+		rec->ev.ksm_merged_ts_ns = m ? m->ts_ns : 0;
 	}
 	if (p) {
-		rec->folio_flags |= UT_FOLIO_PINNED_SEEN;
-		rec->pinner_pid = p->pid;
-		rec->pinner_ts_ns = p->ts_ns;
-		rec->pinner_method = p->method;
-		rec->pinner_gup_flags = p->gup_flags;
-		__builtin_memcpy(rec->pinner_comm, p->comm, sizeof(rec->pinner_comm));
+		rec->ev.folio_flags |= UT_FOLIO_PINNED_SEEN;
+		rec->ev.pinner_pid = p->pid;
+		rec->ev.pinner_ts_ns = p->ts_ns;
+		rec->ev.pinner_method = p->method;
+		rec->ev.pinner_gup_flags = p->gup_flags;
+		__builtin_memcpy(rec->ev.pinner_comm, p->comm, sizeof(rec->ev.pinner_comm));
 	}
 }
 
 /* The first failing step of a move: its result, address, and the folio the
  * kernel looked at last (move_pages_pte(s) stops at the page it refused). */
-static __always_inline void ut_step_failed(struct ut_move_event *rec, u64 src_addr, s64 err)
+static __always_inline void ut_step_failed(struct ut_move_inflight *rec, u64 src_addr, s64 err)
 {
-	if (rec->kflags & UT_K_STEP_FAILED)
+	if (rec->ev.kflags & UT_K_STEP_FAILED)
 		return;
-	rec->kflags |= UT_K_STEP_FAILED;
-	rec->step_err = err;
-	rec->fail_addr = src_addr;
+	rec->ev.kflags |= UT_K_STEP_FAILED;
+	rec->ev.step_err = err;
+	rec->ev.fail_addr = src_addr;
 	if (rec->scratch_folio && rec->scratch_folio_addr == src_addr)
 		ut_folio_at_fail(rec);
 }
 
 /* One move step (a PTE batch or a PMD) returned `ret`: bytes or 0 on
  * success, -errno on failure; -EAGAIN is retried by move_pages(). */
-static __always_inline void ut_step_done(struct ut_move_event *rec, u64 src_addr, s64 ret)
+static __always_inline void ut_step_done(struct ut_move_inflight *rec, u64 src_addr, s64 ret)
 {
-	rec->steps++;
+	rec->ev.steps++;
 	if (ret == -EAGAIN)
-		rec->retries++;
+		rec->ev.retries++;
 	else if (ret < 0)
 		ut_step_failed(rec, src_addr, ret);
 }
 
 /* Bytes the move got through before it stopped: the failing step's offset,
  * else what the kernel wrote to `move` (bytes, or -errno: none moved). */
-static __always_inline u64 ut_progress(struct ut_move_event *rec)
+static __always_inline u64 ut_progress(struct ut_move_inflight *rec)
 {
-	if (rec->kflags & UT_K_STEP_FAILED)
-		return rec->fail_addr - rec->src;
-	return rec->move > 0 ? rec->move : 0;
+	if (rec->ev.kflags & UT_K_STEP_FAILED)
+		return rec->ev.fail_addr - rec->ev.src;
+	return rec->ev.move > 0 ? rec->ev.move : 0;
 }
 
 /* The PTEs at the address where the move stopped, if the kernel mapped them
  * last: a populated dst or an empty src there is why it stopped (6.12 has no
  * step function to hook, so this is how its partial moves are explained). */
-static __always_inline void ut_ptes_at_fail(struct ut_move_event *rec, u64 done)
+static __always_inline void ut_ptes_at_fail(struct ut_move_inflight *rec, u64 done)
 {
-	if (rec->scratch_src_pte_addr && rec->scratch_src_pte_addr == rec->src + done) {
+	if (rec->scratch_src_pte_addr && rec->scratch_src_pte_addr == rec->ev.src + done) {
 		u64 pte = rec->scratch_src_pte;
 
-		rec->pte_at_fail |= UT_PTE_SRC_SEEN;
+		rec->ev.pte_at_fail |= UT_PTE_SRC_SEEN;
 		if (!pte)
-			rec->pte_at_fail |= UT_PTE_SRC_NONE;
+			rec->ev.pte_at_fail |= UT_PTE_SRC_NONE;
 		else if (!(pte & (_PAGE_PRESENT | _PAGE_PROTNONE)))
-			rec->pte_at_fail |= UT_PTE_SRC_SWAP;
+			rec->ev.pte_at_fail |= UT_PTE_SRC_SWAP;
 	}
-	if (rec->scratch_dst_pte_addr && rec->scratch_dst_pte_addr == rec->dst + done) {
-		rec->pte_at_fail |= UT_PTE_DST_SEEN;
+	if (rec->scratch_dst_pte_addr && rec->scratch_dst_pte_addr == rec->ev.dst + done) {
+		rec->ev.pte_at_fail |= UT_PTE_DST_SEEN;
 		if (rec->scratch_dst_pte)
-			rec->pte_at_fail |= UT_PTE_DST_POPULATED;
+			rec->ev.pte_at_fail |= UT_PTE_DST_POPULATED;
 	}
 }
 
 /* Called by move_end() before the record is sent: fill in what only the end
- * of the move tells, and scrub the scratch (kernel pointers stay here). */
-static __always_inline void ut_kernel_finish(struct ut_move_event *rec)
+ * of the move tells.  The scratch needs no scrubbing: it is not part of the
+ * record sent, and move_begin() clears it for the next move. */
+static __always_inline void ut_kernel_finish(struct ut_move_inflight *rec)
 {
-	rec->flags |= UT_F_KERNEL_TIER;
-	if (rec->ret < 0) {
+	rec->ev.flags |= UT_F_KERNEL_TIER;
+	if (rec->ev.ret < 0) {
 		u64 done = ut_progress(rec);
 
 		/* without a step hook (6.12 inlines move_pages_pte) the last folio
 		 * looked at, if it is where the move stopped, is the evidence */
-		if (!(rec->kflags & UT_K_STEP_FAILED) && rec->scratch_folio &&
-		    rec->scratch_folio_addr == rec->src + done)
+		if (!(rec->ev.kflags & UT_K_STEP_FAILED) && rec->scratch_folio &&
+		    rec->scratch_folio_addr == rec->ev.src + done)
 			ut_folio_at_fail(rec);
 		ut_ptes_at_fail(rec, done);
 	}
-	rec->scratch_ctx = 0;
-	rec->scratch_folio = 0;
-	rec->scratch_folio_addr = 0;
-	rec->scratch_folio_pte = 0;
-	rec->scratch_src_pte_addr = rec->scratch_src_pte = 0;
-	rec->scratch_dst_pte_addr = rec->scratch_dst_pte = 0;
 }
 
 /* ---- move_pages(): entered at all?  and its own result ---- */
 #ifdef UT_HOOK_move_pages
 UT_ON_ENTRY(move_pages)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec) {
-		rec->kflags |= UT_K_MOVE_PAGES;
+		rec->ev.kflags |= UT_K_MOVE_PAGES;
 		rec->scratch_ctx = UT_ARG(0);   /* struct userfaultfd_ctx * */
 	}
 	return 0;
@@ -353,11 +353,11 @@ UT_ON_ENTRY(move_pages)
 
 UT_ON_EXIT(move_pages)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec) {
-		rec->kflags |= UT_K_MOVE_PAGES_RETURNED;
-		rec->kernel_ret = (s64)UT_RET();
+		rec->ev.kflags |= UT_K_MOVE_PAGES_RETURNED;
+		rec->ev.kernel_ret = (s64)UT_RET();
 	}
 	return 0;
 }
@@ -386,7 +386,7 @@ UT_ON_ENTRY(userfaultfd_ioctl)
 	if ((u32)UT_ARG(1) != UFFDT_IOC_MOVE)
 		return 0;
 	move_begin(ut_syscall_fd(), UT_ARG(2));
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (!rec)
 		return 0;
@@ -396,15 +396,15 @@ UT_ON_ENTRY(userfaultfd_ioctl)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	u64 mine = ut_read_u64(task, offsetof(struct task_struct, mm));
 
-	rec->kflags |= UT_K_IOCTL_SEEN;
+	rec->ev.kflags |= UT_K_IOCTL_SEEN;
 	if (owner != mine)
-		rec->kflags |= UT_K_CROSS_MM;
+		rec->ev.kflags |= UT_K_CROSS_MM;
 	return 0;
 }
 
 UT_ON_EXIT(userfaultfd_ioctl)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec)
 		move_end(rec, (s64)(long)UT_RET());
@@ -443,33 +443,32 @@ static __always_inline u32 ut_vma_bits(u64 vma, u64 uffd_ctx)
 
 /* Record the VMA's bits as src or dst by the range it covers: one helper for
  * both ways move_pages() finds its VMAs. */
-static __always_inline void ut_saw_vma(struct ut_move_event *rec, u64 vma)
+static __always_inline void ut_saw_vma(struct ut_move_inflight *rec, u64 vma)
 {
 	u64 start = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_start));
 	u64 end = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_end));
 
-	if (rec->dst >= start && rec->dst < end && !(rec->kflags & UT_K_DST_VMA)) {
-		rec->kflags |= UT_K_DST_VMA;
-		rec->dst_vma = ut_vma_bits(vma, rec->scratch_ctx);
+	if (rec->ev.dst >= start && rec->ev.dst < end && !(rec->ev.kflags & UT_K_DST_VMA)) {
+		rec->ev.kflags |= UT_K_DST_VMA;
+		rec->ev.dst_vma = ut_vma_bits(vma, rec->scratch_ctx);
 	}
-	if (rec->src >= start && rec->src < end && !(rec->kflags & UT_K_SRC_VMA)) {
-		rec->kflags |= UT_K_SRC_VMA;
-		rec->src_vma = ut_vma_bits(vma, rec->scratch_ctx);
+	if (rec->ev.src >= start && rec->ev.src < end && !(rec->ev.kflags & UT_K_SRC_VMA)) {
+		rec->ev.kflags |= UT_K_SRC_VMA;
+		rec->ev.src_vma = ut_vma_bits(vma, rec->scratch_ctx);
 	}
 }
 
 #ifdef UT_HOOK_lock_vma_under_rcu
-/* the per-VMA-lock path: lock_vma_under_rcu(mm, addr) -> vma or NULL */
-UT_SAVE_ARGS_IN_MOVE(lock_vma_under_rcu)
+/* the per-VMA-lock path: lock_vma_under_rcu(mm, addr) -> vma or NULL.
+ * Only the result is read, so kprobe mode has no entry probe here (this
+ * runs on every page fault of the machine). */
 UT_ON_EXIT(lock_vma_under_rcu)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 	u64 vma = UT_RET();
 
 	if (rec && vma)
 		ut_saw_vma(rec, vma);
-	if (rec)   /* arguments were saved only inside a move */
-		UT_EXIT_DONE(lock_vma_under_rcu);
 	return 0;
 }
 #endif
@@ -479,7 +478,7 @@ UT_ON_EXIT(lock_vma_under_rcu)
  * destination never touched): __anon_vma_prepare(vma) */
 UT_ON_ENTRY(__anon_vma_prepare)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec)
 		ut_saw_vma(rec, UT_ARG(0));
@@ -495,7 +494,7 @@ UT_ON_ENTRY(__anon_vma_prepare)
 	UT_SAVE_ARGS_IN_MOVE(fn)                                               \
 	UT_ON_EXIT(fn)                                                         \
 	{                                                                      \
-		struct ut_move_event *rec = current_move();                    \
+		struct ut_move_inflight *rec = current_move();                    \
 		if (rec) {                                                     \
 			ut_step_done(rec, UT_EXIT_ARG(fn, src_arg),            \
 				     (s64)(ret_type)UT_RET());                 \
@@ -526,13 +525,13 @@ UT_STEP_HOOK(move_pages_huge_pmd, 7, int)
 UT_SAVE_ARGS_IN_MOVE(vm_normal_folio)
 UT_ON_EXIT(vm_normal_folio)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 	u64 folio = UT_RET();
 
 	if (rec) {
 		u64 addr = UT_EXIT_ARG(vm_normal_folio, 1);
 
-		rec->folio_lookups++;
+		rec->ev.folio_lookups++;
 		/* a second look at the same address is move_pages() retrying.
 		 * Only remembered: ut_folio_at_fail() decodes it if the move
 		 * stops here (this runs for every page a move looks at). */
@@ -552,17 +551,17 @@ UT_ON_EXIT(vm_normal_folio)
 UT_SAVE_ARGS_IN_MOVE(__pte_offset_map)
 UT_ON_EXIT(__pte_offset_map)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 	u64 ptep = UT_RET();
 
 	if (rec && ptep) {
 		u64 addr = UT_EXIT_ARG(__pte_offset_map, 1);
 		u64 pte = ut_read_u64((void *)ptep, 0);
 
-		if (addr >= rec->dst && addr < rec->dst + rec->len) {
+		if (addr >= rec->ev.dst && addr < rec->ev.dst + rec->ev.len) {
 			rec->scratch_dst_pte_addr = addr;
 			rec->scratch_dst_pte = pte;
-		} else if (addr >= rec->src && addr < rec->src + rec->len) {
+		} else if (addr >= rec->ev.src && addr < rec->ev.src + rec->ev.len) {
 			rec->scratch_src_pte_addr = addr;
 			rec->scratch_src_pte = pte;
 		}
@@ -577,14 +576,14 @@ UT_ON_EXIT(__pte_offset_map)
 #ifdef UT_HOOK_split_folio_to_list
 UT_ON_EXIT(split_folio_to_list)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 	int ret = (int)UT_RET();
 
 	if (rec) {
 		if (ret == 0)
-			rec->thp_splits++;
-		else if (!rec->split_err)
-			rec->split_err = ret;
+			rec->ev.thp_splits++;
+		else if (!rec->ev.split_err)
+			rec->ev.split_err = ret;
 	}
 	return 0;
 }
@@ -595,16 +594,16 @@ UT_ON_EXIT(split_folio_to_list)
 /* (mm, start, end, stride_shift, freed_tables) */
 UT_ON_ENTRY(flush_tlb_mm_range)
 {
-	struct ut_move_event *rec = current_move();
+	struct ut_move_inflight *rec = current_move();
 
 	if (rec) {
 		u64 start = UT_ARG(1), end = UT_ARG(2);
 
-		rec->tlb_range_flushes++;
+		rec->ev.tlb_range_flushes++;
 		/* end == TLB_FLUSH_ALL (-1) is a whole-mm flush, counted by the
 		 * tlb:tlb_flush tracepoint already */
 		if (end != (u64)-1 && end > start)
-			rec->tlb_range_bytes += end - start;
+			rec->ev.tlb_range_bytes += end - start;
 	}
 	return 0;
 }

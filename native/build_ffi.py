@@ -4,6 +4,7 @@ The C declarations are read from the same headers the C sources include
 (``bpf/uffd_move_abi.h``, ``native/uffdw.h``, ``native/bpfprobe.h``): there is
 no second, hand-typed copy of any struct or constant.
 """
+import re
 from pathlib import Path
 
 from cffi import FFI
@@ -34,7 +35,20 @@ static const int BPF_PROG_TYPE_RAW_TRACEPOINT;
 static const int BPF_PROG_TYPE_TRACING;
 static const int BPF_TRACE_FENTRY;
 static const int BPF_TRACE_FEXIT;
+static const int BPF_RINGBUF_HDR_SZ;
+static const int IORING_REGISTER_BUFFERS;
+static const int IORING_UNREGISTER_BUFFERS;
+static const int IORING_REGISTER_BUFFERS2;
+struct io_uring_rsrc_register { uint32_t nr; uint64_t data; ...; };
 """
+
+
+def uapi_names(header: str, pattern: str) -> str:
+    """`#define NAME ...` for each macro of a system uapi header whose name
+    matches `pattern`: the compiler supplies the values, the header the names."""
+    text = Path("/usr/include", header).read_text()
+    names = re.findall(rf"^#define\s+({pattern})\s", text, re.M)
+    return "".join(f"#define {name} ...\n" for name in names)
 
 ffibuilder = FFI()
 # The kernel fixed-width names the shared headers use.
@@ -43,11 +57,15 @@ ffibuilder.cdef("typedef uint64_t __u64; typedef int64_t __s64; "
 for header in HEADERS:
     ffibuilder.cdef((ROOT / header).read_text())
 ffibuilder.cdef(SYSTEM_CONSTANTS)
+# /proc/kpageflags bits (pagestate.py picks the ones a move depends on)
+ffibuilder.cdef(uapi_names("linux/kernel-page-flags.h", r"KPF_\w+"))
 ffibuilder.set_source(
     "uffdtrace._native",
     """
     #include <linux/types.h>
     #include <linux/bpf.h>
+    #include <linux/io_uring.h>
+    #include <linux/kernel-page-flags.h>
     #include <linux/userfaultfd.h>
     #include <sys/mman.h>
     #include "bpf/uffd_move_abi.h"

@@ -13,6 +13,7 @@
 #include <linux/types.h>
 #include <linux/userfaultfd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -26,6 +27,21 @@
 
 #include "../bpf/uffd_move_abi.h"
 #include "uffdw.h"
+
+/* uffd_move_abi.h must spell its numbers as literals (cffi and bcc read it
+ * verbatim): each is checked here against what it stands for. */
+_Static_assert(UFFDT_IOC_MOVE == _IOWR(UFFDIO, UFFDT_IOC_MOVE_NR, struct uffdt_move_arg),
+	       "UFFDT_IOC_MOVE is not _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)");
+_Static_assert(UFFDT_MOVE_FIELD_OFFSET == offsetof(struct uffdt_move_arg, move),
+	       "UFFDT_MOVE_FIELD_OFFSET is not the offset of `move`");
+#ifdef UFFDIO_MOVE   /* system headers newer than Debian 12's have the real ones */
+_Static_assert(UFFDT_IOC_MOVE == UFFDIO_MOVE, "UFFDT_IOC_MOVE");
+_Static_assert(UFFDT_MOVE_MODE_DONTWAKE == UFFDIO_MOVE_MODE_DONTWAKE, "DONTWAKE");
+_Static_assert(UFFDT_MOVE_MODE_ALLOW_SRC_HOLES == UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
+	       "ALLOW_SRC_HOLES");
+_Static_assert(UFFDT_FEATURE_MOVE == UFFD_FEATURE_MOVE, "UFFDT_FEATURE_MOVE");
+_Static_assert(sizeof(struct uffdt_move_arg) == sizeof(struct uffdio_move), "uffdio_move");
+#endif
 
 #ifndef UFFD_USER_MODE_ONLY
 #define UFFD_USER_MODE_ONLY 1

@@ -62,7 +62,8 @@ def pin(pid: int, addr: int, length: int, *, comm="pinner", ts_ns=T0 + 500_000,
     long-term pin a GUP hook saw (the kernel tier: no fd, no iovec index)."""
     io_uring = method is None
     return PinEvent(released=released, pid=pid, tid=pid, comm=comm, fd=7 if io_uring else 0,
-                    ts_ns=ts_ns, addr=addr, len=length, opcode=0, index=0,
+                    ts_ns=ts_ns, addr=addr, len=length,
+                    opcode=lib().IORING_REGISTER_BUFFERS if io_uring else 0, index=0,
                     method=lib().UT_PIN_IO_URING_REGISTER if io_uring else method,
                     gup_flags=0 if io_uring else 0x1000000)
 
@@ -80,9 +81,10 @@ def outcomes_of(items) -> list[dict]:
 
 def write_trace(path, items, *, filters=None, success_sample=None, extra_moves=(),
                 aggregates=True, footer=True, drops=0, scrubber=None,
-                tier="tracepoint") -> TraceWriter:
+                tier="tracepoint", in_flight=0) -> TraceWriter:
     """A trace of `items`.  `extra_moves`: moves the kernel counted but the
-    file does not hold (sampled, --failed-only, dropped)."""
+    file does not hold (sampled, --failed-only, dropped); `in_flight`: moves
+    it saw enter but not yet end."""
     writer = TraceWriter(str(path), scrubber)
     writer.header(tier=tier, probes=PROBES if tier == "tracepoint" else KERNEL_PROBES,
                   filters=filters or {"pid": 0, "tid": 0, "failed_only": False,
@@ -95,7 +97,8 @@ def write_trace(path, items, *, filters=None, success_sample=None, extra_moves=(
                       if isinstance(i, TracedMove))
         size = Counter((i.event.len.bit_length()) for i in counted if isinstance(i, TracedMove))
         writer.aggregates(elapsed_s=2.0,
-                          counters={"moves_entered": len(counted), "events_sent": len(items),
+                          counters={"moves_entered": len(counted) + in_flight,
+                                    "events_sent": len(items),
                                     "ringbuf_drops": drops, "arg_read_fails": 0,
                                     "inflight_full": 0, "pins_seen": 0},
                           outcomes=outcomes_of(counted),

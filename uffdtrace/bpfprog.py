@@ -1,15 +1,17 @@
 """Assemble the BPF program text bcc compiles, configured by #defines."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from .native import ffi, lib
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 TRACEPOINT_PROGRAM = "uffdtrace.bpf.c"
 KERNEL_PROGRAM = "uffdtrace_kernel.bpf.c"   # appended in the kernel tier
-# 4 MiB per ring buffer: about 11k move events of headroom today
-# (Session._buffer_capacity_records() computes it from the record sizes).
+# 4 MiB per ring buffer: some ten thousand move events of headroom
+# (Session._buffer_capacity_records() computes it from the record sizes,
+# which change with the event's layout).
 DEFAULT_RINGBUF_PAGES = 1024
 # A success wakes the collector only when it is the WAKEUP_BATCH-th event
 # sent on its CPU (failures count too); the rest wait for the collector's
@@ -29,58 +31,75 @@ class ProgramConfig:
     success_ringbuf_pages: int = DEFAULT_RINGBUF_PAGES  # successes
 
 
-def program_text(config: ProgramConfig, kernel_defines: dict[str, int] | None = None) -> str:
-    """The tracepoint program, plus the kernel-tier hooks when kernel_defines
-    (KernelPlan.defines()) turn the kernel tier on."""
-    defines = {
+def defines(config: ProgramConfig, kernel_defines: dict[str, int] | None = None) -> dict:
+    """The #defines the program is compiled with: the config's, and the
+    kernel tier's (KernelPlan.defines())."""
+    return {
         "UT_PID": config.pid, "UT_TID": config.tid, "UT_FOLLOW": int(config.follow),
         "UT_FAILED_ONLY": int(config.failed_only), "UT_SUCCESS_SAMPLE": config.success_sample,
         "UT_COST_STATS": int(config.cost_stats),
         "UT_RINGBUF_PAGES": config.ringbuf_pages,
         "UT_SUCCESS_RINGBUF_PAGES": config.success_ringbuf_pages,
         "UT_WAKEUP_BATCH": WAKEUP_BATCH,
+        **io_uring_defines(),
         **(kernel_defines or {}),
     }
-    prelude = "".join(f"#define {k} {v}\n" for k, v in defines.items())
+
+
+def io_uring_defines() -> dict[str, int]:
+    """io_uring's uapi, read from the system's <linux/io_uring.h> through cffi
+    (see uffdtrace.bpf.c for why not from the kernel headers bcc has)."""
+    L, F = lib(), ffi()
+    return {"UT_IORING_REGISTER_BUFFERS": L.IORING_REGISTER_BUFFERS,
+            "UT_IORING_UNREGISTER_BUFFERS": L.IORING_UNREGISTER_BUFFERS,
+            "UT_IORING_REGISTER_BUFFERS2": L.IORING_REGISTER_BUFFERS2,
+            "UT_IORING_RSRC_NR": F.offsetof("struct io_uring_rsrc_register", "nr"),
+            "UT_IORING_RSRC_DATA": F.offsetof("struct io_uring_rsrc_register", "data")}
+
+
+def program_text(config: ProgramConfig, kernel_defines: dict[str, int] | None = None) -> str:
+    """The tracepoint program, plus the kernel-tier hooks when kernel_defines
+    (KernelPlan.defines()) turn the kernel tier on."""
+    values = defines(config, kernel_defines)
+    prelude = "".join(f"#define {k} {v}\n" for k, v in values.items())
     text = prelude + (BPF_DIR / TRACEPOINT_PROGRAM).read_text()
-    if defines.get("UT_KERNEL_TIER"):
+    if values.get("UT_KERNEL_TIER"):
         text += (BPF_DIR / KERNEL_PROGRAM).read_text()
     return text
 
 
-_DIRECTIVE = re.compile(r"^#\s*(ifdef|ifndef|if|else|endif|define)\b\s*(!?)\s*(\w*)\s*(\S*)")
+@dataclass(frozen=True)
+class Tracepoint:
+    """A tracepoint program of uffdtrace.bpf.c, and the #define it is compiled
+    under: what Session.probes names before bcc has compiled anything."""
+
+    probe: str          # "category:event", or "raw:event" for a raw tracepoint
+    switch: str = ""    # the #define it depends on ("" = always there) ...
+    when: int = 1       # ... and the value that compiles it (an absent #define is 0)
 
 
-def compiled_lines(text: str) -> list[str]:
-    """The lines of `text` the preprocessor keeps, for the conditional forms
-    the programs use (#ifdef N, #ifndef N, #if N, #if !N, #else, #endif, with
-    values from #define N V): which probes a program attaches is known before
-    bcc compiles it (Session.probes)."""
-    defines: dict[str, str] = {}
-    active = [True]
-    kept = []
-    for line in text.splitlines():
-        m = _DIRECTIVE.match(line)
-        if not m:
-            if all(active):
-                kept.append(line)
-            continue
-        kind, negate, name, value = m.groups()
-        if kind == "define":
-            if all(active):
-                defines[name] = value
-        elif kind == "ifdef":
-            active.append(name in defines)
-        elif kind == "ifndef":
-            active.append(name not in defines)
-        elif kind == "if":
-            on = defines.get(name, "0") not in ("", "0")
-            active.append(on != bool(negate))
-        elif kind == "else":
-            active[-1] = not active[-1]
-        elif kind == "endif":
-            active.pop()
-    return kept
+# In the order they are named: tracepoints, then raw tracepoints, each in
+# the order of the program (tests/unit/test_hook_table.py runs the
+# preprocessor over the program for every combination of the switches).
+TRACEPOINTS = (
+    Tracepoint("syscalls:sys_enter_ioctl", "UT_MOVES_FROM_HANDLER", 0),
+    Tracepoint("syscalls:sys_exit_ioctl", "UT_MOVES_FROM_HANDLER", 0),
+    Tracepoint("ksm:ksm_merge_one_page"),
+    Tracepoint("ksm:ksm_merge_with_ksm_page"),
+    Tracepoint("sched:sched_process_fork"),
+    Tracepoint("syscalls:sys_enter_io_uring_register", "UT_PINS_FROM_GUP", 0),
+    Tracepoint("raw:tlb_flush", "UT_COST_STATS"),
+    Tracepoint("raw:mmap_lock_start_locking", "UT_COST_STATS"),
+    Tracepoint("raw:mmap_lock_acquire_returned", "UT_COST_STATS"),
+    Tracepoint("raw:contention_begin", "UT_COST_STATS"),
+    Tracepoint("raw:contention_end", "UT_COST_STATS"),
+)
+
+
+def tracepoints(config: ProgramConfig, kernel_defines: dict[str, int] | None = None) -> list[str]:
+    """The tracepoints the program attaches, known before it is compiled."""
+    values = defines(config, kernel_defines)
+    return [t.probe for t in TRACEPOINTS if not t.switch or values.get(t.switch, 0) == t.when]
 
 
 def cflags() -> list[str]:

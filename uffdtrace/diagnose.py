@@ -18,7 +18,6 @@ from .native import PAGE_SIZE, lib
 from .taxonomy import (ERRNO, INFERRED, OBSERVED, PARTIAL_STOPS, CauseCode as C,
                        allowed_causes, contradiction, errno_default)
 
-VALID_MODE_BITS = 0x3  # DONTWAKE | ALLOW_SRC_HOLES
 SPECIAL_VMFLAGS = {"ht": "hugetlb", "pf": "PFNMAP", "io": "IO", "mm": "MIXEDMAP",
                    "ss": "shadow stack"}
 ACCESS_VMFLAGS = {"rd", "wr", "ex"}
@@ -150,7 +149,7 @@ def _invalid_from_request(move: MoveEvent) -> str | None:
         return C.INVALID_ZERO_LEN
     if (move.dst | move.src | move.len) % PAGE_SIZE:
         return C.INVALID_MISALIGNED
-    if move.mode & ~VALID_MODE_BITS:
+    if move.mode & ~(lib().UFFDT_MOVE_MODE_DONTWAKE | lib().UFFDT_MOVE_MODE_ALLOW_SRC_HOLES):
         return C.INVALID_BAD_MODE
     return None
 

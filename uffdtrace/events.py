@@ -135,9 +135,16 @@ def pin_method_name(method: int) -> str:
 _STRUCT_CODES = {"uint32_t": "I", "int32_t": "i", "uint64_t": "Q", "int64_t": "q"}
 
 
+# Every record starts with it (uffdtrace_event.h): decode() dispatches on it,
+# it is no field of the decoded event.
+TAG_FIELD = "type"
+
+
 class _Layout:
     """struct.Struct for a C record, built from cffi's field offsets, and the
-    getter that picks a dataclass's fields (in its order) out of the tuple."""
+    getter that picks a dataclass's fields (in its order) out of the tuple.
+    Every field of the record but its tag must be a field of the dataclass:
+    a field added to the C struct cannot be silently left undecoded."""
 
     def __init__(self, ctype: str, cls):
         F = ffi()
@@ -157,6 +164,10 @@ class _Layout:
         assert self.struct.size == F.sizeof(ct), (ctype, fmt)
         self.size = self.struct.size
         order = [f.name for f in fields(cls) if f.name in names]
+        undecoded = set(names) - set(order) - {TAG_FIELD}
+        if undecoded:
+            raise TypeError(f"{ctype} fields {sorted(undecoded)} are not fields of "
+                            f"{cls.__name__}")
         self.pick = itemgetter(*[names.index(n) for n in order])
         self.cls, self.order = cls, order
         # every dataclass field comes from the record: positional (fastest)

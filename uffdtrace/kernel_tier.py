@@ -1,10 +1,14 @@
 """Which move-path hooks the kernel tier attaches on the running kernel.
 
-bpf/uffdtrace_kernel.bpf.c has a hook for every function below, each behind
-`#ifdef UT_HOOK_<function>`.  The plan defines those for the functions this
-kernel really has (kallsyms for kprobes, a BTF FUNC for fentry) and that a
-probe program really attaches to, and picks the mechanism: fentry/fexit when
-the kernel allows it, kprobes otherwise.  Names and inlining differ across
+HOOKS is the one table of them: for each kernel function, which programs
+bpf/uffdtrace_kernel.bpf.c has for it (each behind `#ifdef UT_HOOK_<name>`)
+and what it tells.  The plan, the kprobe attach list and the #defines the
+program is compiled with are derived from it, and
+tests/unit/test_hook_table.py checks it against the BPF source for both
+mechanisms.  The plan defines UT_HOOK_<name> for the functions this kernel
+really has (kallsyms for kprobes, a BTF FUNC for fentry) and that a probe
+program really attaches to, and picks the mechanism: fentry/fexit when the
+kernel allows it, kprobes otherwise.  Names and inlining differ across
 versions (6.12 inlines move_pages_pte, 6.18 has move_pages_ptes): a missing
 function is reported, never assumed.
 """
@@ -16,44 +20,68 @@ from .kernel import bpfcaps, btf, headers, kallsyms
 
 FENTRY, KPROBE = "fentry", "kprobe"
 
-# Hooked function -> what it tells (also printed by `doctor`).
-HOOKED_FUNCTIONS = {
-    "move_pages": "move_pages() entered, and its own result",
-    "userfaultfd_ioctl": "each move's request and result (instead of the ioctl "
-                         "tracepoints), the uffd's owner mm (cross-mm moves)",
-    "lock_vma_under_rcu": "src/dst VMA flags and registration",
-    "__anon_vma_prepare": "VMA flags on the mmap_lock path (untouched dst)",
-    "move_pages_ptes": "each PTE batch's result (6.18+)",
-    "move_pages_pte": "each PTE step's result (where not inlined)",
-    "move_pages_huge_pmd": "each PMD step's result",
-    "vm_normal_folio": "the folio at each source address",
-    "__pte_offset_map": "the src/dst page-table entries where a move stops",
-    "split_folio_to_list": "folio splits",
-    "flush_tlb_mm_range": "ranged TLB flushes",
-    "pin_user_pages_fast": "GUP pins (io_uring, O_DIRECT, drivers)",
-    "pin_user_pages": "GUP pins",
-    "pin_user_pages_remote": "GUP pins of another process",
-    "pin_user_pages_unlocked": "GUP pins",
-    "unpin_user_page": "unpins",
-    "unpin_user_pages": "unpins",
-    "unpin_user_pages_dirty_lock": "unpins",
-    "unpin_user_folio": "unpins",
-    "unpin_folio": "unpins",
-}
+
+@dataclass(frozen=True)
+class Hook:
+    """A hooked kernel function and the programs the BPF source has for it."""
+
+    name: str
+    tells: str                # what it tells (`doctor` prints it)
+    entry: bool = False       # an entry program that acts (fentry; kprobe)
+    exit: bool = False        # a return program (fexit; kretprobe)
+    # The return program reads the function's arguments.  fexit sees them;
+    # in kprobe mode an entry program saves them, keyed by UT_FN_<name>.
+    saved_args: bool = False
+    anchor: bool = False      # follows moves on its own: the tier needs one of these
+    unpin: bool = False       # releases GUP pins
+
+    def kprobe_programs(self) -> list[tuple[str, bool]]:
+        """(BPF function, is_return) of its programs in kprobe mode.  With
+        fentry, KFUNC_PROBE (entry) and KRETFUNC_PROBE (exit) attach by
+        themselves."""
+        return [(f"ut_kp__{self.name}", False)] * (self.entry or self.saved_args) + \
+            [(f"ut_krp__{self.name}", True)] * self.exit
+
+
+# In the order `doctor` lists them.  Removing a hook is removing its row and
+# its #ifdef block in the BPF source (the unit test insists on both).
+HOOKS = (
+    Hook("move_pages", "move_pages() entered, and its own result",
+         entry=True, exit=True, anchor=True),
+    Hook("userfaultfd_ioctl", "each move's request and result (instead of the ioctl "
+         "tracepoints), the uffd's owner mm (cross-mm moves)",
+         entry=True, exit=True, anchor=True),
+    Hook("lock_vma_under_rcu", "src/dst VMA flags and registration", exit=True),
+    Hook("__anon_vma_prepare", "VMA flags on the mmap_lock path (untouched dst)", entry=True),
+    Hook("move_pages_ptes", "each PTE batch's result (6.18+)",
+         exit=True, saved_args=True, anchor=True),
+    Hook("move_pages_pte", "each PTE step's result (where not inlined)",
+         exit=True, saved_args=True, anchor=True),
+    Hook("move_pages_huge_pmd", "each PMD step's result", exit=True, saved_args=True),
+    Hook("vm_normal_folio", "the folio at each source address", exit=True, saved_args=True),
+    Hook("__pte_offset_map", "the src/dst page-table entries where a move stops",
+         exit=True, saved_args=True),
+    Hook("split_folio_to_list", "folio splits", exit=True),
+    Hook("flush_tlb_mm_range", "ranged TLB flushes", entry=True),
+    Hook("pin_user_pages_fast", "GUP pins (io_uring, O_DIRECT, drivers)",
+         exit=True, saved_args=True),
+    Hook("pin_user_pages", "GUP pins", exit=True, saved_args=True),
+    Hook("pin_user_pages_remote", "GUP pins of another process", exit=True, saved_args=True),
+    Hook("pin_user_pages_unlocked", "GUP pins", exit=True, saved_args=True),
+    Hook("unpin_user_page", "unpins", entry=True, unpin=True),
+    Hook("unpin_user_pages", "unpins", entry=True, unpin=True),
+    Hook("unpin_user_pages_dirty_lock", "unpins", entry=True, unpin=True),
+    Hook("unpin_user_folio", "unpins", entry=True, unpin=True),
+    Hook("unpin_folio", "unpins", entry=True, unpin=True),
+)
+HOOKS_BY_NAME = {h.name: h for h in HOOKS}
+# Hooked function -> what it tells (capabilities, `doctor`).
+HOOKED_FUNCTIONS = {h.name: h.tells for h in HOOKS}
 # The kernel tier needs at least one of these (move_pages itself is inlined
-# into the ioctl handler on 7.x); the first that attaches picks the mechanism.
-ANCHORS = ("move_pages", "move_pages_ptes", "move_pages_pte", "userfaultfd_ioctl")
-_UNPIN_HOOKS = ("unpin_user_page", "unpin_user_pages", "unpin_user_pages_dirty_lock",
-                "unpin_user_folio", "unpin_folio")
-# Hooks with a return probe (kprobe mode attaches ut_krp__<fn> to these).
-_EXIT_HOOKS = {"move_pages", "userfaultfd_ioctl", "lock_vma_under_rcu", "move_pages_ptes", "move_pages_pte",
-               "move_pages_huge_pmd", "vm_normal_folio", "__pte_offset_map",
-               "split_folio_to_list",
-               "pin_user_pages_fast", "pin_user_pages", "pin_user_pages_remote",
-               "pin_user_pages_unlocked"}
-# Hooks with an entry probe in kprobe mode (their own, or saving arguments
-# for the return probe).
-_ENTRY_HOOKS = set(HOOKED_FUNCTIONS) - {"split_folio_to_list"}
+# into the ioctl handler on 7.x).
+ANCHORS = tuple(h.name for h in HOOKS if h.anchor)
+# kprobe mode: UT_FN_<name>, the key of each function's saved arguments
+SAVED_ARGS_SLOTS = {h.name: i for i, h in enumerate((h for h in HOOKS if h.saved_args), 1)}
 
 
 @dataclass(frozen=True)
@@ -106,10 +134,12 @@ class KernelPlan:
     def defines(self) -> dict[str, int]:
         if not self.usable:
             return {"UT_KERNEL_TIER": 0}
+        slots = SAVED_ARGS_SLOTS if self.mechanism == KPROBE else {}
         return {"UT_KERNEL_TIER": 1, "UT_K_FENTRY": int(self.mechanism == FENTRY),
                 "UT_MOVES_FROM_HANDLER": int(self.moves_from_handler),
                 "UT_PINS_FROM_GUP": int(self.pins_from_gup),
-                **{f"UT_HOOK_{name}": 1 for name in self.hooks}}
+                **{f"UT_HOOK_{name}": 1 for name in self.hooks},
+                **{f"UT_FN_{name}": slot for name, slot in slots.items()}}
 
     # Without syscall tracepoints, processes that are not moving pages pay
     # nothing for their ioctls, and no syscall of the machine is sent through
@@ -125,19 +155,14 @@ class KernelPlan:
         """Long-term pins and their release seen by the GUP hooks (io_uring pins
         through pin_user_pages_fast), not the io_uring_register tracepoint."""
         return "pin_user_pages_fast" in self.hooks and any(
-            name in self.hooks for name in _UNPIN_HOOKS)
+            HOOKS_BY_NAME[name].unpin for name in self.hooks)
 
     def kprobe_attachments(self) -> list[tuple[str, str, bool]]:
         """(bpf function, kernel symbol, is_return) for kprobe mode."""
         if self.mechanism != KPROBE:
             return []
-        out = []
-        for name, symbol in self.hooks.items():
-            if name in _ENTRY_HOOKS:
-                out.append((f"ut_kp__{name}", symbol, False))
-            if name in _EXIT_HOOKS:
-                out.append((f"ut_krp__{name}", symbol, True))
-        return out
+        return [(fn, symbol, is_return) for name, symbol in self.hooks.items()
+                for fn, is_return in HOOKS_BY_NAME[name].kprobe_programs()]
 
     def probe_names(self) -> list[str]:
         """What gets attached, as `mechanism:function` strings."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 
-from .native import PAGE_SIZE
+from .native import PAGE_SIZE, lib
 
 # Documentation/admin-guide/mm/pagemap.rst
 PM_PRESENT = 1 << 63
@@ -20,12 +21,18 @@ PM_FILE_SHARED = 1 << 61
 PM_EXCLUSIVE = 1 << 56
 PM_PFN_MASK = (1 << 55) - 1
 
-# include/uapi/linux/kernel-page-flags.h: the bits a move decision depends on
-KPAGEFLAGS = {
-    "locked": 0, "dirty": 4, "lru": 5, "writeback": 8, "mmap": 11, "anon": 12,
-    "swapcache": 13, "swapbacked": 14, "compound_head": 15, "compound_tail": 16,
-    "huge": 17, "hwpoison": 19, "nopage": 20, "ksm": 21, "thp": 22, "zero_page": 24,
-}
+# The /proc/kpageflags bits a move decision depends on: KPF_<NAME> in
+# include/uapi/linux/kernel-page-flags.h, whose values come through cffi.
+KPAGEFLAG_NAMES = ("locked", "dirty", "lru", "writeback", "mmap", "anon", "swapcache",
+                   "swapbacked", "compound_head", "compound_tail", "huge", "hwpoison",
+                   "nopage", "ksm", "thp", "zero_page")
+
+
+@lru_cache(maxsize=None)
+def kpageflags() -> dict[str, int]:
+    """name -> bit number of each KPAGEFLAG_NAMES flag."""
+    return {name: getattr(lib(), f"KPF_{name.upper()}") for name in KPAGEFLAG_NAMES}
+
 
 class ProcessGone(Exception):
     """The process exited before its pages could be read."""
@@ -53,7 +60,7 @@ class PageState:
 
 
 def _decode_flags(word: int) -> frozenset[str]:
-    return frozenset(name for name, bit in KPAGEFLAGS.items() if word >> bit & 1)
+    return frozenset(name for name, bit in kpageflags().items() if word >> bit & 1)
 
 
 def read_page_states(pid: int, addrs: list[int]) -> list[PageState]:

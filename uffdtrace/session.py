@@ -14,10 +14,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import re
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 from . import bpfprog, kernel_tier, tiers
 from .diagnose import PinTable, diagnose
@@ -26,19 +26,28 @@ from .enrich import Enrichment, enrich
 from .errors import UserError
 from .events import MoveEvent, PinEvent, decode
 from .kernel import headers, tracefs
-from .native import errno_name, ffi
+from .native import errno_name, ffi, lib
 
 TIERS = tiers.REQUESTS
-# Names of the `stats` indexes (UT_STAT_* in bpf/uffdtrace_event.h, in order).
-STAT_NAMES = ["moves_entered", "events_sent", "ringbuf_drops", "arg_read_fails",
-              "inflight_full", "pins_seen", "successes_unsent", "success_drops",
-              "gup_pins", "gup_unpins"]
 RING_BUFFERS = (b"events", b"success_events")   # failures and pins first
 # Events one poll() hands back at most.  libbpf keeps calling back for as long
 # as records keep arriving, so without a bound a move storm would keep poll()
 # from ever returning (no tick, no -d, no Ctrl-C, an ever-growing batch).
 POLL_BATCH = 4096
-RINGBUF_HEADER_BYTES = 8   # BPF_RINGBUF_HDR_SZ before each record
+STAT_PREFIX = "UT_STAT_"
+
+
+@lru_cache(maxsize=None)
+def stat_names() -> list[str]:
+    """The name of each `stats` index, in index order: UT_STAT_<NAME> in
+    bpf/uffdtrace_event.h, lower-cased (UT_STAT_MAX is their count)."""
+    L = lib()
+    by_index = {getattr(L, name): name[len(STAT_PREFIX):].lower()
+                for name in dir(L) if name.startswith(STAT_PREFIX) and name != "UT_STAT_MAX"}
+    names = [by_index.get(i) for i in range(L.UT_STAT_MAX)]
+    if None in names or len(by_index) != L.UT_STAT_MAX:
+        raise RuntimeError(f"UT_STAT_* are not the indexes 0..UT_STAT_MAX-1: {by_index}")
+    return names
 
 
 @dataclass(frozen=True)
@@ -118,16 +127,12 @@ class Session:
     def probes(self) -> list[str]:
         """What the program attaches: "category:event" tracepoints, "raw:event"
         raw tracepoints, then the kernel tier's hooks.  Before start(): what
-        the program text has."""
+        the program will have."""
         if self.bpf is not None:
             attached = ([tp.decode() for tp in self.bpf.tracepoint_fds]
                         + [f"raw:{tp.decode()}" for tp in self.bpf.raw_tracepoint_fds])
         else:
-            text = "\n".join(bpfprog.compiled_lines(self.program))
-            attached = ([f"{c}:{e}" for c, e in
-                         re.findall(r"^TRACEPOINT_PROBE\((\w+), (\w+)\)", text, re.M)]
-                        + [f"raw:{e}" for e in
-                           re.findall(r"^RAW_TRACEPOINT_PROBE\((\w+)\)", text, re.M)])
+            attached = bpfprog.tracepoints(self.config, self.kernel_plan.defines())
         return attached + self.kernel_plan.probe_names()
 
     def tier_facts(self) -> tiers.TierFacts:
@@ -259,7 +264,7 @@ class Session:
         page = os.sysconf("SC_PAGE_SIZE")
         smallest = min(ffi().sizeof("struct ut_pin_event"), ffi().sizeof("struct ut_move_event"))
         pages = self.config.ringbuf_pages + self.config.success_ringbuf_pages
-        return pages * page // (smallest + RINGBUF_HEADER_BYTES)
+        return pages * page // (smallest + lib().BPF_RINGBUF_HDR_SZ)
 
     def ksm_lookup(self, pfn: int) -> dict | None:
         table = self.bpf[b"ksm_merges"]
@@ -270,9 +275,9 @@ class Session:
         return {"merged_ts_ns": merge.ts_ns, "ksmd_pid": merge.pid}
 
     def counters(self) -> dict[str, int]:
-        """In-kernel counters, exact whatever the sampling (STAT_NAMES)."""
+        """In-kernel counters, exact whatever the sampling (stat_names())."""
         values = {i.value: _total(v) for i, v in self.bpf[b"stats"].items()}
-        return {name: values.get(i, 0) for i, name in enumerate(STAT_NAMES)}
+        return {name: values.get(i, 0) for i, name in enumerate(stat_names())}
 
     @staticmethod
     def drops(counters: dict[str, int]) -> int:

@@ -21,6 +21,8 @@ from .taxonomy import CAUSES
 from .tracereader import ReadStatus, iter_records
 
 WORST_LATENCIES = 10
+# In-kernel counts of what a full map kept from being recorded (UT_STAT_*_FULL).
+MAP_FULL_COUNTERS = ("outcomes_full", "follow_full", "saved_args_full")
 
 
 @dataclass
@@ -101,6 +103,11 @@ class TraceSummary:
             proc = self.processes[pid] = _Process(pid)
         return proc
 
+    @property
+    def success_sample(self) -> int:
+        """1 in this many successful moves has a record (1: all of them)."""
+        return (self.header or {}).get("success_sample", 1)
+
     def _move(self, m: dict):
         self.moves += 1
         self._seq += 1
@@ -110,15 +117,19 @@ class TraceSummary:
         outcome = records.outcome(m)
         proc.recorded[outcome] += 1
         self.after_aggregates.setdefault(m["pid"], Counter())[outcome] += 1
-        moved = records.bytes_moved(m)
+        # A sampled success stands for success_sample of them (the kernel
+        # picks them at random): sums over records weight it so, and say
+        # they are estimates (_estimate_note).
+        w = self.success_sample if outcome == records.OK else 1
+        moved = records.bytes_moved(m) * w
         proc.bytes_moved += moved
-        proc.bytes_requested += m["len"]
-        proc.tlb_flushes += m["tlb_flushes"]
-        proc.tlb_pages += m["tlb_pages"]
-        self.tlb["flushes"] += m["tlb_flushes"]
-        self.tlb["full_flushes"] += m["tlb_full_flushes"]
-        self.tlb["remote_ipis"] += m["tlb_remote_ipis"]
-        self.tlb["pages_flushed"] += m["tlb_pages"]
+        proc.bytes_requested += m["len"] * w
+        proc.tlb_flushes += m["tlb_flushes"] * w
+        proc.tlb_pages += m["tlb_pages"] * w
+        self.tlb["flushes"] += m["tlb_flushes"] * w
+        self.tlb["full_flushes"] += m["tlb_full_flushes"] * w
+        self.tlb["remote_ipis"] += m["tlb_remote_ipis"] * w
+        self.tlb["pages_flushed"] += m["tlb_pages"] * w
         self.tlb["bytes_moved"] += moved
         if len(self.worst) < WORST_LATENCIES or m["latency_ns"] > self.worst[0][0]:
             entry = (m["latency_ns"], -self._seq, self._move_summary(m))
@@ -233,6 +244,32 @@ class TraceSummary:
             reasons.append(f"{drops} moves dropped")
         return "; ".join(reasons) or None
 
+    def _estimate_note(self) -> str | None:
+        """What figures summed over move records stand on, when that is not
+        every move: None when it is."""
+        if self.success_sample > 1:
+            return (f"estimated from {self.moves} recorded moves: successes were sampled 1 in "
+                    f"{self.success_sample}, each recorded one counted {self.success_sample} "
+                    "times")
+        return None
+
+    def _kernel_accounting(self) -> str | None:
+        """The kernel counts every move entering and every move ending: when
+        the two differ, some were still in flight at the snapshot or were not
+        counted (a full map: see drops)."""
+        agg = self.last_aggregates
+        if agg is None or "moves_entered" not in agg["counters"]:
+            return None
+        entered = agg["counters"]["moves_entered"]
+        # a move the full outcome map could not count still ended
+        ended = sum(row["count"] for row in agg["outcomes"]) + \
+            agg["counters"].get("outcomes_full", 0)
+        if entered == ended:
+            return None
+        return (f"the kernel saw {entered} moves enter and {ended} end: "
+                f"{entered - ended} still in flight at the last snapshot, or not counted "
+                "(see DROPS)")
+
     def _totals(self, counts, kernel_bytes, source) -> dict:
         total = Counter()
         for c in counts.values():
@@ -252,8 +289,13 @@ class TraceSummary:
         bytes_moved = sum(kernel_bytes.values()) if kernel_bytes is not None else \
             sum(p.bytes_moved for p in self.processes.values())
         bytes_source = "in-kernel counters" if kernel_bytes is not None else "move records"
-        if kernel_bytes is None and incomplete:
+        if kernel_bytes is None and self._estimate_note():
+            bytes_source += " (estimated)"
+        elif kernel_bytes is None and incomplete:
             notes.append(f"bytes moved are from recorded moves only ({incomplete})")
+        mismatch = self._kernel_accounting()
+        if mismatch:
+            notes.append(mismatch)
         return {"source": source, "moves": moves, "ok": total["ok"], "failed": failed,
                 "partial": total["partial"],
                 "failure_rate": round(failed / moves, 4) if moves else None,
@@ -322,7 +364,7 @@ class TraceSummary:
     def _drops(self) -> dict:
         counters = self.last_aggregates["counters"] if self.last_aggregates else {}
         out = {k: counters[k] for k in ("ringbuf_drops", "success_drops", "arg_read_fails",
-                                        "inflight_full") if k in counters}
+                                        "inflight_full", *MAP_FULL_COUNTERS) if k in counters}
         if self.footer is not None:
             out["footer_drops"] = self.footer["drops"]
         return out
@@ -358,7 +400,9 @@ class TraceSummary:
             "processes": self._process_rows(counts, kernel_bytes),
             "causes": self._cause_rows(),
             "worst_latencies": [e[2] for e in sorted(self.worst, reverse=True)],
-            "tlb": {"flushes": self.tlb["flushes"], "full_flushes": self.tlb["full_flushes"],
+            "worst_latencies_note": self._worst_note(),
+            "tlb": {"estimate": self._estimate_note(),
+                    "flushes": self.tlb["flushes"], "full_flushes": self.tlb["full_flushes"],
                     "remote_ipis": self.tlb["remote_ipis"],
                     "pages_flushed": self.tlb["pages_flushed"],
                     "pages_moved": round(pages, 2),
@@ -369,6 +413,13 @@ class TraceSummary:
             "drops": self._drops(),
             "latency_histogram": self._histogram("latency_log2"),
         }
+
+    def _worst_note(self) -> str | None:
+        incomplete = self._records_incomplete()
+        if incomplete is None:
+            return None
+        return (f"the worst of {self.moves} recorded moves ({incomplete}): an unrecorded move "
+                "may have been slower; the in-kernel histogram counts every move")
 
     def _histogram(self, name: str) -> list[dict] | None:
         """The in-kernel log2 histogram (every traced process): counts of

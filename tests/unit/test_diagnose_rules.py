@@ -74,6 +74,12 @@ def kernel_failure(err, *, kflags=0, **kw):
                    kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES | kflags, **kw)
 
 
+def vmas_seen(src_vma, dst_vma):
+    """EINVAL with both VMAs as move_pages() locked them."""
+    return kernel_failure(E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
+                          src_vma=src_vma, dst_vma=dst_vma)
+
+
 def folio(*bits):
     return L.UT_FOLIO_SEEN | sum(getattr(L, b) for b in bits)
 
@@ -217,33 +223,27 @@ KERNEL_ROWS = [
     Row("not past the ioctl, nothing seen: the request decides", failure(
         E.EINVAL, move_unwritten=True, dst=DST + 1, flags=L.UT_F_KERNEL_TIER,
         kflags=L.UT_K_IOCTL_SEEN), None, "invalid_misaligned", "observed"),
-    Row("EINVAL, shared VMA seen", kernel_failure(
-        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
-        src_vma=L.UT_VMA_SHARED | L.UT_VMA_WRITE, dst_vma=L.UT_VMA_WRITE), None,
+    Row("EINVAL, shared VMA seen", vmas_seen(
+        L.UT_VMA_SHARED | L.UT_VMA_WRITE, L.UT_VMA_WRITE), None,
         "invalid_vma_shared", "observed"),
-    Row("EINVAL, special VMA seen", kernel_failure(
-        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
-        src_vma=L.UT_VMA_SPECIAL | L.UT_VMA_WRITE, dst_vma=L.UT_VMA_WRITE), None,
+    Row("EINVAL, special VMA seen", vmas_seen(
+        L.UT_VMA_SPECIAL | L.UT_VMA_WRITE, L.UT_VMA_WRITE), None,
         "invalid_special_vma", "observed"),
-    Row("EINVAL, file-backed VMA seen", kernel_failure(
-        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
-        src_vma=L.UT_VMA_NOT_ANON | L.UT_VMA_WRITE, dst_vma=L.UT_VMA_WRITE), None,
+    Row("EINVAL, file-backed VMA seen", vmas_seen(
+        L.UT_VMA_NOT_ANON | L.UT_VMA_WRITE, L.UT_VMA_WRITE), None,
         "invalid_vma_not_anon", "observed"),
-    Row("EINVAL, src not writable seen", kernel_failure(
-        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA, src_vma=L.UT_VMA_READ,
-        dst_vma=L.UT_VMA_READ | L.UT_VMA_UFFD_MISSING), None,
+    Row("EINVAL, src not writable seen", vmas_seen(
+        L.UT_VMA_READ, L.UT_VMA_READ | L.UT_VMA_UFFD_MISSING), None,
         "invalid_src_not_writable", "observed"),
-    Row("EINVAL, protections differ seen", kernel_failure(
-        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
-        src_vma=L.UT_VMA_WRITE | L.UT_VMA_EXEC, dst_vma=L.UT_VMA_WRITE), None,
+    Row("EINVAL, protections differ seen", vmas_seen(
+        L.UT_VMA_WRITE | L.UT_VMA_EXEC, L.UT_VMA_WRITE), None,
         "invalid_vma_flags_mismatch", "observed"),
-    Row("EINVAL, dst registered to another uffd", kernel_failure(
-        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA, src_vma=L.UT_VMA_WRITE,
-        dst_vma=L.UT_VMA_WRITE | L.UT_VMA_UFFD_MISSING | L.UT_VMA_OTHER_CTX), None,
+    Row("EINVAL, dst registered to another uffd", vmas_seen(
+        L.UT_VMA_WRITE, L.UT_VMA_WRITE | L.UT_VMA_UFFD_MISSING | L.UT_VMA_OTHER_CTX), None,
         "invalid_dst_not_registered", "observed"),
-    Row("EINVAL, VMAs valid: inference decides", kernel_failure(
-        E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA, src_vma=L.UT_VMA_WRITE,
-        dst_vma=L.UT_VMA_WRITE | L.UT_VMA_UFFD_MISSING), None, "invalid_unknown", "errno"),
+    Row("EINVAL, VMAs valid: inference decides", vmas_seen(
+        L.UT_VMA_WRITE, L.UT_VMA_WRITE | L.UT_VMA_UFFD_MISSING), None,
+        "invalid_unknown", "errno"),
     Row("EEXIST from a step", kernel_failure(
         E.EEXIST, kflags=L.UT_K_STEP_FAILED, step_err=-E.EEXIST, steps=1, fail_addr=SRC),
         None, "dst_populated", "observed", note="step returned -EEXIST"),

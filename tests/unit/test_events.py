@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from uffdtrace.events import MoveEvent, PinEvent, decode
+from uffdtrace.events import TAG_FIELD, MoveEvent, PinEvent, _Layout, decode
 from uffdtrace.native import ffi, lib
 
 
@@ -67,3 +67,26 @@ def test_unknown_or_short_records_are_none():
     assert decode(addr, size) is None
     _, addr, size = _record("struct ut_move_event", {"type": lib().UT_EV_MOVE})
     assert decode(addr, size - 8) is None
+
+
+# Fields a decoded event has beyond its record: PinEvent.released is the tag
+# (UT_EV_UNPIN), not a field of its own.
+DERIVED = {"MoveEvent": set(), "PinEvent": {"released"}}
+
+
+@pytest.mark.parametrize("ctype, cls", [("struct ut_move_event", MoveEvent),
+                                        ("struct ut_pin_event", PinEvent)])
+def test_every_wire_field_is_decoded_and_every_decoded_field_is_on_the_wire(ctype, cls):
+    wire = {name for name, _ in ffi().typeof(ctype).fields} - {TAG_FIELD}
+    decoded = {f.name for f in dataclasses.fields(cls)} - DERIVED[cls.__name__]
+    assert wire == decoded
+
+
+def test_a_record_field_the_event_lacks_is_refused():
+    # what happens when a field is added to the C struct and not to MoveEvent
+    fewer = dataclasses.make_dataclass(
+        "MoveEventMissingOne",
+        [(f.name, f.type) for f in dataclasses.fields(MoveEvent) if f.name != "pte_at_fail"],
+        frozen=True)
+    with pytest.raises(TypeError, match="pte_at_fail"):
+        _Layout("struct ut_move_event", fewer)

@@ -12,10 +12,10 @@ def test_the_plan_turns_hooks_into_defines():
     assert "#define UT_K_FENTRY 1" in text
     assert "UT_HOOK_move_pages_huge_pmd 1" not in text
     # the kernel-tier file is appended only when the tier is on
-    assert "ut_kernel_finish(struct ut_move_event *rec)\n{" in text
+    assert "ut_kernel_finish(struct ut_move_inflight *rec)\n{" in text
     off = bpfprog.program_text(bpfprog.ProgramConfig(),
                                kernel_tier.KernelPlan(None).defines())
-    assert "ut_kernel_finish(struct ut_move_event *rec)\n{" not in off
+    assert "ut_kernel_finish(struct ut_move_inflight *rec)\n{" not in off
 
 
 def test_hooking_the_handler_and_gup_replaces_the_syscall_tracepoints():
@@ -47,10 +47,3 @@ def test_probes_named_in_the_header_follow_the_plan():
     assert not any(p.startswith("syscalls:") for p in probes), probes
     assert "fentry:userfaultfd_ioctl" in probes and "raw:tlb_flush" in probes
 
-
-def test_compiled_lines_follow_the_conditionals():
-    text = ("#define A 1\n#define Z 0\n#ifndef B\n#define B 0\n#endif\n"
-            "#if A\na\n#else\nnot_a\n#endif\n#if !Z\nnot_z\n#endif\n"
-            "#if B\nb\n#endif\n#ifdef A\n#if Z\nz\n#else\nnested\n#endif\n#endif\n")
-    kept = [ln for ln in bpfprog.compiled_lines(text) if not ln.startswith("#")]
-    assert kept == ["a", "not_z", "nested"]

@@ -11,7 +11,8 @@ RANGE_A, RANGE_B = 0x10000000, 0x20000000
 def pin(addr=0, length=0, *, released=False, fd=5, method=None, pid=42) -> PinEvent:
     method = lib().UT_PIN_IO_URING_REGISTER if method is None else method
     return PinEvent(released=released, pid=pid, tid=pid, comm="app", fd=fd, ts_ns=1,
-                    addr=addr, len=length, opcode=0, index=0, method=method, gup_flags=0)
+                    addr=addr, len=length, opcode=lib().IORING_REGISTER_BUFFERS, index=0,
+                    method=method, gup_flags=0)
 
 
 def gup(**kw) -> PinEvent:

@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers import uffdtrace
 from tests.tracegen import failed, mixed_items, ok, write_trace
+from uffdtrace.commands.report import render
 from uffdtrace.taxonomy import CAUSES
 from uffdtrace.tracesummary import summarize
 
@@ -201,3 +202,48 @@ def test_report_needs_no_privileges(mixed):
         proc = uffdtrace("report", trace, "--json", preexec=preexec)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["totals"]["moves"] == 15
+
+
+def test_sampled_figures_are_weighted_and_called_estimates(tmp_path):
+    """1 in 10 successes recorded: each stands for 10 in the sums over
+    records, and every such figure says it is an estimate."""
+    path = tmp_path / "t.jsonl"
+    items = [ok(tlb_flushes=1), ok(tlb_flushes=1), failed(E.EEXIST, "dst_populated")]
+    write_trace(path, items, success_sample=10, extra_moves=[ok() for _ in range(18)])
+    s = summarize(str(path))
+    assert s["tlb"]["flushes"] == 2 * 10 + 1 and s["tlb"]["pages_moved"] == 20
+    assert "sampled 1 in 10" in s["tlb"]["estimate"]
+    assert s["totals"]["bytes_moved"] == 20 * 4096
+    assert s["totals"]["bytes_source"] == "move records (estimated)"
+    assert "3 recorded moves" in s["worst_latencies_note"]
+    text = render(s)
+    assert "note: estimated from 3 recorded moves" in text
+    assert "an unrecorded move may have been slower" in text
+    every = tmp_path / "every.jsonl"
+    write_trace(every, items)
+    s = summarize(str(every))
+    assert s["tlb"]["estimate"] is None and s["worst_latencies_note"] is None
+
+
+def test_moves_entered_but_not_ended_are_said(tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_trace(path, [ok(), ok()], in_flight=3)
+    notes = summarize(str(path))["totals"]["notes"]
+    assert any("saw 5 moves enter and 2 end" in n for n in notes), notes
+    write_trace(path, [ok(), ok()])
+    assert not any("enter" in n for n in summarize(str(path))["totals"]["notes"])
+
+
+def test_full_kernel_maps_are_reported_and_close_the_accounting(tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_trace(path, [ok(), ok()], in_flight=3)
+    lines = open(path).read().splitlines()
+    agg = next(i for i, line in enumerate(lines) if '"type":"aggregates"' in line)
+    record = json.loads(lines[agg])
+    record["counters"].update(outcomes_full=3, follow_full=1, saved_args_full=0)
+    lines[agg] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    s = summarize(str(path))
+    assert s["drops"]["outcomes_full"] == 3
+    assert not any("enter" in n for n in s["totals"]["notes"])   # 5 entered, 2 + 3 ended
+    assert "3 moves missing from the per-process counts, 1 children" in render(s)

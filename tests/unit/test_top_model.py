@@ -189,6 +189,10 @@ def test_sampled_successes_estimate_bytes_and_drops_add_up():
     s = m.snapshot()
     assert s.mib_quality == "estimated"
     assert s.mib_per_s == pytest.approx(20 * 10 * 4096 / 2**20, rel=0.05)
+    # a failure counts once, a sampled success ten times: the P50 stays a success's
+    m.feed([move(1, 2.0, ret=-17, latency_ns=900_000) for _ in range(45)])   # > 40 records
+    (p,) = m.snapshot().processes
+    assert p.p50_us < 10 and p.tlb_per_page == 0
     m.feed([{"type": "aggregates", "elapsed_s": 2.0,
              "counters": {"ringbuf_drops": 2, "success_drops": 5}, "outcomes": []}])
     s = m.snapshot()

@@ -8,7 +8,7 @@ import time
 from . import command_parser
 from .. import records
 from ..textsafe import printable
-from ..tracesummary import summarize
+from ..tracesummary import MAP_FULL_COUNTERS, summarize
 
 EXAMPLES = """\
 examples:
@@ -177,6 +177,8 @@ def _latencies(s: dict) -> list[str]:
                      f"{printable(r['comm']):<16.16} {size(r['len']):>10} "
                      f"{usec(r['latency_us']):>10} {r['tlb_flushes']:>4}  {result_text(r)}"
                      + ("" if r["errno"] is None else f" ({r['cause']})"))
+    if s["worst_latencies_note"]:
+        lines.append(f"  note: {s['worst_latencies_note']}")
     hist = s["latency_histogram"]
     if hist:
         lines.append("  all moves (in-kernel log2 histogram): " + ", ".join(
@@ -192,11 +194,14 @@ def _tlb(s: dict) -> list[str]:
         per = f"{t['flushes_per_moved_page']:.3f} TLB flushes per moved page"
     assumed = "" if s["trace"]["page_size_known"] else \
         f" (page size assumed {s['trace']['page_size']}: not in this trace's header)"
-    return ["", "TLB FLUSHES",
-            f"  {per}: {plural(t['flushes'], 'flush', 'flushes')} "
-            f"({t['full_flushes']} whole-mm, "
-            f"{t['remote_ipis']} IPIs to other CPUs) for {t['pages_moved']:g} pages moved"
-            f"{assumed}"]
+    lines = ["", "TLB FLUSHES",
+             f"  {per}: {plural(t['flushes'], 'flush', 'flushes')} "
+             f"({t['full_flushes']} whole-mm, "
+             f"{t['remote_ipis']} IPIs to other CPUs) for {t['pages_moved']:g} pages moved"
+             f"{assumed}"]
+    if t["estimate"]:
+        lines.append(f"  note: {t['estimate']}")
+    return lines
 
 
 def _pinners(s: dict) -> list[str]:
@@ -243,9 +248,16 @@ def _drops(s: dict) -> list[str]:
                         "buffer full)")
     verdict = "; ".join(verdicts) + "; the totals still count them" if verdicts \
         else "no event lost"
-    return ["", "DROPS",
-            f"  {verdict}; unreadable move arguments {d.get('arg_read_fails', 0)}, "
-            f"in-flight table full {d.get('inflight_full', 0)}"]
+    lines = ["", "DROPS",
+             f"  {verdict}; unreadable move arguments {d.get('arg_read_fails', 0)}, "
+             f"in-flight table full {d.get('inflight_full', 0)}"]
+    full = {k: d.get(k, 0) for k in MAP_FULL_COUNTERS}
+    if any(full.values()):
+        lines.append(f"  full in-kernel maps: {full['outcomes_full']} moves missing from the "
+                     f"per-process counts, {full['follow_full']} children of the command not "
+                     f"followed, {full['saved_args_full']} kprobe exits without their "
+                     "arguments")
+    return lines
 
 
 def render(s: dict) -> str:

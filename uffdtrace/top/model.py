@@ -196,12 +196,12 @@ class TopModel:
         t = self.clock.time(r)
         if t > self.now:
             self.now = t
-        moved = records.bytes_moved(r)
-        if ret == 0:
-            # A sampled success stands for success_sample of them (chosen at
-            # random in the kernel): its bytes estimate theirs.
-            moved *= self.success_sample
-        else:
+        # A sampled success stands for success_sample of them (chosen at
+        # random in the kernel): its bytes, latency and TLB flushes are
+        # counted that many times -- estimates (Snapshot.mib_quality says so).
+        w = self.success_sample if ret == 0 else 1
+        moved = records.bytes_moved(r) * w
+        if ret != 0:
             self._failure(p, t, r)
         p.moves.add(t)
         self._moves.add(t)
@@ -209,10 +209,10 @@ class TopModel:
             p.bytes.add(t, moved)
             self._bytes.add(t, moved)
             p.pages += -(-moved // self.page_size)
-        p.tlb += int(r.get("tlb_flushes") or 0)
+        p.tlb += int(r.get("tlb_flushes") or 0) * w
         latency = int(r.get("latency_ns") or 0)
-        p.latency.add(latency)
-        self._latency_ev[log2_bucket(latency)] += 1
+        p.latency.add(latency, w)
+        self._latency_ev[log2_bucket(latency)] += w
         self._timeline_ev[int(t)] += 1
 
     def _failure(self, p: _Proc, t: float, r: dict):

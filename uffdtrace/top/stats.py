@@ -80,10 +80,11 @@ class LatencyHistogram:
         self.total = 0
         self.version = 0      # bumped on change: callers cache percentiles
 
-    def add(self, ns: int):
+    def add(self, ns: int, n: int = 1):
+        """`n` values of `ns` (a sampled move stands for n of them)."""
         k = latency_bucket(ns)
-        self.counts[k] = self.counts.get(k, 0) + 1
-        self.total += 1
+        self.counts[k] = self.counts.get(k, 0) + n
+        self.total += n
         self.version += 1
 
     def percentile(self, q: float) -> float | None:

@@ -148,6 +148,8 @@ def header_text(snap: Snapshot, *, paused: bool, failures_only: bool, filter_tex
         field("malformed records", f"{snap.malformed:,}", "bold white on red")
     if not snap.kernel_totals:
         t.append("(totals from events only)  ", style="dim")
+    if snap.mib_quality == "estimated":
+        t.append("(MiB/s, P50/P99, TLB/PG: estimates from sampled successes)  ", style="dim")
     if failures_only:
         t.append(" failures only ", style="bold black on magenta")
         t.append("  ")

@@ -12,8 +12,8 @@ from tests.helpers import uffdtrace
 from tests.vm.guest import facts
 from uffdtrace import bpfprog
 from uffdtrace.kernel import headers, kallsyms
+from uffdtrace.native import lib
 
-UFFDIO_MOVE = 0xC028AA05
 # The outermost function of the move path that is still out of line:
 # move_pages on 6.12 and 6.18; 7.3 inlines it into userfaultfd_ioctl,
 # leaving the batched move_pages_ptes.
@@ -72,7 +72,7 @@ def test_fentry_sees_the_workloads_moves():
     assert move_fn, f"none of {MOVE_FUNCTIONS} is in kallsyms"
     import bcc
     text = COUNT_MOVES.replace("MOVE_FUNCTION", move_fn).replace("UFFDIO_MOVE_CMD",
-                                                                 hex(UFFDIO_MOVE))
+                                                                 hex(lib().UFFDT_IOC_MOVE))
     started = time.monotonic()
     bpf = bcc.BPF(text=text.encode(), cflags=bpfprog.cflags())
     compile_s = time.monotonic() - started
