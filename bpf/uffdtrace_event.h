@@ -126,7 +126,8 @@ struct ut_move_event {
 	/* kernel tier: filled by the move-path hooks */
 	__s32 step_err;         /* first failing step's return (-errno), 0 if none */
 	__u32 steps;            /* move_pages_pte(s) / move_pages_huge_pmd calls */
-	__u64 fail_addr;        /* src address of the first failing step */
+	__u64 fail_addr;        /* src address where the move stopped: the first
+				 * failing step's, else the last folio's there */
 	__u32 retries;          /* steps that returned -EAGAIN and were retried */
 	__u32 folio_flags;      /* UT_FOLIO_* at fail_addr */
 	__u32 thp_splits;
@@ -154,12 +155,12 @@ struct ut_pin_event {
 	__u32 type;
 	__u32 pid;
 	__u32 tid;
-	__u32 fd;               /* the io_uring fd */
+	__u32 fd;               /* the io_uring fd (0 for GUP pins) */
 	__u64 ts_ns;
 	__u64 addr;
 	__u64 len;
-	__u32 opcode;           /* io_uring_register opcode */
-	__u32 index;            /* iovec index within the registration */
+	__u32 opcode;           /* io_uring_register opcode (0 for GUP pins) */
+	__u32 index;            /* iovec index within the registration (0 for GUP pins) */
 	__u32 method;           /* UT_PIN_* */
 	__u32 gup_flags;        /* FOLL_* the caller passed (GUP hooks) */
 	char comm[16];

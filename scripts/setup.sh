@@ -24,6 +24,7 @@ RELEASE=$(uname -r)
 APT_PACKAGES=(python3-bpfcc python3-venv python3-dev gcc make libc6-dev
               linux-libc-dev zstd xz-utils ca-certificates tmux
               qemu-system-x86 busybox-static kmod cpio gpgv debian-archive-keyring
+              python3-apt   # tests/vm: dpkg's version order (apt_pkg)
               bpftrace)   # bench/: the one-liner uffdtrace is compared with
 FALLBACK_SUITE=bookworm-backports
 

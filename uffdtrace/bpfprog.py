@@ -9,9 +9,13 @@ from .native import ffi, lib
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 TRACEPOINT_PROGRAM = "uffdtrace.bpf.c"
 KERNEL_PROGRAM = "uffdtrace_kernel.bpf.c"   # appended in the kernel tier
-DEFAULT_RINGBUF_PAGES = 1024   # 4 MiB: ~18k move events of headroom
-# Successes do not wake the collector except every WAKEUP_BATCH-th per CPU;
-# the rest wait for its next poll (Session.poll: at most its timeout).
+# 4 MiB per ring buffer: some ten thousand move events of headroom
+# (Session._buffer_capacity_records() computes it from the record sizes,
+# which change with the event's layout).
+DEFAULT_RINGBUF_PAGES = 1024
+# A success wakes the collector only when it is the WAKEUP_BATCH-th event
+# sent on its CPU (failures count too); the rest wait for the collector's
+# next poll (Session.poll: at most its timeout).
 WAKEUP_BATCH = 64
 
 

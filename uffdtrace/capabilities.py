@@ -2,7 +2,8 @@
 
 Everything is probed on the running kernel: UFFDIO_MOVE through UFFDIO_API,
 functions through kallsyms and BTF, program kinds by loading and attaching
-them.  `doctor` prints this; the tracer uses the same tier decision.
+them.  `doctor` prints this, and the tier these facts imply
+(tiers.decide: the decision a tracing Session makes too).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bpfprog, kernel_tier
+from . import bpfprog, kernel_tier, tiers
 from .kernel import bpfcaps, btf, headers, tracefs
 from .native import move_support
 
@@ -25,7 +26,6 @@ TRACEPOINTS = [
     "mmap_lock:mmap_lock_start_locking", "mmap_lock:mmap_lock_acquire_returned",
     "lock:contention_begin", "lock:contention_end", "migrate:mm_migrate_pages",
 ]
-REQUIRED_TRACEPOINTS = ["syscalls:sys_enter_ioctl", "syscalls:sys_exit_ioctl"]
 KSM_SETTINGS = ["run", "pages_to_scan", "sleep_millisecs", "pages_shared", "pages_sharing"]
 THP_SETTINGS = ["enabled", "defrag"]
 
@@ -81,9 +81,7 @@ def probe_bcc(timeout: float = 120.0) -> BccStatus:
     out = proc.stdout.split()
     if len(out) < 2:
         last = (proc.stderr.strip().splitlines() or ["unknown error"])[-1]
-        return BccStatus(False, None, None, None, None,
-                         f"cannot import bcc ({last}); install Debian's python3-bpfcc and use "
-                         "a Python that sees /usr/lib/python3/dist-packages")
+        return BccStatus(False, None, None, None, None, tiers.bcc_missing(last))
     if proc.returncode != 0:
         errors = [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()]
         last = (errors or proc.stderr.strip().splitlines() or ["failed"])[0]
@@ -107,7 +105,7 @@ class Capabilities:
     tracepoints: dict[str, bool]
     ksm: dict[str, str | None]
     thp: dict[str, str | None]
-    tier: str = "errno"
+    tier: str = tiers.NO_TIER
     tier_reason: str = ""
     probe_seconds: float = 0.0
     attachable_functions: list[str] = field(default_factory=list)
@@ -135,33 +133,18 @@ class Capabilities:
             "probe_seconds": round(self.probe_seconds, 3),
         }
 
-
-def choose_tier(c: Capabilities) -> tuple[str, str]:
-    """The richest tier this machine supports, and why not a richer one."""
-    if c.euid != 0:
-        return "errno", "not root: BPF tracing needs root (CAP_BPF + CAP_PERFMON)"
-    if not c.bcc.importable:
-        return "errno", c.bcc.error or "bcc is not importable"
-    if c.headers.path is None:
-        return "errno", f"bcc finds no kernel headers; {headers.FALLBACK_HINT}"
-    if not c.bcc.compiles:
-        return "errno", f"bcc cannot compile here: {c.bcc.error}"
-    if c.tracefs_path is None:
-        return "errno", f"tracefs: {c.tracefs_status}"
-    tp = c.program_kinds["tracepoint"]
-    tracepoint_ok = tp.attaches and all(c.tracepoints[t] for t in REQUIRED_TRACEPOINTS)
-    plan = c.kernel_plan
-    if plan is not None and plan.usable:
-        return "kernel", plan.reason
-    kernel_ok = any(c.functions[a][k]["attaches"] for a in kernel_tier.ANCHORS
-                    for k in ("fentry", "kprobe"))
-    why_not_kernel = (
-        f"kernel tier impossible: fentry ({c.program_kinds['fentry'].detail}); "
-        f"kprobe ({c.program_kinds['kprobe'].detail})" if not kernel_ok else
-        f"kernel tier: {plan.reason if plan else 'not probed'}")
-    if tracepoint_ok:
-        return "tracepoint", why_not_kernel
-    return "errno", f"{why_not_kernel}; tracepoint attach failed: {tp.detail}"
+    def tier_facts(self, probed: kernel_tier.ProbedFunctions | None = None) -> tiers.TierFacts:
+        """What the tier decision needs, all of it probed."""
+        tp = self.program_kinds["tracepoint"]
+        return tiers.TierFacts(
+            root=self.euid == 0, tracefs_path=self.tracefs_path,
+            tracefs_status=self.tracefs_status, headers=self.headers,
+            bcc_import_error=None if self.bcc.importable else self.bcc.error,
+            bcc_compile_error=None if self.bcc.compiles else (self.bcc.error or "failed"),
+            missing_tracepoints=tuple(t for t in tiers.REQUIRED_TRACEPOINTS
+                                      if not self.tracepoints.get(t)),
+            tracepoint_attach_error=None if tp.attaches else tp.detail,
+            kernel_plan=self.kernel_plan, probed=probed)
 
 
 def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities:
@@ -205,6 +188,7 @@ def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities
     caps.attachable_functions = [f for f, info in functions.items()
                                  if info["fentry"]["attaches"] or info["kprobe"]["attaches"]]
     caps.kernel_plan = kernel_tier.plan(probed=probed, header_tree=caps.headers)
-    caps.tier, caps.tier_reason = choose_tier(caps)
+    decision = tiers.decide(caps.tier_facts(probed))
+    caps.tier, caps.tier_reason = decision.tier, decision.reason
     caps.probe_seconds = time.monotonic() - started
     return caps

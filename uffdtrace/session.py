@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from . import bpfprog, kernel_tier
+from . import bpfprog, kernel_tier, tiers
 from .diagnose import PinTable, diagnose
 from .diagnosis import Diagnosis
 from .enrich import Enrichment, enrich
@@ -28,7 +28,7 @@ from .events import MoveEvent, PinEvent, decode
 from .kernel import headers, tracefs
 from .native import errno_name, ffi, lib
 
-TIERS = ("auto", "kernel", "tracepoint")
+TIERS = tiers.REQUESTS
 RING_BUFFERS = (b"events", b"success_events")   # failures and pins first
 # Events one poll() hands back at most.  libbpf keeps calling back for as long
 # as records keep arriving, so without a bound a move storm would keep poll()
@@ -62,13 +62,12 @@ class TracedMove:
                 "enrichment": self.enrichment.to_json() if self.enrichment else None}
 
 
-def _bcc():
+def _bcc_import_error() -> str | None:
     try:
-        import bcc
-    except ImportError:
-        raise UserError("bcc is not importable: install Debian's python3-bpfcc and run "
-                        "uffdtrace from the project's .venv (scripts/setup.sh)") from None
-    return bcc
+        import bcc  # noqa: F401
+    except ImportError as exc:
+        return tiers.bcc_missing(str(exc))
+    return None
 
 
 def _compile_error(stderr_text: str) -> str:
@@ -106,10 +105,14 @@ class Session:
         self.enrich_failures = enrich_failures
         if tier not in TIERS:
             raise UserError(f"unknown tier {tier!r} (choose from {', '.join(TIERS)})")
+        if kernel_hooks not in tiers.KERNEL_HOOKS:
+            raise UserError(f"unknown kernel hooks {kernel_hooks!r} "
+                            f"(choose from {', '.join(tiers.KERNEL_HOOKS)})")
         self.requested_tier = tier
         self.kernel_hooks = kernel_hooks
-        self.kernel_plan = kernel_tier.KernelPlan(None, reason="tracepoint tier requested")
+        self.kernel_plan = kernel_tier.KernelPlan(None, reason=tiers.TRACEPOINT_REQUESTED)
         self.tier = "tracepoint"
+        self.tier_reason: str | None = None      # set by choose_tier()
         self.pins = PinTable()
         self.bpf = None
         self._pending: list[TracedMove | PinEvent] = []
@@ -132,27 +135,39 @@ class Session:
             attached = bpfprog.tracepoints(self.config, self.kernel_plan.defines())
         return attached + self.kernel_plan.probe_names()
 
+    def tier_facts(self) -> tiers.TierFacts:
+        """The facts the tier decision needs, probed as cheaply as they can
+        be: bcc compiling and the probes attaching are left to start()."""
+        tfs, status = tracefs.ensure_mounted()
+        tree = headers.find()
+        missing = tuple(t for t in tiers.REQUIRED_TRACEPOINTS
+                        if tfs is None or tracefs.tracepoint_id(tfs, *t.split(":")) is None)
+        probed = plan = None
+        if self.requested_tier != "tracepoint" and os.geteuid() == 0:
+            probed = kernel_tier.probe_functions(list(kernel_tier.HOOKED_FUNCTIONS))
+            plan = kernel_tier.plan(self.kernel_hooks, probed=probed, header_tree=tree)
+        return tiers.TierFacts(root=os.geteuid() == 0, tracefs_path=str(tfs) if tfs else None,
+                               tracefs_status=status, headers=tree,
+                               bcc_import_error=_bcc_import_error(),
+                               missing_tracepoints=missing, kernel_plan=plan, probed=probed)
+
     def choose_tier(self):
-        """Plan the kernel tier's hooks unless the tracepoint tier was asked
-        for (start() does this; call it first to see `program` as it will be)."""
-        if self.requested_tier == "tracepoint" or self.kernel_plan.usable:
+        """Decide the tier as `doctor` does (tiers.decide), or raise UserError
+        with the reason nothing can be traced.  start() does this; call it
+        first to see `program` as it will be."""
+        if self.tier_reason is not None:
             return
-        self.kernel_plan = kernel_tier.plan(self.kernel_hooks)
-        if self.kernel_plan.usable:
-            self.tier = "kernel"
-        elif self.requested_tier == "kernel":
-            raise UserError(f"the kernel tier is not available: {self.kernel_plan.reason}")
+        facts = self.tier_facts()
+        decision = tiers.decide(facts, self.requested_tier)
+        if not decision.can_trace:
+            raise UserError(decision.reason)
+        self.tier, self.tier_reason = decision.tier, decision.reason
+        if facts.kernel_plan is not None:
+            self.kernel_plan = facts.kernel_plan
 
     def start(self):
-        if os.geteuid() != 0:
-            raise UserError("tracing needs root (CAP_BPF and CAP_PERFMON)")
-        tfs, status = tracefs.ensure_mounted()
-        if tfs is None:
-            raise UserError(f"tracefs is {status}")
-        if headers.find().path is None:
-            raise UserError(f"bcc finds no kernel headers: {headers.FALLBACK_HINT}")
-        bcc = _bcc()
         self.choose_tier()
+        import bcc
         # Before the probes attach: every event's ts_ns is then >= it.
         self.started_wall = time.time()
         self.started_ktime_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import uffdtrace, uffdtrace_json
+from uffdtrace.tiers import NO_TIER
 
 
 def kernel_config() -> dict[str, str] | None:
@@ -78,13 +79,13 @@ def test_tier_follows_from_what_attached(report):
     elif report["bpf_program_kinds"]["tracepoint"]["attaches"] and report["bcc"]["compiles"]:
         assert report["tier"] == "tracepoint"
     else:
-        assert report["tier"] == "errno"
+        assert report["tier"] == NO_TIER
     assert report["tier_reason"]
 
 
 def test_exit_status_follows_tier(report):
     proc = uffdtrace("doctor")
-    assert proc.returncode == (1 if report["tier"] == "errno" else 0)
+    assert proc.returncode == (1 if report["tier"] == NO_TIER else 0)
     assert f"tier              {report['tier'].upper()}" in proc.stdout
 
 
@@ -99,6 +100,10 @@ def test_unprivileged_doctor_says_why_and_fails():
     proc = uffdtrace("doctor", "--json", preexec=drop_to_nobody)
     assert proc.returncode == 1
     out = json.loads(proc.stdout)
-    assert out["tier"] == "errno" and "root" in out["tier_reason"]
+    assert out["tier"] == NO_TIER and "root" in out["tier_reason"]
     # UFFDIO_MOVE support is still probed for an ordinary user
     assert out["uffdio_move_supported"] == ("move_pages" in kallsyms_text_symbols())
+    # the tracer stops for the very reason doctor gives: one decision
+    traced = uffdtrace("trace", "-d", "1", preexec=drop_to_nobody)
+    assert traced.returncode == 2
+    assert traced.stderr.strip() == f"uffdtrace: {out['tier_reason']}"

@@ -82,7 +82,7 @@ def test_ksm_names_the_merge(session):
 def test_storm_no_silent_loss(root_required):
     # A session of its own that follows only the workload: other processes
     # moving pages on this machine must not blur the count.
-    from uffdtrace.commands.tracing import launch_gated
+    from uffdtrace.recording import launch_gated
     from uffdtrace.session import Session
     with Session(follow=True) as session:
         session.start()

@@ -173,21 +173,41 @@ def test_mixed_iterations_runs_whole_cycles():
         assert rounds.count(name) == 2 * MIXED_CYCLE.count(name) * per_round, name
 
 
-def test_sigterm_stops_cleanly_with_results_and_no_leftover_children():
-    # --rate chosen as a marker so we find exactly this run's processes
-    marker = "--rate 321"
+def endless_mixed_until_sigterm(rate: str, seconds: float) -> dict:
+    """`workload -s mixed -d 0` (what top --demo runs), stopped by SIGTERM:
+    its JSON."""
     proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", "-s", "mixed",
-                             "-d", "0", *marker.split(), "--json"], cwd=ROOT,
+                             "-d", "0", "--rate", rate, "--json"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    time.sleep(seconds)
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr
-    out = json.loads(stdout)
+    return json.loads(stdout)
+
+
+def test_sigterm_stops_cleanly_with_results_and_no_leftover_children():
+    # --rate chosen as a marker so we find exactly this run's processes
+    out = endless_mixed_until_sigterm("321", 2.0)
     assert out["summary"]["interrupted"] is True
     assert out["summary"]["calls"] > 100
     time.sleep(0.2)
-    assert _workload_processes(marker) == []
+    assert _workload_processes("--rate 321") == []
+
+
+def test_endless_mixed_keeps_a_bounded_tail_and_counts_every_call():
+    # Past the bound within the run, and still paced past it (unpaced, this
+    # machine makes about 4,000 moves/s).
+    from uffdtrace.workload.runner import ENDLESS_KEEP
+    rate, seconds = 1000, 3.0
+    out = endless_mixed_until_sigterm(str(rate), seconds)
+    s = out["summary"]
+    assert s["calls"] > ENDLESS_KEEP, "too slow to pass the bound: nothing was tested"
+    assert s["calls"] <= 1.2 * rate * seconds, "not paced once the bound was reached"
+    assert len(out["calls"]) == s["calls_listed"] == ENDLESS_KEEP
+    assert len(out["setup"]) <= ENDLESS_KEEP
+    for call in out["calls"]:
+        check_call(call["scenario"], call)
 
 
 def test_ksm_settings_restored_after_sigkill(ksm_root):

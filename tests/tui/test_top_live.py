@@ -24,7 +24,7 @@ DEMO_CAUSES = {"page_pinned", "dst_populated", "src_hole", "page_shared",
 async def test_demo_rows_causes_and_a_pinned_failure_explained(live):
     command = demo_command(200)
     source = LiveSource(Session(follow=True), command=command, label="demo",
-                        filters={"command": command}, aggregate_every=0.5)
+                        aggregate_every=0.5)
     app = build_app(source, interval=0.5)
     assert app.model.error is None, app.model.error
     try:

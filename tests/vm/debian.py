@@ -1,5 +1,6 @@
-"""Debian archive access with nothing but the standard library: signed
-indexes, checked .deb downloads, and unpacking without installing.
+"""Debian archive access with the standard library and Debian's own
+apt_pkg (dpkg's version order): signed indexes, checked .deb downloads, and
+unpacking without installing.
 
 The chain of trust is apt's: InRelease is verified with gpgv against
 debian-archive-keyring, Packages.xz against the SHA256 in InRelease, each
@@ -21,6 +22,10 @@ import urllib.request
 from dataclasses import dataclass
 from functools import cmp_to_key
 from pathlib import Path
+
+import apt_pkg   # Debian's python3-apt (scripts/setup.sh installs it)
+
+apt_pkg.init_system()
 
 MIRROR = os.environ.get("UFFDTRACE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -50,48 +55,13 @@ class Deb:
         return f"{MIRROR}/{self.filename}"
 
 
-# ---- Debian version ordering (dpkg's algorithm) ----------------------------
-
-def _order(c: str) -> int:
-    if c == "~":
-        return -1
-    if c.isdigit():
-        return 0
-    if c.isalpha():
-        return ord(c)
-    return ord(c) + 256
-
-
-def _compare_part(a: str, b: str) -> int:
-    while a or b:
-        na = re.match(r"[^\d]*", a).group()
-        nb = re.match(r"[^\d]*", b).group()
-        for i in range(max(len(na), len(nb))):
-            ca = _order(na[i]) if i < len(na) else 0
-            cb = _order(nb[i]) if i < len(nb) else 0
-            if ca != cb:
-                return -1 if ca < cb else 1
-        a, b = a[len(na):], b[len(nb):]
-        da = re.match(r"\d*", a).group()
-        db = re.match(r"\d*", b).group()
-        if int(da or 0) != int(db or 0):
-            return -1 if int(da or 0) < int(db or 0) else 1
-        a, b = a[len(da):], b[len(db):]
-    return 0
-
-
-def _split_version(v: str) -> tuple[int, str, str]:
-    epoch, _, rest = v.rpartition(":") if ":" in v else ("0", "", v)
-    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
-    return int(epoch or 0), upstream, revision
-
+# ---- Debian version ordering ----------------------------------------------
 
 def compare_versions(a: str, b: str) -> int:
-    ea, ua, ra = _split_version(a)
-    eb, ub, rb = _split_version(b)
-    if ea != eb:
-        return -1 if ea < eb else 1
-    return _compare_part(ua, ub) or _compare_part(ra, rb)
+    """-1, 0 or 1 as dpkg orders a and b (libapt-pkg's own comparison:
+    the epoch ends at the first colon, the revision at the last hyphen)."""
+    result = apt_pkg.version_compare(a, b)
+    return (result > 0) - (result < 0)
 
 
 version_key = cmp_to_key(compare_versions)

@@ -67,6 +67,9 @@ SHA256: 00
     ("1.0~rc1-1", "1.0-1", -1),
     ("1:1.0-1", "2.0-1", 1),
     ("6.12.95-1", "6.12.95-1", 0),
+    # the epoch ends at the first colon: the upstream version may hold more
+    ("1:2.0:3-1", "1:2.0:10-1", -1),
+    ("1:2.0:3-1", "2:1.0-1", -1),
 ])
 def test_debian_version_order_is_dpkgs(a, b, expected):
     assert debian.compare_versions(a, b) == expected

@@ -5,14 +5,16 @@ import json
 
 from . import command_parser
 from ..capabilities import Capabilities, probe
+from ..tiers import TIERS
 
 EXAMPLES = """\
 examples:
   uffdtrace doctor            # human-readable report
   uffdtrace doctor --json     # one JSON object (keys: tier, uffdio_move_supported, ...)
 
-exit status: 0 when some BPF tracing is possible (kernel or tracepoint tier),
-1 when only errno decoding is left.
+exit status: 0 when moves can be traced here (kernel or tracepoint tier),
+1 when nothing can trace them (tier NONE, and the reason: not root, no
+kernel headers, ...).
 """
 
 
@@ -80,4 +82,4 @@ def run(args) -> int:
         print(json.dumps(caps.to_json(), indent=2))
     else:
         print(render(caps))
-    return 0 if caps.tier in ("kernel", "tracepoint") else 1
+    return 0 if caps.tier in TIERS else 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 
 from . import command_parser
-from ..tracefile import TraceRecords, TraceWriter
-from .tracing import (add_filter_options, print_program, run_session, sampling_note,
+from ..recording import record
+from ..tracefile import TraceWriter
+from .tracing import (add_run_options, add_session_options, print_program, sampling_note,
                       session_from_args)
 
 EXAMPLES = """\
@@ -16,7 +17,6 @@ examples:
   uffdtrace record -o failures.jsonl -p 1234 --failed-only
   uffdtrace record -o always-on.jsonl --sample-successes 100 --no-cost-stats  # cheapest
 """
-AGGREGATE_EVERY_S = 1.0
 
 
 def add_parser(sub):
@@ -25,46 +25,29 @@ def add_parser(sub):
                        "attributions and periodic in-kernel aggregates to a JSON Lines file.",
                        examples=EXAMPLES)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write")
-    add_filter_options(p)
+    add_session_options(p)
+    add_run_options(p)
     p.set_defaults(run=run)
 
 
-def write_header(records: TraceRecords, session, filters: dict):
-    records.header(tier=session.tier, probes=session.probes, filters=filters,
-                   start_wall=session.started_wall, start_ktime_ns=session.started_ktime_ns,
-                   success_sample=session.config.success_sample)
-
-
-def write_aggregates(records: TraceRecords, session, elapsed_s: float):
-    records.aggregates(elapsed_s=elapsed_s, counters=session.counters(),
-                       outcomes=session.outcomes(), histograms=session.histograms())
-
-
 def run(args) -> int:
-    session = session_from_args(args)
+    session = session_from_args(args, args.command)
     if args.ebpf:
         return print_program(session)
     writer = TraceWriter(args.output)
-    filters = {"pid": args.pid, "tid": args.tid, "failed_only": args.failed_only,
-               "duration": args.duration, "command": args.command}
     try:
         with session:
             session.start()
-            write_header(writer, session, filters)
-            print(f"Recording UFFDIO_MOVE ({session.tier} tier; {sampling_note(session)}) "
-                  f"to {args.output}... Hit Ctrl-C to end.", file=sys.stderr, flush=True)
-            result = run_session(session, args.command, args.duration, writer.items,
-                                 tick=lambda t: write_aggregates(writer, session, t),
-                                 tick_every=AGGREGATE_EVERY_S)
-            write_aggregates(writer, session, result.elapsed_s)
-            counters = session.counters()
-            drops = session.drops(counters)
-            writer.footer(reason=result.reason, command_status=result.command_status,
-                          drops=drops)
+            banner = (f"Recording UFFDIO_MOVE ({session.tier} tier; {sampling_note(session)}) "
+                      f"to {args.output}... Hit Ctrl-C to end.")
+            result = record(session, writer, command=args.command, duration=args.duration,
+                            on_header=lambda: print(banner, file=sys.stderr, flush=True))
     finally:
         writer.close()
+    counters = result.counters
     unsent = (f", {counters['successes_unsent']} successes counted but not recorded"
               if counters["successes_unsent"] else "")
-    print(f"{writer.moves} moves, {writer.pins} pin and {writer.ksm} KSM records, {drops} drops"
-          f"{unsent} ({result.reason}) -> {args.output}", file=sys.stderr)
+    print(f"{writer.moves} moves, {writer.pins} pin and {writer.ksm} KSM records, "
+          f"{session.drops(counters)} drops{unsent} ({result.reason}) -> {args.output}",
+          file=sys.stderr)
     return 0

@@ -6,7 +6,7 @@ import sys
 
 from . import command_parser
 from ..errors import UserError
-from ..session import Session
+from .tracing import add_session_options, session_from_args, session_options_set
 
 EXAMPLES = """\
 examples:
@@ -14,6 +14,8 @@ examples:
   uffdtrace top                           # every UFFDIO_MOVE on the machine
   uffdtrace top -p 1234 --failed-only     # one process, failures only
   uffdtrace top --interval 0.5            # refresh twice a second
+  uffdtrace top --sample-successes 100 --no-cost-stats   # cheap enough to leave running
+  uffdtrace top --demo --tier tracepoint  # the demo without the kernel tier's hooks
   uffdtrace top --replay t.jsonl --speed 4    # a recorded trace, four times as fast
   uffdtrace top --replay t.jsonl --speed 0    # ... as fast as possible
 
@@ -29,13 +31,12 @@ def add_parser(sub):
                        "failures by cause, latency, and the full diagnosis of any failure. "
                        "Live tracing needs root; --replay does not.",
                        examples=EXAMPLES)
-    p.add_argument("-p", "--pid", type=int, default=0,
-                   help="only this process (live: traced alone; replay: filtered)")
+    add_session_options(p, tid=False, help={
+        "pid": "only this process (live: traced alone; replay: filtered)",
+        "failed_only": "start with failures only shown; live tracing sends failed moves "
+                       "only (in-kernel counters still count every move)"})
     p.add_argument("--interval", type=float, default=1.0, metavar="SECONDS",
                    help="display refresh interval and rate window (default 1, minimum 0.25)")
-    p.add_argument("--failed-only", action="store_true",
-                   help="start with failures only shown; live tracing sends failed moves "
-                   "only (in-kernel counters still count every move)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--replay", metavar="FILE", help="replay a trace file from "
                         "`uffdtrace record` instead of tracing live")
@@ -53,16 +54,13 @@ def _source(args):
     if args.replay:
         return ReplaySource(args.replay, args.speed)
     command = demo_command(DEMO_RATE) if args.demo else []
-    session = Session(pid=args.pid, follow=bool(command), failed_only=args.failed_only)
-    filters = {"pid": args.pid, "tid": 0, "failed_only": args.failed_only, "duration": 0,
-               "command": command}
+    session = session_from_args(args, command)
     if args.demo:
         label = "demo: the mixed workload"
     else:
         label = "live" + (f", pid {args.pid}" if args.pid else "") + \
             (", failures only sent" if args.failed_only else "")
-    return LiveSource(session, command=command, filters=filters,
-                      aggregate_every=args.interval, label=label)
+    return LiveSource(session, command=command, aggregate_every=args.interval, label=label)
 
 
 def _validate(args):
@@ -79,6 +77,11 @@ def _validate(args):
         raise UserError("--speed applies to --replay only")
     if args.demo and args.pid:
         raise UserError("--demo traces its own workload: -p does not apply")
+    if args.replay:
+        # -p and --failed-only filter a replay too; the others shape tracing
+        live_only = [o for o in session_options_set(args) if o not in ("--pid", "--failed-only")]
+        if live_only:
+            raise UserError(f"{', '.join(live_only)}: live tracing only, not --replay")
     if args.pid and not args.replay and not os.path.exists(f"/proc/{args.pid}"):
         raise UserError(f"no process with pid {args.pid}")
 

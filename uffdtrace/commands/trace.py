@@ -5,10 +5,11 @@ import sys
 from collections import Counter
 
 from . import command_parser
+from ..recording import run_session
 from ..session import TracedMove
 from ..taxonomy import cause_label
 from ..textsafe import printable
-from .tracing import (add_filter_options, print_program, run_session, sampling_note,
+from .tracing import (add_run_options, add_session_options, print_program, sampling_note,
                       session_from_args)
 
 EXAMPLES = """\
@@ -29,7 +30,8 @@ def add_parser(sub):
                        description="Trace UFFDIO_MOVE calls live: request, result, latency, "
                        "TLB flushes and the diagnosed cause of each failure.",
                        examples=EXAMPLES)
-    add_filter_options(p)
+    add_session_options(p)
+    add_run_options(p)
     p.set_defaults(run=run)
 
 
@@ -48,7 +50,7 @@ def format_move(m: TracedMove, t0_ns: int) -> str:
 
 
 def run(args) -> int:
-    session = session_from_args(args)
+    session = session_from_args(args, args.command)
     if args.ebpf:
         return print_program(session)
     causes: Counter = Counter()

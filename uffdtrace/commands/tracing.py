@@ -1,54 +1,89 @@
-"""What `trace` and `record` share: their filter options and the run loop
-(start the session, optionally launch COMMAND, stop on exit/-d/Ctrl-C)."""
+"""The options of every command that traces (`trace`, `record`, `top`, and a
+future `serve`), built in one place so they cannot drift apart, and the
+Session they configure.  The run itself is uffdtrace/recording.py.
+
+Two groups: the session options (what to trace and how: any tracing
+command) and the run options (-d, --ebpf, COMMAND: commands that run until
+COMMAND exits or time is up).
+"""
 from __future__ import annotations
 
-import os
-import subprocess
-import threading
-import time
-from dataclasses import dataclass
-from typing import IO, Callable
+import argparse
+import sys
 
 from ..errors import UserError
-from ..session import TIERS, Session
-from ..signals import stop_on_signals
+from ..session import Session
+from ..tiers import KERNEL_HOOKS, REQUESTS
+
+# The session options and their defaults: a command that offers them where
+# they do not apply (top --replay) can tell which the user set.
+SESSION_DEFAULTS = {"pid": 0, "tid": 0, "failed_only": False, "sample_successes": 1,
+                    "no_cost_stats": False, "tier": "auto", "kernel_hooks": "auto"}
 
 
-def add_filter_options(p):
-    p.add_argument("-p", "--pid", type=int, default=0, help="trace this process only")
-    p.add_argument("-t", "--tid", type=int, default=0, help="trace this thread only")
-    p.add_argument("--failed-only", action="store_true",
-                   help="report failed moves only (the in-kernel counters still see all)")
-    p.add_argument("--sample-successes", type=int, default=1, metavar="N",
-                   help="report 1 in N successful moves, chosen at random (default 1: "
-                   "all); every failure is still reported and the in-kernel counters "
-                   "count every move.  Keeps the tracer cheap under move storms")
-    p.add_argument("--no-cost-stats", action="store_true",
-                   help="do not count TLB flushes and lock waits per move: their hooks "
-                   "fire on every TLB flush and mmap_lock wait of the machine (cheaper "
-                   "to leave running; diagnosis is unaffected)")
+def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
+                        help: dict[str, str] | None = None):
+    """-p, -t (unless tid=False), --failed-only, --sample-successes,
+    --no-cost-stats, --tier, --kernel-hooks.  `help` rewords an option for a
+    command where it means a little more (top: -p also filters a replay)."""
+    text = {
+        "pid": "trace this process only",
+        "tid": "trace this thread only",
+        "failed_only": "report failed moves only (the in-kernel counters still see all)",
+        "sample_successes": "report 1 in N successful moves, chosen at random (default 1: "
+                            "all); every failure is still reported and the in-kernel counters "
+                            "count every move.  Keeps the tracer cheap under move storms",
+        "no_cost_stats": "do not count TLB flushes and lock waits per move: their hooks fire "
+                         "on every TLB flush and mmap_lock wait of the machine (cheaper to "
+                         "leave running; diagnosis is unaffected)",
+        "tier": "auto: the richest this kernel allows (default); kernel: fail unless "
+                "move-path hooks attach; tracepoint: syscall tracepoints only",
+        "kernel_hooks": "how the kernel tier attaches (default: fentry if possible)",
+        **(help or {}),
+    }
+    d = SESSION_DEFAULTS
+    p.add_argument("-p", "--pid", type=int, default=d["pid"], help=text["pid"])
+    if tid:
+        p.add_argument("-t", "--tid", type=int, default=d["tid"], help=text["tid"])
+    else:
+        p.set_defaults(tid=d["tid"])
+    p.add_argument("--failed-only", action="store_true", help=text["failed_only"])
+    p.add_argument("--sample-successes", type=int, default=d["sample_successes"], metavar="N",
+                   help=text["sample_successes"])
+    p.add_argument("--no-cost-stats", action="store_true", help=text["no_cost_stats"])
+    p.add_argument("--tier", choices=REQUESTS, default=d["tier"], help=text["tier"])
+    p.add_argument("--kernel-hooks", choices=KERNEL_HOOKS, default=d["kernel_hooks"],
+                   help=text["kernel_hooks"])
+
+
+def add_run_options(p: argparse.ArgumentParser):
+    """-d, --ebpf and `-- COMMAND`."""
     p.add_argument("-d", "--duration", type=float, default=0,
                    help="stop after this many seconds (default: until Ctrl-C or COMMAND exits)")
-    p.add_argument("--tier", choices=TIERS, default="auto",
-                   help="auto: the richest this kernel allows (default); kernel: fail "
-                        "unless move-path hooks attach; tracepoint: syscall tracepoints only")
-    p.add_argument("--kernel-hooks", choices=("auto", "fentry", "kprobe"), default="auto",
-                   help="how the kernel tier attaches (default: fentry if possible)")
     p.add_argument("--ebpf", action="store_true", help="print the BPF program and exit")
     p.add_argument("command", nargs="*", metavar="-- COMMAND",
                    help="run COMMAND and trace it and its children until it exits")
 
 
-def session_from_args(args) -> Session:
+def session_options_set(args) -> list[str]:
+    """The session options given a value other than their default, as the
+    user typed them (--tier, ...)."""
+    return ["--" + name.replace("_", "-") for name, default in SESSION_DEFAULTS.items()
+            if getattr(args, name, default) != default]
+
+
+def session_from_args(args, command: list[str]) -> Session:
+    """The Session the options describe; `command` (COMMAND, top's demo) is
+    followed with its children."""
     if args.pid < 0 or args.tid < 0:
         raise UserError("-p/-t take a positive id")
-    if args.duration < 0:
+    if getattr(args, "duration", 0) < 0:
         raise UserError("-d must be >= 0")
-    if args.pid and args.command:
+    if args.pid and command:
         raise UserError("give either -p PID or a COMMAND, not both")
     if args.sample_successes < 1:
         raise UserError("--sample-successes must be >= 1 (1 = every success)")
-    return Session(pid=args.pid, tid=args.tid, follow=bool(args.command),
+    return Session(pid=args.pid, tid=args.tid, follow=bool(command),
                    failed_only=args.failed_only, success_sample=args.sample_successes,
                    cost_stats=not args.no_cost_stats, tier=args.tier,
                    kernel_hooks=args.kernel_hooks)
@@ -67,79 +102,14 @@ def sampling_note(session: Session) -> str:
 
 
 def print_program(session: Session) -> int:
-    """--ebpf: the program exactly as start() would load it on this kernel."""
-    session.choose_tier()
+    """--ebpf: the program exactly as start() would load it on this kernel.
+    Where nothing can be traced (not root...), reading the program is still
+    useful: the tracepoint tier's is printed, and stderr says why."""
+    try:
+        session.choose_tier()
+    except UserError as exc:
+        if session.requested_tier == "kernel":
+            raise
+        print(f"uffdtrace: {exc}; this is the tracepoint-tier program", file=sys.stderr)
     print(session.program)
     return 0
-
-
-def launch_gated(session: Session, command: list[str], output: IO | None = None
-                 ) -> subprocess.Popen:
-    """Start COMMAND held at a gate until its pid is in the traced map, so
-    not one of its moves is missed.  With `output`, COMMAND's stdout and
-    stderr go there and its stdin is /dev/null (a TUI owns the terminal)."""
-    gate_r, gate_w = os.pipe()
-    # /dev/fd/N, not <&N: dash only redirects single-digit fds, and a process
-    # with many files open (a TUI) has higher ones.  No preexec_fn to dup2 it
-    # low: that is unsafe in a threaded process (top launches from a thread).
-    script = f'read -r _ < /dev/fd/{gate_r}; exec "$@"'
-    io = {} if output is None else {"stdin": subprocess.DEVNULL, "stdout": output,
-                                    "stderr": output}
-    try:
-        proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", *command], pass_fds=(gate_r,),
-                                **io)
-    finally:
-        os.close(gate_r)
-    session.follow_pid(proc.pid)
-    os.write(gate_w, b"go\n")
-    os.close(gate_w)
-    return proc
-
-
-@dataclass
-class RunResult:
-    reason: str                 # why tracing stopped
-    command_status: int | None  # COMMAND's exit status, if one was run
-    elapsed_s: float
-
-
-def run_session(session: Session, command: list[str], duration: float,
-                sink: Callable[[list], None], tick: Callable[[float], None] | None = None,
-                tick_every: float = 1.0, stop: threading.Event | None = None,
-                command_output: IO | None = None) -> RunResult:
-    """Drain events into `sink` until COMMAND exits, -d passes, Ctrl-C or
-    `stop` is set (from another thread: the TUI runs this in its worker)."""
-    start = time.monotonic()
-    next_tick = start + tick_every
-    proc = None
-    reason = "interrupted"
-    with stop_on_signals() as signalled:
-        try:
-            if command:
-                proc = launch_gated(session, command, command_output)
-            while not signalled:
-                sink(session.poll(100))
-                now = time.monotonic()
-                if tick and now >= next_tick:
-                    tick(now - start)
-                    next_tick += tick_every
-                if proc is not None and proc.poll() is not None:
-                    reason = "command exited"
-                    break
-                if duration and now - start >= duration:
-                    reason = "duration elapsed"
-                    break
-                if stop is not None and stop.is_set():
-                    reason = "stopped"
-                    break
-        finally:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            sink(session.drain())
-    return RunResult(reason, proc.returncode if proc is not None else None,
-                     time.monotonic() - start)

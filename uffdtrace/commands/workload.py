@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 
 from . import command_parser
 from ..workload.runner import SPECIAL, WorkloadResult, run_workload, scenario_names
@@ -74,11 +73,8 @@ def _progress(result: WorkloadResult):
 
 def _by_scenario(result: WorkloadResult) -> list[str]:
     """One row per scenario: too many calls to list one by one."""
-    outcomes: dict[str, Counter] = {}
-    for name, call in result.calls:
-        outcomes.setdefault(name, Counter())[call.errno or "ok"] += 1
     rows = [f"  {'SCENARIO':<20} {'CALLS':>6}  OUTCOMES"]
-    for name, counts in outcomes.items():
+    for name, counts in result.outcomes.items():
         rows.append(f"  {name:<20} {sum(counts.values()):>6}  "
                     + ", ".join(f"{k} x{v}" for k, v in counts.most_common()))
     return rows
@@ -89,12 +85,12 @@ def render(result: WorkloadResult) -> str:
     plural = "" if s["calls"] == 1 else "s"
     out = [f"scenario {result.scenario}: {s['calls']} UFFDIO_MOVE call{plural} in "
            f"{s['elapsed_s']:.3f} s" + (" (interrupted)" if result.interrupted else "")]
-    if len(result.calls) > MAX_LISTED_CALLS:
+    if result.recorded_calls > MAX_LISTED_CALLS:
         out.extend(_by_scenario(result))
     elif result.calls:
         out.append(f"  {'DST':<14} {'SRC':<14} {'LEN':>8} {'MODE':>4} {'RET':>3} "
                    f"{'ERRNO':<7} {'MOVE':>8} {'PID':>7} {'USEC':>7}")
-        for _, c in result.calls[:MAX_LISTED_CALLS]:
+        for _, c in result.calls:
             out.append(f"  {c.dst:#014x} {c.src:#014x} {c.len:>8} {c.mode:>4} {c.ret:>3} "
                        f"{c.errno or '-':<7} {c.move:>8} {c.pid:>7} {c.ns / 1000:>7.1f}")
     errors = ", ".join(f"{k}: {v}" for k, v in sorted(s["errors"].items())) or "none"

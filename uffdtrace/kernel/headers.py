@@ -1,6 +1,13 @@
-"""Which kernel headers bcc will compile against, found the way bcc 0.26
-finds them (BCC_KERNEL_SOURCE, /lib/modules/$(uname -r)/{source,build},
-/sys/kernel/kheaders.tar.xz), and whether they belong to this kernel."""
+"""Which kernel headers bcc will compile against, and whether they belong
+to this kernel.
+
+bcc 0.26 takes BCC_KERNEL_SOURCE; else /lib/modules/$(uname -r)/source when
+build/ is beside it (build/ then supplies the generated headers), else
+build/; and /sys/kernel/kheaders.tar.xz when that tree has no
+include/linux/kconfig.h.  find() names the tree by its build directory,
+which says the release it was built for, and takes a build directory with
+an include/ in it as headers.
+"""
 from __future__ import annotations
 
 import os

@@ -5,7 +5,9 @@ import os
 import subprocess
 from pathlib import Path
 
-# bcc 0.26 tries the debugfs path first, then /sys/kernel/tracing.
+# tracefs's own mount point first, then the older debugfs path.  bcc 0.26
+# looks at the debugfs path first whenever it exists; the order does not
+# matter, as the kernel automounts the same tracefs there.
 CANDIDATES = [Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing")]
 
 

@@ -19,8 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from ..commands.record import write_aggregates, write_header
-from ..commands.tracing import run_session
+from .. import recording
 from ..errors import UserError
 from ..session import Session
 from ..tracefile import TraceRecords
@@ -140,13 +139,12 @@ class _ToModel(TraceRecords):
 
 
 class LiveSource:
-    """The tracing Session, optionally running (and following) COMMAND."""
+    """The tracing Session, optionally running (and following) COMMAND:
+    recorded as `record` would (uffdtrace/recording.py), into the model."""
 
     def __init__(self, session: Session, *, command: list[str] | None = None,
-                 filters: dict | None = None, aggregate_every: float = 1.0, label: str = "live"):
+                 aggregate_every: float = recording.AGGREGATE_EVERY_S, label: str = "live"):
         self.session, self.command = session, command or []
-        self.filters = {"pid": 0, "tid": 0, "failed_only": False, "duration": 0,
-                        "command": self.command, **(filters or {})}
         self.aggregate_every = aggregate_every
         self.label = label
         self._output = None
@@ -155,15 +153,11 @@ class LiveSource:
         self.session.start()
 
     def run(self, emit: Emit, stop: threading.Event) -> str:
-        session, records = self.session, _ToModel(emit)
-        write_header(records, session, self.filters)
         self._output = tempfile.TemporaryFile() if self.command else None
         try:
-            result = run_session(session, self.command, 0, records.items,
-                                 tick=lambda t: write_aggregates(records, session, t),
-                                 tick_every=self.aggregate_every, stop=stop,
-                                 command_output=self._output)
-            write_aggregates(records, session, result.elapsed_s)
+            result = recording.record(self.session, _ToModel(emit), command=self.command,
+                                      aggregate_every=self.aggregate_every, stop=stop,
+                                      command_output=self._output)
             failed = result.reason == "command exited" and result.command_status != 0
             why = self._command_tail() if failed else None
         finally:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable
@@ -19,6 +19,10 @@ SPECIAL = {
 }
 STORM_DEFAULT_MOVES = 100_000
 STORM_DEFAULT_PAGES = 64
+# An endless run (mixed without -d or --iterations: what `top --demo` runs)
+# keeps only its latest per-call records, round facts and problems, so its
+# memory stays flat however long it runs; its summary still counts every call.
+ENDLESS_KEEP = 1000
 
 
 def scenario_names() -> list[str]:
@@ -28,27 +32,50 @@ def scenario_names() -> list[str]:
 @dataclass
 class WorkloadResult:
     scenario: str
-    calls: list[tuple[str, MoveCall]] = field(default_factory=list)
-    setup: list[dict] = field(default_factory=list)
+    keep: int | None = None       # records kept of each kind (None: all of them)
     loop: LoopStats | None = None
     elapsed_s: float = 0.0
     interrupted: bool = False
-    problems: list[str] = field(default_factory=list)
+    # the latest `keep` calls, round facts and problems (add_round fills them)
+    calls: deque[tuple[str, MoveCall]] = field(init=False)
+    setup: deque[dict] = field(init=False)
+    problems: deque[str] = field(init=False)
+    # every call's outcome, per scenario: what the summary counts
+    outcomes: dict[str, Counter] = field(init=False, default_factory=dict)
+    _recorded: int = field(init=False, default=0)
+    _ok: int = field(init=False, default=0)
+    _moved: int = field(init=False, default=0)
+
+    def __post_init__(self):
+        self.calls, self.setup, self.problems = (deque(maxlen=self.keep) for _ in range(3))
+
+    @property
+    def recorded_calls(self) -> int:
+        """Calls recorded one by one, kept or not (a storm's loop records none)."""
+        return self._recorded
+
+    def add_calls(self, calls: list[tuple[str, MoveCall]]):
+        for name, call in calls:
+            self.calls.append((name, call))
+            self.outcomes.setdefault(name, Counter())[call.errno or "ok"] += 1
+            self._recorded += 1
+            self._ok += call.ret == 0
+            self._moved += max(call.move, 0)
 
     def summary(self) -> dict:
         if self.loop is not None:
             errors = {self.loop.first_errno: self.loop.failed} if self.loop.failed else {}
             calls, ok, moved = self.loop.calls, self.loop.ok, self.loop.bytes_moved
         else:
-            errors = dict(Counter(c.errno for _, c in self.calls if c.errno))
-            calls = len(self.calls)
-            ok = sum(1 for _, c in self.calls if c.ret == 0)
-            moved = sum(max(c.move, 0) for _, c in self.calls)
+            errors = Counter()
+            for counts in self.outcomes.values():
+                errors.update({k: n for k, n in counts.items() if k != "ok"})
+            calls, ok, moved, errors = self._recorded, self._ok, self._moved, dict(errors)
         return {
             "calls": calls, "ok": ok, "failed": calls - ok, "errors": errors,
             "bytes_moved": moved, "elapsed_s": round(self.elapsed_s, 6),
             "moves_per_s": round(calls / self.elapsed_s, 1) if self.elapsed_s else None,
-            "interrupted": self.interrupted,
+            "interrupted": self.interrupted, "calls_listed": len(self.calls),
         }
 
     def to_json(self) -> dict:
@@ -57,8 +84,8 @@ class WorkloadResult:
             "pid": os.getpid(),
             "calls": [{**c.to_json(), "scenario": name} for name, c in self.calls],
             "summary": self.summary(),
-            "setup": self.setup,
-            "problems": self.problems,
+            "setup": list(self.setup),
+            "problems": list(self.problems),
         }
 
 
@@ -73,7 +100,7 @@ def _run_round(uffd: Uffd, name: str, pages: int, result: WorkloadResult, hold: 
                 time.sleep(hold)  # let a tracer read /proc before we unmap
         finally:
             # Keep what was done even if the round was cut short.
-            result.calls.extend(r.calls)
+            result.add_calls(r.calls)
             if r.facts:
                 result.setup.append({"scenario": name, **r.facts})
     for _, call in r.calls:
@@ -110,7 +137,7 @@ def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: Worklo
         i += 1
         _run_round(uffd, name, SCENARIOS[name].default_pages, result, hold, rewrite)
         # Pace on moves, not rounds: sleep until the budget catches up.
-        ahead = len(result.calls) / rate - (time.monotonic() - start)
+        ahead = result.recorded_calls / rate - (time.monotonic() - start)
         if ahead > 0:
             time.sleep(ahead)
         if progress and time.monotonic() >= next_report:
@@ -145,7 +172,8 @@ def run_workload(name: str, *, pages: int | None = None, iterations: int | None 
                  progress: Callable[[WorkloadResult], None] | None = None) -> WorkloadResult:
     """Run one scenario; Ctrl-C/SIGTERM stop it cleanly with what was done."""
     validate(name, pages, iterations, rate, duration, hold)
-    result = WorkloadResult(scenario=name)
+    endless = name == "mixed" and not iterations and duration <= 0
+    result = WorkloadResult(scenario=name, keep=ENDLESS_KEEP if endless else None)
     start = time.monotonic()
     with terminate_as_interrupt(), Uffd() as uffd:
         try:

@@ -1,0 +1,138 @@
+"""One tracing run, shared by every command that traces (`trace`, `record`,
+`top`'s live source; later `serve`): the run loop, the gate COMMAND waits
+behind, and the trace records (header, periodic aggregates, footer) a run
+writes.  Where the records go is the TraceRecords subclass: a file for
+`record`, the TUI's model for `top`, so both see the same records.
+
+    with session:
+        session.start()
+        result = record(session, TraceWriter(path), command=argv, duration=10)
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Callable
+
+from .session import Session
+from .signals import stop_on_signals
+from .tracefile import TraceRecords
+
+AGGREGATE_EVERY_S = 1.0     # how often a recording snapshots the in-kernel aggregates
+
+
+@dataclass
+class RunResult:
+    reason: str                 # why tracing stopped
+    command_status: int | None  # COMMAND's exit status, if one was run
+    elapsed_s: float
+    counters: dict | None = None   # the in-kernel counters at the end (record() sets them)
+
+
+def launch_gated(session: Session, command: list[str], output: IO | None = None
+                 ) -> subprocess.Popen:
+    """Start COMMAND held at a gate until its pid is in the traced map, so
+    not one of its moves is missed.  With `output`, COMMAND's stdout and
+    stderr go there and its stdin is /dev/null (a TUI owns the terminal)."""
+    gate_r, gate_w = os.pipe()
+    # /dev/fd/N, not <&N: dash only redirects single-digit fds, and a process
+    # with many files open (a TUI) has higher ones.  No preexec_fn to dup2 it
+    # low: that is unsafe in a threaded process (top launches from a thread).
+    script = f'read -r _ < /dev/fd/{gate_r}; exec "$@"'
+    io = {} if output is None else {"stdin": subprocess.DEVNULL, "stdout": output,
+                                    "stderr": output}
+    try:
+        proc = subprocess.Popen(["/bin/sh", "-c", script, "sh", *command], pass_fds=(gate_r,),
+                                **io)
+    finally:
+        os.close(gate_r)
+    session.follow_pid(proc.pid)
+    os.write(gate_w, b"go\n")
+    os.close(gate_w)
+    return proc
+
+
+def run_session(session: Session, command: list[str], duration: float,
+                sink: Callable[[list], None], tick: Callable[[float], None] | None = None,
+                tick_every: float = 1.0, stop: threading.Event | None = None,
+                command_output: IO | None = None) -> RunResult:
+    """Drain events into `sink` until COMMAND exits, -d passes, Ctrl-C or
+    `stop` is set (from another thread: the TUI runs this in its worker)."""
+    start = time.monotonic()
+    next_tick = start + tick_every
+    proc = None
+    reason = "interrupted"
+    with stop_on_signals() as signalled:
+        try:
+            if command:
+                proc = launch_gated(session, command, command_output)
+            while not signalled:
+                sink(session.poll(100))
+                now = time.monotonic()
+                if tick and now >= next_tick:
+                    tick(now - start)
+                    next_tick += tick_every
+                if proc is not None and proc.poll() is not None:
+                    reason = "command exited"
+                    break
+                if duration and now - start >= duration:
+                    reason = "duration elapsed"
+                    break
+                if stop is not None and stop.is_set():
+                    reason = "stopped"
+                    break
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            sink(session.drain())
+    return RunResult(reason, proc.returncode if proc is not None else None,
+                     time.monotonic() - start)
+
+
+def filters(session: Session, command: list[str], duration: float) -> dict:
+    """The header's `filters`: what the session was configured to trace."""
+    c = session.config
+    return {"pid": c.pid, "tid": c.tid, "failed_only": c.failed_only,
+            "duration": duration, "command": list(command)}
+
+
+def write_header(records: TraceRecords, session: Session, command: list[str],
+                 duration: float):
+    records.header(tier=session.tier, probes=session.probes,
+                   filters=filters(session, command, duration),
+                   start_wall=session.started_wall, start_ktime_ns=session.started_ktime_ns,
+                   success_sample=session.config.success_sample)
+
+
+def write_aggregates(records: TraceRecords, session: Session, elapsed_s: float):
+    records.aggregates(elapsed_s=elapsed_s, counters=session.counters(),
+                       outcomes=session.outcomes(), histograms=session.histograms())
+
+
+def record(session: Session, records: TraceRecords, *, command: list[str] = (),
+           duration: float = 0, aggregate_every: float = AGGREGATE_EVERY_S,
+           stop: threading.Event | None = None, command_output: IO | None = None,
+           on_header: Callable[[], None] | None = None) -> RunResult:
+    """A started session, recorded: header, every move and pin, aggregates
+    every `aggregate_every` s and at the end, then the footer.  on_header
+    runs once the header is out (a banner that promises a readable file)."""
+    command = list(command)
+    write_header(records, session, command, duration)
+    if on_header:
+        on_header()
+    result = run_session(session, command, duration, records.items,
+                         tick=lambda t: write_aggregates(records, session, t),
+                         tick_every=aggregate_every, stop=stop, command_output=command_output)
+    write_aggregates(records, session, result.elapsed_s)
+    result.counters = session.counters()
+    records.footer(reason=result.reason, command_status=result.command_status,
+                   drops=session.drops(result.counters))
+    return result
