@@ -204,6 +204,7 @@ struct ut_ksm_merge {
 #define UT_PSW_PTE_SWAP 13       /* swapped out: swp_type, and the swap offset in pfn */
 #define UT_PSW_PTE_MIGRATION 14  /* under migration: pfn is the page being migrated */
 #define UT_PSW_PTE_OTHER 15      /* another non-present PTE: marker (uffd-wp, guard), hwpoison, device */
+#define UT_PSW_PUD_OTHER 16      /* a non-present PUD (hugetlb migration or poison) */
 
 /* ut_page_state.level: the level the walk stopped at */
 #define UT_PSL_MM 0              /* current->mm, mm->pgd */
@@ -217,7 +218,7 @@ struct ut_ksm_merge {
 /* ut_page_state.flags */
 #define UT_PS_FOLIO 0x1             /* the folio was read: refcount..order are valid */
 #define UT_PS_LARGE 0x2             /* a large folio (PG_head): order, pincount */
-#define UT_PS_ANON 0x4
+#define UT_PS_ANON 0x4              /* an anonymous folio (a KSM one has UT_PS_KSM instead) */
 #define UT_PS_KSM 0x8               /* (mapping & 3) == 3: never anon-exclusive */
 #define UT_PS_ANON_EXCLUSIVE 0x10   /* PageAnonExclusive (PTE: the mapped page; PMD: the head) */
 #define UT_PS_MAYBE_DMA_PINNED 0x20 /* folio_maybe_dma_pinned(): pincount > 0, or refcount >= 1024 */

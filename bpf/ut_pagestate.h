@@ -205,7 +205,11 @@ static __always_inline int ut_ps_walk_tables(struct ut_page_state *ps, u64 mm, u
 		ps->where = UT_PSW_PUD_NONE;
 		return 0;
 	}
-	if ((entry & (UT_X86_PSE | UT_X86_PRESENT)) == (UT_X86_PSE | UT_X86_PRESENT)) {
+	if (!(entry & UT_X86_PRESENT)) {
+		ps->where = UT_PSW_PUD_OTHER;
+		return 0;
+	}
+	if (entry & UT_X86_PSE) {
 		ps->where = UT_PSW_PUD_HUGE;
 		ps->pfn = ut_ps_leaf_pfn(entry, UT_X86_PUD_PHYS) + ((addr >> UT_X86_PAGE_SHIFT) & 0x3ffff);
 		return 0;
