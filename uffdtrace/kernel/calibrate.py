@@ -65,7 +65,7 @@ class Calibration:
     levels: int
     zero_pfn: int
     huge_zero_pfn: int          # 0: no huge zero folio (THP off or use_zero_page=0)
-    seconds: float = 0.0
+    seconds: float = field(default=0.0, compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def defines(self) -> dict[str, int]:
@@ -154,7 +154,7 @@ class Calibrator(CompiledProgram):
     # ---- talking to the program ----
     def _request(self, mode: int, addrs: list[int], bases: list[int] = (),
                  walk: Calibration | None = None):
-        table = self.bpf["cal_cfg"]
+        table = self.bpf[b"cal_cfg"]
         cfg = table[self._zero]
         cfg.pid, cfg.mode = os.getpid(), mode
         for i in range(VERIFY_PAGES):
@@ -168,9 +168,9 @@ class Calibrator(CompiledProgram):
             cfg.walk.huge_zero_pfn = walk.huge_zero_pfn
             cfg.walk.levels = walk.levels
         table[self._zero] = cfg
-        before = self.bpf["cal_out"][self._zero].calls
+        before = self.bpf[b"cal_out"][self._zero].calls
         marker.ask(addrs[0], marker.CALIBRATE_ADVICE)
-        out = self.bpf["cal_out"][self._zero]
+        out = self.bpf[b"cal_out"][self._zero]
         if out.calls != before + 1:
             raise CalibrationError("the calibration program did not run on "
                                    "syscalls:sys_enter_madvise")
@@ -179,7 +179,7 @@ class Calibrator(CompiledProgram):
     def _vmemmap_samples(self, pages: Mapping) -> list[int]:
         """vmemmap bases from LRU insertions; new folios join the LRU in
         per-CPU batches, which MADV_COLD drains (lru_add_drain)."""
-        seen = self.bpf["cal_vmemmap_seen"]
+        seen = self.bpf[b"cal_vmemmap_seen"]
         seen[self._zero] = ctypes.c_uint64(0)
         # attached only while sampling: it fires on every LRU insertion
         self.bpf.attach_tracepoint(tp=LRU_TRACEPOINT.encode(), fn_name=b"ut_cal_lru_insertion")
@@ -194,8 +194,8 @@ class Calibrator(CompiledProgram):
                     extra.madvise(lib().MADV_COLD)
         finally:
             self.bpf.detach_tracepoint(tp=LRU_TRACEPOINT.encode())
-        count = min(seen[self._zero].value, len(self.bpf["cal_vmemmap"]))
-        return [self.bpf["cal_vmemmap"][ctypes.c_int(i)].value for i in range(count)]
+        count = min(seen[self._zero].value, len(self.bpf[b"cal_vmemmap"]))
+        return [self.bpf[b"cal_vmemmap"][ctypes.c_int(i)].value for i in range(count)]
 
     # ---- the steps ----
     def calibrate(self) -> Calibration:
@@ -278,6 +278,8 @@ class Calibrator(CompiledProgram):
 def _verify_problem(got: WalkedPage, pfn: int, index: int) -> str | None:
     """Why a page this process wrote (anon, exclusive, mapped once) is not
     what the reader says, or None."""
+    if got.where_name == "READ_FAILED" and got.level_name == "PAGE":
+        return f"the struct page of pfn 0x{got.pfn:x} could not be read (vmemmap base wrong)"
     if got.where_name != "PTE_PRESENT":
         return f"the walk stopped at {got.level_name}: {got.where_name} (direct-map base or " \
                "paging levels wrong)"
