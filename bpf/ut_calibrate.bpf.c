@@ -22,7 +22,11 @@
  * Compiled with the UT_L_* layout constants (uffdtrace/kernel/layout.py);
  * the bases themselves are runtime values here.
  */
+/* uffdtrace_event.h has no include guard (cffi reads it: no #if there);
+ * when this file is appended to the tracer's program it is in already */
+#ifndef UT_PSW_UNREAD
 #include "uffdtrace_event.h"
+#endif
 #include "ut_pagestate.h"
 
 #define UT_CAL_PGD 1

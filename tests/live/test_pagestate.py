@@ -469,3 +469,26 @@ def test_the_reader_tells_whether_a_move_of_the_page_succeeds(probe, source, req
         assert movable(state) == expected, state
         call = uffd.move(dst.addr, src.addr, PAGE_SIZE)
         assert (call.ret == 0) == expected, (call, state)
+
+
+def test_calibration_runs_inside_another_program(kernel):
+    """The tracer can append bpf/ut_calibrate.bpf.c to its own program and
+    calibrate with it: no compile of its own."""
+    from bcc import BPF
+
+    from uffdtrace.bpfprog import BPF_DIR, cflags
+    from uffdtrace.kernel import calibrate
+    lay, cal, _ = kernel
+    defines = calibrate.program_defines(lay)
+    text = "".join(f"#define {k} {v}\n" for k, v in defines.items())
+    text += '#include "uffdtrace_event.h"\nBPF_ARRAY(the_tracers_own_map, u64, 1);\n'
+    text += (BPF_DIR / calibrate.PROGRAM).read_text()
+    host = BPF(text=text.encode(), cflags=cflags())
+    try:
+        calibrator = calibrate.Calibrator(lay, bpf=host)
+        assert calibrator.calibrate() == cal
+        calibrator.close()
+        # the tracer's program is still loaded and usable
+        assert host[b"the_tracers_own_map"][ctypes.c_int(0)].value == 0
+    finally:
+        host.cleanup()

@@ -131,25 +131,44 @@ def find_huge_zero_pfn() -> tuple[int, str]:
                "(THP off or use_zero_page=0)")
 
 
+def program_defines(layout: layout_mod.Layout) -> dict[str, int]:
+    """What bpf/ut_calibrate.bpf.c is compiled with: the layout, the marker
+    advice, and where mm_lru_insertion keeps its folio and pfn (from its
+    format file: its record has a type bcc could only declare with heavy
+    headers)."""
+    events = tracefs.find()
+    try:
+        lru = tracefs.field_offsets(events, *LRU_TRACEPOINT.split(":"))
+        folio_at, pfn_at = lru["folio"][0], lru["pfn"][0]
+    except (OSError, TypeError, KeyError) as exc:
+        raise CalibrationError(f"tracepoint {LRU_TRACEPOINT} has no folio/pfn fields "
+                               f"here ({exc!r}): the vmemmap base cannot be measured") from None
+    return {**layout.defines(), "UT_CAL_ADVICE": marker.CALIBRATE_ADVICE,
+            "UT_CAL_LRU_FOLIO": folio_at, "UT_CAL_LRU_PFN": pfn_at}
+
+
 class Calibrator(CompiledProgram):
     """The calibration program, compiled once; calibrate() and verify()
-    may run any number of times."""
+    may run any number of times.
 
-    def __init__(self, layout: layout_mod.Layout | None = None):
+    `bpf`: a bcc program that already contains bpf/ut_calibrate.bpf.c
+    (compiled with program_defines()), e.g. the tracer's own, so that
+    calibrating costs no compile of its own; it is not cleaned up here."""
+
+    def __init__(self, layout: layout_mod.Layout | None = None, bpf=None):
         self.layout = layout or layout_mod.load()
-        events = tracefs.find()
-        try:
-            lru = tracefs.field_offsets(events, *LRU_TRACEPOINT.split(":"))
-            folio_at, pfn_at = lru["folio"][0], lru["pfn"][0]
-        except (OSError, TypeError, KeyError) as exc:
-            raise CalibrationError(f"tracepoint {LRU_TRACEPOINT} has no folio/pfn fields "
-                                   f"here ({exc!r}): the vmemmap base cannot be measured") from None
         started = time.monotonic()
-        super().__init__(PROGRAM, {**self.layout.defines(),
-                                   "UT_CAL_ADVICE": marker.CALIBRATE_ADVICE,
-                                   "UT_CAL_LRU_FOLIO": folio_at, "UT_CAL_LRU_PFN": pfn_at})
+        if bpf is None:
+            super().__init__(PROGRAM, program_defines(self.layout))
+        else:
+            self.bpf, self.text = bpf, None
+        self.owned = bpf is None
         self.compile_seconds = time.monotonic() - started
         self._zero = ctypes.c_int(0)
+
+    def close(self):
+        if self.owned:
+            super().close()
 
     # ---- talking to the program ----
     def _request(self, mode: int, addrs: list[int], bases: list[int] = (),
