@@ -180,3 +180,70 @@ struct ut_ksm_merge {
 	__u32 pid;              /* current task when the merge happened (ksmd) */
 	__s32 err;
 };
+
+/*
+ * What the page tables said about one user address, read in the kernel by
+ * bpf/ut_pagestate.h (ut_page_state_read) at the instant it is called, e.g.
+ * at the end of a failed move before the thread returns to user space.
+ * Physical frame numbers only: no kernel pointer is ever stored here.
+ */
+
+/* ut_page_state.where: where the page-table walk stopped, and why */
+#define UT_PSW_UNREAD 0          /* never read */
+#define UT_PSW_NO_MM 1           /* the task has no mm (a kernel thread) */
+#define UT_PSW_READ_FAILED 2     /* a table or struct page could not be read (level says where) */
+#define UT_PSW_PGD_NONE 3        /* nothing mapped: empty entry at that level */
+#define UT_PSW_P4D_NONE 4        /* (5-level paging only) */
+#define UT_PSW_PUD_NONE 5
+#define UT_PSW_PMD_NONE 6
+#define UT_PSW_PUD_HUGE 7        /* a 1 GiB leaf (hugetlb; never anonymous memory) */
+#define UT_PSW_PMD_HUGE 8        /* a 2 MiB leaf: a PMD-mapped THP or the huge zero page */
+#define UT_PSW_PMD_MIGRATION 9   /* a PMD-mapped THP under migration */
+#define UT_PSW_PMD_OTHER 10      /* another non-present PMD */
+#define UT_PSW_PTE_NONE 11       /* a hole: no page, no swap entry */
+#define UT_PSW_PTE_PRESENT 12    /* a page is mapped (PROT_NONE/NUMA-hinting entries too) */
+#define UT_PSW_PTE_SWAP 13       /* swapped out: swp_type, and the swap offset in pfn */
+#define UT_PSW_PTE_MIGRATION 14  /* under migration: pfn is the page being migrated */
+#define UT_PSW_PTE_OTHER 15      /* another non-present PTE: marker (uffd-wp, guard), hwpoison, device */
+#define UT_PSW_PUD_OTHER 16      /* a non-present PUD (hugetlb migration or poison) */
+
+/* ut_page_state.level: the level the walk stopped at */
+#define UT_PSL_MM 0              /* current->mm, mm->pgd */
+#define UT_PSL_PGD 1
+#define UT_PSL_P4D 2
+#define UT_PSL_PUD 3
+#define UT_PSL_PMD 4
+#define UT_PSL_PTE 5
+#define UT_PSL_PAGE 6            /* the struct page / folio of the mapped pfn */
+
+/* ut_page_state.flags */
+#define UT_PS_FOLIO 0x1             /* the folio was read: refcount..order are valid */
+#define UT_PS_LARGE 0x2             /* a large folio (PG_head): order, pincount */
+#define UT_PS_ANON 0x4              /* an anonymous folio (a KSM one has UT_PS_KSM instead) */
+#define UT_PS_KSM 0x8               /* (mapping & 3) == 3: never anon-exclusive */
+#define UT_PS_ANON_EXCLUSIVE 0x10   /* PageAnonExclusive (PTE: the mapped page; PMD: the head) */
+#define UT_PS_MAYBE_DMA_PINNED 0x20 /* folio_maybe_dma_pinned(): pincount > 0, or refcount >= 1024 */
+#define UT_PS_ZERO_PAGE 0x40        /* the shared zero page */
+#define UT_PS_HUGE_ZERO_PAGE 0x80   /* the huge zero folio */
+#define UT_PS_SWP_EXCLUSIVE 0x100   /* swap PTE: the exclusive bit; migration: an exclusive type */
+#define UT_PS_WRITE 0x200           /* the entry is writable */
+#define UT_PS_PROTNONE 0x400        /* PROT_NONE or NUMA-hinting entry: present to the kernel */
+#define UT_PS_SPECIAL 0x800         /* pte_special: vm_normal_folio() ignores the page */
+#define UT_PS_LOCKED 0x1000         /* folio locked (migration, split, swap-in under way) */
+#define UT_PS_SWAPCACHE 0x2000      /* folio in the swap cache */
+#define UT_PS_UFFD_WP 0x4000        /* userfaultfd write-protect bit */
+
+struct ut_page_state {
+	__u64 addr;             /* the user address read */
+	__u64 entry;            /* raw PTE/PMD/PUD where the walk stopped */
+	__u64 pfn;              /* the page mapped at addr (a THP's subpage); swap: the swap offset */
+	__u32 flags;            /* UT_PS_* */
+	__s32 refcount;         /* folio refcount */
+	__s32 mapcount;         /* folio_mapcount(): page tables mapping the folio */
+	__s32 page_mapcount;    /* the mapped page's own PTE mappings (_mapcount + 1) */
+	__s32 pincount;         /* large folios: _pincount (small: only UT_PS_MAYBE_DMA_PINNED) */
+	__u8 where;             /* UT_PSW_* */
+	__u8 level;             /* UT_PSL_* */
+	__u8 order;             /* folio order, 0 for small folios */
+	__u8 swp_type;          /* non-present entries: the swap type */
+};

@@ -109,3 +109,25 @@ def cflags() -> list[str]:
     # the kernel's own build allows; without it bcc's clang fails on any
     # header that pulls in fs.h (static_assert on sizeof(struct filename)).
     return ["-w", "-fms-extensions", f"-I{BPF_DIR}"]
+
+
+class CompiledProgram:
+    """A bpf/ file compiled by bcc with `#define`s in front (and optional
+    extra text after), cleaned up on close(); for the small helper programs
+    (calibration, page-state probe) beside the tracer's own."""
+
+    def __init__(self, program: str, defines: dict[str, int], extra_text: str = ""):
+        from bcc import BPF   # noqa: PLC0415  (bcc is only needed at run time)
+
+        self.text = "".join(f"#define {k} {v}\n" for k, v in defines.items()) + \
+            (BPF_DIR / program).read_text() + extra_text
+        self.bpf = BPF(text=self.text.encode(), cflags=cflags())
+
+    def close(self):
+        self.bpf.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

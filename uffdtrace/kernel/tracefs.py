@@ -48,3 +48,16 @@ def tracepoint_id(tracefs: Path, category: str, event: str) -> int | None:
         return int((tracefs / "events" / category / event / "id").read_text())
     except (OSError, ValueError):
         return None
+
+
+def field_offsets(tracefs: Path, category: str, event: str) -> dict[str, tuple[int, int]]:
+    """name -> (offset, size) of each field of a tracepoint's record, from
+    its format file (the kernel's own description of the layout)."""
+    fields = {}
+    text = (tracefs / "events" / category / event / "format").read_text()
+    for line in text.splitlines():
+        parts = dict(p.strip().split(":", 1) for p in line.split(";") if ":" in p)
+        if "field" in parts and "offset" in parts:
+            name = parts["field"].split()[-1].split("[")[0]
+            fields[name] = (int(parts["offset"]), int(parts["size"]))
+    return fields
