@@ -36,6 +36,12 @@
 #include <uapi/linux/uio.h>
 #include "uffd_move_abi.h"
 #include "uffdtrace_event.h"
+#ifndef UT_STATE_AT_EXIT
+#define UT_STATE_AT_EXIT 0
+#endif
+#if UT_STATE_AT_EXIT
+#include "ut_pagestate.h"       /* needs the UT_L_* layout of this kernel */
+#endif
 
 #ifndef UT_PID
 #define UT_PID 0
@@ -195,6 +201,10 @@ static __always_inline int success_sampled(void)
 	return 1;
 }
 
+/* What a successful move sends: the record up to the page states, which are
+ * read only when a move fails (the collector pads the rest with zeros). */
+#define UT_MOVE_SUCCESS_BYTES offsetof(struct ut_move_event, src_state)
+
 /* The wire record only: the in-flight state around it stays in the kernel. */
 static __always_inline void send_move(const struct ut_move_event *ev)
 {
@@ -218,12 +228,13 @@ static __always_inline void send_move(const struct ut_move_event *ev)
 		stat_add(UT_STAT_SUCCESSES_UNSENT, 1);
 		return;
 	}
-	e = success_events.ringbuf_reserve(sizeof(struct ut_move_event));
+	/* a success has no page states: only the part before them is sent */
+	e = success_events.ringbuf_reserve(UT_MOVE_SUCCESS_BYTES);
 	if (!e) {
 		stat_add(UT_STAT_SUCCESS_DROPS, 1);
 		return;
 	}
-	__builtin_memcpy(e, ev, sizeof(*e));
+	__builtin_memcpy(e, ev, UT_MOVE_SUCCESS_BYTES);
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	if (UT_SUCCESS_SAMPLE > 1)
 		e->flags |= UT_F_SAMPLED;
@@ -231,6 +242,33 @@ static __always_inline void send_move(const struct ut_move_event *ev)
 	success_events.ringbuf_submit(e, sent % UT_WAKEUP_BATCH ? BPF_RB_NO_WAKEUP
 							       : BPF_RB_FORCE_WAKEUP);
 }
+
+#if UT_STATE_AT_EXIT
+/* The kernel's own state at the end of a failed move, before the thread
+ * returns to user space (nothing of the process can have changed it yet):
+ * the page tables and folio at the address where the move stopped and at
+ * its destination (bpf/ut_pagestate.h; docs/kernel-state.md).  The walk's
+ * bases are KASLR secrets calibrated at start: they live in this map, not
+ * in the program text. */
+BPF_ARRAY(walk_cfg, struct ut_walk_cfg, 1);
+
+static __always_inline void state_at_exit(struct ut_move_event *ev)
+{
+	u32 zero = 0;
+	struct ut_walk_cfg *cfg = walk_cfg.lookup(&zero);
+
+	if (!cfg || !cfg->page_offset_base)
+		return;
+	/* a partial move stopped at src + move (the bytes it moved); one that
+	 * moved nothing failed at its first page (move then holds -errno) */
+	u64 done = ev->move > 0 ? ev->move : 0;
+	u64 mm = ut_ps_current_mm();
+
+	ut_page_state_walk(&ev->src_state, mm, ev->src + done, cfg);
+	ut_page_state_walk(&ev->dst_state, mm, ev->dst + done, cfg);
+	ev->flags |= UT_F_STATE_AT_EXIT;
+}
+#endif
 
 /* A UFFDIO_MOVE ioctl begins on this thread: open its in-flight record. */
 static __always_inline void move_begin(u32 fd, u64 argp)
@@ -246,7 +284,10 @@ static __always_inline void move_begin(u32 fd, u64 argp)
 		stat_add(UT_STAT_INFLIGHT_FULL, 1);
 		return;
 	}
-	__builtin_memset(rec, 0, sizeof(*rec));
+	/* everything but the page states, which stay zero between failures
+	 * (state_at_exit() clears them after use): successes pay nothing */
+	__builtin_memset(rec, 0, UT_MOVE_SUCCESS_BYTES);
+	__builtin_memset(&rec->argp, 0, sizeof(*rec) - offsetof(struct ut_move_inflight, argp));
 	rec->ev.pid = pid;
 	rec->ev.tid = tid;
 	rec->ev.fd = fd;
@@ -293,11 +334,19 @@ static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
 		stat_add(UT_STAT_OUTCOMES_FULL, 1);
 	log2_add(bpf_log2l(rec->ev.latency_ns), 0);
 	log2_add(bpf_log2l(rec->ev.len), 1);
+#if UT_STATE_AT_EXIT
+	if (rec->ev.ret < 0)
+		state_at_exit(&rec->ev);
+#endif
 #if UT_KERNEL_TIER
 	ut_kernel_finish(rec);
 #endif
 
 	send_move(&rec->ev);
+#if UT_STATE_AT_EXIT
+	if (rec->ev.flags & UT_F_STATE_AT_EXIT)
+		__builtin_memset(&rec->ev.src_state, 0, 2 * sizeof(struct ut_page_state));
+#endif
 	rec->ev.type = 0;   /* no longer in flight */
 }
 

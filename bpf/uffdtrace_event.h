@@ -17,6 +17,7 @@
 #define UT_F_KERNEL_TIER 0x4      /* move-path hooks (fentry/kprobe) were attached */
 #define UT_F_SAMPLED 0x8          /* a success sent 1 in N (UT_SUCCESS_SAMPLE): totals are in the aggregates */
 #define UT_F_COST_STATS 0x10      /* TLB-flush and lock-wait fields were measured (else left 0) */
+#define UT_F_STATE_AT_EXIT 0x20   /* a failed move: src_state/dst_state read before it returned */
 
 /* ut_move_event.folio_flags: folio state at fail_addr (kernel tier) */
 #define UT_FOLIO_SEEN 0x1
@@ -92,96 +93,6 @@
 #define UT_TLB_REMOTE_SEND_IPI 4       /* IPIs sent to flush other CPUs */
 
 /*
- * One UFFDIO_MOVE ioctl, from its entry (sys_enter_ioctl, or
- * userfaultfd_ioctl() in the kernel tier) to its exit: the record sent to
- * userspace, at most once per ioctl.  While the thread is inside the ioctl
- * it is built in the thread's in-flight state (struct ut_move_inflight in
- * uffdtrace.bpf.c), next to the bookkeeping only the kernel side needs
- * (the argument's user address, wait start stamps, kernel pointers): that
- * stays there, so nothing but these fields can reach a ring buffer.
- */
-struct ut_move_event {
-	__u32 type;
-	__u32 pid;
-	__u32 tid;
-	__u32 fd;
-	__u64 ts_ns;            /* bpf_ktime_get_ns() at entry */
-	__u64 latency_ns;
-	__u64 dst;
-	__u64 src;
-	__u64 len;
-	__u64 mode;
-	__s64 ret;              /* syscall return: 0 or -errno */
-	__s64 move;             /* uffdio_move.move after the call */
-	__s64 move_before;      /* ... and before it: equal means maybe never written */
-	__u32 flags;            /* UT_F_* */
-	__u32 tlb_flushes;      /* tlb:tlb_flush on this thread during the move */
-	__u32 tlb_full_flushes; /* of which whole-mm flushes (pages == TLB_FLUSH_ALL) */
-	__u32 tlb_remote_ipis;  /* of which IPIs sent to other CPUs */
-	__u64 tlb_pages;        /* pages flushed by ranged flushes */
-	__u32 mmap_lock_acquires; /* mmap_lock acquisitions during the move */
-	__u32 lock_contentions;   /* lock:contention_begin on this thread */
-	__u64 mmap_lock_wait_ns;
-	__u64 lock_wait_ns;
-	/* kernel tier: filled by the move-path hooks */
-	__s32 step_err;         /* first failing step's return (-errno), 0 if none */
-	__u32 steps;            /* move_pages_pte(s) / move_pages_huge_pmd calls */
-	__u64 fail_addr;        /* src address where the move stopped: the first
-				 * failing step's, else the last folio's there */
-	__u32 retries;          /* steps that returned -EAGAIN and were retried */
-	__u32 folio_flags;      /* UT_FOLIO_* at fail_addr */
-	__u32 thp_splits;
-	__u32 kflags;           /* UT_K_* */
-	__s64 kernel_ret;       /* move_pages(): bytes moved, or -errno */
-	__s32 split_err;        /* first failed folio split while inside the move */
-	__u32 folio_lookups;    /* vm_normal_folio() calls inside the move */
-	__u32 src_vma;          /* UT_VMA_* */
-	__u32 dst_vma;
-	__u32 tlb_range_flushes; /* flush_tlb_mm_range() calls */
-	__u32 pinner_pid;       /* who pinned the folio at fail_addr (GUP hooks) */
-	__u64 tlb_range_bytes;  /* bytes covered by ranged flush_tlb_mm_range() */
-	__u64 pinner_ts_ns;
-	__u32 pinner_method;    /* UT_PIN_* */
-	__u32 pinner_gup_flags;
-	__u64 ksm_merged_ts_ns; /* when the KSM folio at fail_addr was merged, if seen */
-	__u32 pte_at_fail;      /* UT_PTE_*: the entries where the move stopped */
-	char pinner_comm[16];
-	char comm[16];
-};
-
-/* A range pinned long-term: io_uring fixed buffers (tracepoint tier) or a
- * FOLL_LONGTERM pin_user_pages*() call (kernel tier); or released. */
-struct ut_pin_event {
-	__u32 type;
-	__u32 pid;
-	__u32 tid;
-	__u32 fd;               /* the io_uring fd (0 for GUP pins) */
-	__u64 ts_ns;
-	__u64 addr;
-	__u64 len;
-	__u32 opcode;           /* io_uring_register opcode (0 for GUP pins) */
-	__u32 index;            /* iovec index within the registration (0 for GUP pins) */
-	__u32 method;           /* UT_PIN_* */
-	__u32 gup_flags;        /* FOLL_* the caller passed (GUP hooks) */
-	char comm[16];
-};
-
-/* In-kernel counter key: errno-level outcome per process. */
-struct ut_outcome_key {
-	__u32 pid;
-	__s32 err;              /* 0 for success */
-	__u32 partial;          /* failed after moving some bytes */
-	__u32 reserved;
-};
-
-/* KSM merge seen by ksm:* tracepoints, keyed by pfn in an LRU map. */
-struct ut_ksm_merge {
-	__u64 ts_ns;
-	__u32 pid;              /* current task when the merge happened (ksmd) */
-	__s32 err;
-};
-
-/*
  * What the page tables said about one user address, read in the kernel by
  * bpf/ut_pagestate.h (ut_page_state_read) at the instant it is called, e.g.
  * at the end of a failed move before the thread returns to user space.
@@ -246,4 +157,99 @@ struct ut_page_state {
 	__u8 level;             /* UT_PSL_* */
 	__u8 order;             /* folio order, 0 for small folios */
 	__u8 swp_type;          /* non-present entries: the swap type */
+};
+
+/*
+ * One UFFDIO_MOVE ioctl, from its entry (sys_enter_ioctl, or
+ * userfaultfd_ioctl() in the kernel tier) to its exit: the record sent to
+ * userspace, at most once per ioctl.  While the thread is inside the ioctl
+ * it is built in the thread's in-flight state (struct ut_move_inflight in
+ * uffdtrace.bpf.c), next to the bookkeeping only the kernel side needs
+ * (the argument's user address, wait start stamps, kernel pointers): that
+ * stays there, so nothing but these fields can reach a ring buffer.
+ */
+struct ut_move_event {
+	__u32 type;
+	__u32 pid;
+	__u32 tid;
+	__u32 fd;
+	__u64 ts_ns;            /* bpf_ktime_get_ns() at entry */
+	__u64 latency_ns;
+	__u64 dst;
+	__u64 src;
+	__u64 len;
+	__u64 mode;
+	__s64 ret;              /* syscall return: 0 or -errno */
+	__s64 move;             /* uffdio_move.move after the call */
+	__s64 move_before;      /* ... and before it: equal means maybe never written */
+	__u32 flags;            /* UT_F_* */
+	__u32 tlb_flushes;      /* tlb:tlb_flush on this thread during the move */
+	__u32 tlb_full_flushes; /* of which whole-mm flushes (pages == TLB_FLUSH_ALL) */
+	__u32 tlb_remote_ipis;  /* of which IPIs sent to other CPUs */
+	__u64 tlb_pages;        /* pages flushed by ranged flushes */
+	__u32 mmap_lock_acquires; /* mmap_lock acquisitions during the move */
+	__u32 lock_contentions;   /* lock:contention_begin on this thread */
+	__u64 mmap_lock_wait_ns;
+	__u64 lock_wait_ns;
+	/* kernel tier: filled by the move-path hooks */
+	__s32 step_err;         /* first failing step's return (-errno), 0 if none */
+	__u32 steps;            /* move_pages_pte(s) / move_pages_huge_pmd calls */
+	__u64 fail_addr;        /* src address where the move stopped: the first
+				 * failing step's, else the last folio's there */
+	__u32 retries;          /* steps that returned -EAGAIN and were retried */
+	__u32 folio_flags;      /* UT_FOLIO_* at fail_addr */
+	__u32 thp_splits;
+	__u32 kflags;           /* UT_K_* */
+	__s64 kernel_ret;       /* move_pages(): bytes moved, or -errno */
+	__s32 split_err;        /* first failed folio split while inside the move */
+	__u32 folio_lookups;    /* vm_normal_folio() calls inside the move */
+	__u32 src_vma;          /* UT_VMA_* */
+	__u32 dst_vma;
+	__u32 tlb_range_flushes; /* flush_tlb_mm_range() calls */
+	__u32 pinner_pid;       /* who pinned the folio at fail_addr (GUP hooks) */
+	__u64 tlb_range_bytes;  /* bytes covered by ranged flush_tlb_mm_range() */
+	__u64 pinner_ts_ns;
+	__u32 pinner_method;    /* UT_PIN_* */
+	__u32 pinner_gup_flags;
+	__u64 ksm_merged_ts_ns; /* when the KSM folio at fail_addr was merged, if seen */
+	__u32 pte_at_fail;      /* UT_PTE_*: the entries where the move stopped */
+	char pinner_comm[16];
+	char comm[16];
+	/* UT_F_STATE_AT_EXIT: the page tables and folio at the address where a
+	 * failed move stopped (src + bytes moved) and at its destination, read
+	 * by bpf/ut_pagestate.h before the thread returned to user space */
+	struct ut_page_state src_state;
+	struct ut_page_state dst_state;
+};
+
+/* A range pinned long-term: io_uring fixed buffers (tracepoint tier) or a
+ * FOLL_LONGTERM pin_user_pages*() call (kernel tier); or released. */
+struct ut_pin_event {
+	__u32 type;
+	__u32 pid;
+	__u32 tid;
+	__u32 fd;               /* the io_uring fd (0 for GUP pins) */
+	__u64 ts_ns;
+	__u64 addr;
+	__u64 len;
+	__u32 opcode;           /* io_uring_register opcode (0 for GUP pins) */
+	__u32 index;            /* iovec index within the registration (0 for GUP pins) */
+	__u32 method;           /* UT_PIN_* */
+	__u32 gup_flags;        /* FOLL_* the caller passed (GUP hooks) */
+	char comm[16];
+};
+
+/* In-kernel counter key: errno-level outcome per process. */
+struct ut_outcome_key {
+	__u32 pid;
+	__s32 err;              /* 0 for success */
+	__u32 partial;          /* failed after moving some bytes */
+	__u32 reserved;
+};
+
+/* KSM merge seen by ksm:* tracepoints, keyed by pfn in an LRU map. */
+struct ut_ksm_merge {
+	__u64 ts_ns;
+	__u32 pid;              /* current task when the merge happened (ksmd) */
+	__s32 err;
 };

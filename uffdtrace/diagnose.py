@@ -13,8 +13,9 @@ from .culprits import GUP_HOOK, PIN_REGISTRATION, KsmCulprit, PinCulprit
 from .diagnosis import Diagnosis
 from .enrich import Enrichment, Vma
 from .events import MoveEvent, PinEvent, pin_method_name
-from .kernel_evidence import diagnose_observed, step_errno
+from .kernel_evidence import diagnose_observed, gup_pinner, step_errno
 from .native import PAGE_SIZE, lib
+from .state_evidence import diagnose_at_exit
 from .taxonomy import (ERRNO, INFERRED, OBSERVED, PARTIAL_STOPS, CauseCode as C,
                        allowed_causes, contradiction, errno_default)
 
@@ -100,6 +101,16 @@ def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,
     if src is not None and src.has("thp") and move.len % PMD_SIZE:
         return C.THP_SPLIT_FAILED, None, ["kpageflags: THP, and the move is not whole PMDs"]
     return None
+
+
+def _pinner_of(move: MoveEvent, addr: int, pins: PinTable) -> PinCulprit | None:
+    """Who pinned the page at `addr`: the GUP hooks' pinner (kernel tier), or
+    a pin registration seen covering it."""
+    seen = gup_pinner(move)
+    if seen is not None:
+        return seen
+    pin = pins.covering(move.pid, addr)
+    return pin_culprit(pin) if pin is not None else None
 
 
 def _busy_unknown_notes(en: Enrichment) -> list[str]:
@@ -211,6 +222,10 @@ def _diagnose_failure(move: MoveEvent, en: Enrichment | None, pins: PinTable,
         observed = diagnose_observed(move)
         if observed is not None:
             return observed
+    at_exit = diagnose_at_exit(move, lambda m, addr: _pinner_of(m, addr, pins), ksm_lookup,
+                               step_errno(move) if move.kernel_tier else None)
+    if at_exit is not None:
+        return at_exit
     err = -move.ret
     fail_addr = move.src + max(move.move, 0) if move.move_written else move.src
     gone = _why_no_evidence(en)

@@ -15,6 +15,7 @@ from functools import lru_cache
 from operator import itemgetter
 
 from .native import errno_name, ffi, lib
+from .walkstate import WalkedPage
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ class MoveEvent:
     pinner_comm: str
     ksm_merged_ts_ns: int
     pte_at_fail: int
+    # UT_F_STATE_AT_EXIT: the pages where a failed move stopped, as the
+    # kernel had them when the call returned (None: not read)
+    src_state: WalkedPage | None = None
+    dst_state: WalkedPage | None = None
 
     @property
     def kernel_tier(self) -> bool:
@@ -94,9 +99,17 @@ class MoveEvent:
             return None
         return True if self.move != self.move_before else None
 
+    @property
+    def state_at_exit(self) -> bool:
+        return bool(self.flags & lib().UT_F_STATE_AT_EXIT)
+
     def to_json(self) -> dict:
         # vars(), not asdict(): no recursive deep copy for a flat record.
-        return {**vars(self), "errno": self.errno}
+        out = {**vars(self), "errno": self.errno}
+        for name in ("src_state", "dst_state"):
+            state = out[name]
+            out[name] = state.to_json() if state is not None else None
+        return out
 
 
 @dataclass(frozen=True)
@@ -132,7 +145,10 @@ def pin_method_name(method: int) -> str:
     return name + (", FOLL_LONGTERM" if method & L.UT_PIN_LONGTERM else "")
 
 
-_STRUCT_CODES = {"uint32_t": "I", "int32_t": "i", "uint64_t": "Q", "int64_t": "q"}
+_STRUCT_CODES = {"uint8_t": "B", "int8_t": "b", "uint16_t": "H", "int16_t": "h",
+                 "uint32_t": "I", "int32_t": "i", "uint64_t": "Q", "int64_t": "q"}
+# The Python class each nested C struct decodes to.
+_NESTED = {"struct ut_page_state": WalkedPage}
 
 
 # Every record starts with it (uffdtrace_event.h): decode() dispatches on it,
@@ -155,6 +171,8 @@ class _Layout:
                 fmt += f"{field.offset - pos}x"
             if field.type.kind == "array":   # char[16]: task comms
                 fmt += f"{field.type.length}s"
+            elif field.type.kind == "struct":   # decoded by its own layout
+                fmt += f"{F.sizeof(field.type)}s"
             else:
                 fmt += _STRUCT_CODES[field.type.cname]
             names.append(name)
@@ -175,12 +193,18 @@ class _Layout:
         # char arrays (comm, pinner_comm) are decoded as text
         self.text_at = [i for i, n in enumerate(order)
                         if dict(ct.fields)[n].type.kind == "array"]
+        # nested structs by their own layout
+        self.nested_at = [(i, _nested_layout(dict(ct.fields)[n].type.cname))
+                          for i, n in enumerate(order)
+                          if dict(ct.fields)[n].type.kind == "struct"]
 
     def decode(self, raw: bytes, **extra):
         """The dataclass; fields it has beyond the record come from `extra`."""
         values = list(self.pick(self.struct.unpack_from(raw)))
         for i in self.text_at:
             values[i] = _comm(values[i])
+        for i, layout in self.nested_at:
+            values[i] = layout.decode_nested(values[i])
         if self.positional:
             # A frozen dataclass's __init__ sets each field through
             # object.__setattr__; filling __dict__ at once is several times
@@ -191,8 +215,26 @@ class _Layout:
         return self.cls(**dict(zip(self.order, values)), **extra)
 
 
+    def decode_nested(self, raw: bytes):
+        """A nested record, or None when it was never filled in (all zero:
+        a success carries its pages' states unread)."""
+        return self.decode(raw) if any(raw) else None
+
+
+@lru_cache(maxsize=None)
+def _nested_layout(cname: str) -> _Layout:
+    return _Layout(cname, _NESTED[cname])
+
+
 def _comm(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+@lru_cache(maxsize=None)
+def _success_bytes() -> int:
+    """What a successful move sends: the record up to its page states
+    (UT_MOVE_SUCCESS_BYTES in bpf/uffdtrace.bpf.c)."""
+    return ffi().offsetof("struct ut_move_event", "src_state")
 
 
 @lru_cache(maxsize=None)
@@ -209,6 +251,9 @@ def decode(data, size: int) -> MoveEvent | PinEvent | None:
     kind = int.from_bytes(raw[:4], "little")
     if kind == ev_move and size >= move.size:
         return move.decode(raw)
+    if kind == ev_move and size >= _success_bytes():
+        # a success: sent without its (unread) page states
+        return move.decode(raw + bytes(move.size - size))
     if kind in (ev_pin, ev_unpin) and size >= pin.size:
         return pin.decode(raw, released=kind == ev_unpin)
     return None

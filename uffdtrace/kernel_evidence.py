@@ -91,6 +91,14 @@ def _invalid_from_vmas(seen: Seen) -> tuple[str, list[str]] | None:
     return None
 
 
+def gup_pinner(move: MoveEvent) -> PinCulprit | None:
+    """The pinner the GUP hooks recorded for the folio where the move
+    stopped (kernel tier), or None."""
+    if not move.folio_flags & lib().UT_FOLIO_PINNED_SEEN:
+        return None
+    return _pinner(move)
+
+
 def _pinner(move: MoveEvent) -> PinCulprit:
     return PinCulprit(pid=move.pinner_pid, comm=move.pinner_comm,
                       method=pin_method_name(move.pinner_method & lib().UT_PIN_METHOD_MASK),

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from . import bpfprog, kernel_tier, tiers
+from . import bpfprog, kernel_tier, stateatexit, tiers
 from .diagnose import PinTable, diagnose
 from .diagnosis import Diagnosis
 from .enrich import Enrichment, enrich
@@ -86,14 +86,17 @@ class Session:
                  cost_stats: bool = True, enrich_failures: bool = True,
                  ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
                  success_ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
-                 tier: str = "auto", kernel_hooks: str = "auto"):
+                 tier: str = "auto", kernel_hooks: str = "auto",
+                 state_at_exit: bool = True):
         """success_sample=N sends 1 in N successful moves (at random intervals) as
         events; every failure is sent; counters(), outcomes() and histograms()
         count every move whatever N is.  cost_stats=False leaves out the
         TLB-flush and lock-wait hooks (they fire machine-wide): moves then
         carry no TLB or lock-wait counts (MoveEvent.cost_stats is False).
         tier: auto (the richest this kernel allows), kernel (fail if it
-        cannot be had) or tracepoint.  kernel_hooks: auto, fentry, kprobe."""
+        cannot be had) or tracepoint.  kernel_hooks: auto, fentry, kprobe.
+        state_at_exit: read the kernel's page state where a failed move
+        stopped, before it returns (stateatexit.py), where this kernel allows."""
         if not isinstance(success_sample, int) or success_sample < 1:
             raise UserError(f"success sampling must be a whole number >= 1, not {success_sample!r}")
         self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
@@ -113,6 +116,8 @@ class Session:
         self.kernel_plan = kernel_tier.KernelPlan(None, reason=tiers.TRACEPOINT_REQUESTED)
         self.tier = "tracepoint"
         self.tier_reason: str | None = None      # set by choose_tier()
+        self.want_state_at_exit = state_at_exit
+        self.state_reader = stateatexit.off("not prepared yet")   # set by choose_tier()
         self.pins = PinTable()
         self.bpf = None
         self._pending: list[TracedMove | PinEvent] = []
@@ -121,7 +126,8 @@ class Session:
 
     @property
     def program(self) -> str:
-        return bpfprog.program_text(self.config, self.kernel_plan.defines())
+        return bpfprog.program_text(self.config, {**self.kernel_plan.defines(),
+                                                  **self.state_reader.defines()})
 
     @property
     def probes(self) -> list[str]:
@@ -164,6 +170,8 @@ class Session:
         self.tier, self.tier_reason = decision.tier, decision.reason
         if facts.kernel_plan is not None:
             self.kernel_plan = facts.kernel_plan
+        self.state_reader = stateatexit.prepare() if self.want_state_at_exit else \
+            stateatexit.off("turned off")
 
     def start(self):
         self.choose_tier()
@@ -188,6 +196,7 @@ class Session:
             finally:
                 os.dup2(saved, 2)
                 os.close(saved)
+        self.state_reader.install(self.bpf)
         self._attach_kprobes()
         for name in RING_BUFFERS:
             self.bpf[name].open_ring_buffer(self._on_event)
@@ -224,7 +233,10 @@ class Session:
 
     def _diagnose(self, move: MoveEvent) -> TracedMove:
         en = None
-        if move.failed and self.enrich_failures:
+        # The kernel's state at exit explains a page-state failure by itself;
+        # EINVAL still needs the VMAs' flags, read from /proc.
+        if move.failed and self.enrich_failures and \
+                (not move.state_at_exit or move.ret == -errno.EINVAL):
             offset = max(move.move, 0) if move.partial else 0
             # Only EINVAL is explained by VMA flags (diagnose._invalid_from_vmas);
             # other failures need the VMAs' extent and the pages, not smaps.

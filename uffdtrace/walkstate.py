@@ -74,6 +74,17 @@ class WalkedPage:
         """flag: a UT_PS_* name without the prefix, e.g. "ANON_EXCLUSIVE"."""
         return bool(self.flags & flag_bits()[flag])
 
+    def to_json(self) -> dict:
+        """As a trace records it: names for the codes; no raw entry (it holds
+        a physical address); `pfn` is scrubbed into a per-trace id by the
+        writer like every pfn."""
+        return {"addr": self.addr, "where": self.where_name.lower(),
+                "level": self.level_name.lower(), "flags": sorted(n.lower() for n in
+                                                                  self.flag_names),
+                "pfn": self.pfn, "refcount": self.refcount, "mapcount": self.mapcount,
+                "page_mapcount": self.page_mapcount, "pincount": self.pincount,
+                "order": self.order, "swp_type": self.swp_type}
+
     def __str__(self) -> str:
         flags = ",".join(sorted(self.flag_names)) or "-"
         return (f"{self.addr:#x}: {self.where_name} at {self.level_name} pfn={self.pfn:#x} "

@@ -24,6 +24,7 @@ from uffdtrace.session import TracedMove
 from uffdtrace.taxonomy import CAUSES, contradiction
 from uffdtrace.tracefile import TraceWriter
 from uffdtrace.traceschema import strict_schema
+from uffdtrace.walkstate import WalkedPage
 
 L = lib()
 SRC, DST = 0x7f1000000000, 0x7f0000000000
@@ -78,6 +79,31 @@ def vmas_seen(src_vma, dst_vma):
     """EINVAL with both VMAs as move_pages() locked them."""
     return kernel_failure(E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
                           src_vma=src_vma, dst_vma=dst_vma)
+
+
+def walked(addr, where, *flags, refcount=1, mapcount=1, pincount=0, order=0):
+    """A page as bpf/ut_pagestate.h reads it at the end of a failed move."""
+    bits = sum(getattr(L, f"UT_PS_{f}") for f in flags)
+    folio = L.UT_PS_FOLIO if where in ("PTE_PRESENT", "PMD_HUGE") else 0
+    return WalkedPage(addr=addr, entry=0, pfn=0x4321, flags=bits | folio, refcount=refcount,
+                      mapcount=mapcount, page_mapcount=mapcount, pincount=pincount,
+                      where=getattr(L, f"UT_PSW_{where}"), level=L.UT_PSL_PAGE, order=order,
+                      swp_type=0)
+
+
+ANON = ("ANON", "ANON_EXCLUSIVE")
+
+
+def at_exit(err, src=("PTE_PRESENT", *ANON), dst=("PTE_NONE",), moved=0, kernel=False,
+            base=SRC, **kw):
+    """A failed move (of src `base`) whose pages' state was read before it
+    returned, where it stopped: `moved` bytes in."""
+    fields = dict(src=base, flags=L.UT_F_STATE_AT_EXIT | (L.UT_F_KERNEL_TIER if kernel else 0),
+                  src_state=walked(base + moved, *src), dst_state=walked(DST + moved, *dst))
+    if kernel:
+        fields["kflags"] = L.UT_K_IOCTL_SEEN
+    fields.update(kw)
+    return failure(err, moved=moved, **fields)
 
 
 def folio(*bits):
@@ -211,6 +237,59 @@ TRACEPOINT_ROWS = [
     Row("EFAULT", failure(E.EFAULT), None, "fault", "errno"),
     Row("EINTR", failure(E.EINTR), None, "interrupted", "errno"),
     Row("an errno nobody expects", failure(E.E2BIG), None, "unknown", "errno"),
+]
+
+AT_EXIT_ROWS = [
+    Row("EEXIST: the dst PTE present at exit", at_exit(E.EEXIST, dst=("PTE_PRESENT", *ANON)),
+        None, "dst_populated", "observed", note="dst 0x7f0000000000 at exit: pte_present"),
+    Row("EEXIST: a dst THP at exit", at_exit(E.EEXIST, dst=("PMD_HUGE", "LARGE", *ANON)),
+        None, "dst_populated", "observed"),
+    Row("ENOENT: no src PTE at exit", at_exit(E.ENOENT, src=("PTE_NONE",)), None,
+        "src_hole", "observed"),
+    Row("ENOENT: no src page table at exit", at_exit(E.ENOENT, src=("PMD_NONE",)), None,
+        "src_hole", "observed"),
+    Row("EBUSY: a KSM page, merge seen", at_exit(E.EBUSY, src=("PTE_PRESENT", "KSM")),
+        None, "page_ksm", "observed", culprit=KsmCulprit,
+        ksm={"merged_ts_ns": T0 + 5, "ksmd_pid": 42}),
+    Row("EBUSY: a KSM page merged before tracing", at_exit(E.EBUSY, src=("PTE_PRESENT", "KSM")),
+        None, "page_ksm", "observed", culprit=KsmCulprit, note="before tracing"),
+    Row("EBUSY: not anon-exclusive", at_exit(E.EBUSY, src=("PTE_PRESENT", "ANON")), None,
+        "page_shared", "observed", note="mapped 1 times"),
+    Row("EBUSY: pinned, registration seen", at_exit(E.EBUSY, src=(
+        "PTE_PRESENT", *ANON, "MAYBE_DMA_PINNED"), base=PINNED_AT), None, "page_pinned",
+        "observed", culprit=PinCulprit, pins=[IO_URING_PIN]),
+    Row("EBUSY: pinned, no pin seen", at_exit(E.EBUSY, src=(
+        "PTE_PRESENT", *ANON, "MAYBE_DMA_PINNED")), None, "page_pinned", "observed",
+        note="pinned before tracing"),
+    Row("EBUSY: the zero page", at_exit(E.EBUSY, src=("PTE_PRESENT", "ZERO_PAGE")), None,
+        "zero_page", "observed"),
+    Row("EBUSY: a swap entry not exclusive", at_exit(E.EBUSY, src=("PTE_SWAP",)), None,
+        "swap_not_exclusive", "observed"),
+    Row("EBUSY: a pinned PTE-mapped large folio", at_exit(E.EBUSY, src=(
+        "PTE_PRESENT", *ANON, "LARGE", "MAYBE_DMA_PINNED")), None, "thp_split_failed",
+        "observed", note="it is pinned"),
+    Row("partial: stopped by a populated dst", at_exit(
+        E.EAGAIN, moved=4 * PAGE, dst=("PTE_PRESENT", *ANON)), None, "partial", "observed",
+        "dst_populated"),
+    Row("partial: stopped by a pinned page", at_exit(
+        E.EAGAIN, moved=4 * PAGE, src=("PTE_PRESENT", *ANON, "MAYBE_DMA_PINNED")), None,
+        "partial", "observed", "page_pinned", PinCulprit, pins=[IO_URING_PIN]),
+    Row("kernel tier: the step's EBUSY and a KSM page", at_exit(
+        E.EBUSY, src=("PTE_PRESENT", "KSM"), kernel=True, kflags=L.UT_K_IOCTL_SEEN |
+        L.UT_K_MOVE_PAGES | L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=1), None,
+        "page_ksm", "observed", culprit=KsmCulprit),
+    Row("kernel tier: a pinned page and the GUP hooks' pinner", at_exit(
+        E.EBUSY, src=("PTE_PRESENT", *ANON, "MAYBE_DMA_PINNED"), kernel=True,
+        folio_flags=L.UT_FOLIO_SEEN | L.UT_FOLIO_PINNED_SEEN, **GUP_PINNER), None,
+        "page_pinned", "observed", culprit=PinCulprit),
+    Row("only the dst read, and it is empty: not explained", at_exit(
+        E.EBUSY, src_state=None), None, "busy_unknown", "errno"),
+    Row("EEXIST, but the state at exit shows a hole: not trusted", at_exit(
+        E.EEXIST, src=("PTE_NONE",)), None, "dst_populated", "errno"),
+    Row("EBUSY, an ordinary exclusive page at exit: not explained", at_exit(E.EBUSY), None,
+        "busy_unknown", "errno"),
+    Row("EBUSY, an exclusive swap entry: not explained", at_exit(
+        E.EBUSY, src=("PTE_SWAP", "SWP_EXCLUSIVE")), None, "busy_unknown", "errno"),
 ]
 
 KERNEL_ROWS = [
@@ -354,6 +433,12 @@ def check(row: Row, strict, tmp_path):
 @pytest.mark.parametrize("row", TRACEPOINT_ROWS, ids=lambda r: r.name)
 def test_tracepoint_tier_rule(row, strict, tmp_path):
     assert not row.event.kernel_tier
+    check(row, strict, tmp_path)
+
+
+@pytest.mark.parametrize("row", AT_EXIT_ROWS, ids=lambda r: r.name)
+def test_state_at_exit_rule(row, strict, tmp_path):
+    assert row.event.state_at_exit
     check(row, strict, tmp_path)
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from uffdtrace.events import TAG_FIELD, MoveEvent, PinEvent, _Layout, decode
 from uffdtrace.native import ffi, lib
+from uffdtrace.walkstate import WalkedPage
 
 
 def _record(ctype: str, values: dict):
@@ -22,9 +23,12 @@ def _distinct_values(ctype: str) -> dict:
     for i, (name, field) in enumerate(ffi().typeof(ctype).fields):
         if field.type.kind == "array":
             continue
+        if field.type.kind == "struct":
+            values[name] = _distinct_values(field.type.cname)
+            continue
         signed = field.type.cname.startswith("int")
         bits = 8 * ffi().sizeof(field.type)
-        big = (1 << (bits - 2)) + i * 0x10001
+        big = (1 << (bits - 2)) + i * (0x10001 if bits > 16 else 1)
         values[name] = -big if signed else big
     return values
 
@@ -36,7 +40,11 @@ def test_move_event_every_field_from_its_offset():
     e = decode(addr, size)
     assert isinstance(e, MoveEvent)
     for f in dataclasses.fields(MoveEvent):
-        if f.name not in ("comm", "pinner_comm"):
+        if f.name in ("src_state", "dst_state"):      # nested: field by field too
+            nested = getattr(rec, f.name)
+            for g in dataclasses.fields(WalkedPage):
+                assert getattr(getattr(e, f.name), g.name) == getattr(nested, g.name), g.name
+        elif f.name not in ("comm", "pinner_comm"):
             assert getattr(e, f.name) == getattr(rec, f.name), f.name
     assert e.comm == "mover" and e.pinner_comm == "pinner"
 
@@ -66,7 +74,20 @@ def test_unknown_or_short_records_are_none():
     _, addr, size = _record("struct ut_move_event", {"type": 99})
     assert decode(addr, size) is None
     _, addr, size = _record("struct ut_move_event", {"type": lib().UT_EV_MOVE})
-    assert decode(addr, size - 8) is None
+    success_bytes = ffi().offsetof("struct ut_move_event", "src_state")
+    assert decode(addr, success_bytes - 8) is None
+
+
+def test_a_success_is_sent_without_its_page_states():
+    """UT_MOVE_SUCCESS_BYTES: the record up to src_state; unread states are None."""
+    _, addr, size = _record("struct ut_move_event", {"type": lib().UT_EV_MOVE, "pid": 5,
+                                                     "src_state": {"where": 12, "pfn": 9}})
+    success_bytes = ffi().offsetof("struct ut_move_event", "src_state")
+    short = decode(addr, success_bytes)
+    assert short.pid == 5 and short.src_state is None and short.dst_state is None
+    full = decode(addr, size)
+    assert full.src_state.pfn == 9 and full.src_state.where_name == "PTE_PRESENT"
+    assert full.dst_state is None
 
 
 # Fields a decoded event has beyond its record: PinEvent.released is the tag

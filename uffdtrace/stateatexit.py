@@ -1,0 +1,77 @@
+"""Setting up the state-at-exit reader for a tracer: the running kernel's
+layout (from its BTF) compiled into the program, and the page-table walk's
+bases (calibrated once per boot) written into its `walk_cfg` map after it
+loads -- they are KASLR secrets, so they never appear in the program text
+(`--ebpf`) or in a trace.
+
+When a failed move returns, the program then reads the kernel's own page
+state at the address where the move stopped and at its destination
+(bpf/ut_pagestate.h, docs/kernel-state.md).  When the layout or the
+calibration cannot be had, the reader is off and says why; diagnosis then
+falls back to reading /proc after the call (evidence `inferred`).
+"""
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass, field
+
+from .kernel import calibrate, layout
+
+
+@dataclass(frozen=True)
+class StateReader:
+    """The reader's configuration, or why there is none (`reason`)."""
+
+    layout: layout.Layout | None = None
+    calibration: calibrate.Calibration | None = None
+    reason: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def usable(self) -> bool:
+        return self.calibration is not None
+
+    def defines(self) -> dict[str, int]:
+        """#defines for the tracer's program (struct offsets: no secrets)."""
+        if not self.usable:
+            return {"UT_STATE_AT_EXIT": 0}
+        return {"UT_STATE_AT_EXIT": 1, **self.layout.defines()}
+
+    def install(self, bpf) -> None:
+        """Give the loaded program its walk bases (before any move is traced
+        that matters: moves ending earlier carry no page state)."""
+        if not self.usable:
+            return
+        table = bpf[b"walk_cfg"]
+        cfg = table.Leaf()
+        cal = self.calibration
+        cfg.page_offset_base = cal.page_offset_base
+        cfg.vmemmap_base = cal.vmemmap_base
+        cfg.zero_pfn = cal.zero_pfn
+        cfg.huge_zero_pfn = cal.huge_zero_pfn
+        cfg.levels = cal.levels
+        table[ctypes.c_int(0)] = cfg
+
+    def describe(self) -> str:
+        if not self.usable:
+            return f"off: {self.reason}"
+        return "on: " + "; ".join(self.calibration.describe()[:1])
+
+
+def prepare() -> StateReader:
+    """The reader for this kernel, or one that says why it is off."""
+    try:
+        lay = layout.load()
+    except layout.LayoutError as exc:
+        return StateReader(reason=f"kernel layout unknown: {exc}")
+    try:
+        cal = calibrate.calibration_for_this_boot(lay)
+    except (calibrate.CalibrationError, OSError) as exc:
+        return StateReader(layout=lay, reason=f"page-table walk not calibrated: {exc}")
+    except Exception as exc:   # noqa: BLE001 - bcc raises bare Exceptions on compile errors
+        return StateReader(layout=lay, reason=f"calibration program failed: {exc}")
+    return StateReader(lay, cal)
+
+
+def off(reason: str) -> StateReader:
+    return StateReader(reason=reason)
