@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from tests.helpers import record_then_sigkill, uffdtrace
-from tests.live.test_tracing import EXPECTED, HOLD
+from tests.live.test_tracing import EXPECTED, hold_for
 from tests.traceevents import check_trace_events
 from uffdtrace.taxonomy import contradiction
 from uffdtrace.traceschema import strict_schema
@@ -28,7 +28,7 @@ def schema():
 
 def record(tmp_path, scenario: str) -> tuple[str, dict]:
     trace = str(tmp_path / f"{scenario}.jsonl")
-    args = WORKLOAD_ARGS.get(scenario, ["--hold", HOLD])
+    args = WORKLOAD_ARGS.get(scenario, ["--hold", hold_for(scenario)])
     proc = uffdtrace("record", "-o", trace, "--", sys.executable, "-m", "uffdtrace",
                      "workload", "-s", scenario, *args, "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr
