@@ -125,7 +125,7 @@ def run(rounds: int, sample: int, log: Callable[[str], None]) -> dict:
                 try:
                     move = mover.run(WORKLOADS[0][1])
                     per_op = [move.cpu_ns / move.ops]
-                    for kind, count in (("ioctls", WORKLOADS[1][1]), ("getppid", WORKLOADS[2][1])):
+                    for kind, count in (("ioctl", WORKLOADS[1][1]), ("getppid", WORKLOADS[2][1])):
                         per_op.append(bystander_loop(kind, count)[1] / count)
                 finally:
                     if prog:

@@ -36,10 +36,17 @@ def condition_label(comp: dict, key: str) -> str:
 
 
 def comparison(title: str, comp: dict, unit: str, ratios_only: bool = False) -> list[str]:
+    """One table per workload: its rate untraced, and each condition's rate,
+    paired ratio, ratio by CPU time and tracer CPU.  ratios_only (TCG) shows
+    the untraced rate alone, for scale."""
     lines = [title]
-    header = ["", "ops/s" if not ratios_only else "", "traced/untraced [range]",
-              "by CPU time", "tracer CPU"]
+    header = ["", "ops/s", "traced/untraced [range]", "by CPU time", "tracer CPU"]
+    notes = comp.get("workload_notes", {})
+    skipped_workloads = comp.get("skipped_workloads", {})
     for wl, wl_label in comp["workload_labels"].items():
+        if wl in skipped_workloads:
+            lines.append(f"  {wl_label}: not run here: {skipped_workloads[wl]}")
+            continue
         rows = [[wl_label, *header[1:]]]
         for key in comp["conditions"]:
             label = "  " + condition_label(comp, key)
@@ -50,13 +57,16 @@ def comparison(title: str, comp: dict, unit: str, ratios_only: bool = False) -> 
             base = key == comp["conditions"][0]
             rows.append([
                 label,
-                "" if ratios_only else si(cell["rate_median"], unit),
+                "" if ratios_only and not base else si(cell["rate_median"], unit),
                 f"(reps {_range(cell['rate_spread'])} of median)" if base else
                 f"{pct(cell['ratio_median'])} {_range(cell['ratio_range'])}",
                 "" if base else pct(cell["cpu_ratio_median"]),
                 "" if base else f"{cell['tracer_cores_median']:.2f} cores",
             ])
-        lines += _table(rows)
+        table = _table(rows)
+        if wl in notes:
+            table.insert(1, f"    ({notes[wl]})")
+        lines += table
     for p in comp["problems"]:
         lines.append(f"  ! {p}")
     return lines

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from uffdtrace.errors import UserError
+
 from .machine import BusyMeter
 from .stats import median, paired_ratios, spread
 from .tracers import TracerReport, Untraced
@@ -60,6 +62,7 @@ class Comparison:
     cells: dict[tuple[str, str], Cell]
     reports: dict[str, list[TracerReport]]
     skipped: dict[str, str]              # condition key -> why it did not run
+    skipped_workloads: dict[str, str]    # workload key -> why it could not run here
     busy_cpus: list[float]               # per repetition: average busy CPUs (all processes)
     problems: list[str]
 
@@ -70,6 +73,9 @@ class Comparison:
         return {"conditions": [c.key for c in self.conditions],
                 "labels": {c.key: c.label for c in self.conditions},
                 "workload_labels": {w.key: w.label for w in self.workloads},
+                "workload_notes": {w.key: w.note for w in self.workloads
+                                   if getattr(w, "note", None)},
+                "skipped_workloads": self.skipped_workloads,
                 "cells": {f"{c}/{w}": cell.to_json() for (c, w), cell in self.cells.items()},
                 "tracer_ready_s": {k: [r.ready_s for r in v] for k, v in self.reports.items()},
                 "tiers": {k: sorted({r.detail.get("tier") for r in v if r.detail.get("tier")})
@@ -83,12 +89,20 @@ def side_by_side(conditions: list, workloads: list, reps: int, seconds: float,
     assert isinstance(conditions[0], Untraced), "the baseline comes first"
     skipped = {c.key: why for c in conditions if (why := c.unavailable())}
     runnable = [c for c in conditions if c.key not in skipped]
+    skipped_workloads, ready = {}, []
+    for w in workloads:
+        try:
+            w.setup()
+        except (UserError, OSError) as exc:   # e.g. no zram device to read
+            w.close()
+            skipped_workloads[w.key] = str(exc)
+            continue
+        w.calibrate(seconds)
+        ready.append(w)
+    listed, workloads = workloads, ready
     cells = {(c.key, w.key): Cell([None] * reps, []) for c in runnable for w in workloads}
     reports: dict[str, list[TracerReport]] = {c.key: [] for c in runnable}
     busy, problems = [], []
-    for w in workloads:
-        w.setup()
-        w.calibrate(seconds)
     try:
         for rep in range(reps):
             shift = rep % len(runnable)
@@ -114,7 +128,8 @@ def side_by_side(conditions: list, workloads: list, reps: int, seconds: float,
                                     [s and s.rate for s in ref])
         cell.cpu_ratios = paired_ratios([s and s.cpu_rate for s in cell.samples],
                                         [s and s.cpu_rate for s in ref])
-    return Comparison([c for c in conditions], workloads, cells, reports, skipped, busy, problems)
+    return Comparison([c for c in conditions], listed, cells, reports, skipped,
+                      skipped_workloads, busy, problems)
 
 
 def _measure(cond, workloads, rep, cells, reports, problems) -> int:

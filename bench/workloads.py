@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from uffdtrace.native import PAGE_SIZE, Mapping, Uffd, bystander_loop, hpage_size, lib
 from uffdtrace.pagestate import read_page_states
+from uffdtrace.workload.zram import ZramDevice
 
 
 @dataclass
@@ -94,20 +96,27 @@ def move_workloads() -> list[MoveWorkload]:
 
 
 class BystanderWorkload:
-    """Work that moves no page at all, but crosses the hooks uffdtrace attaches."""
+    """Work that moves no page at all, but crosses hooks a tracer may attach:
+    a hook's cost is paid by every process that reaches it.  `note` says
+    which kernel path one operation takes (enum uffdw_bystander_kind)."""
 
     makes_moves = False
 
-    def __init__(self, key: str, label: str, kind: str):
-        self.key, self.label, self.kind = key, label, kind
+    def __init__(self, key: str, label: str, kind: str, note: str, pages: int = 1,
+                 source: "DirectReadSource | None" = None):
+        self.key, self.label, self.kind, self.note = key, label, kind, note
+        self.pages, self.source = pages, source
         self.count = 1000
+        self._fd = -1
 
     def setup(self):
-        pass
+        """Raises UserError or OSError when the workload cannot run here."""
+        if self.source is not None:
+            self._fd = self.source.open()
 
     def run(self, count: int | None = None) -> Sample:
         n = count or self.count
-        wall, cpu = bystander_loop(self.kind, n)
+        wall, cpu = bystander_loop(self.kind, n, pages=self.pages, fd=self._fd)
         return Sample(n, wall, cpu)
 
     def calibrate(self, seconds: float):
@@ -119,12 +128,67 @@ class BystanderWorkload:
         return None
 
     def close(self):
-        pass
+        if self.source is not None:
+            self.source.close()
+        self._fd = -1
+
+
+class DirectReadSource:
+    """Something to read with O_DIRECT: a zram device of our own.  Reading
+    it pins the reader's buffer as any O_DIRECT read does (the block layer's
+    bio_iov_iter_get_pages -> iov_iter_extract_pages -> pin_user_pages_fast,
+    FOLL_PIN; unpinned when the bio completes), and it is RAM: a disk's
+    latency would hide what the pin hooks cost.  (tmpfs and the QEMU
+    guest's 9p root refuse O_DIRECT.)"""
+
+    SIZE = 1 << 20
+    RESTORE_FILE = Path("/run/uffdtrace-zram-bench.json")
+
+    def __init__(self):
+        self._device: ZramDevice | None = None
+        self.fd = -1
+
+    def open(self) -> int:
+        self._device = ZramDevice(self.SIZE, self.RESTORE_FILE).__enter__()
+        try:
+            self.fd = os.open(self._device.path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+        except BaseException:
+            self.close()
+            raise
+        return self.fd
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self._device is not None:
+            self._device.__exit__(None, None, None)
+            self._device = None
+
+
+FAULT_PAGES = 16
+DIRECT_READ_PAGES = 4
+MPROTECT_PAGES = 16
 
 
 def bystander_workloads() -> list[BystanderWorkload]:
     return [
-        BystanderWorkload("ioctl", "FIONREAD ioctl loop", "ioctls"),
-        BystanderWorkload("getppid", "getppid loop (a syscall that is not an ioctl)", "getppid"),
-        BystanderWorkload("mmap", "mmap+touch+munmap loop", "mmaps"),
+        BystanderWorkload("ioctl", "FIONREAD ioctl loop", "ioctl",
+                          "sys_enter/exit_ioctl tracepoints fire for every ioctl of the machine"),
+        BystanderWorkload("getppid", "getppid loop (a syscall that is not an ioctl)", "getppid",
+                          "any enabled syscall tracepoint puts every syscall on the slow path"),
+        BystanderWorkload("fault", f"mmap + touch {FAULT_PAGES} pages + munmap", "fault",
+                          f"{FAULT_PAGES} anonymous faults (lock_vma_under_rcu, PTE walk, "
+                          "new folio, __anon_vma_prepare), then zap + TLB flush",
+                          pages=FAULT_PAGES),
+        BystanderWorkload("fork", "fork + child _exit + waitpid", "fork",
+                          "copy_page_range of the bench process (PTEs, folio refs), "
+                          "wrprotect + TLB flush, exit_mmap of the child"),
+        BystanderWorkload("direct_read", f"O_DIRECT pread of {DIRECT_READ_PAGES} pages "
+                          "(zram)", "direct_read",
+                          "GUP: pin_user_pages_fast (FOLL_PIN) of the buffer, unpin at bio "
+                          "completion", pages=DIRECT_READ_PAGES, source=DirectReadSource()),
+        BystanderWorkload("mprotect", f"mprotect {MPROTECT_PAGES} pages RO / RW in turn",
+                          "mprotect", "change_protection PTE walk + TLB flush per call",
+                          pages=MPROTECT_PAGES),
     ]

@@ -153,11 +153,32 @@ static void pace(uint64_t deadline)
 	}
 }
 
+/* One call of a move loop: issue it and count its outcome in `out`. */
+static void loop_move(int fd, struct uffdt_move_arg *arg, uint64_t i,
+		      struct uffdw_loop_stats *out)
+{
+	uint64_t len = arg->len;
+
+	arg->move = 0;
+	if (ioctl(fd, UFFDT_IOC_MOVE, arg) == 0) {
+		out->ok++;
+		out->bytes_moved += len;
+		return;
+	}
+	if (!out->failed) {
+		out->first_err = errno;
+		out->first_err_call = i;
+	}
+	out->failed++;
+	if (arg->move > 0)
+		out->bytes_moved += (uint64_t)arg->move;
+}
+
 int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
 			 uint64_t count, const struct uffdw_loop_opts *opts,
 			 struct uffdw_loop_stats *out)
 {
-	struct uffdt_move_arg arg;
+	struct uffdt_move_arg arg = { .len = chunk, .mode = 0 };
 	uint64_t i, t0, c0;
 	uint64_t rate = opts ? opts->rate : 0, fail_every = opts ? opts->fail_every : 0;
 	uint64_t step = opts ? opts->first_step : 0;   /* real moves: drives the ping-pong */
@@ -179,28 +200,34 @@ int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_
 			pace(t0 + i * 1000000000ull / rate);
 		arg.dst = (failing ? from : to) + slot * chunk;
 		arg.src = (failing ? to : from) + slot * chunk;
-		arg.len = chunk;
-		arg.mode = 0;
-		arg.move = 0;
 		if (!failing)
 			step++;
-		if (ioctl(fd, UFFDT_IOC_MOVE, &arg) == 0) {
-			out->ok++;
-			out->bytes_moved += chunk;
-		} else {
-			if (!out->failed) {
-				out->first_err = errno;
-				out->first_err_call = i;
-			}
-			out->failed++;
-			if (arg.move > 0)
-				out->bytes_moved += (uint64_t)arg.move;
-		}
+		loop_move(fd, &arg, i, out);
 	}
 	out->ns = now_ns() - t0;
 	out->cpu_ns = thread_cpu_ns() - c0;
 	out->calls = count;
 	out->next_step = step;
+	return 0;
+}
+
+int uffdw_move_repeat(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t count,
+		      const struct uffdw_loop_opts *opts, struct uffdw_loop_stats *out)
+{
+	struct uffdt_move_arg arg = { .dst = dst, .src = src, .len = len, .mode = 0 };
+	uint64_t i, t0, c0, rate = opts ? opts->rate : 0;
+
+	memset(out, 0, sizeof(*out));
+	c0 = thread_cpu_ns();
+	t0 = now_ns();
+	for (i = 0; i < count; i++) {
+		if (rate)
+			pace(t0 + i * 1000000000ull / rate);
+		loop_move(fd, &arg, i, out);
+	}
+	out->ns = now_ns() - t0;
+	out->cpu_ns = thread_cpu_ns() - c0;
+	out->calls = count;
 	return 0;
 }
 
@@ -371,52 +398,126 @@ int uffdw_release_holder(int pid, int ctl_fd)
 	return reap(pid);
 }
 
-int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out)
+/* What a bystander loop holds between rounds (set up before the clock
+ * starts, released after it stops). */
+struct bystander_state {
+	int pipefd[2];      /* IOCTL */
+	char *buf;          /* DIRECT_READ, MPROTECT: populated anonymous pages */
+	uint64_t len;
+};
+
+static int bystander_setup(const struct uffdw_bystander *b, struct bystander_state *st)
 {
-	int pipefd[2], avail;
-	uint64_t i, t0, c0;
-
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return -errno;
-	c0 = thread_cpu_ns();
-	t0 = now_ns();
-	for (i = 0; i < count; i++)
-		ioctl(pipefd[0], FIONREAD, &avail);
-	*ns_out = now_ns() - t0;
-	*cpu_ns_out = thread_cpu_ns() - c0;
-	close(pipefd[0]);
-	close(pipefd[1]);
-	return 0;
-}
-
-int uffdw_bystander_mmaps(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out)
-{
-	uint64_t i, t0, c0, len = page_size();
-
-	c0 = thread_cpu_ns();
-	t0 = now_ns();
-	for (i = 0; i < count; i++) {
-		char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-		if (p == MAP_FAILED)
+	st->pipefd[0] = st->pipefd[1] = -1;
+	st->buf = NULL;
+	st->len = b->pages * page_size();
+	switch (b->kind) {
+	case UFFDW_BYSTANDER_IOCTL:
+		return pipe2(st->pipefd, O_CLOEXEC) < 0 ? -errno : 0;
+	case UFFDW_BYSTANDER_GETPPID:
+	case UFFDW_BYSTANDER_FORK:
+		return 0;
+	case UFFDW_BYSTANDER_FAULT:
+		return b->pages ? 0 : -EINVAL;
+	case UFFDW_BYSTANDER_DIRECT_READ:
+	case UFFDW_BYSTANDER_MPROTECT:
+		if (!b->pages)
+			return -EINVAL;
+		st->buf = mmap(NULL, st->len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (st->buf == MAP_FAILED) {
+			st->buf = NULL;
 			return -errno;
-		p[0] = 1;
-		munmap(p, len);
+		}
+		/* populated: rounds measure the pin or the protection
+		 * change, never a first-touch fault */
+		uffdw_fill((uint64_t)st->buf, st->len, 1);
+		return 0;
 	}
-	*ns_out = now_ns() - t0;
-	*cpu_ns_out = thread_cpu_ns() - c0;
+	return -EINVAL;
+}
+
+static void bystander_teardown(struct bystander_state *st)
+{
+	if (st->pipefd[0] >= 0) {
+		close(st->pipefd[0]);
+		close(st->pipefd[1]);
+	}
+	if (st->buf)
+		munmap(st->buf, st->len);
+}
+
+static int fault_round(uint64_t len)
+{
+	uint64_t off, ps = page_size();
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	for (off = 0; off < len; off += ps)
+		p[off] = 1;
+	munmap(p, len);
 	return 0;
 }
 
-int uffdw_bystander_getppid(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out)
+static int fork_round(void)
 {
-	uint64_t i, t0, c0;
+	pid_t pid = fork();
 
+	if (pid < 0)
+		return -errno;
+	if (pid == 0)
+		_exit(0);
+	return reap(pid);
+}
+
+/* One round of a bystander loop; 0 or -errno. */
+static int bystander_round(const struct uffdw_bystander *b, struct bystander_state *st,
+			   uint64_t i)
+{
+	int avail;
+	ssize_t n;
+
+	switch (b->kind) {
+	case UFFDW_BYSTANDER_IOCTL:
+		ioctl(st->pipefd[0], FIONREAD, &avail);
+		return 0;
+	case UFFDW_BYSTANDER_GETPPID:
+		syscall(SYS_getppid);
+		return 0;
+	case UFFDW_BYSTANDER_FAULT:
+		return fault_round(b->pages * page_size());
+	case UFFDW_BYSTANDER_FORK:
+		return fork_round();
+	case UFFDW_BYSTANDER_DIRECT_READ:
+		n = pread(b->fd, st->buf, st->len, 0);
+		if (n < 0)
+			return -errno;
+		return (uint64_t)n == st->len ? 0 : -EIO;
+	case UFFDW_BYSTANDER_MPROTECT:
+		return mprotect(st->buf, st->len,
+				(i & 1) ? PROT_READ | PROT_WRITE : PROT_READ) < 0 ? -errno : 0;
+	}
+	return -EINVAL;
+}
+
+int uffdw_bystander_loop(const struct uffdw_bystander *b, uint64_t count, uint64_t *ns_out,
+			 uint64_t *cpu_ns_out)
+{
+	struct bystander_state st;
+	uint64_t i, t0, c0;
+	int rc = bystander_setup(b, &st);
+
+	if (rc < 0) {
+		bystander_teardown(&st);
+		return rc;
+	}
 	c0 = thread_cpu_ns();
 	t0 = now_ns();
-	for (i = 0; i < count; i++)
-		syscall(SYS_getppid);
+	for (i = 0; i < count && rc == 0; i++)
+		rc = bystander_round(b, &st, i);
 	*ns_out = now_ns() - t0;
 	*cpu_ns_out = thread_cpu_ns() - c0;
-	return 0;
+	bystander_teardown(&st);
+	return rc;
 }

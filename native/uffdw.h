@@ -60,6 +60,12 @@ struct uffdw_loop_opts {
 int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
                          uint64_t count, const struct uffdw_loop_opts *opts,
                          struct uffdw_loop_stats *out);
+/* The same move (`len` bytes from src to dst) `count` times, paced at
+ * opts->rate calls/s (opts->fail_every and first_step are not used): a
+ * storm of one failure that leaves everything as it was (dst populated,
+ * a pinned src), to measure how many failures a tracer records. */
+int uffdw_move_repeat(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t count,
+                      const struct uffdw_loop_opts *opts, struct uffdw_loop_stats *out);
 /* Fork a child that issues one move on `fd` (inherited) and reports it. */
 int uffdw_move_in_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
                         struct uffdw_call *out);
@@ -83,12 +89,42 @@ int uffdw_fork_holder(int *ctl_fd_out);
 /* Release and reap a holder; returns 0 or -errno. */
 int uffdw_release_holder(int pid, int ctl_fd);
 
-/* `count` cheap ioctls that are not UFFDIO_MOVE (FIONREAD on a pipe), for
- * bystander-overhead loops: wall and thread CPU time of the loop. */
-int uffdw_bystander_ioctls(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);
-/* `count` rounds of mmap, touch, munmap of one page: bystander work for the
- * machine-wide mmap_lock and TLB hooks.  Wall and thread CPU time. */
-int uffdw_bystander_mmaps(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);
-/* `count` getppid() system calls: the cheapest syscall that is not an ioctl,
- * for the cost syscall tracepoints put on every system call. */
-int uffdw_bystander_getppid(uint64_t count, uint64_t *ns_out, uint64_t *cpu_ns_out);
+/*
+ * Bystander loops: work that moves no page but reaches hooks a tracer may
+ * attach, so what a hook costs every other process of the machine can be
+ * measured.  Each kind says which kernel path one round takes.
+ */
+enum uffdw_bystander_kind {
+	/* FIONREAD on a pipe: the ioctl syscall tracepoints fire for every
+	 * ioctl of the machine, not only UFFDIO_MOVE */
+	UFFDW_BYSTANDER_IOCTL,
+	/* getppid(): the cheapest syscall that is not an ioctl; any enabled
+	 * syscall tracepoint sends every syscall through the slow path */
+	UFFDW_BYSTANDER_GETPPID,
+	/* mmap `pages` anonymous pages, write each (one page fault each:
+	 * lock_vma_under_rcu, the PTE walk, a new folio), munmap (zap, TLB
+	 * flush, free) */
+	UFFDW_BYSTANDER_FAULT,
+	/* fork(), the child _exit(0)s at once, waitpid(): page tables copied
+	 * (copy_page_range) and torn down again, a TLB flush of the parent */
+	UFFDW_BYSTANDER_FORK,
+	/* pread(`fd`, `pages` pages, offset 0) into a populated anonymous
+	 * buffer; `fd` opened with O_DIRECT, so the block layer pins the
+	 * buffer (iov_iter_extract_pages -> pin_user_pages_fast, FOLL_PIN)
+	 * and unpins it when the bio completes */
+	UFFDW_BYSTANDER_DIRECT_READ,
+	/* mprotect() of `pages` populated pages, read-only and back in turn
+	 * (one call per round): change_protection's PTE walk, a TLB flush */
+	UFFDW_BYSTANDER_MPROTECT,
+};
+
+struct uffdw_bystander {
+	int32_t kind;     /* enum uffdw_bystander_kind */
+	int32_t fd;       /* DIRECT_READ: a file or block device opened with O_DIRECT */
+	uint64_t pages;   /* FAULT, DIRECT_READ, MPROTECT: pages per round */
+};
+
+/* `count` rounds of `b`: wall and CPU time of the calling thread (setup,
+ * such as the buffer a DIRECT_READ fills, is not timed). */
+int uffdw_bystander_loop(const struct uffdw_bystander *b, uint64_t count, uint64_t *ns_out,
+                         uint64_t *cpu_ns_out);

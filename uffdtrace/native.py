@@ -98,6 +98,13 @@ class LoopStats:
     cpu_ns: int = 0            # CPU time of the looping thread
     next_step: int = 0         # ping-pong position to resume from (move_loop first_step)
 
+    @classmethod
+    def from_native(cls, out) -> "LoopStats":
+        return cls(calls=out.calls, ok=out.ok, failed=out.failed, bytes_moved=out.bytes_moved,
+                   ns=out.ns, first_errno=errno_name(out.first_err) if out.failed else None,
+                   first_error_call=out.first_err_call if out.failed else None,
+                   cpu_ns=out.cpu_ns, next_step=out.next_step)
+
 
 def move_support() -> tuple[bool, str]:
     """Ask the kernel (UFFDIO_API) whether UFFDIO_MOVE exists.
@@ -204,12 +211,18 @@ class Uffd:
         slots = min(a.length, b.length) // chunk
         check(lib().uffdw_move_loop_opts(self.fd, a.addr, b.addr, chunk, slots, count, opts,
                                          out), "move loop")
-        return LoopStats(
-            calls=out.calls, ok=out.ok, failed=out.failed, bytes_moved=out.bytes_moved,
-            ns=out.ns, first_errno=errno_name(out.first_err) if out.failed else None,
-            first_error_call=out.first_err_call if out.failed else None,
-            cpu_ns=out.cpu_ns, next_step=out.next_step,
-        )
+        return LoopStats.from_native(out)
+
+    def move_repeat(self, dst: int, src: int, length: int, count: int, *,
+                    rate: int = 0) -> LoopStats:
+        """The same move `count` times, in C, at `rate` calls/s (0 = flat
+        out): a storm of one failure that changes nothing (a populated dst,
+        a pinned src), for measuring how many failures a tracer records."""
+        out = ffi().new("struct uffdw_loop_stats *")
+        opts = ffi().new("struct uffdw_loop_opts *", {"rate": rate})
+        check(lib().uffdw_move_repeat(self.fd, dst, src, length, count, opts, out),
+              "move repeat")
+        return LoopStats.from_native(out)
 
     def close(self):
         if self.fd >= 0:
@@ -223,14 +236,30 @@ class Uffd:
         self.close()
 
 
-def bystander_loop(kind: str, count: int) -> tuple[int, int]:
-    """`count` rounds of work that moves no page, in C: "ioctls" (FIONREAD on a
-    pipe), "mmaps" (mmap, touch, munmap) or "getppid" (a syscall that is not an
-    ioctl).  Returns (wall ns, thread CPU ns)."""
-    loops = {"ioctls": lib().uffdw_bystander_ioctls, "mmaps": lib().uffdw_bystander_mmaps,
-             "getppid": lib().uffdw_bystander_getppid}
+BYSTANDER_PREFIX = "UFFDW_BYSTANDER_"
+
+
+@lru_cache(maxsize=None)
+def bystander_kinds() -> tuple[str, ...]:
+    """The bystander loops native/uffdw.h has (enum uffdw_bystander_kind),
+    lower-cased: "ioctl", "getppid", "fault", "fork", "direct_read", "mprotect"."""
+    return tuple(sorted((name[len(BYSTANDER_PREFIX):].lower() for name in dir(lib())
+                         if name.startswith(BYSTANDER_PREFIX)),
+                        key=lambda k: getattr(lib(), BYSTANDER_PREFIX + k.upper())))
+
+
+def bystander_loop(kind: str, count: int, *, pages: int = 1, fd: int = -1) -> tuple[int, int]:
+    """`count` rounds of work that moves no page, in C (what each kind does
+    and which kernel path it takes: enum uffdw_bystander_kind in
+    native/uffdw.h); `pages` per round for fault, direct_read and mprotect,
+    `fd` (opened with O_DIRECT) for direct_read.  Returns (wall ns, thread
+    CPU ns)."""
+    if kind not in bystander_kinds():
+        raise ValueError(f"unknown bystander loop {kind!r} (one of {', '.join(bystander_kinds())})")
+    spec = ffi().new("struct uffdw_bystander *", {
+        "kind": getattr(lib(), BYSTANDER_PREFIX + kind.upper()), "fd": fd, "pages": pages})
     ns, cpu_ns = ffi().new("uint64_t *"), ffi().new("uint64_t *")
-    check(loops[kind](count, ns, cpu_ns), f"bystander {kind}")
+    check(lib().uffdw_bystander_loop(spec, count, ns, cpu_ns), f"bystander {kind}")
     return ns[0], cpu_ns[0]
 
 
