@@ -48,12 +48,14 @@ def test_each_command_configures_the_same_session(command):
     argv = {"trace": [], "record": ["-o", "/dev/null"], "top": []}[command]
     args = build_parser().parse_args([command, *argv, "-p", "7", "--failed-only",
                                       "--sample-successes", "9", "--no-cost-stats",
-                                      "--tier", "tracepoint", "--kernel-hooks", "kprobe"])
+                                      "--no-state-at-exit", "--tier", "tracepoint",
+                                      "--kernel-hooks", "kprobe"])
     s = session_from_args(args, [])
     c = s.config
     assert (c.pid, c.tid, c.failed_only, c.success_sample, c.cost_stats, c.follow) == \
         (7, 0, True, 9, False, False)
     assert (s.requested_tier, s.kernel_hooks) == ("tracepoint", "kprobe")
+    assert not s.want_state_at_exit
     # ... and the trace header's filters say so, whichever command records
     assert recording.filters(s, [], 0) == {"pid": 7, "tid": 0, "failed_only": True,
                                            "duration": 0, "command": []}
