@@ -14,14 +14,16 @@ import statistics
 import sys
 import time
 
-from . import collector, hookcosts, machine, report, startup
+from . import collector, failures, hookcosts, kernel_paths, machine, report, startup
 from .sidebyside import side_by_side
 from .tracers import (Untraced, bpftrace_one_liner, hook_floor, uffdtrace_all,
-                      uffdtrace_cheapest, uffdtrace_cheapest_tracepoint_tier,
-                      uffdtrace_no_cost_stats, uffdtrace_sampled)
+                      uffdtrace_cheapest, uffdtrace_cheapest_no_state,
+                      uffdtrace_cheapest_tracepoint_tier, uffdtrace_no_cost_stats,
+                      uffdtrace_sampled)
 from .workloads import bystander_workloads, move_workloads
 
-SECTIONS = ["move-overhead", "bystander", "collector", "startup", "kernel-tier", "hook-costs"]
+SECTIONS = ["move-overhead", "bystander", "collector", "failure-rate", "startup", "kernel-tier",
+            "kernel-paths", "hook-costs"]
 DEFAULT_SAMPLE = 100
 
 
@@ -33,7 +35,8 @@ def parse_args(argv):
                    help=f"run only this section (repeatable): {', '.join(SECTIONS)}")
     p.add_argument("--reps", type=int, help="repetitions (default 7, --quick 3)")
     p.add_argument("--seconds", type=float, help="seconds per measured point "
-                   "(default 0.4, --quick 0.15; the collector uses 5x)")
+                   "(default 0.4, --quick 0.15; the collector uses 5x, the failure storms "
+                   f"5x and at least {failures.MIN_SECONDS:g} s)")
     p.add_argument("--sample", type=int, default=DEFAULT_SAMPLE, metavar="N",
                    help=f"--sample-successes for the sampled uffdtrace rows (default {DEFAULT_SAMPLE})")
     p.add_argument("--uffdtrace-arg", action="append", default=[], metavar="ARG",
@@ -60,6 +63,7 @@ def _tier() -> tuple[str, str]:
 def move_conditions(args) -> list:
     extra = tuple(args.uffdtrace_arg)
     return [Untraced(), uffdtrace_cheapest(args.sample, extra),
+            uffdtrace_cheapest_no_state(args.sample, extra),
             uffdtrace_sampled(args.sample, extra), uffdtrace_all(extra),
             bpftrace_one_liner(), hook_floor()]
 
@@ -113,6 +117,10 @@ def main(argv=None) -> int:
         log("collector throughput")
         results["collector"] = collector.run(args.seconds * 5, max(1, args.reps // 3),
                                              args.sample, log)
+    if "failure-rate" in sections:
+        log("failure recording rate")
+        results["failure-rate"] = failures.run(args.seconds * 5, max(1, args.reps // 3), log,
+                                               tuple(args.uffdtrace_arg))
     if "startup" in sections:
         log("startup")
         results["startup"] = startup.run(max(3, args.reps // 2), log)
@@ -124,6 +132,10 @@ def main(argv=None) -> int:
             results["kernel-tier"] = comp.to_json()
         else:
             results["kernel-tier"] = {"skipped_all": f"this machine's tier is {tier}: {tier_reason}"}
+
+    if "kernel-paths" in sections:
+        log("kernel paths of the bystanders")
+        results["kernel-paths"] = kernel_paths.run(log)
 
     if "hook-costs" in sections:
         log("hook costs")
@@ -158,8 +170,12 @@ def render(results: dict) -> list[str]:
     if "bystander" in results:
         lines += report.comparison("Bystander overhead: processes that move no page",
                                    results["bystander"], "/s") + [""]
+    if "kernel-paths" in results:
+        lines += report.kernel_paths(results["kernel-paths"]) + [""]
     if "collector" in results:
         lines += report.collector(results["collector"]) + [""]
+    if "failure-rate" in results:
+        lines += report.failure_rate(results["failure-rate"]) + [""]
     if "startup" in results:
         lines += report.startup(results["startup"]) + [""]
     if "hook-costs" in results:

@@ -78,6 +78,8 @@ def run(seconds: float, reps: int, sample: int, log: Callable[[str], None],
                      "drops_max": max(p.drops for p in ps),
                      "all_failures_kept": all(p.failures_recorded == p.failures_made
                                               for p in ps),
+                     "lossless_all": all(p.failures_recorded == p.failures_made and not p.drops
+                                         for p in ps),
                      "reps": [p.to_json() for p in ps]})
     return {"rows": rows, "skipped": skipped, "fail_every": FAIL_EVERY,
             "seconds": seconds}

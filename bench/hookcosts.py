@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from typing import Callable
 
-from uffdtrace import bpfprog
+from uffdtrace import bpfprog, stateatexit
 from uffdtrace.native import PAGE_SIZE, bystander_loop
 
 from .stats import median
@@ -55,35 +55,57 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
 }
 """
 BIG = bpfprog.DEFAULT_RINGBUF_PAGES   # room for every sampled event: nobody drains here
+NO_READER_FLAG = " --no-state-at-exit"
+NO_READER = stateatexit.off(NO_READER_FLAG.strip())
 
 
-def _uffdtrace(**options) -> str:
-    return bpfprog.program_text(bpfprog.ProgramConfig(ringbuf_pages=BIG,
-                                                      success_ringbuf_pages=BIG, **options))
+def cheapest(sample: int) -> str:
+    """The configuration to leave running."""
+    return f"uffdtrace --sample-successes {sample} --no-cost-stats"
 
 
-def variants(sample: int) -> list[tuple[str, str]]:
+def _uffdtrace(reader: stateatexit.StateReader, **options) -> tuple[str, stateatexit.StateReader]:
+    """uffdtrace's program as `record` compiles it (tracepoint tier), with the
+    page-state reader `reader` (installed once the program is loaded)."""
+    config = bpfprog.ProgramConfig(ringbuf_pages=BIG, success_ringbuf_pages=BIG, **options)
+    return bpfprog.program_text(config, reader.defines()), reader
+
+
+def _unavailable(reader: stateatexit.StateReader) -> str:
+    """What a row with the reader on says when this kernel cannot have it."""
+    return "" if reader.usable else f" (page-state reader unavailable: {reader.reason})"
+
+
+def variants(sample: int, reader: stateatexit.StateReader
+             ) -> list[tuple[str, str, stateatexit.StateReader]]:
+    """(label, program, its page-state reader).  uffdtrace's rows have the
+    reader on, as `record` runs, but where the row says otherwise."""
+    off = _unavailable(reader)
     return [
-        ("empty programs on the 2 ioctl tracepoints", EMPTY_IOCTL_HOOKS),
+        ("empty programs on the 2 ioctl tracepoints", EMPTY_IOCTL_HOOKS, NO_READER),
         ("  + an empty raw tlb_flush hook", EMPTY_IOCTL_HOOKS
-         + "RAW_TRACEPOINT_PROBE(tlb_flush) { return 0; }\n"),
-        ("empty raw sys_enter/sys_exit hooks instead (every syscall)", RAW_SYSCALL_HOOKS),
-        ("bpftrace one-liner's logic, in bcc", ONE_LINER_IN_BCC),
-        ("uffdtrace --failed-only --no-cost-stats", _uffdtrace(failed_only=True,
-                                                               cost_stats=False)),
-        (f"uffdtrace --sample-successes {sample} --no-cost-stats",
-         _uffdtrace(success_sample=sample, cost_stats=False)),
-        (f"uffdtrace --sample-successes {sample}", _uffdtrace(success_sample=sample)),
+         + "RAW_TRACEPOINT_PROBE(tlb_flush) { return 0; }\n", NO_READER),
+        ("empty raw sys_enter/sys_exit hooks instead (every syscall)", RAW_SYSCALL_HOOKS,
+         NO_READER),
+        ("bpftrace one-liner's logic, in bcc", ONE_LINER_IN_BCC, NO_READER),
+        ("uffdtrace --failed-only --no-cost-stats" + off,
+         *_uffdtrace(reader, failed_only=True, cost_stats=False)),
+        (cheapest(sample) + off, *_uffdtrace(reader, success_sample=sample, cost_stats=False)),
+        (cheapest(sample) + NO_READER_FLAG,
+         *_uffdtrace(NO_READER, success_sample=sample, cost_stats=False)),
+        (f"uffdtrace --sample-successes {sample}" + off,
+         *_uffdtrace(reader, success_sample=sample)),
     ]
 
 
 class _Attachable:
     """A compiled program whose probes can be attached and detached at will."""
 
-    def __init__(self, label: str, text: str):
+    def __init__(self, label: str, text: str, reader: stateatexit.StateReader):
         import bcc
         self.label = label
         self.bpf = bcc.BPF(text=text.encode(), cflags=bpfprog.cflags())
+        reader.install(self.bpf)
         self.tracepoints = list(self.bpf.tracepoint_fds)
         self.raw = list(self.bpf.raw_tracepoint_fds)
         self.detach()
@@ -108,8 +130,20 @@ class _Attachable:
 WORKLOADS = [("4 KiB move", 20_000), ("FIONREAD ioctl", 50_000), ("getppid", 50_000)]
 
 
+def _paired_cost(runs: list[list[float]], base: list[list[float]]) -> list[dict]:
+    """Per workload: the median and interquartile range of runs[r] - base[r]
+    over rounds r (both measured in the same round, seconds apart)."""
+    cols = []
+    for i in range(len(WORKLOADS)):
+        diffs = sorted(x[i] - b[i] for x, b in zip(runs, base))
+        cols.append({"median_ns": median(diffs), "q1": diffs[len(diffs) // 4],
+                     "q3": diffs[3 * len(diffs) // 4]})
+    return cols
+
+
 def run(rounds: int, sample: int, log: Callable[[str], None]) -> dict:
-    progs = [_Attachable(label, text) for label, text in variants(sample)]
+    reader = stateatexit.prepare()
+    progs = [_Attachable(*v) for v in variants(sample, reader)]
     mover = MoveWorkload("hookcost", "4 KiB moves", PAGE_SIZE, slots=64)
     mover.setup()
     samples: dict[str, list[list[float]]] = {"untraced": [], **{p.label: [] for p in progs}}
@@ -136,16 +170,13 @@ def run(rounds: int, sample: int, log: Callable[[str], None]) -> dict:
         for p in progs:
             p.close()
     base = samples["untraced"]
-    rows = []
-    for label, runs in samples.items():
-        if label == "untraced":
-            continue
-        cols = []
-        for i in range(len(WORKLOADS)):
-            diffs = sorted(x[i] - b[i] for x, b in zip(runs, base))
-            cols.append({"median_ns": median(diffs), "q1": diffs[len(diffs) // 4],
-                         "q3": diffs[3 * len(diffs) // 4]})
-        rows.append({"label": label, "cost": cols})
+    rows = [{"label": label, "cost": _paired_cost(runs, base)}
+            for label, runs in samples.items() if label != "untraced"]
+    # what the page-state reader adds, without the untraced noise in between
+    on = cheapest(sample) + _unavailable(reader)
+    reader_cost = {"label": "page-state reader on minus off (" + cheapest(sample) + ")",
+                   "reader": reader.describe(),
+                   "cost": _paired_cost(samples[on], samples[cheapest(sample) + NO_READER_FLAG])}
     return {"rounds": rounds, "workloads": [w for w, _ in WORKLOADS],
             "untraced_ns": [median([b[i] for b in base]) for i in range(len(WORKLOADS))],
-            "rows": rows}
+            "rows": rows, "reader_cost": reader_cost}

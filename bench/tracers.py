@@ -186,6 +186,9 @@ class Uffdtrace(_Process):
         header = footer = aggregates = None
         moves = failures = 0
         by_pid: dict[int, list[int]] = {}   # pid -> [moves, failures] (keep_moves only)
+        # pid -> {"cause/evidence": failures} (keep_moves only); the cause a
+        # partial move stopped on counts as its cause
+        diagnoses: dict[int, dict[str, int]] = {}
         with open(self.path) as f:
             for line in f:
                 if line.startswith('{"type":"move"'):
@@ -193,10 +196,15 @@ class Uffdtrace(_Process):
                     failed = '"errno":null' not in line
                     failures += failed
                     if self.keep_moves:
-                        pid = json.loads(line)["pid"]
-                        counts = by_pid.setdefault(pid, [0, 0])
+                        move = json.loads(line)
+                        counts = by_pid.setdefault(move["pid"], [0, 0])
                         counts[0] += 1
                         counts[1] += failed
+                        if failed:
+                            d = move["diagnosis"]
+                            key = f"{d['underlying'] or d['cause']}/{d['evidence']}"
+                            per_pid = diagnoses.setdefault(move["pid"], {})
+                            per_pid[key] = per_pid.get(key, 0) + 1
                 elif line.startswith('{"type":"aggregates"'):
                     aggregates = line
                 elif line.startswith('{"type":"header"'):
@@ -211,7 +219,7 @@ class Uffdtrace(_Process):
             detail={"tier": header.get("tier"), "success_sample": header.get("success_sample"),
                     "recorded_moves": moves, "recorded_failures": failures,
                     "drops": footer.get("drops"), "counters": counters,
-                    "by_pid": by_pid})
+                    "by_pid": by_pid, "diagnoses": diagnoses})
 
 
 class Bpftrace(_Process):
@@ -273,6 +281,15 @@ def uffdtrace_cheapest(n: int, extra: tuple[str, ...] = ()) -> Uffdtrace:
     return Uffdtrace("uffdtrace-cheap",
                      f"uffdtrace record --sample-successes {n} --no-cost-stats",
                      ("--sample-successes", str(n), "--no-cost-stats", *extra))
+
+
+def uffdtrace_cheapest_no_state(n: int, extra: tuple[str, ...] = ()) -> Uffdtrace:
+    """The same with the page-state reader off: a successful move should
+    cost the same (the reader runs only when a move fails)."""
+    return Uffdtrace("uffdtrace-cheap-no-state",
+                     f"uffdtrace record --sample-successes {n} --no-cost-stats --no-state-at-exit",
+                     ("--sample-successes", str(n), "--no-cost-stats", "--no-state-at-exit",
+                      *extra))
 
 
 def uffdtrace_cheapest_tracepoint_tier(n: int, extra: tuple[str, ...] = ()) -> Uffdtrace:
