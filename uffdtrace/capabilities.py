@@ -187,7 +187,7 @@ def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities
     )
     caps.attachable_functions = [f for f, info in functions.items()
                                  if info["fentry"]["attaches"] or info["kprobe"]["attaches"]]
-    caps.kernel_plan = kernel_tier.plan(probed=probed, header_tree=caps.headers)
+    caps.kernel_plan = kernel_tier.plan(probed=probed)
     decision = tiers.decide(caps.tier_facts(probed))
     caps.tier, caps.tier_reason = decision.tier, decision.reason
     caps.probe_seconds = time.monotonic() - started
