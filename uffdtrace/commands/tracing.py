@@ -18,13 +18,14 @@ from ..tiers import KERNEL_HOOKS, REQUESTS
 # The session options and their defaults: a command that offers them where
 # they do not apply (top --replay) can tell which the user set.
 SESSION_DEFAULTS = {"pid": 0, "tid": 0, "failed_only": False, "sample_successes": 1,
-                    "no_cost_stats": False, "tier": "auto", "kernel_hooks": "auto"}
+                    "no_cost_stats": False, "tier": "auto", "kernel_hooks": "auto",
+                    "no_state_at_exit": False}
 
 
 def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
                         help: dict[str, str] | None = None):
     """-p, -t (unless tid=False), --failed-only, --sample-successes,
-    --no-cost-stats, --tier, --kernel-hooks.  `help` rewords an option for a
+    --no-cost-stats, --tier, --kernel-hooks, --no-state-at-exit.  `help` rewords an option for a
     command where it means a little more (top: -p also filters a replay)."""
     text = {
         "pid": "trace this process only",
@@ -39,6 +40,9 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
         "tier": "auto: the richest this kernel allows (default); kernel: fail unless "
                 "move-path hooks attach; tracepoint: syscall tracepoints only",
         "kernel_hooks": "how the kernel tier attaches (default: fentry if possible)",
+        "no_state_at_exit": "do not read the kernel's page state where a failed move stopped "
+                            "(before it returns); failures are then explained from /proc "
+                            "after the call, which the process may have changed (inferred)",
         **(help or {}),
     }
     d = SESSION_DEFAULTS
@@ -54,6 +58,7 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
     p.add_argument("--tier", choices=REQUESTS, default=d["tier"], help=text["tier"])
     p.add_argument("--kernel-hooks", choices=KERNEL_HOOKS, default=d["kernel_hooks"],
                    help=text["kernel_hooks"])
+    p.add_argument("--no-state-at-exit", action="store_true", help=text["no_state_at_exit"])
 
 
 def add_run_options(p: argparse.ArgumentParser):
@@ -86,7 +91,7 @@ def session_from_args(args, command: list[str]) -> Session:
     return Session(pid=args.pid, tid=args.tid, follow=bool(command),
                    failed_only=args.failed_only, success_sample=args.sample_successes,
                    cost_stats=not args.no_cost_stats, tier=args.tier,
-                   kernel_hooks=args.kernel_hooks)
+                   kernel_hooks=args.kernel_hooks, state_at_exit=not args.no_state_at_exit)
 
 
 def sampling_note(session: Session) -> str:
