@@ -306,17 +306,9 @@ def test_the_huge_zero_page(probe, kernel):
 
 
 # ---- KSM ----
-def ksm_merged(m: Mapping, pages: int) -> bool:
-    """All pages mapped to one KSM page.  kpageflags alone is not enough:
-    on 6.12 it flags pages KSM while ksmd is still merging them (each at its
-    own pfn, one still mapped writable and exclusive)."""
-    states = read_page_states(os.getpid(), [m.page(i) for i in range(pages)])
-    return len({s.pfn for s in states}) == 1 and all(s.has("ksm") for s in states)
-
-
 def test_a_ksm_page(probe):
     from uffdtrace.workload.ksm import KsmTuning
-    from uffdtrace.workload.scenarios import KSM_MERGE_TIMEOUT_S
+    from uffdtrace.workload.scenarios import KSM_MERGE_TIMEOUT_S, ksm_merged
     pages = 3
     try:
         tuning = KsmTuning().__enter__()
