@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -207,3 +209,71 @@ def test_doctor_reports_the_kernel_tier():
     assert caps["tier"] == "kernel", caps["tier_reason"]
     assert "pin_user_pages_fast" in caps["kernel_tier"]["hooks"]
     assert caps["state_at_exit"].startswith("on:"), caps["state_at_exit"]
+
+
+def test_pages_rewritten_after_each_failure_are_still_observed(session):
+    """A program that changes its pages right after each failed move (as a
+    compacting GC does): the state read when the move returned still
+    explains every page-state failure, and no diagnosis names a cause its
+    errno rules out."""
+    from uffdtrace.taxonomy import contradiction
+    out, moves = traced_workload(session, "-s", "mixed", "--iterations", "1", "--rate",
+                                 "100000", "--rewrite", "--hold", "0")
+    failed = [m for m in moves if m.event.failed]
+    assert failed and len(moves) == len(out["calls"])
+    for m in failed:
+        e, d = m.event, m.diagnosis
+        assert contradiction(d.cause, d.underlying, e.errno, e.partial) is None, (e.errno, d)
+        if e.errno != "EINVAL":
+            assert d.evidence == "observed", (e.errno, d)
+
+
+def _fallback_headers() -> tuple[Path, Path] | None:
+    """The Debian 6.12 headers scripts/setup.sh unpacks for kernels Debian
+    has none for (build, source), as the host shares them."""
+    for build in sorted(Path("/var/cache/uffdtrace/headers").glob(
+            "6.12*/usr/src/linux-headers-*-amd64")):
+        source = build.with_name(build.name.removesuffix("-amd64") + "-common")
+        if source.is_dir():
+            return build, source
+    return None
+
+
+def test_the_kernel_tier_runs_with_another_kernels_headers(tmp_path):
+    """Kernel structures are read at this kernel's BTF offsets: bcc compiling
+    against the 6.12 headers is enough on another kernel, with observed
+    diagnoses (before, the tier refused to run without matching headers)."""
+    release = os.uname().release
+    if release.startswith("6.12"):
+        pytest.skip("this kernel is 6.12: the fallback headers are its own")
+    found = _fallback_headers()
+    if found is None:
+        pytest.skip("no 6.12 fallback headers under /var/cache/uffdtrace/headers")
+    build, source = found
+    moddir = Path(f"/lib/modules/{release}")
+    original = os.readlink(moddir)
+    # this kernel's modules, with the 6.12 headers as build and source
+    swapped = tmp_path / "modules"
+    swapped.mkdir()
+    for entry in moddir.resolve().iterdir():
+        if entry.name not in ("build", "source"):
+            (swapped / entry.name).symlink_to(entry)
+    (swapped / "build").symlink_to(build)
+    (swapped / "source").symlink_to(source)
+    moddir.unlink()
+    moddir.symlink_to(swapped)
+    try:
+        trace = tmp_path / "p.jsonl"
+        proc = uffdtrace("record", "-o", str(trace), "--tier", "kernel", "--", sys.executable,
+                         "-m", "uffdtrace", "workload", "--scenario", "pinned", "--json",
+                         timeout=900)
+    finally:
+        moddir.unlink()
+        moddir.symlink_to(original)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert records[0]["tier"] == "kernel"
+    (move,) = [r for r in records if r["type"] == "move"]
+    d = move["diagnosis"]
+    assert (d["cause"], d["underlying"], d["evidence"]) == ("partial", "page_pinned", "observed")
+    assert d["culprit"]["source"] == "GUP hook"
