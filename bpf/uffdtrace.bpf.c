@@ -99,15 +99,6 @@ struct ut_move_inflight {
 	u64 argp;                    /* user address of struct uffdio_move */
 	u64 mmap_lock_start_ns;      /* start of the pending mmap_lock wait */
 	u64 lock_start_ns;           /* start of the pending lock contention */
-	/* kernel tier (uffdtrace_kernel.bpf.c) */
-	u64 scratch_ctx;             /* the move's userfaultfd_ctx */
-	u64 scratch_folio;           /* the last folio looked up (decoded only where a move stops) */
-	u64 scratch_folio_addr;
-	u64 scratch_folio_pte;       /* the PTE it was found through (its pfn keys KSM merges) */
-	u64 scratch_src_pte_addr;    /* the last src/dst PTEs mapped, and their values */
-	u64 scratch_src_pte;
-	u64 scratch_dst_pte_addr;
-	u64 scratch_dst_pte;
 };
 
 /* failed moves and pins: what diagnosis needs, never crowded out */

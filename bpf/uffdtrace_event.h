@@ -19,13 +19,9 @@
 #define UT_F_COST_STATS 0x10      /* TLB-flush and lock-wait fields were measured (else left 0) */
 #define UT_F_STATE_AT_EXIT 0x20   /* a failed move: src_state/dst_state read before it returned */
 
-/* ut_move_event.folio_flags: folio state at fail_addr (kernel tier) */
+/* ut_move_event.folio_flags: the folio where a failed move stopped (kernel
+ * tier; its state is in src_state) */
 #define UT_FOLIO_SEEN 0x1
-#define UT_FOLIO_LARGE 0x2
-#define UT_FOLIO_MAYBE_DMA_PINNED 0x4
-#define UT_FOLIO_KSM 0x8
-#define UT_FOLIO_ANON 0x10
-#define UT_FOLIO_ANON_EXCLUSIVE 0x20
 #define UT_FOLIO_PINNED_SEEN 0x40      /* a GUP pin of this folio was seen (pinner_*) */
 
 /* ut_move_event.kflags: what the kernel-tier hooks saw during the move */
@@ -34,28 +30,6 @@
 #define UT_K_IOCTL_SEEN 0x4            /* userfaultfd_ioctl() entered for this move */
 #define UT_K_CROSS_MM 0x8              /* the uffd belongs to another mm */
 #define UT_K_STEP_FAILED 0x10          /* a move step failed: step_err, fail_addr */
-#define UT_K_FOLIO_AT_FAIL 0x20        /* folio_flags describe the page at fail_addr */
-#define UT_K_SRC_VMA 0x40              /* src_vma bits are valid */
-#define UT_K_DST_VMA 0x80              /* dst_vma bits are valid */
-
-/* ut_move_event.pte_at_fail: page-table entries the kernel mapped at the
- * address where the move stopped (kernel tier, __pte_offset_map) */
-#define UT_PTE_SRC_SEEN 0x1
-#define UT_PTE_SRC_NONE 0x2            /* src PTE empty: a hole */
-#define UT_PTE_SRC_SWAP 0x4            /* src PTE is a swap (or other non-present) entry */
-#define UT_PTE_DST_SEEN 0x8
-#define UT_PTE_DST_POPULATED 0x10      /* dst PTE not empty */
-
-/* ut_move_event.src_vma / dst_vma: VMA facts read in the kernel */
-#define UT_VMA_SHARED 0x1
-#define UT_VMA_NOT_ANON 0x2
-#define UT_VMA_WRITE 0x4
-#define UT_VMA_SPECIAL 0x8             /* PFNMAP, IO, HUGETLB or MIXEDMAP */
-#define UT_VMA_UFFD_MISSING 0x10       /* registered for missing faults ... */
-#define UT_VMA_OTHER_CTX 0x20          /* ... but to another userfaultfd */
-#define UT_VMA_LOCKED 0x40
-#define UT_VMA_READ 0x80
-#define UT_VMA_EXEC 0x100
 
 /* ut_pin_event.method: how the pages were pinned */
 #define UT_PIN_IO_URING_REGISTER 1     /* io_uring_register(2) fixed buffers */
@@ -194,25 +168,17 @@ struct ut_move_event {
 	/* kernel tier: filled by the move-path hooks */
 	__s32 step_err;         /* first failing step's return (-errno), 0 if none */
 	__u32 steps;            /* move_pages_pte(s) / move_pages_huge_pmd calls */
-	__u64 fail_addr;        /* src address where the move stopped: the first
-				 * failing step's, else the last folio's there */
+	__u64 fail_addr;        /* src address of the first failing step */
 	__u32 retries;          /* steps that returned -EAGAIN and were retried */
-	__u32 folio_flags;      /* UT_FOLIO_* at fail_addr */
+	__u32 folio_flags;      /* UT_FOLIO_*: the folio in src_state */
 	__u32 thp_splits;
 	__u32 kflags;           /* UT_K_* */
 	__s64 kernel_ret;       /* move_pages(): bytes moved, or -errno */
 	__s32 split_err;        /* first failed folio split while inside the move */
-	__u32 folio_lookups;    /* vm_normal_folio() calls inside the move */
-	__u32 src_vma;          /* UT_VMA_* */
-	__u32 dst_vma;
-	__u32 tlb_range_flushes; /* flush_tlb_mm_range() calls */
-	__u32 pinner_pid;       /* who pinned the folio at fail_addr (GUP hooks) */
-	__u64 tlb_range_bytes;  /* bytes covered by ranged flush_tlb_mm_range() */
+	__u32 pinner_pid;       /* who pinned the folio in src_state (GUP hooks) */
 	__u64 pinner_ts_ns;
 	__u32 pinner_method;    /* UT_PIN_* */
 	__u32 pinner_gup_flags;
-	__u64 ksm_merged_ts_ns; /* when the KSM folio at fail_addr was merged, if seen */
-	__u32 pte_at_fail;      /* UT_PTE_*: the entries where the move stopped */
 	char pinner_comm[16];
 	char comm[16];
 	/* UT_F_STATE_AT_EXIT: the page tables and folio at the address where a

@@ -5,16 +5,23 @@
  *
  * Every hook adds to the in-flight record of the moving thread (opened by
  * userfaultfd_ioctl()'s entry hook, or by sys_enter_ioctl if the handler
- * cannot be hooked), so the one event per ioctl now says what
- * the kernel really did: move_pages()'s own result, each step's result and
- * the first failing address, the internal -EAGAIN retries, the folio at the
- * failing address (large, maybe-DMA-pinned, KSM, anon-exclusive) and who
- * pinned it, folio splits, ranged TLB flushes, and the VMAs as the kernel saw
- * them.
+ * cannot be hooked), so the one event per ioctl says what the kernel really
+ * did: move_pages()'s own result, each step's result and the first failing
+ * address, the internal -EAGAIN retries, folio splits, the uffd's owner mm,
+ * and who pinned the folio where the move stopped.  The page tables and the
+ * folio where it stopped are read once, when the move returns
+ * (state_at_exit() in uffdtrace.bpf.c), not by hooks on functions every page
+ * fault calls: nothing here runs for a process that is not moving pages,
+ * but for the GUP pin hooks, which do real work only for long-term pins and
+ * for processes that use userfaultfd.
  *
  * Every hook acts only for a thread that has an in-flight record, i.e. is
  * inside a UFFDIO_MOVE ioctl: that, not move_pages(), is the gate, because
  * newer kernels (7.x) inline move_pages() into the ioctl handler.
+ *
+ * Kernel structures are read at the offsets of the running kernel's BTF
+ * (UT_L_*: uffdtrace/kernel/layout.py), never through the headers bcc
+ * compiles with, which may be another version's.
  *
  * Which hooks exist differs by kernel (6.12 inlines move_pages_pte, 6.18
  * has move_pages_ptes): uffdtrace/kernel_tier.py defines UT_HOOK_<function>
@@ -24,27 +31,23 @@
  * says which programs each UT_HOOK_ block below has (entry, exit, saved
  * arguments); tests/unit/test_hook_table.py holds the two together.
  */
-#include <linux/mm_types.h>
-#include <linux/page-flags.h>
-#include <linux/mm.h>
-#include <linux/userfaultfd_k.h>
+#include "ut_pagestate.h"       /* ut_ps_folio_of(), UT_X86_*; UT_L_* from the layout */
 
 /* The tlb:tlb_flush reasons uffdtrace_event.h spells for the tracepoint
- * tier, checked against this kernel's own enum tlb_flush_reason. */
-_Static_assert(UT_TLB_FLUSH_ON_TASK_SWITCH == TLB_FLUSH_ON_TASK_SWITCH, "UT_TLB_* stale");
-_Static_assert(UT_TLB_REMOTE_SHOOTDOWN == TLB_REMOTE_SHOOTDOWN, "UT_TLB_* stale");
-_Static_assert(UT_TLB_REMOTE_SEND_IPI == TLB_REMOTE_SEND_IPI, "UT_TLB_* stale");
+ * tier, checked against the running kernel's enum tlb_flush_reason (BTF). */
+#if UT_L_HAS_TLB_FLUSH_ON_TASK_SWITCH
+_Static_assert(UT_TLB_FLUSH_ON_TASK_SWITCH == UT_L_TLB_FLUSH_ON_TASK_SWITCH, "UT_TLB_* stale");
+#endif
+#if UT_L_HAS_TLB_REMOTE_SHOOTDOWN
+_Static_assert(UT_TLB_REMOTE_SHOOTDOWN == UT_L_TLB_REMOTE_SHOOTDOWN, "UT_TLB_* stale");
+#endif
+#if UT_L_HAS_TLB_REMOTE_SEND_IPI
+_Static_assert(UT_TLB_REMOTE_SEND_IPI == UT_L_TLB_REMOTE_SEND_IPI, "UT_TLB_* stale");
+#endif
 
 #define UT_MAX_PIN_PAGES 64
-/* (folio->mapping & 3) == 3 marks a KSM folio (PAGE_MAPPING_KSM /
- * FOLIO_MAPPING_KSM, renamed around 6.17; the value has not changed) */
-#define UT_MAPPING_FLAGS 3
-#define UT_MAPPING_ANON 1
-#define UT_MAPPING_KSM 3
-/* x86-64 PTE bits 12..51 hold the pfn.  The kernel's PTE_PFN_MASK reads the
- * physical_mask variable (for memory encryption), which BPF cannot; an
- * encryption bit would make a KSM merge time lookup miss, nothing worse. */
-#define UT_PTE_PFN_MASK 0x000ffffffffff000ULL
+#define UT_PAGE_SIZE (1ULL << UT_X86_PAGE_SHIFT)
+#define UT_EAGAIN 11    /* include/uapi/asm-generic/errno-base.h */
 
 /* Who pinned a folio: filled by the GUP hooks, read when a move meets it. */
 struct ut_pinner {
@@ -59,6 +62,34 @@ struct ut_pinner {
 
 /* key: struct folio * (kernel pointer: stays in this map, never sent) */
 BPF_TABLE("lru_hash", u64, struct ut_pinner, pinned_folios, 65536);
+/* How many pinned_folios entries may exist (never fewer than there are: an
+ * entry replaced or evicted leaves it higher).  Zero lets the unpin hooks,
+ * which every O_DIRECT completion reaches, return at once. */
+BPF_ARRAY(pins_tracked, s64, 1);
+/* Processes that used a userfaultfd (any uffd ioctl): their short-term pins
+ * are tracked too; other processes' only when long-term. */
+BPF_TABLE("lru_hash", u32, u8, uffd_users, 4096);
+
+static __always_inline s64 ut_pins_tracked(s64 delta)
+{
+	u32 zero = 0;
+	s64 *n = pins_tracked.lookup(&zero);
+
+	if (!n)
+		return 1;   /* unknown: do the work */
+	if (delta)
+		__sync_fetch_and_add(n, delta);
+	return *n;
+}
+
+static __always_inline void ut_uffd_user(void)
+{
+	u32 pid = bpf_get_current_pid_tgid() >> 32;
+	u8 one = 1;
+
+	if (!uffd_users.lookup(&pid))
+		uffd_users.update(&pid, &one);
+}
 
 /* ---- argument access, the same text for fentry and kprobes ---- */
 #if UT_K_FENTRY
@@ -190,84 +221,37 @@ static __always_inline u32 ut_read_u32(const void *base, u64 offset)
 	return v;
 }
 
-/* The folio a page belongs to.  The word after flags (where `lru` sits)
- * has bit 0 set on tail pages.  Up to 6.x it holds head | 1 (compound_head);
- * 7.x renamed it compound_info and, when struct page is a power of two in
- * size with an optimized vmemmap, stores instead a mask (-2^k) | 1 that
- * turns a tail page's address into its head's.  A head pointer is never of
- * the form -2^k, so the value itself says which encoding it is. */
+/* The folio of a struct page (ut_pagestate.h decodes its compound word). */
 static __always_inline u64 ut_page_folio(u64 page)
 {
-	u64 info = ut_read_u64((void *)page, offsetof(struct page, lru));
-	u64 mask = info & ~1ULL, low = -mask;
-
-	if (!(info & 1))
-		return page;
-	if (mask && !(low & (low - 1)))
-		return page & mask;
-	return info - 1;
+	return ut_ps_folio_of(page, ut_read_u64((void *)page, UT_L_PAGE_COMPOUND_HEAD));
 }
 
-/* UT_FOLIO_* of a folio, the way move_pages_pte(s) judges it. */
-static __always_inline u32 ut_folio_state(u64 folio)
+/* Who pinned the folio where a failed move stopped: its struct page from the
+ * pfn the state at exit read, then the pinner the GUP hooks recorded. */
+static __always_inline void ut_pinner_at_exit(struct ut_move_inflight *rec)
 {
-	/* flags is the first word of struct folio in every version (a plain
-	 * unsigned long up to 6.17, memdesc_flags_t from 6.18) */
-	u64 flags = ut_read_u64((void *)folio, 0);
-	u64 mapping = ut_read_u64((void *)folio, offsetof(struct folio, mapping));
-	u32 state = UT_FOLIO_SEEN;
+#if UT_STATE_AT_EXIT
+	u32 zero = 0;
+	struct ut_walk_cfg *cfg = walk_cfg.lookup(&zero);
 
-	if (flags & (1UL << PG_head)) {
-		state |= UT_FOLIO_LARGE;
-		if ((int)ut_read_u32((void *)folio, offsetof(struct folio, _pincount)) > 0)
-			state |= UT_FOLIO_MAYBE_DMA_PINNED;
-	} else {
-		/* small folio: each pin adds GUP_PIN_COUNTING_BIAS references (a
-		 * false positive is possible with very many plain references, as
-		 * for the kernel's own folio_maybe_dma_pinned()) */
-		if (ut_read_u32((void *)folio, offsetof(struct folio, _refcount)) >=
-		    GUP_PIN_COUNTING_BIAS)
-			state |= UT_FOLIO_MAYBE_DMA_PINNED;
-		/* PageAnonExclusive of the only page: valid for small folios */
-		if (flags & (1UL << PG_anon_exclusive))
-			state |= UT_FOLIO_ANON_EXCLUSIVE;
-	}
-	if ((mapping & UT_MAPPING_FLAGS) == UT_MAPPING_KSM)
-		state |= UT_FOLIO_KSM;
-	else if (mapping & UT_MAPPING_ANON)
-		state |= UT_FOLIO_ANON;
-	return state;
+	if (!cfg || !(rec->ev.src_state.flags & UT_PS_FOLIO))
+		return;
+	u64 folio = ut_page_folio(cfg->vmemmap_base + rec->ev.src_state.pfn * UT_L_SIZEOF_PAGE);
+	struct ut_pinner *p = pinned_folios.lookup(&folio);
+
+	if (!p)
+		return;
+	rec->ev.folio_flags |= UT_FOLIO_SEEN | UT_FOLIO_PINNED_SEEN;
+	rec->ev.pinner_pid = p->pid;
+	rec->ev.pinner_ts_ns = p->ts_ns;
+	rec->ev.pinner_method = p->method;
+	rec->ev.pinner_gup_flags = p->gup_flags;
+	__builtin_memcpy(rec->ev.pinner_comm, p->comm, sizeof(rec->ev.pinner_comm));
+#endif
 }
 
-/* The folio looked at last is the one at the failing address: its state,
- * the KSM merge that made it, and, if a GUP pin of it was seen, the pinner.
- * Decoded here, once per failed move, not for every page a move looks at. */
-static __always_inline void ut_folio_at_fail(struct ut_move_inflight *rec)
-{
-	struct ut_pinner *p = pinned_folios.lookup(&rec->scratch_folio);
-
-	rec->ev.kflags |= UT_K_FOLIO_AT_FAIL;
-	rec->ev.folio_flags = ut_folio_state(rec->scratch_folio);
-	rec->ev.fail_addr = rec->scratch_folio_addr;
-	if (rec->ev.folio_flags & UT_FOLIO_KSM) {
-		/* the ksm:* tracepoints keyed the merge by pfn */
-		u64 pfn = (rec->scratch_folio_pte & UT_PTE_PFN_MASK) >> PAGE_SHIFT;
-		struct ut_ksm_merge *m = ksm_merges.lookup(&pfn);
-
-		rec->ev.ksm_merged_ts_ns = m ? m->ts_ns : 0;
-	}
-	if (p) {
-		rec->ev.folio_flags |= UT_FOLIO_PINNED_SEEN;
-		rec->ev.pinner_pid = p->pid;
-		rec->ev.pinner_ts_ns = p->ts_ns;
-		rec->ev.pinner_method = p->method;
-		rec->ev.pinner_gup_flags = p->gup_flags;
-		__builtin_memcpy(rec->ev.pinner_comm, p->comm, sizeof(rec->ev.pinner_comm));
-	}
-}
-
-/* The first failing step of a move: its result, address, and the folio the
- * kernel looked at last (move_pages_pte(s) stops at the page it refused). */
+/* The first failing step of a move: its result and address. */
 static __always_inline void ut_step_failed(struct ut_move_inflight *rec, u64 src_addr, s64 err)
 {
 	if (rec->ev.kflags & UT_K_STEP_FAILED)
@@ -275,8 +259,6 @@ static __always_inline void ut_step_failed(struct ut_move_inflight *rec, u64 src
 	rec->ev.kflags |= UT_K_STEP_FAILED;
 	rec->ev.step_err = err;
 	rec->ev.fail_addr = src_addr;
-	if (rec->scratch_folio && rec->scratch_folio_addr == src_addr)
-		ut_folio_at_fail(rec);
 }
 
 /* One move step (a PTE batch or a PMD) returned `ret`: bytes or 0 on
@@ -284,58 +266,19 @@ static __always_inline void ut_step_failed(struct ut_move_inflight *rec, u64 src
 static __always_inline void ut_step_done(struct ut_move_inflight *rec, u64 src_addr, s64 ret)
 {
 	rec->ev.steps++;
-	if (ret == -EAGAIN)
+	if (ret == -UT_EAGAIN)
 		rec->ev.retries++;
 	else if (ret < 0)
 		ut_step_failed(rec, src_addr, ret);
 }
 
-/* Bytes the move got through before it stopped: the failing step's offset,
- * else what the kernel wrote to `move` (bytes, or -errno: none moved). */
-static __always_inline u64 ut_progress(struct ut_move_inflight *rec)
-{
-	if (rec->ev.kflags & UT_K_STEP_FAILED)
-		return rec->ev.fail_addr - rec->ev.src;
-	return rec->ev.move > 0 ? rec->ev.move : 0;
-}
-
-/* The PTEs at the address where the move stopped, if the kernel mapped them
- * last: a populated dst or an empty src there is why it stopped (6.12 has no
- * step function to hook, so this is how its partial moves are explained). */
-static __always_inline void ut_ptes_at_fail(struct ut_move_inflight *rec, u64 done)
-{
-	if (rec->scratch_src_pte_addr && rec->scratch_src_pte_addr == rec->ev.src + done) {
-		u64 pte = rec->scratch_src_pte;
-
-		rec->ev.pte_at_fail |= UT_PTE_SRC_SEEN;
-		if (!pte)
-			rec->ev.pte_at_fail |= UT_PTE_SRC_NONE;
-		else if (!(pte & (_PAGE_PRESENT | _PAGE_PROTNONE)))
-			rec->ev.pte_at_fail |= UT_PTE_SRC_SWAP;
-	}
-	if (rec->scratch_dst_pte_addr && rec->scratch_dst_pte_addr == rec->ev.dst + done) {
-		rec->ev.pte_at_fail |= UT_PTE_DST_SEEN;
-		if (rec->scratch_dst_pte)
-			rec->ev.pte_at_fail |= UT_PTE_DST_POPULATED;
-	}
-}
-
-/* Called by move_end() before the record is sent: fill in what only the end
- * of the move tells.  The scratch needs no scrubbing: it is not part of the
- * record sent, and move_begin() clears it for the next move. */
+/* Called by move_end() after the state at exit was read, before the record
+ * is sent. */
 static __always_inline void ut_kernel_finish(struct ut_move_inflight *rec)
 {
 	rec->ev.flags |= UT_F_KERNEL_TIER;
-	if (rec->ev.ret < 0) {
-		u64 done = ut_progress(rec);
-
-		/* without a step hook (6.12 inlines move_pages_pte) the last folio
-		 * looked at, if it is where the move stopped, is the evidence */
-		if (!(rec->ev.kflags & UT_K_STEP_FAILED) && rec->scratch_folio &&
-		    rec->scratch_folio_addr == rec->ev.src + done)
-			ut_folio_at_fail(rec);
-		ut_ptes_at_fail(rec, done);
-	}
+	if (rec->ev.ret < 0)
+		ut_pinner_at_exit(rec);
 }
 
 /* ---- move_pages(): entered at all?  and its own result ---- */
@@ -344,10 +287,8 @@ UT_ON_ENTRY(move_pages)
 {
 	struct ut_move_inflight *rec = current_move();
 
-	if (rec) {
+	if (rec)
 		rec->ev.kflags |= UT_K_MOVE_PAGES;
-		rec->scratch_ctx = UT_ARG(0);   /* struct userfaultfd_ctx * */
-	}
 	return 0;
 }
 
@@ -383,6 +324,7 @@ static __always_inline u32 ut_syscall_fd(void)
 /* userfaultfd_ioctl(file, cmd, arg) */
 UT_ON_ENTRY(userfaultfd_ioctl)
 {
+	ut_uffd_user();
 	if ((u32)UT_ARG(1) != UFFDT_IOC_MOVE)
 		return 0;
 	move_begin(ut_syscall_fd(), UT_ARG(2));
@@ -390,11 +332,9 @@ UT_ON_ENTRY(userfaultfd_ioctl)
 
 	if (!rec)
 		return 0;
-	struct file *file = (struct file *)UT_ARG(0);
-	u64 uctx = ut_read_u64(file, offsetof(struct file, private_data));
-	u64 owner = ut_read_u64((void *)uctx, offsetof(struct userfaultfd_ctx, mm));
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	u64 mine = ut_read_u64(task, offsetof(struct task_struct, mm));
+	u64 uctx = ut_read_u64((void *)UT_ARG(0), UT_L_FILE_PRIVATE_DATA);
+	u64 owner = ut_read_u64((void *)uctx, UT_L_UFFD_CTX_MM);
+	u64 mine = ut_read_u64((void *)bpf_get_current_task(), UT_L_TASK_MM);
 
 	rec->ev.kflags |= UT_K_IOCTL_SEEN;
 	if (owner != mine)
@@ -408,80 +348,6 @@ UT_ON_EXIT(userfaultfd_ioctl)
 
 	if (rec)
 		move_end(rec, (s64)(long)UT_RET());
-	return 0;
-}
-#endif
-
-/* ---- the VMAs as move_pages() locks them ---- */
-static __always_inline u32 ut_vma_bits(u64 vma, u64 uffd_ctx)
-{
-	u64 vm_flags = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_flags));
-	u64 vm_ops = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_ops));
-	u64 owner = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_userfaultfd_ctx));
-	u32 bits = 0;
-
-	if (vm_flags & VM_SHARED)
-		bits |= UT_VMA_SHARED;
-	if (vm_ops)
-		bits |= UT_VMA_NOT_ANON;
-	if (vm_flags & VM_READ)
-		bits |= UT_VMA_READ;
-	if (vm_flags & VM_WRITE)
-		bits |= UT_VMA_WRITE;
-	if (vm_flags & VM_EXEC)
-		bits |= UT_VMA_EXEC;
-	if (vm_flags & VM_LOCKED)
-		bits |= UT_VMA_LOCKED;
-	if (vm_flags & (VM_PFNMAP | VM_IO | VM_HUGETLB | VM_MIXEDMAP))
-		bits |= UT_VMA_SPECIAL;
-	if (vm_flags & VM_UFFD_MISSING)
-		bits |= UT_VMA_UFFD_MISSING;
-	if (owner != uffd_ctx)
-		bits |= UT_VMA_OTHER_CTX;
-	return bits;
-}
-
-/* Record the VMA's bits as src or dst by the range it covers: one helper for
- * both ways move_pages() finds its VMAs. */
-static __always_inline void ut_saw_vma(struct ut_move_inflight *rec, u64 vma)
-{
-	u64 start = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_start));
-	u64 end = ut_read_u64((void *)vma, offsetof(struct vm_area_struct, vm_end));
-
-	if (rec->ev.dst >= start && rec->ev.dst < end && !(rec->ev.kflags & UT_K_DST_VMA)) {
-		rec->ev.kflags |= UT_K_DST_VMA;
-		rec->ev.dst_vma = ut_vma_bits(vma, rec->scratch_ctx);
-	}
-	if (rec->ev.src >= start && rec->ev.src < end && !(rec->ev.kflags & UT_K_SRC_VMA)) {
-		rec->ev.kflags |= UT_K_SRC_VMA;
-		rec->ev.src_vma = ut_vma_bits(vma, rec->scratch_ctx);
-	}
-}
-
-#ifdef UT_HOOK_lock_vma_under_rcu
-/* the per-VMA-lock path: lock_vma_under_rcu(mm, addr) -> vma or NULL.
- * Only the result is read, so kprobe mode has no entry probe here (this
- * runs on every page fault of the machine). */
-UT_ON_EXIT(lock_vma_under_rcu)
-{
-	struct ut_move_inflight *rec = current_move();
-	u64 vma = UT_RET();
-
-	if (rec && vma)
-		ut_saw_vma(rec, vma);
-	return 0;
-}
-#endif
-
-#ifdef UT_HOOK___anon_vma_prepare
-/* the mmap_lock fallback prepares a VMA that has no anon_vma yet (a
- * destination never touched): __anon_vma_prepare(vma) */
-UT_ON_ENTRY(__anon_vma_prepare)
-{
-	struct ut_move_inflight *rec = current_move();
-
-	if (rec)
-		ut_saw_vma(rec, UT_ARG(0));
 	return 0;
 }
 #endif
@@ -519,59 +385,6 @@ UT_STEP_HOOK(move_pages_pte, 6, int)
 UT_STEP_HOOK(move_pages_huge_pmd, 7, int)
 #endif
 
-/* ---- the folio behind each source PTE the move looks at ---- */
-#ifdef UT_HOOK_vm_normal_folio
-/* (vma, addr, pte) -> struct folio * or NULL */
-UT_SAVE_ARGS_IN_MOVE(vm_normal_folio)
-UT_ON_EXIT(vm_normal_folio)
-{
-	struct ut_move_inflight *rec = current_move();
-	u64 folio = UT_RET();
-
-	if (rec) {
-		u64 addr = UT_EXIT_ARG(vm_normal_folio, 1);
-
-		rec->ev.folio_lookups++;
-		/* a second look at the same address is move_pages() retrying.
-		 * Only remembered: ut_folio_at_fail() decodes it if the move
-		 * stops here (this runs for every page a move looks at). */
-		rec->scratch_folio = folio;
-		rec->scratch_folio_addr = addr;
-		rec->scratch_folio_pte = UT_EXIT_ARG(vm_normal_folio, 2);
-	}
-	if (rec)   /* arguments were saved only inside a move */
-		UT_EXIT_DONE(vm_normal_folio);
-	return 0;
-}
-#endif
-
-/* ---- the page-table entries each step maps ---- */
-#ifdef UT_HOOK___pte_offset_map
-/* (pmd, addr, pmdvalp) -> pte_t * (mapped), or NULL */
-UT_SAVE_ARGS_IN_MOVE(__pte_offset_map)
-UT_ON_EXIT(__pte_offset_map)
-{
-	struct ut_move_inflight *rec = current_move();
-	u64 ptep = UT_RET();
-
-	if (rec && ptep) {
-		u64 addr = UT_EXIT_ARG(__pte_offset_map, 1);
-		u64 pte = ut_read_u64((void *)ptep, 0);
-
-		if (addr >= rec->ev.dst && addr < rec->ev.dst + rec->ev.len) {
-			rec->scratch_dst_pte_addr = addr;
-			rec->scratch_dst_pte = pte;
-		} else if (addr >= rec->ev.src && addr < rec->ev.src + rec->ev.len) {
-			rec->scratch_src_pte_addr = addr;
-			rec->scratch_src_pte = pte;
-		}
-	}
-	if (rec)   /* arguments were saved only inside a move */
-		UT_EXIT_DONE(__pte_offset_map);
-	return 0;
-}
-#endif
-
 /* ---- folio splits while inside a move ---- */
 #ifdef UT_HOOK_split_folio_to_list
 UT_ON_EXIT(split_folio_to_list)
@@ -584,26 +397,6 @@ UT_ON_EXIT(split_folio_to_list)
 			rec->ev.thp_splits++;
 		else if (!rec->ev.split_err)
 			rec->ev.split_err = ret;
-	}
-	return 0;
-}
-#endif
-
-/* ---- ranged TLB flushes ---- */
-#ifdef UT_HOOK_flush_tlb_mm_range
-/* (mm, start, end, stride_shift, freed_tables) */
-UT_ON_ENTRY(flush_tlb_mm_range)
-{
-	struct ut_move_inflight *rec = current_move();
-
-	if (rec) {
-		u64 start = UT_ARG(1), end = UT_ARG(2);
-
-		rec->ev.tlb_range_flushes++;
-		/* end == TLB_FLUSH_ALL (-1) is a whole-mm flush, counted by the
-		 * tlb:tlb_flush tracepoint already */
-		if (end != (u64)-1 && end > start)
-			rec->ev.tlb_range_bytes += end - start;
 	}
 	return 0;
 }
@@ -641,14 +434,20 @@ static __always_inline void ut_pinned(u32 method, u64 start, s64 pinned, u32 gup
 				      u64 pages)
 {
 	u64 id = bpf_get_current_pid_tgid();
+	u32 pid = id >> 32;
+	int longterm = gup_flags & UT_L_FOLL_LONGTERM;
 	struct ut_pinner who = {};
 
 	if (pinned <= 0)
 		return;
 	stat_add(UT_STAT_GUP_PINS, 1);
+	/* Every O_DIRECT read pins its buffer: a short-term pin of a process
+	 * that moves no page is not worth a map update per page. */
+	if (!longterm && !uffd_users.lookup(&pid))
+		return;
 	who.ts_ns = bpf_ktime_get_ns();
-	who.pid = id >> 32;
-	who.method = method | ((gup_flags & FOLL_LONGTERM) ? UT_PIN_LONGTERM : 0);
+	who.pid = pid;
+	who.method = method | (longterm ? UT_PIN_LONGTERM : 0);
 	who.gup_flags = gup_flags;
 	bpf_get_current_comm(&who.comm, sizeof(who.comm));
 	if (pages) {
@@ -663,12 +462,13 @@ static __always_inline void ut_pinned(u32 method, u64 start, s64 pinned, u32 gup
 				break;
 			u64 folio = ut_page_folio(page);
 
-			who.uaddr = start + (u64)i * PAGE_SIZE;
-			pinned_folios.update(&folio, &who);
+			who.uaddr = start + (u64)i * UT_PAGE_SIZE;
+			if (!pinned_folios.update(&folio, &who))
+				ut_pins_tracked(1);
 		}
 	}
-	if (gup_flags & FOLL_LONGTERM)
-		ut_send_gup_pin(UT_EV_PIN, &who, who.ts_ns, start, (u64)pinned * PAGE_SIZE);
+	if (longterm)
+		ut_send_gup_pin(UT_EV_PIN, &who, who.ts_ns, start, (u64)pinned * UT_PAGE_SIZE);
 }
 
 /* Each pin_user_pages* variant: its method code and where its arguments sit. */
@@ -717,14 +517,18 @@ static __always_inline int ut_unpinned_page(u64 page, int report)
 		return 0;
 	report = report && (p->method & UT_PIN_LONGTERM);
 	if (report)
-		ut_send_gup_pin(UT_EV_UNPIN, p, bpf_ktime_get_ns(), p->uaddr, PAGE_SIZE);
-	pinned_folios.delete(&folio);
+		ut_send_gup_pin(UT_EV_UNPIN, p, bpf_ktime_get_ns(), p->uaddr, UT_PAGE_SIZE);
+	if (!pinned_folios.delete(&folio))
+		ut_pins_tracked(-1);
 	return report;
 }
 
 static __always_inline void ut_unpinned_pages(u64 pages, u64 npages)
 {
 	int reported = 0;
+
+	if (!ut_pins_tracked(0))   /* every O_DIRECT completion unpins: most find nothing */
+		return;
 
 #pragma unroll
 	for (u32 i = 0; i < UT_MAX_PIN_PAGES; i++) {
@@ -742,7 +546,8 @@ static __always_inline void ut_unpinned_pages(u64 pages, u64 npages)
 #define UT_UNPIN_ONE_HOOK(fn)                                                  \
 	UT_ON_ENTRY(fn)                                                        \
 	{                                                                      \
-		ut_unpinned_page(UT_ARG(0), 1);                                \
+		if (ut_pins_tracked(0))                                        \
+			ut_unpinned_page(UT_ARG(0), 1);                        \
 		return 0;                                                      \
 	}
 /* unpin_user_pages{,_dirty_lock}(pages, npages, ...) */

@@ -29,9 +29,8 @@
 #endif
 #include "ut_pagestate.h"
 
-#define UT_CAL_PGD 1
-#define UT_CAL_BASES 2
-#define UT_CAL_VERIFY 3
+/* the modes (UT_CAL_PGD, UT_CAL_BASES, UT_CAL_VERIFY) are defined by
+ * calibrate.py; the array sizes below it reads from the compiled maps */
 #define UT_CAL_ADDRS 4
 #define UT_CAL_CANDIDATES 32
 #define UT_CAL_SAMPLES 8

@@ -28,6 +28,22 @@ SCENARIO_CAUSES = {
 }
 
 
+# EINVAL from the VMAs' flags is read from /proc after the call in both
+# tiers (inferred: the memory must still be mapped, so these need --hold);
+# every other scenario is observed in the kernel (the request itself, the
+# ioctl hook, or the page state read when a failed move returns).
+VMA_SCENARIOS = frozenset({"dst_not_registered", "vma_shared", "src_readonly"})
+
+
+def evidence_of(scenario: str, tier: str) -> str:
+    """The evidence level `scenario`'s diagnosis has in `tier`."""
+    if scenario in VMA_SCENARIOS:
+        return "inferred"
+    if scenario == "cross_mm" and tier == "tracepoint":
+        return "inferred"       # no ioctl hook: the unwritten `move` says it
+    return "observed"
+
+
 def uffdtrace(*args: str, timeout: float = 120, check_clean_stderr: bool = True,
               preexec=None, **kw) -> subprocess.CompletedProcess:
     """Run the real CLI (python -m uffdtrace) and capture its output."""

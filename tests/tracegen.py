@@ -20,6 +20,7 @@ from uffdtrace.scrub import KernelValueScrubber
 from uffdtrace.session import TracedMove
 from uffdtrace.taxonomy import ERRNO, INFERRED, OBSERVED
 from uffdtrace.tracefile import TraceWriter
+from uffdtrace.walkstate import WalkedPage
 
 T0 = 5_000_000_000_000          # start_ktime_ns of every generated trace
 PAGE = 4096
@@ -147,35 +148,54 @@ def mixed_items() -> list:
     ]
 
 
+def walked_page(addr: int, where: str, *flags: str, pfn: int = 0x4321) -> WalkedPage:
+    """A page as bpf/ut_pagestate.h reads it when a failed move returns."""
+    L = lib()
+    folio = L.UT_PS_FOLIO if where in ("PTE_PRESENT", "PMD_HUGE") else 0
+    return WalkedPage(addr=addr, entry=0, pfn=pfn, flags=folio | sum(
+        getattr(L, f"UT_PS_{f}") for f in flags), refcount=1, mapcount=1, page_mapcount=1,
+        pincount=0, where=getattr(L, f"UT_PSW_{where}"), level=L.UT_PSL_PAGE, order=0,
+        swp_type=0)
+
+
 def kernel_items() -> list:
     """What the kernel tier records, diagnosed by the real rule engine: GUP
     pins (a culprit with no range or thread), a KSM folio whose merge was
     not seen (no ksmd pid), step errors with internal retries, a populated
-    dst PTE on a kernel without a step hook, the pin released."""
+    dst on a kernel without a step hook, the pin released -- the pages
+    where the moves stopped as the state at exit read them."""
     L = lib()
     gup = L.UT_PIN_USER_PAGES_FAST | L.UT_PIN_LONGTERM
-    kernel = dict(flags=L.UT_F_KERNEL_TIER, kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES)
-    at_fail = L.UT_K_STEP_FAILED | L.UT_K_FOLIO_AT_FAIL
-    pinned_at = 0x7f1000004000
+    kernel = dict(flags=L.UT_F_KERNEL_TIER | L.UT_F_STATE_AT_EXIT,
+                  kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES)
+    src, dst, pinned_at = 0x7f1000000000, 0x7f0000000000, 0x7f1000004000
+    anon = ("ANON", "ANON_EXCLUSIVE")
     t = T0 + 1_000_000
 
-    def k(err=0, moved=0, kflags=0, **kw) -> MoveEvent:
+    def k(err=0, moved=0, kflags=0, src_page=None, dst_page=None, **kw) -> MoveEvent:
         fields = {**kernel, "kflags": kernel["kflags"] | kflags, "len": 8 * PAGE,
-                  "ret": -err, "move": moved or (-err if err else 8 * PAGE), **kw}
+                  "src": src, "dst": dst, "ret": -err,
+                  "move": moved or (-err if err else 8 * PAGE), **kw}
+        if err:
+            fields["src_state"] = src_page or walked_page(src + moved, "PTE_PRESENT", *anon)
+            fields["dst_state"] = dst_page or walked_page(dst + moved, "PTE_NONE")
+        else:
+            fields["flags"] = L.UT_F_KERNEL_TIER
         return move_event(**fields)
 
     moves = [
         k(ts_ns=t, steps=1),
-        k(E.EAGAIN, 4 * PAGE, at_fail, ts_ns=t + 100_000, steps=2, step_err=-E.EBUSY,
-          fail_addr=pinned_at, pinner_pid=300, pinner_comm="fio", pinner_ts_ns=T0 + 600_000,
-          pinner_method=gup, folio_flags=L.UT_FOLIO_SEEN | L.UT_FOLIO_PINNED_SEEN
-          | L.UT_FOLIO_MAYBE_DMA_PINNED | L.UT_FOLIO_ANON | L.UT_FOLIO_ANON_EXCLUSIVE),
-        k(E.EBUSY, 0, at_fail, ts_ns=t + 200_000, steps=1, step_err=-E.EBUSY,
-          fail_addr=0x7f1000000000, folio_flags=L.UT_FOLIO_SEEN | L.UT_FOLIO_KSM),
+        k(E.EAGAIN, 4 * PAGE, L.UT_K_STEP_FAILED, ts_ns=t + 100_000, steps=2,
+          step_err=-E.EBUSY, fail_addr=pinned_at, pinner_pid=300, pinner_comm="fio",
+          pinner_ts_ns=T0 + 600_000, pinner_method=gup,
+          folio_flags=L.UT_FOLIO_SEEN | L.UT_FOLIO_PINNED_SEEN,
+          src_page=walked_page(pinned_at, "PTE_PRESENT", *anon, "MAYBE_DMA_PINNED")),
+        k(E.EBUSY, 0, L.UT_K_STEP_FAILED, ts_ns=t + 200_000, steps=1, step_err=-E.EBUSY,
+          fail_addr=src, src_page=walked_page(src, "PTE_PRESENT", "KSM")),
         k(E.EEXIST, 0, L.UT_K_STEP_FAILED, ts_ns=t + 300_000, steps=3, retries=2,
-          step_err=-E.EEXIST, fail_addr=0x7f1000000000),
+          step_err=-E.EEXIST, fail_addr=src, dst_page=walked_page(dst, "PTE_PRESENT", *anon)),
         k(E.EAGAIN, 2 * PAGE, L.UT_K_MOVE_PAGES_RETURNED, ts_ns=t + 400_000,
-          kernel_ret=2 * PAGE, pte_at_fail=L.UT_PTE_DST_SEEN | L.UT_PTE_DST_POPULATED),
+          kernel_ret=2 * PAGE, dst_page=walked_page(dst + 2 * PAGE, "PTE_PRESENT", *anon)),
     ]
     pins = PinTable()
     traced = [TracedMove(m, diagnose(m, None, pins), None) for m in moves]

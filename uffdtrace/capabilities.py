@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bpfprog, kernel_tier, tiers
-from .kernel import bpfcaps, btf, headers, tracefs
+from . import bpfprog, kernel_tier, stateatexit, tiers
+from .kernel import bpfcaps, btf, headers, layout, tracefs
 from .native import move_support
 
 
@@ -110,6 +110,8 @@ class Capabilities:
     probe_seconds: float = 0.0
     attachable_functions: list[str] = field(default_factory=list)
     kernel_plan: kernel_tier.KernelPlan | None = None
+    layout_lines: list[str] = field(default_factory=list)   # where each layout fact comes from
+    state_reader: str = "not probed"
 
     def to_json(self) -> dict:
         return {
@@ -127,6 +129,8 @@ class Capabilities:
             "functions": self.functions,
             "attachable_functions": self.attachable_functions,
             "kernel_tier": self.kernel_plan.to_json() if self.kernel_plan else None,
+            "kernel_layout": self.layout_lines,
+            "state_at_exit": self.state_reader,
             "tracepoints": self.tracepoints,
             "ksm": self.ksm,
             "thp": self.thp,
@@ -145,6 +149,19 @@ class Capabilities:
                                       if not self.tracepoints.get(t)),
             tracepoint_attach_error=None if tp.attaches else tp.detail,
             kernel_plan=self.kernel_plan, probed=probed)
+
+
+def _layout_and_reader(root: bool) -> tuple[list[str], str]:
+    """Where the kernel structures' layout comes from (BTF, fact by fact),
+    and whether the state-at-exit reader can run (its calibration loads BPF:
+    root only)."""
+    try:
+        lines = layout.running().describe()
+    except layout.LayoutError as exc:
+        return [f"unknown: {exc}"], f"off: kernel layout unknown: {exc}"
+    if not root:
+        return lines, "not probed: calibrating the page-table walk needs root"
+    return lines, stateatexit.prepare().describe()
 
 
 def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities:
@@ -187,7 +204,8 @@ def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities
     )
     caps.attachable_functions = [f for f, info in functions.items()
                                  if info["fentry"]["attaches"] or info["kprobe"]["attaches"]]
-    caps.kernel_plan = kernel_tier.plan(probed=probed, header_tree=caps.headers)
+    caps.kernel_plan = kernel_tier.plan(probed=probed)
+    caps.layout_lines, caps.state_reader = _layout_and_reader(caps.euid == 0)
     decision = tiers.decide(caps.tier_facts(probed))
     caps.tier, caps.tier_reason = decision.tier, decision.reason
     caps.probe_seconds = time.monotonic() - started

@@ -15,7 +15,7 @@ from .enrich import Enrichment, Vma
 from .events import MoveEvent, PinEvent, pin_method_name
 from .kernel_evidence import diagnose_observed, gup_pinner, step_errno
 from .native import PAGE_SIZE, lib
-from .state_evidence import diagnose_at_exit
+from .state_evidence import Finding, diagnose_at_exit
 from .taxonomy import (ERRNO, INFERRED, OBSERVED, PARTIAL_STOPS, CauseCode as C,
                        allowed_causes, contradiction, errno_default)
 
@@ -66,9 +66,6 @@ def pin_culprit(pin: PinEvent) -> PinCulprit:
                       longterm=registered or bool(pin.method & L.UT_PIN_LONGTERM),
                       source=PIN_REGISTRATION if registered else GUP_HOOK,
                       ts_ns=pin.ts_ns, tid=pin.tid, range=(pin.addr, pin.len))
-
-
-Finding = tuple[C, object, list[str]]   # (cause, culprit or None, notes)
 
 
 def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,

@@ -54,18 +54,11 @@ class MoveEvent:
     kflags: int
     kernel_ret: int
     split_err: int
-    folio_lookups: int
-    src_vma: int
-    dst_vma: int
-    tlb_range_flushes: int
-    tlb_range_bytes: int
     pinner_pid: int
     pinner_ts_ns: int
     pinner_method: int
     pinner_gup_flags: int
     pinner_comm: str
-    ksm_merged_ts_ns: int
-    pte_at_fail: int
     # UT_F_STATE_AT_EXIT: the pages where a failed move stopped, as the
     # kernel had them when the call returned (None: not read)
     src_state: WalkedPage | None = None

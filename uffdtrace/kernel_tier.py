@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .kernel import bpfcaps, btf, headers, kallsyms
+from typing import Callable
+
+from .kernel import bpfcaps, btf, kallsyms, layout
 
 FENTRY, KPROBE = "fentry", "kprobe"
 
@@ -51,18 +53,12 @@ HOOKS = (
     Hook("userfaultfd_ioctl", "each move's request and result (instead of the ioctl "
          "tracepoints), the uffd's owner mm (cross-mm moves)",
          entry=True, exit=True, anchor=True),
-    Hook("lock_vma_under_rcu", "src/dst VMA flags and registration", exit=True),
-    Hook("__anon_vma_prepare", "VMA flags on the mmap_lock path (untouched dst)", entry=True),
     Hook("move_pages_ptes", "each PTE batch's result (6.18+)",
          exit=True, saved_args=True, anchor=True),
     Hook("move_pages_pte", "each PTE step's result (where not inlined)",
          exit=True, saved_args=True, anchor=True),
     Hook("move_pages_huge_pmd", "each PMD step's result", exit=True, saved_args=True),
-    Hook("vm_normal_folio", "the folio at each source address", exit=True, saved_args=True),
-    Hook("__pte_offset_map", "the src/dst page-table entries where a move stops",
-         exit=True, saved_args=True),
     Hook("split_folio_to_list", "folio splits", exit=True),
-    Hook("flush_tlb_mm_range", "ranged TLB flushes", entry=True),
     Hook("pin_user_pages_fast", "GUP pins (io_uring, O_DIRECT, drivers)",
          exit=True, saved_args=True),
     Hook("pin_user_pages", "GUP pins", exit=True, saved_args=True),
@@ -175,12 +171,15 @@ class KernelPlan:
 
 
 def plan(mechanism: str = "auto", probed: ProbedFunctions | None = None,
-         header_tree: headers.Headers | None = None) -> KernelPlan:
-    """The kernel-tier hooks to attach here (mechanism: auto, fentry, kprobe)."""
-    tree = header_tree or headers.find()
-    if not tree.matches_running:
-        return KernelPlan(None, reason="the kernel tier reads kernel structures and needs "
-                          f"this kernel's headers; bcc uses {tree.release or 'none'}")
+         kernel_layout: Callable[[], layout.Layout] = layout.running) -> KernelPlan:
+    """The kernel-tier hooks to attach here (mechanism: auto, fentry, kprobe).
+    The hooks read kernel structures at the running kernel's BTF offsets, so
+    any headers that let bcc compile will do; without BTF there is no tier."""
+    try:
+        kernel_layout()
+    except layout.LayoutError as exc:
+        return KernelPlan(None, reason=f"the kernel tier reads kernel structures at this "
+                          f"kernel's BTF offsets: {exc}")
     functions = (probed or probe_functions(list(HOOKED_FUNCTIONS))).functions
     anchors = [functions[a] for a in ANCHORS]
     if mechanism == "auto":

@@ -117,7 +117,7 @@ class Session:
         self.tier = "tracepoint"
         self.tier_reason: str | None = None      # set by choose_tier()
         self.want_state_at_exit = state_at_exit
-        self.state_reader = stateatexit.off("not prepared yet")   # set by choose_tier()
+        self.state_reader = stateatexit.StateReader(reason="not prepared yet")   # choose_tier()
         self.pins = PinTable()
         self.bpf = None
         self._pending: list[TracedMove | PinEvent] = []
@@ -151,7 +151,7 @@ class Session:
         probed = plan = None
         if self.requested_tier != "tracepoint" and os.geteuid() == 0:
             probed = kernel_tier.probe_functions(list(kernel_tier.HOOKED_FUNCTIONS))
-            plan = kernel_tier.plan(self.kernel_hooks, probed=probed, header_tree=tree)
+            plan = kernel_tier.plan(self.kernel_hooks, probed=probed)
         return tiers.TierFacts(root=os.geteuid() == 0, tracefs_path=str(tfs) if tfs else None,
                                tracefs_status=status, headers=tree,
                                bcc_import_error=_bcc_import_error(),

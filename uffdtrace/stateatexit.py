@@ -32,10 +32,11 @@ class StateReader:
         return self.calibration is not None
 
     def defines(self) -> dict[str, int]:
-        """#defines for the tracer's program (struct offsets: no secrets)."""
-        if not self.usable:
-            return {"UT_STATE_AT_EXIT": 0}
-        return {"UT_STATE_AT_EXIT": 1, **self.layout.defines()}
+        """#defines for the tracer's program: the layout (struct offsets, no
+        secrets; the kernel tier reads structures at them too) and whether
+        the reader runs."""
+        layout_defines = self.layout.defines() if self.layout is not None else {}
+        return {"UT_STATE_AT_EXIT": int(self.usable), **layout_defines}
 
     def install(self, bpf) -> None:
         """Give the loaded program its walk bases (before any move is traced
@@ -58,12 +59,18 @@ class StateReader:
         return "on: " + "; ".join(self.calibration.describe()[:1])
 
 
+def _layout() -> tuple[layout.Layout | None, str]:
+    try:
+        return layout.running(), ""
+    except layout.LayoutError as exc:
+        return None, f"kernel layout unknown: {exc}"
+
+
 def prepare() -> StateReader:
     """The reader for this kernel, or one that says why it is off."""
-    try:
-        lay = layout.load()
-    except layout.LayoutError as exc:
-        return StateReader(reason=f"kernel layout unknown: {exc}")
+    lay, why = _layout()
+    if lay is None:
+        return StateReader(reason=why)
     try:
         cal = calibrate.calibration_for_this_boot(lay)
     except (calibrate.CalibrationError, OSError) as exc:
@@ -74,4 +81,5 @@ def prepare() -> StateReader:
 
 
 def off(reason: str) -> StateReader:
-    return StateReader(reason=reason)
+    """The reader turned off; the layout stays (the kernel tier needs it)."""
+    return StateReader(layout=_layout()[0], reason=reason)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import require_bcc_root
 
-from uffdtrace import bpfprog, kernel_tier
+from uffdtrace import bpfprog, kernel_tier, stateatexit
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,10 @@ def all_hooks_plan(mechanism: str) -> kernel_tier.KernelPlan:
 
 def test_every_kprobe_hook_passes_the_verifier(bcc):
     plan = all_hooks_plan(kernel_tier.KPROBE)
-    text = bpfprog.program_text(bpfprog.ProgramConfig(), plan.defines())
+    # with the state-at-exit reader, as the tracer compiles it here
+    reader = stateatexit.prepare()
+    assert reader.usable, reader.reason
+    text = bpfprog.program_text(bpfprog.ProgramConfig(), {**plan.defines(), **reader.defines()})
     b = bcc.BPF(text=text.encode(), cflags=bpfprog.cflags())
     try:
         attachments = plan.kprobe_attachments()

@@ -2,7 +2,8 @@
 
 Each test makes memory of one kind in this process (an exclusive page, a
 hole, a page shared with a forked child, an io_uring-pinned page, a KSM
-page, a THP, the zero pages, swapped-out pages), asks the reader about it
+page, PMD- and PTE-mapped THPs, the zero pages, a PROT_NONE page, swapped-out
+pages, a guard-region marker), asks the reader about it
 through a syscall tracepoint (uffdtrace/kernel/pageprobe.py), and checks the
 answer against what the kernel says elsewhere: /proc/self/pagemap (pfn, swap
 type and offset), /proc/kpageflags, /proc/kpagecount (mapcount), and the
@@ -16,6 +17,7 @@ tests/vm/guest/test_pagestate.py.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 import time
@@ -304,17 +306,9 @@ def test_the_huge_zero_page(probe, kernel):
 
 
 # ---- KSM ----
-def ksm_merged(m: Mapping, pages: int) -> bool:
-    """All pages mapped to one KSM page.  kpageflags alone is not enough:
-    on 6.12 it flags pages KSM while ksmd is still merging them (each at its
-    own pfn, one still mapped writable and exclusive)."""
-    states = read_page_states(os.getpid(), [m.page(i) for i in range(pages)])
-    return len({s.pfn for s in states}) == 1 and all(s.has("ksm") for s in states)
-
-
 def test_a_ksm_page(probe):
     from uffdtrace.workload.ksm import KsmTuning
-    from uffdtrace.workload.scenarios import KSM_MERGE_TIMEOUT_S
+    from uffdtrace.workload.scenarios import KSM_MERGE_TIMEOUT_S, ksm_merged
     pages = 3
     try:
         tuning = KsmTuning().__enter__()
@@ -405,6 +399,25 @@ def test_a_prot_none_page(probe):
         assert got.where_name == "PTE_PRESENT" and got.has("PROTNONE"), got
         assert got.pfn == pfn and not got.entry & 1, got
         assert got.has("ANON_EXCLUSIVE")
+
+
+# include/uapi/asm-generic/mman-common.h (6.13+; Debian 12's libc headers predate it)
+MADV_GUARD_INSTALL = 102
+PM_GUARD_REGION = 1 << 58   # pagemap.rst, since 6.15
+
+
+def test_a_guard_region_marker_is_another_non_present_entry(probe):
+    with small_pages(2) as m:
+        rc = lib().uffdw_madvise(m.addr, PAGE_SIZE, MADV_GUARD_INSTALL)
+        if rc == -errno.EINVAL:
+            pytest.skip("no guard regions on this kernel (MADV_GUARD_INSTALL is 6.13+)")
+        assert rc == 0
+        got = probe.read(m.addr)
+        assert got.where_name == "PTE_OTHER" and got.level_name == "PTE", got
+        # a PTE marker: the last of the 32 swap types (include/linux/swap.h)
+        assert got.swp_type == 31, got
+        assert pagemap_word(m.addr) & PM_GUARD_REGION
+        assert probe.read(m.page(1)).where_name == "PTE_PRESENT"
 
 
 # ---- what the reader says decides what UFFDIO_MOVE does ----

@@ -14,27 +14,21 @@ import pytest
 
 from tests.conftest import require_bcc_root
 
-from tests.helpers import (ROOT, SCENARIO_CAUSES, record_then_sigkill, traced_workload,
-                           uffdtrace)
+from tests.helpers import (ROOT, SCENARIO_CAUSES, VMA_SCENARIOS, evidence_of,
+                           record_then_sigkill, traced_workload, uffdtrace)
 
-# What the tracepoint tier can know about each scenario: page state is read
-# in the kernel when a failed move returns (observed, even though the
-# workload unmaps its memory right after: --hold 0); VMA flags for EINVAL are
-# read from /proc after the call (inferred: the memory must still be mapped).
-TRACEPOINT_EVIDENCE = {
-    "ok": "observed", "thp": "observed", "src_hole_allowed": "observed",
-    "misaligned": "observed", "pinned": "observed", "partial": "observed",
-    "ksm": "observed", "fork_shared": "observed", "dst_populated": "observed",
-    "src_hole": "observed", "dst_not_registered": "inferred", "vma_shared": "inferred",
-    "src_readonly": "inferred", "cross_mm": "inferred",
-}
-EXPECTED = {s: (*SCENARIO_CAUSES[s], ev) for s, ev in TRACEPOINT_EVIDENCE.items()}
+# What the tracepoint tier can know about each scenario (helpers.evidence_of):
+# page state is read in the kernel when a failed move returns (observed, even
+# though the workload unmaps its memory right after: --hold 0); VMA flags for
+# EINVAL are read from /proc after the call (inferred: the memory must still
+# be mapped).
+EXPECTED = {s: (*SCENARIO_CAUSES[s], evidence_of(s, "tracepoint")) for s in SCENARIO_CAUSES}
 HOLD = "0.3"   # what /proc reads after the call need (EINVAL's VMA flags)
 
 
 def hold_for(scenario: str) -> str:
     """The page-state causes need no --hold: their state is read at exit."""
-    return "0" if TRACEPOINT_EVIDENCE[scenario] == "observed" else HOLD
+    return HOLD if scenario in VMA_SCENARIOS else "0"
 
 
 @pytest.fixture(scope="module")

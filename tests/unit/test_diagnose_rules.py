@@ -75,12 +75,6 @@ def kernel_failure(err, *, kflags=0, **kw):
                    kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES | kflags, **kw)
 
 
-def vmas_seen(src_vma, dst_vma):
-    """EINVAL with both VMAs as move_pages() locked them."""
-    return kernel_failure(E.EINVAL, kflags=L.UT_K_SRC_VMA | L.UT_K_DST_VMA,
-                          src_vma=src_vma, dst_vma=dst_vma)
-
-
 def walked(addr, where, *flags, refcount=1, mapcount=1, pincount=0, order=0):
     """A page as bpf/ut_pagestate.h reads it at the end of a failed move."""
     bits = sum(getattr(L, f"UT_PS_{f}") for f in flags)
@@ -104,13 +98,6 @@ def at_exit(err, src=("PTE_PRESENT", *ANON), dst=("PTE_NONE",), moved=0, kernel=
         fields["kflags"] = L.UT_K_IOCTL_SEEN
     fields.update(kw)
     return failure(err, moved=moved, **fields)
-
-
-def folio(*bits):
-    return L.UT_FOLIO_SEEN | sum(getattr(L, b) for b in bits)
-
-
-FOLIO_AT = L.UT_K_STEP_FAILED | L.UT_K_FOLIO_AT_FAIL
 
 
 @dataclass
@@ -302,89 +289,36 @@ KERNEL_ROWS = [
     Row("not past the ioctl, nothing seen: the request decides", failure(
         E.EINVAL, move_unwritten=True, dst=DST + 1, flags=L.UT_F_KERNEL_TIER,
         kflags=L.UT_K_IOCTL_SEEN), None, "invalid_misaligned", "observed"),
-    Row("EINVAL, shared VMA seen", vmas_seen(
-        L.UT_VMA_SHARED | L.UT_VMA_WRITE, L.UT_VMA_WRITE), None,
-        "invalid_vma_shared", "observed"),
-    Row("EINVAL, special VMA seen", vmas_seen(
-        L.UT_VMA_SPECIAL | L.UT_VMA_WRITE, L.UT_VMA_WRITE), None,
-        "invalid_special_vma", "observed"),
-    Row("EINVAL, file-backed VMA seen", vmas_seen(
-        L.UT_VMA_NOT_ANON | L.UT_VMA_WRITE, L.UT_VMA_WRITE), None,
-        "invalid_vma_not_anon", "observed"),
-    Row("EINVAL, src not writable seen", vmas_seen(
-        L.UT_VMA_READ, L.UT_VMA_READ | L.UT_VMA_UFFD_MISSING), None,
-        "invalid_src_not_writable", "observed"),
-    Row("EINVAL, protections differ seen", vmas_seen(
-        L.UT_VMA_WRITE | L.UT_VMA_EXEC, L.UT_VMA_WRITE), None,
-        "invalid_vma_flags_mismatch", "observed"),
-    Row("EINVAL, dst registered to another uffd", vmas_seen(
-        L.UT_VMA_WRITE, L.UT_VMA_WRITE | L.UT_VMA_UFFD_MISSING | L.UT_VMA_OTHER_CTX), None,
-        "invalid_dst_not_registered", "observed"),
-    Row("EINVAL, VMAs valid: inference decides", vmas_seen(
-        L.UT_VMA_WRITE, L.UT_VMA_WRITE | L.UT_VMA_UFFD_MISSING), None,
-        "invalid_unknown", "errno"),
+    Row("EINVAL in move_pages(): the VMAs' flags from /proc", kernel_failure(E.EINVAL),
+        state(src_vma=vma(SRC, perms="rw-s")), "invalid_vma_shared", "inferred"),
     Row("EEXIST from a step", kernel_failure(
         E.EEXIST, kflags=L.UT_K_STEP_FAILED, step_err=-E.EEXIST, steps=1, fail_addr=SRC),
         None, "dst_populated", "observed", note="step returned -EEXIST"),
-    Row("partial on 6.12: the populated dst PTE where it stopped", kernel_failure(
-        E.EAGAIN, moved=4 * PAGE, kernel_ret=4 * PAGE,
-        kflags=L.UT_K_MOVE_PAGES_RETURNED, pte_at_fail=L.UT_PTE_DST_SEEN |
-        L.UT_PTE_DST_POPULATED), None, "partial", "observed", "dst_populated"),
-    Row("ENOENT: an empty src PTE", kernel_failure(
-        E.ENOENT, kflags=L.UT_K_SRC_VMA, src_vma=L.UT_VMA_WRITE,
-        pte_at_fail=L.UT_PTE_SRC_SEEN | L.UT_PTE_SRC_NONE), None, "src_hole", "observed"),
-    Row("ENOENT from a step inside the VMA", kernel_failure(
-        E.ENOENT, kflags=L.UT_K_STEP_FAILED | L.UT_K_SRC_VMA, src_vma=L.UT_VMA_WRITE,
-        step_err=-E.ENOENT, steps=1, fail_addr=SRC), None, "src_hole", "observed"),
-    Row("partial: a GUP pin seen by the hooks (no range)", kernel_failure(
-        E.EAGAIN, moved=4 * PAGE, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=2,
-        fail_addr=PINNED_AT, folio_flags=folio("UT_FOLIO_PINNED_SEEN",
-                                               "UT_FOLIO_MAYBE_DMA_PINNED", "UT_FOLIO_ANON",
-                                               "UT_FOLIO_ANON_EXCLUSIVE"), **GUP_PINNER),
-        None, "partial", "observed", "page_pinned", PinCulprit, note="pinned by pid 300"),
-    Row("EBUSY: maybe DMA-pinned, no pin seen", kernel_failure(
-        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
-        folio_flags=folio("UT_FOLIO_MAYBE_DMA_PINNED", "UT_FOLIO_ANON")), None,
-        "page_pinned", "observed", note="before tracing"),
-    Row("EBUSY: a KSM folio, merge seen", kernel_failure(
-        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
-        folio_flags=folio("UT_FOLIO_KSM"), ksm_merged_ts_ns=T0 + 9), None,
-        "page_ksm", "observed", culprit=KsmCulprit),
-    Row("EBUSY: a KSM folio, merged before tracing", kernel_failure(
-        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
-        folio_flags=folio("UT_FOLIO_KSM")), None, "page_ksm", "observed", culprit=KsmCulprit),
-    Row("EBUSY: a large folio that would not split", kernel_failure(
-        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC, split_err=-16,
-        folio_flags=folio("UT_FOLIO_LARGE", "UT_FOLIO_ANON")), None,
-        "thp_split_failed", "observed", note="split returned -16"),
-    Row("EBUSY: shared after fork", kernel_failure(
-        E.EBUSY, kflags=FOLIO_AT, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
-        folio_flags=folio("UT_FOLIO_ANON")), None, "page_shared", "observed"),
-    Row("EBUSY: a swap entry", kernel_failure(
+    Row("ENOENT from a step", kernel_failure(
+        E.ENOENT, kflags=L.UT_K_STEP_FAILED, step_err=-E.ENOENT, steps=1, fail_addr=SRC),
+        None, "src_hole", "observed", note="found no source page"),
+    Row("EBUSY from a failed folio split", kernel_failure(
         E.EBUSY, kflags=L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
-        pte_at_fail=L.UT_PTE_SRC_SEEN | L.UT_PTE_SRC_SWAP), None,
-        "swap_not_exclusive", "observed"),
+        split_err=-16), None, "thp_split_failed", "observed", note="split returned -16"),
     Row("retries are counted in the notes", kernel_failure(
         E.EEXIST, kflags=L.UT_K_STEP_FAILED, step_err=-E.EEXIST, steps=4, retries=3,
         fail_addr=SRC), None, "dst_populated", "observed", note="3 internal -EAGAIN retries"),
-    Row("EBUSY step, but the dst PTE read populated: not trusted", kernel_failure(
-        E.EBUSY, kflags=L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=1, fail_addr=SRC,
-        pte_at_fail=L.UT_PTE_DST_SEEN | L.UT_PTE_DST_POPULATED), None,
+    Row("move_pages() itself returned EEXIST (no step hook)", kernel_failure(
+        E.EEXIST, kflags=L.UT_K_MOVE_PAGES_RETURNED, kernel_ret=-E.EEXIST), None,
+        "dst_populated", "observed", note="move_pages() returned -EEXIST"),
+    Row("partial on 6.12, no step hook: the state at exit explains it", at_exit(
+        E.EAGAIN, moved=4 * PAGE, dst=("PTE_PRESENT", *ANON), kernel=True,
+        kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES | L.UT_K_MOVE_PAGES_RETURNED,
+        kernel_ret=4 * PAGE), None, "partial", "observed", "dst_populated"),
+    Row("partial: a GUP pin the hooks saw, at exit", at_exit(
+        E.EAGAIN, moved=4 * PAGE, src=("PTE_PRESENT", *ANON, "MAYBE_DMA_PINNED"),
+        kernel=True, kflags=L.UT_K_IOCTL_SEEN | L.UT_K_STEP_FAILED, step_err=-E.EBUSY,
+        steps=2, fail_addr=SRC + 4 * PAGE, folio_flags=L.UT_FOLIO_SEEN | L.UT_FOLIO_PINNED_SEEN,
+        **GUP_PINNER), None, "partial", "observed", "page_pinned", PinCulprit),
+    Row("EBUSY step, but a populated dst at exit: not trusted", at_exit(
+        E.EBUSY, dst=("PTE_PRESENT", *ANON), kernel=True,
+        kflags=L.UT_K_IOCTL_SEEN | L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=1), None,
         "busy_unknown", "errno"),
-    Row("EINVAL, one VMA not seen: inference decides", kernel_failure(
-        E.EINVAL, kflags=L.UT_K_SRC_VMA, src_vma=L.UT_VMA_WRITE), None,
-        "invalid_unknown", "errno"),
-    Row("EBUSY from move_pages() itself, no step hook", kernel_failure(
-        E.EBUSY, kflags=L.UT_K_MOVE_PAGES_RETURNED | L.UT_K_FOLIO_AT_FAIL,
-        kernel_ret=-E.EBUSY, folio_flags=folio("UT_FOLIO_KSM")), None, "page_ksm",
-        "observed", culprit=KsmCulprit, note="move_pages() returned -EBUSY"),
-    Row("EBUSY, nothing returned but the syscall's errno", kernel_failure(
-        E.EBUSY, kflags=L.UT_K_FOLIO_AT_FAIL, folio_flags=folio("UT_FOLIO_ANON")), None,
-        "page_shared", "observed"),
-    Row("partial, step EBUSY, folio unseen; inference contradicts the step", kernel_failure(
-        E.EAGAIN, moved=4 * PAGE, kflags=L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=2,
-        fail_addr=SRC + 4 * PAGE), state(dst=page(DST + 4 * PAGE), offset=4 * PAGE),
-        "partial", "errno", note="failing step's EBUSY"),
     Row("nothing seen where it stopped: inference decides", kernel_failure(
         E.EBUSY, kflags=L.UT_K_STEP_FAILED, step_err=-E.EBUSY, steps=1, fail_addr=SRC),
         state(src=page(exclusive=False)), "page_shared", "inferred"),
@@ -462,8 +396,6 @@ def test_culprits_carry_what_each_source_knows(strict, tmp_path):
     assert record["diagnosis"]["culprit"]["range"] is None
     assert d.culprit.describe() == ("pinned by pid 300 (fio) via pin_user_pages_fast(), "
                                     "long-term (FOLL_LONGTERM)")
-    seen = next(r for r in KERNEL_ROWS if r.name == "EBUSY: a KSM folio, merge seen")
-    assert run(seen).culprit == KsmCulprit(merged_ts_ns=T0 + 9, ksmd_pid=None)
     inferred = next(r for r in TRACEPOINT_ROWS if r.name == "EBUSY, KSM merge seen")
     assert run(inferred).culprit == KsmCulprit(merged_ts_ns=T0 + 5, ksmd_pid=42)
 

@@ -15,7 +15,7 @@ import pytest
 
 from tests.vm import harness, kernels
 
-GUEST_TESTS_TIMEOUT = 900
+GUEST_TESTS_TIMEOUT = 1500
 
 
 def guest_pytest_argv() -> list[str]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import os
 import shutil
 import struct
 import subprocess
+import tempfile
 from pathlib import Path
 
 from . import kernels
@@ -74,13 +76,18 @@ def btf_path(name: str) -> Path | None:
     if prepared is None:
         return None
     out = kernels.CACHE / prepared.release / "vmlinux.btf"
+    if not os.access(out.parent, os.W_OK):   # not root: keep it in /tmp instead
+        out = Path(tempfile.gettempdir()) / f"uffdtrace-{prepared.release}-vmlinux.btf"
     if out.exists():
         return out
-    elf = _decompress(Path(prepared.vmlinuz).read_bytes())
+    try:
+        elf = _decompress(Path(prepared.vmlinuz).read_bytes())
+    except OSError:
+        return None
     section = elf_section(elf, ".BTF") if elf else None
     if not section:
         return None
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(section)
     tmp.replace(out)
     return out

@@ -64,6 +64,10 @@ def render(c: Capabilities) -> str:
         how = [k for k in ("fentry", "kprobe") if f[k]["attaches"]]
         add(f"    {name:<28} {where:<32} BTF {'yes' if f['btf_func_id'] else 'no ':<4} "
             f"attach {'/'.join(how) or 'no'}")
+    add(f"  state at exit     {c.state_reader}")
+    add("  kernel layout (offsets the BPF code reads, from this kernel's BTF):")
+    for line in c.layout_lines:
+        add(f"    {line}")
     plan = c.kernel_plan
     if plan is not None and plan.usable:
         add(f"  kernel tier hooks ({plan.mechanism}): {', '.join(sorted(plan.hooks))}")

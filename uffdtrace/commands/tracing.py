@@ -18,14 +18,14 @@ from ..tiers import KERNEL_HOOKS, REQUESTS
 # The session options and their defaults: a command that offers them where
 # they do not apply (top --replay) can tell which the user set.
 SESSION_DEFAULTS = {"pid": 0, "tid": 0, "failed_only": False, "sample_successes": 1,
-                    "no_cost_stats": False, "no_state_at_exit": False, "tier": "auto",
-                    "kernel_hooks": "auto"}
+                    "no_cost_stats": False, "tier": "auto", "kernel_hooks": "auto",
+                    "no_state_at_exit": False}
 
 
 def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
                         help: dict[str, str] | None = None):
     """-p, -t (unless tid=False), --failed-only, --sample-successes,
-    --no-cost-stats, --no-state-at-exit, --tier, --kernel-hooks.  `help` rewords an option for a
+    --no-cost-stats, --tier, --kernel-hooks, --no-state-at-exit.  `help` rewords an option for a
     command where it means a little more (top: -p also filters a replay)."""
     text = {
         "pid": "trace this process only",
@@ -37,14 +37,12 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
         "no_cost_stats": "do not count TLB flushes and lock waits per move: their hooks fire "
                          "on every TLB flush and mmap_lock wait of the machine (cheaper to "
                          "leave running; diagnosis is unaffected)",
-        "no_state_at_exit": "do not read the kernel's page state where a failed move stopped "
-                            "before it returns (on by default where this kernel allows it); "
-                            "failures are then explained from /proc after the call (evidence "
-                            "inferred), which is late and slower (bench/README.md: failure "
-                            "recording).  For comparison, or if the reader misbehaves",
         "tier": "auto: the richest this kernel allows (default); kernel: fail unless "
                 "move-path hooks attach; tracepoint: syscall tracepoints only",
         "kernel_hooks": "how the kernel tier attaches (default: fentry if possible)",
+        "no_state_at_exit": "do not read the kernel's page state where a failed move stopped "
+                            "(before it returns); failures are then explained from /proc "
+                            "after the call, which the process may have changed (inferred)",
         **(help or {}),
     }
     d = SESSION_DEFAULTS
@@ -57,10 +55,10 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
     p.add_argument("--sample-successes", type=int, default=d["sample_successes"], metavar="N",
                    help=text["sample_successes"])
     p.add_argument("--no-cost-stats", action="store_true", help=text["no_cost_stats"])
-    p.add_argument("--no-state-at-exit", action="store_true", help=text["no_state_at_exit"])
     p.add_argument("--tier", choices=REQUESTS, default=d["tier"], help=text["tier"])
     p.add_argument("--kernel-hooks", choices=KERNEL_HOOKS, default=d["kernel_hooks"],
                    help=text["kernel_hooks"])
+    p.add_argument("--no-state-at-exit", action="store_true", help=text["no_state_at_exit"])
 
 
 def add_run_options(p: argparse.ArgumentParser):
@@ -97,8 +95,7 @@ def session_from_args(args, command: list[str]) -> Session:
 
 
 def sampling_note(session: Session) -> str:
-    """How much of what is traced is reported, and how failures are explained,
-    for banners and summaries."""
+    """How much of what is traced is reported, for banners and summaries."""
     n = session.config.success_sample
     if session.config.failed_only:
         note = "failures only; every move is counted in the kernel"
@@ -106,12 +103,7 @@ def sampling_note(session: Session) -> str:
         note = f"successes sampled 1 in {n}, every failure; every move is counted in the kernel"
     else:
         note = "every move"
-    if not session.config.cost_stats:
-        note += "; no TLB/lock-wait counts"
-    if not session.state_reader.usable:
-        note += f"; no page state at exit ({session.state_reader.reason}): failures are " \
-            "explained from /proc"
-    return note
+    return note if session.config.cost_stats else note + "; no TLB/lock-wait counts"
 
 
 def print_program(session: Session) -> int:

@@ -46,9 +46,8 @@ PROGRAM = "ut_calibrate.bpf.c"
 GIB = 1 << 30
 # The lowest address of the kernel half with 5 (and so also 4) levels.
 KERNEL_HALF = 0xFF00000000000000
-VERIFY_PAGES = 4      # UT_CAL_ADDRS in the program
-CANDIDATES = 32       # UT_CAL_CANDIDATES
-MODE_PGD, MODE_BASES, MODE_VERIFY = 1, 2, 3
+# What the program is asked to do (UT_CAL_* in bpf/ut_calibrate.bpf.c).
+MODES = {"UT_CAL_PGD": 1, "UT_CAL_BASES": 2, "UT_CAL_VERIFY": 3}
 LRU_TRACEPOINT = "pagemap:mm_lru_insertion"
 LRU_SAMPLE_ROUNDS = 20
 LRU_PAGES = 64
@@ -143,7 +142,7 @@ def program_defines(layout: layout_mod.Layout) -> dict[str, int]:
     except (OSError, TypeError, KeyError) as exc:
         raise CalibrationError(f"tracepoint {LRU_TRACEPOINT} has no folio/pfn fields "
                                f"here ({exc!r}): the vmemmap base cannot be measured") from None
-    return {**layout.defines(), "UT_CAL_ADVICE": marker.CALIBRATE_ADVICE,
+    return {**layout.defines(), **MODES, "UT_CAL_ADVICE": marker.CALIBRATE_ADVICE,
             "UT_CAL_LRU_FOLIO": folio_at, "UT_CAL_LRU_PFN": pfn_at}
 
 
@@ -165,6 +164,9 @@ class Calibrator(CompiledProgram):
         self.owned = bpf is None
         self.compile_seconds = time.monotonic() - started
         self._zero = ctypes.c_int(0)
+        # array sizes as compiled (UT_CAL_ADDRS, UT_CAL_CANDIDATES)
+        cfg = self.bpf[b"cal_cfg"][self._zero]
+        self.verify_pages, self.candidates = len(cfg.addr), len(cfg.base)
 
     def close(self):
         if self.owned:
@@ -176,9 +178,9 @@ class Calibrator(CompiledProgram):
         table = self.bpf[b"cal_cfg"]
         cfg = table[self._zero]
         cfg.pid, cfg.mode = os.getpid(), mode
-        for i in range(VERIFY_PAGES):
+        for i in range(self.verify_pages):
             cfg.addr[i] = addrs[i] if i < len(addrs) else 0
-        for i in range(CANDIDATES):
+        for i in range(self.candidates):
             cfg.base[i] = bases[i] if i < len(bases) else 0
         if walk is not None:
             cfg.walk.page_offset_base = walk.page_offset_base
@@ -219,16 +221,16 @@ class Calibrator(CompiledProgram):
     # ---- the steps ----
     def calibrate(self) -> Calibration:
         started = time.monotonic()
-        with Mapping(VERIFY_PAGES * PAGE_SIZE) as pages:
+        with Mapping(self.verify_pages * PAGE_SIZE) as pages:
             pages.madvise(lib().MADV_NOHUGEPAGE)
             pages.fill()
-            addrs = [pages.page(i) for i in range(VERIFY_PAGES)]
+            addrs = [pages.page(i) for i in range(self.verify_pages)]
             notes = []
             zero_pfn = find_zero_pfn()
             huge_zero_pfn, note = find_huge_zero_pfn()
             notes.append(note)
             expected = _pfn_and_flags(addrs[0]).pfn
-            pgd = self._request(MODE_PGD, addrs).pgd
+            pgd = self._request(MODES["UT_CAL_PGD"], addrs).pgd
             if not pgd:
                 raise CalibrationError("current->mm->pgd could not be read")
             matches = self._direct_map_candidates(addrs, pgd, expected)
@@ -248,7 +250,7 @@ class Calibrator(CompiledProgram):
                 except CalibrationError as exc:
                     errors.append(str(exc))
                     continue
-                notes.append(f"verified on {VERIFY_PAGES} pages against /proc/self/pagemap "
+                notes.append(f"verified on {self.verify_pages} pages against /proc/self/pagemap "
                              f"({len(samples)} LRU samples for the vmemmap base)")
                 return Calibration(base, vmemmap, levels, zero_pfn, huge_zero_pfn,
                                    seconds=time.monotonic() - started, notes=tuple(notes))
@@ -261,9 +263,9 @@ class Calibrator(CompiledProgram):
         count = math.ceil(max_physical_address() / GIB) + 1
         bases = [top - i * GIB for i in range(count) if top - i * GIB >= KERNEL_HALF]
         matches = []
-        for start in range(0, len(bases), CANDIDATES):
-            chunk = bases[start:start + CANDIDATES]
-            out = self._request(MODE_BASES, addrs, chunk)
+        for start in range(0, len(bases), self.candidates):
+            chunk = bases[start:start + self.candidates]
+            out = self._request(MODES["UT_CAL_BASES"], addrs, chunk)
             for i, base in enumerate(chunk):
                 if out.pfn4[i] == expected:
                     matches.append((base, 4))
@@ -280,12 +282,12 @@ class Calibrator(CompiledProgram):
         """Raise CalibrationError unless the reader, with `cal`, describes
         pages this process wrote exactly as /proc/self/pagemap does."""
         if pages is None:
-            with Mapping(VERIFY_PAGES * PAGE_SIZE) as fresh:
+            with Mapping(self.verify_pages * PAGE_SIZE) as fresh:
                 fresh.madvise(lib().MADV_NOHUGEPAGE)
                 fresh.fill()
                 return self.verify(cal, fresh)
-        addrs = [pages.page(i) for i in range(VERIFY_PAGES)]
-        out = self._request(MODE_VERIFY, addrs, walk=cal)
+        addrs = [pages.page(i) for i in range(self.verify_pages)]
+        out = self._request(MODES["UT_CAL_VERIFY"], addrs, walk=cal)
         for i, addr in enumerate(addrs):
             expected = _pfn_and_flags(addr).pfn
             got = WalkedPage.from_bytes(bytes(out.state[i]))

@@ -16,6 +16,8 @@ makes `load()` raise LayoutError.  Nothing is ever guessed.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 
 from . import btf
@@ -107,6 +109,13 @@ ENUMERATORS = (
                required=False),
     Enumerator("FOLL_PIN", ("FOLL_PIN",), None, "pins vs plain GUP references (kernel tier)",
                required=False),
+    # the tlb:tlb_flush reasons the tracepoint tier counts by (UT_TLB_*)
+    Enumerator("TLB_FLUSH_ON_TASK_SWITCH", ("TLB_FLUSH_ON_TASK_SWITCH",), "tlb_flush_reason",
+               "TLB flushes not caused by a move", required=False),
+    Enumerator("TLB_REMOTE_SHOOTDOWN", ("TLB_REMOTE_SHOOTDOWN",), "tlb_flush_reason",
+               "TLB flushes other CPUs do for a move", required=False),
+    Enumerator("TLB_REMOTE_SEND_IPI", ("TLB_REMOTE_SEND_IPI",), "tlb_flush_reason",
+               "TLB-flush IPIs a move sends", required=False),
 )
 
 # include/linux/swap.h: swap types [0, MAX_SWAPFILES) are swap devices; above
@@ -243,6 +252,12 @@ def from_btf(b: btf.Btf) -> Layout:
     _sizes(b, layout)
     _swap_types(b, layout)
     return layout
+
+
+@functools.lru_cache(maxsize=1)
+def running() -> Layout:
+    """The running kernel's layout, read once per process (LayoutError)."""
+    return load()
 
 
 def load(path: str = btf.VMLINUX_BTF) -> Layout:

@@ -159,18 +159,24 @@ def _pinned(r: Round):
     r.move(dst.addr, src.addr, r.pages * PAGE_SIZE)
 
 
+def ksm_merged(src: Mapping, pages: int) -> bool:
+    """All `pages` of identical content mapped to one KSM page.  kpageflags
+    alone is not enough: 6.12 flags pages KSM while ksmd is still merging
+    them (each at its own pfn, one still mapped writable and exclusive)."""
+    states = read_page_states(os.getpid(), [src.page(i) for i in range(pages)])
+    return len({s.pfn for s in states}) == 1 and all(s.has("ksm") for s in states)
+
+
 def _wait_for_ksm_merge(src: Mapping, pages: int) -> float:
-    addrs = [src.page(i) for i in range(pages)]
     start = time.monotonic()
-    while True:
-        states = read_page_states(os.getpid(), addrs)
-        if all(s.has("ksm") for s in states):
-            return time.monotonic() - start
+    while not ksm_merged(src, pages):
         if time.monotonic() - start > KSM_MERGE_TIMEOUT_S:
+            states = read_page_states(os.getpid(), [src.page(i) for i in range(pages)])
             merged = sum(bool(s.has("ksm")) for s in states)
-            raise UserError(f"ksmd merged only {merged} of {pages} pages in "
+            raise UserError(f"ksmd merged only {merged} of {pages} pages into one in "
                             f"{KSM_MERGE_TIMEOUT_S:.0f} s")
         time.sleep(0.02)
+    return time.monotonic() - start
 
 
 def _ksm(r: Round):
