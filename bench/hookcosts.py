@@ -56,7 +56,6 @@ RAW_TRACEPOINT_PROBE(sys_exit) {
 """
 BIG = bpfprog.DEFAULT_RINGBUF_PAGES   # room for every sampled event: nobody drains here
 NO_READER_FLAG = " --no-state-at-exit"
-NO_READER = stateatexit.off(NO_READER_FLAG.strip())
 
 
 def cheapest(sample: int) -> str:
@@ -81,18 +80,19 @@ def variants(sample: int, reader: stateatexit.StateReader
     """(label, program, its page-state reader).  uffdtrace's rows have the
     reader on, as `record` runs, but where the row says otherwise."""
     off = _unavailable(reader)
+    no_reader = stateatexit.off(NO_READER_FLAG.strip())
     return [
-        ("empty programs on the 2 ioctl tracepoints", EMPTY_IOCTL_HOOKS, NO_READER),
+        ("empty programs on the 2 ioctl tracepoints", EMPTY_IOCTL_HOOKS, no_reader),
         ("  + an empty raw tlb_flush hook", EMPTY_IOCTL_HOOKS
-         + "RAW_TRACEPOINT_PROBE(tlb_flush) { return 0; }\n", NO_READER),
+         + "RAW_TRACEPOINT_PROBE(tlb_flush) { return 0; }\n", no_reader),
         ("empty raw sys_enter/sys_exit hooks instead (every syscall)", RAW_SYSCALL_HOOKS,
-         NO_READER),
-        ("bpftrace one-liner's logic, in bcc", ONE_LINER_IN_BCC, NO_READER),
+         no_reader),
+        ("bpftrace one-liner's logic, in bcc", ONE_LINER_IN_BCC, no_reader),
         ("uffdtrace --failed-only --no-cost-stats" + off,
          *_uffdtrace(reader, failed_only=True, cost_stats=False)),
         (cheapest(sample) + off, *_uffdtrace(reader, success_sample=sample, cost_stats=False)),
         (cheapest(sample) + NO_READER_FLAG,
-         *_uffdtrace(NO_READER, success_sample=sample, cost_stats=False)),
+         *_uffdtrace(no_reader, success_sample=sample, cost_stats=False)),
         (f"uffdtrace --sample-successes {sample}" + off,
          *_uffdtrace(reader, success_sample=sample)),
     ]

@@ -115,8 +115,11 @@ class BystanderWorkload:
             self._fd = self.source.open()
 
     def run(self, count: int | None = None) -> Sample:
+        """In a forked child: a bystander is another process, one that never
+        used a userfaultfd (the bench process moves pages, and the kernel
+        tier tracks the short-term pins of processes that did)."""
         n = count or self.count
-        wall, cpu = bystander_loop(self.kind, n, pages=self.pages, fd=self._fd)
+        wall, cpu = bystander_loop(self.kind, n, pages=self.pages, fd=self._fd, in_child=True)
         return Sample(n, wall, cpu)
 
     def calibrate(self, seconds: float):

@@ -266,10 +266,13 @@ static int reap(pid_t pid)
 	return 0;
 }
 
-int uffdw_move_in_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
-			struct uffdw_call *out)
+/* Run job(arg, out) in a forked child and copy its return value and its
+ * result (`size` bytes at out) back.  The child runs only C that is safe
+ * after fork() in a process that may have threads (syscalls, no malloc). */
+static int in_child(int (*job)(const void *arg, void *out), const void *arg, void *out,
+		    size_t size)
 {
-	int pipefd[2], rc;
+	int pipefd[2], rc, job_rc = 0;
 	pid_t pid;
 
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -282,17 +285,38 @@ int uffdw_move_in_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64
 		return rc;
 	}
 	if (pid == 0) {
-		struct uffdw_call call;
-
 		close(pipefd[0]);
-		uffdw_move(fd, dst, src, len, mode, &call);
-		_exit(write(pipefd[1], &call, sizeof(call)) == sizeof(call) ? 0 : 1);
+		job_rc = job(arg, out);
+		_exit(write(pipefd[1], &job_rc, sizeof(job_rc)) == sizeof(job_rc) &&
+		      write(pipefd[1], out, size) == (ssize_t)size ? 0 : 1);
 	}
 	close(pipefd[1]);
-	rc = read_full(pipefd[0], out, sizeof(*out));
+	rc = read_full(pipefd[0], &job_rc, sizeof(job_rc));
+	if (!rc)
+		rc = read_full(pipefd[0], out, size);
 	close(pipefd[0]);
 	reap(pid);
-	return rc;
+	return rc < 0 ? rc : job_rc;
+}
+
+struct move_job_args {
+	int fd;
+	uint64_t dst, src, len, mode;
+};
+
+static int move_job(const void *arg, void *out)
+{
+	const struct move_job_args *a = arg;
+
+	return uffdw_move(a->fd, a->dst, a->src, a->len, a->mode, out);
+}
+
+int uffdw_move_in_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
+			struct uffdw_call *out)
+{
+	struct move_job_args args = { fd, dst, src, len, mode };
+
+	return in_child(move_job, &args, out, sizeof(*out));
 }
 
 int64_t uffdw_map(uint64_t len, int prot, int flags, uint64_t align)
@@ -519,5 +543,34 @@ int uffdw_bystander_loop(const struct uffdw_bystander *b, uint64_t count, uint64
 	*ns_out = now_ns() - t0;
 	*cpu_ns_out = thread_cpu_ns() - c0;
 	bystander_teardown(&st);
+	return rc;
+}
+
+struct bystander_job_args {
+	const struct uffdw_bystander *b;
+	uint64_t count;
+};
+
+struct bystander_times {
+	uint64_t ns, cpu_ns;
+};
+
+static int bystander_job(const void *arg, void *out)
+{
+	const struct bystander_job_args *a = arg;
+	struct bystander_times *t = out;
+
+	return uffdw_bystander_loop(a->b, a->count, &t->ns, &t->cpu_ns);
+}
+
+int uffdw_bystander_loop_in_child(const struct uffdw_bystander *b, uint64_t count,
+				  uint64_t *ns_out, uint64_t *cpu_ns_out)
+{
+	struct bystander_job_args args = { b, count };
+	struct bystander_times t = { 0, 0 };
+	int rc = in_child(bystander_job, &args, &t, sizeof(t));
+
+	*ns_out = t.ns;
+	*cpu_ns_out = t.cpu_ns;
 	return rc;
 }

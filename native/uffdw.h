@@ -128,3 +128,8 @@ struct uffdw_bystander {
  * such as the buffer a DIRECT_READ fills, is not timed). */
 int uffdw_bystander_loop(const struct uffdw_bystander *b, uint64_t count, uint64_t *ns_out,
                          uint64_t *cpu_ns_out);
+/* The same in a forked child: another process, one that never used a
+ * userfaultfd (a tracer may treat processes that did differently: the
+ * kernel tier tracks their short-term GUP pins too). */
+int uffdw_bystander_loop_in_child(const struct uffdw_bystander *b, uint64_t count,
+                                  uint64_t *ns_out, uint64_t *cpu_ns_out);

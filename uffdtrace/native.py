@@ -248,18 +248,20 @@ def bystander_kinds() -> tuple[str, ...]:
                         key=lambda k: getattr(lib(), BYSTANDER_PREFIX + k.upper())))
 
 
-def bystander_loop(kind: str, count: int, *, pages: int = 1, fd: int = -1) -> tuple[int, int]:
+def bystander_loop(kind: str, count: int, *, pages: int = 1, fd: int = -1,
+                   in_child: bool = False) -> tuple[int, int]:
     """`count` rounds of work that moves no page, in C (what each kind does
     and which kernel path it takes: enum uffdw_bystander_kind in
     native/uffdw.h); `pages` per round for fault, direct_read and mprotect,
-    `fd` (opened with O_DIRECT) for direct_read.  Returns (wall ns, thread
-    CPU ns)."""
+    `fd` (opened with O_DIRECT) for direct_read; in_child: in a forked child
+    that never used a userfaultfd.  Returns (wall ns, thread CPU ns)."""
     if kind not in bystander_kinds():
         raise ValueError(f"unknown bystander loop {kind!r} (one of {', '.join(bystander_kinds())})")
     spec = ffi().new("struct uffdw_bystander *", {
         "kind": getattr(lib(), BYSTANDER_PREFIX + kind.upper()), "fd": fd, "pages": pages})
     ns, cpu_ns = ffi().new("uint64_t *"), ffi().new("uint64_t *")
-    check(lib().uffdw_bystander_loop(spec, count, ns, cpu_ns), f"bystander {kind}")
+    loop = lib().uffdw_bystander_loop_in_child if in_child else lib().uffdw_bystander_loop
+    check(loop(spec, count, ns, cpu_ns), f"bystander {kind}")
     return ns[0], cpu_ns[0]
 
 
