@@ -4,9 +4,12 @@ to this kernel.
 bcc 0.26 takes BCC_KERNEL_SOURCE; else /lib/modules/$(uname -r)/source when
 build/ is beside it (build/ then supplies the generated headers), else
 build/; and /sys/kernel/kheaders.tar.xz when that tree has no
-include/linux/kconfig.h.  find() names the tree by its build directory,
-which says the release it was built for, and takes a build directory with
-an include/ in it as headers.
+include/ directory (BCC_KERNEL_SOURCE included: a path without include/ falls
+through to kheaders).  find() names the tree by its build directory, which
+says the release it was built for, and takes a tree with an include/ in it as
+headers.  It must not say "found" where bcc finds nothing: bcc 0.26 then
+compiles with no kernel headers at all and can crash (SIGSEGV in clang's
+record layout for a map of a struct it could not declare) instead of failing.
 """
 from __future__ import annotations
 
@@ -49,13 +52,14 @@ def find(release: str | None = None) -> Headers:
     release = release or os.uname().release
     env = os.environ.get("BCC_KERNEL_SOURCE")
     if env:
-        rel = tree_release(Path(env))
-        return Headers(env, "BCC_KERNEL_SOURCE", rel, rel == release)
-    moddir = Path("/lib/modules") / release
-    build = moddir / "build"
-    if build.is_dir() and (build / "include").exists():
-        rel = tree_release(build)
-        return Headers(str(build.resolve()), f"{build}", rel, rel == release)
+        if (Path(env) / "include").is_dir():
+            rel = tree_release(Path(env))
+            return Headers(env, "BCC_KERNEL_SOURCE", rel, rel == release)
+    else:
+        build = Path("/lib/modules") / release / "build"
+        if (build / "include").is_dir():
+            rel = tree_release(build)
+            return Headers(str(build.resolve()), f"{build}", rel, rel == release)
     if Path("/sys/kernel/kheaders.tar.xz").exists():
         return Headers("/sys/kernel/kheaders.tar.xz", "kheaders", release, True)
     return Headers(None, "none", None, False)
