@@ -81,6 +81,15 @@
 #ifndef UT_COST_STATS
 #define UT_COST_STATS 1
 #endif
+/* identical failures of a thread within this time are one run, sent as one
+ * move event and one repeat event (struct ut_repeat_event); 0: every
+ * failure is sent by itself */
+#ifndef UT_RUN_MAX_NS
+#define UT_RUN_MAX_NS 100000000
+#endif
+#ifndef UT_RUNS_MAX
+#define UT_RUNS_MAX 10240
+#endif
 #define UT_MAX_IOVECS 16
 /* io_uring's uapi (opcodes, struct io_uring_rsrc_register offsets) comes as
  * UT_IORING_* from uffdtrace/bpfprog.py, which reads the system's
@@ -99,6 +108,8 @@ struct ut_move_inflight {
 	u64 argp;                    /* user address of struct uffdio_move */
 	u64 mmap_lock_start_ns;      /* start of the pending mmap_lock wait */
 	u64 lock_start_ns;           /* start of the pending lock contention */
+	/* kept from move to move (move_begin() clears only what is above) */
+	u32 run_open;                /* this thread has a run in `runs` */
 };
 
 /* failed moves and pins: what diagnosis needs, never crowded out */
@@ -261,6 +272,152 @@ static __always_inline void state_at_exit(struct ut_move_event *ev)
 }
 #endif
 
+#if UT_RUN_MAX_NS
+/*
+ * Runs of identical failures (see struct ut_repeat_event): a thread that
+ * retries the same failing move in a loop sends one move event and one
+ * repeat count per UT_RUN_MAX_NS instead of one event per failure, so a
+ * failure storm cannot fill the ring buffer, and no failure goes uncounted.
+ *
+ * "Identical" is decided on the words run_shape() picks from the finished
+ * record: the request, the result, and the facts a diagnosis rests on (the
+ * page states at exit, the kernel tier's failing step, folio and pinner).
+ * Timing fields, counts of TLB flushes or lock waits and refcounts, which
+ * vary from call to call without changing the cause, are left out.
+ */
+#define UT_RUN_SHAPE_WORDS 14
+
+struct ut_failure_run {
+	struct ut_repeat_event rep;     /* sent when the run closes with count > 0 */
+	u64 shape[UT_RUN_SHAPE_WORDS];  /* of the run's first failure */
+};
+
+/* the open run of each thread that failed last (by tid); read by the
+ * collector when tracing stops (runs still open then) */
+BPF_HASH(runs, u32, struct ut_failure_run, UT_RUNS_MAX);
+/* per-CPU scratch: the shape of the failure at hand, off the BPF stack */
+BPF_PERCPU_ARRAY(run_scratch, struct ut_failure_run, 1);
+
+static __always_inline u64 page_state_word(const struct ut_page_state *ps)
+{
+	return (u64)ps->where | (u64)ps->level << 8 | (u64)ps->order << 16 |
+	       (u64)ps->flags << 32;
+}
+
+static __always_inline void run_shape(const struct ut_move_event *ev, u64 *k)
+{
+	k[0] = ev->dst;
+	k[1] = ev->src;
+	k[2] = ev->len;
+	k[3] = ev->mode;
+	k[4] = (u64)ev->ret;
+	k[5] = (u64)ev->move;
+	k[6] = ev->fd | (u64)ev->flags << 32;
+	k[7] = page_state_word(&ev->src_state);
+	k[8] = ev->src_state.pfn;
+	k[9] = page_state_word(&ev->dst_state);
+	k[10] = ev->dst_state.pfn;
+	k[11] = (u64)(u32)ev->step_err | (u64)ev->kflags << 32;
+	k[12] = ev->fail_addr;
+	k[13] = ev->pinner_pid | (u64)ev->folio_flags << 32;
+}
+
+static __always_inline int same_shape(const u64 *a, const u64 *b)
+{
+	u64 diff = 0;
+#pragma unroll
+	for (int i = 0; i < UT_RUN_SHAPE_WORDS; i++)
+		diff |= a[i] ^ b[i];
+	return diff == 0;
+}
+
+/* Send the run's repeat count, if it has one, and empty it. */
+static __always_inline void run_close(struct ut_failure_run *run, u32 closed_by)
+{
+	if (!run->rep.count)
+		return;
+	struct ut_repeat_event *e = events.ringbuf_reserve(sizeof(struct ut_repeat_event));
+
+	if (e) {
+		run->rep.closed_by = closed_by;
+		__builtin_memcpy(e, &run->rep, sizeof(*e));
+		events.ringbuf_submit(e, 0);
+	} else {
+		stat_add(UT_STAT_REPEAT_DROPS, run->rep.count);
+	}
+	run->rep.count = 0;
+}
+
+/* Account the finished move `rec` in its thread's run.  Returns 1 when it
+ * repeated the open run and was only counted (nothing to send), 0 when it
+ * is to be sent: a success (which closes the run), or a failure that opens
+ * a new run as its first. */
+static __always_inline int run_account(struct ut_move_inflight *rec)
+{
+	struct ut_move_event *ev = &rec->ev;
+	u32 tid = ev->tid, zero = 0;
+	struct ut_failure_run *run;
+
+	if (ev->ret >= 0) {
+		if (rec->run_open) {
+			run = runs.lookup(&tid);
+			if (run)
+				run_close(run, UT_RUN_CLOSED_SUCCESS);
+			runs.delete(&tid);
+			rec->run_open = 0;
+		}
+		return 0;
+	}
+	struct ut_failure_run *now = run_scratch.lookup(&zero);
+	if (!now)
+		return 0;
+	run_shape(ev, now->shape);
+	run = runs.lookup(&tid);
+	if (run && rec->run_open) {
+		int same = same_shape(run->shape, now->shape);
+
+		if (same && ev->ts_ns - run->rep.first_ts_ns < UT_RUN_MAX_NS) {
+			run->rep.count++;
+			run->rep.last_ts_ns = ev->ts_ns;
+			run->rep.latency_total_ns += ev->latency_ns;
+			if (ev->latency_ns > run->rep.latency_max_ns)
+				run->rep.latency_max_ns = ev->latency_ns;
+			stat_add(UT_STAT_FAILURES_COALESCED, 1);
+			return 1;
+		}
+		run_close(run, same ? UT_RUN_CLOSED_TIME : UT_RUN_CLOSED_DIFFERENT);
+	} else if (run) {
+		/* left by an earlier thread with this tid, open when it exited */
+		run_close(run, UT_RUN_CLOSED_END);
+	}
+	if (!run) {
+		if (runs.update(&tid, now)) {
+			stat_add(UT_STAT_RUNS_FULL, 1);
+			rec->run_open = 0;
+			return 0;
+		}
+		run = runs.lookup(&tid);
+		if (!run) {
+			rec->run_open = 0;
+			return 0;
+		}
+	}
+	/* this failure opens the run: it is sent, the run counts what follows */
+	__builtin_memcpy(run->shape, now->shape, sizeof(run->shape));
+	run->rep.type = UT_EV_REPEAT;
+	run->rep.pid = ev->pid;
+	run->rep.tid = tid;
+	run->rep.closed_by = 0;
+	run->rep.first_ts_ns = ev->ts_ns;
+	run->rep.last_ts_ns = ev->ts_ns;
+	run->rep.count = 0;
+	run->rep.latency_total_ns = 0;
+	run->rep.latency_max_ns = 0;
+	rec->run_open = 1;
+	return 0;
+}
+#endif
+
 /* A UFFDIO_MOVE ioctl begins on this thread: open its in-flight record. */
 static __always_inline void move_begin(u32 fd, u64 argp)
 {
@@ -278,7 +435,8 @@ static __always_inline void move_begin(u32 fd, u64 argp)
 	/* everything but the page states, which stay zero between failures
 	 * (state_at_exit() clears them after use): successes pay nothing */
 	__builtin_memset(rec, 0, UT_MOVE_SUCCESS_BYTES);
-	__builtin_memset(&rec->argp, 0, sizeof(*rec) - offsetof(struct ut_move_inflight, argp));
+	__builtin_memset(&rec->argp, 0, offsetof(struct ut_move_inflight, run_open) -
+					offsetof(struct ut_move_inflight, argp));
 	rec->ev.pid = pid;
 	rec->ev.tid = tid;
 	rec->ev.fd = fd;
@@ -333,7 +491,12 @@ static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
 	ut_kernel_finish(rec);
 #endif
 
+#if UT_RUN_MAX_NS
+	if (!run_account(rec))
+		send_move(&rec->ev);
+#else
 	send_move(&rec->ev);
+#endif
 #if UT_STATE_AT_EXIT
 	if (rec->ev.flags & UT_F_STATE_AT_EXIT)
 		__builtin_memset(&rec->ev.src_state, 0, 2 * sizeof(struct ut_page_state));

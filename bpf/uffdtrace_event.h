@@ -10,6 +10,7 @@
 #define UT_EV_MOVE 1
 #define UT_EV_PIN 2
 #define UT_EV_UNPIN 3
+#define UT_EV_REPEAT 4
 
 /* ut_move_event.flags */
 #define UT_F_ARG_UNREADABLE 0x1   /* struct uffdio_move could not be read at entry */
@@ -56,7 +57,11 @@
 #define UT_STAT_OUTCOMES_FULL 10    /* moves missing from the per-process outcome counts */
 #define UT_STAT_FOLLOW_FULL 11      /* forked children of a followed command not followed */
 #define UT_STAT_SAVED_ARGS_FULL 12  /* kprobe arguments not saved: that exit saw zeros */
-#define UT_STAT_MAX 13
+/* failure runs (struct ut_repeat_event) */
+#define UT_STAT_FAILURES_COALESCED 13 /* failures counted in a run instead of sent one by one */
+#define UT_STAT_RUNS_FULL 14        /* runs map full: failures sent one by one instead */
+#define UT_STAT_REPEAT_DROPS 15     /* failures lost with a repeat record: `events` full */
+#define UT_STAT_MAX 16
 
 /* tlb:tlb_flush reasons, enum tlb_flush_reason (include/linux/mm_types.h:
  * not uapi, and the tracepoint tier may compile with another version's
@@ -186,6 +191,34 @@ struct ut_move_event {
 	 * by bpf/ut_pagestate.h before the thread returned to user space */
 	struct ut_page_state src_state;
 	struct ut_page_state dst_state;
+};
+
+/*
+ * A run of identical failures: consecutive failed moves of one thread with
+ * the same request and the same result (errno, progress, the page states
+ * at exit, the kernel tier's failing step and pinner) are coalesced in the
+ * kernel.  The run's first failure is sent as a ut_move_event; the others
+ * are only counted, and sent as one ut_repeat_event when the run closes: at
+ * the thread's next move that differs or succeeds, when the run has lasted
+ * UT_RUN_MAX_NS, or, still open when tracing stops, read from the `runs`
+ * map by the collector.  The aggregates still count every move.
+ */
+/* ut_repeat_event.closed_by */
+#define UT_RUN_CLOSED_DIFFERENT 1  /* the thread's next move failed differently */
+#define UT_RUN_CLOSED_SUCCESS 2    /* ... or succeeded */
+#define UT_RUN_CLOSED_TIME 3       /* the run reached UT_RUN_MAX_NS: the next one opens anew */
+#define UT_RUN_CLOSED_END 4        /* still open when tracing stopped */
+
+struct ut_repeat_event {
+	__u32 type;             /* UT_EV_REPEAT */
+	__u32 pid;
+	__u32 tid;
+	__u32 closed_by;        /* UT_RUN_CLOSED_* */
+	__u64 first_ts_ns;      /* ts_ns of the run's first failure: the move event it repeats */
+	__u64 last_ts_ns;       /* entry of the last repeat */
+	__u64 count;            /* failures after the first, each identical to it */
+	__u64 latency_total_ns; /* of those `count` failures */
+	__u64 latency_max_ns;
 };
 
 /* A range pinned long-term: io_uring fixed buffers (tracepoint tier) or a

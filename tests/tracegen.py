@@ -17,7 +17,9 @@ from uffdtrace.events import MoveEvent, PinEvent
 from uffdtrace.native import errno_name, lib
 from uffdtrace.pagestate import PageState
 from uffdtrace.scrub import KernelValueScrubber
-from uffdtrace.session import TracedMove
+from uffdtrace.events import RepeatEvent
+from uffdtrace.livelock import Livelock
+from uffdtrace.session import TracedMove, TracedRepeat
 from uffdtrace.taxonomy import ERRNO, INFERRED, OBSERVED
 from uffdtrace.tracefile import TraceWriter
 from uffdtrace.walkstate import WalkedPage
@@ -70,13 +72,70 @@ def pin(pid: int, addr: int, length: int, *, comm="pinner", ts_ns=T0 + 500_000,
                     gup_flags=0 if io_uring else 0x1000000)
 
 
+def repeat(of: TracedMove | None, count: int, *, closed_by: int | None = None,
+           span_ns: int = 50_000_000, tid: int | None = None,
+           first_ts_ns: int | None = None) -> TracedRepeat:
+    """`count` more failures like `of` (None: a run whose first failure was
+    lost; give tid and first_ts_ns), spread over span_ns after it."""
+    first = of.event.ts_ns if of is not None else first_ts_ns
+    lat = of.event.latency_ns if of is not None else 5_000
+    ev = RepeatEvent(pid=of.event.pid if of is not None else tid,
+                     tid=of.event.tid if of is not None else tid,
+                     closed_by=lib().UT_RUN_CLOSED_TIME if closed_by is None else closed_by,
+                     first_ts_ns=first, last_ts_ns=first + span_ns, count=count,
+                     latency_total_ns=lat * count, latency_max_ns=2 * lat)
+    return TracedRepeat(ev, of)
+
+
+# The kernel counted the failures of a run whose first record was lost with
+# their errno; the generated ones failed with this one.
+LOST_RUN_ERRNO = "EBUSY"
+
+
+def storm_items() -> list:
+    """A GC thread livelocked on a page another process pins: runs of one
+    EBUSY closed by time over 1.2 s (a livelock record), then a success; a
+    run of EEXIST ended by a different failure; a repeat whose first
+    failure was lost."""
+    t = T0 + 2_000_000
+    pin_culprit = PinCulprit(pid=300, tid=300, comm="fio", ts_ns=T0 + 500_000,
+                             method="io_uring fixed buffer (io_uring_register)", longterm=True,
+                             source=PIN_REGISTRATION, range=(0x7f1000000000, PAGE))
+    items, failures = [], 0
+    first = None
+    for i in range(12):         # 12 runs of 100 ms: 1 move + 999 repeats each
+        m = failed(E.EBUSY, "page_pinned", OBSERVED, culprit=pin_culprit, pid=400, tid=401,
+                   comm="gc-thread", ts_ns=t + i * 100_000_000)
+        first = first or m
+        items += [m, repeat(m, 999, span_ns=99_000_000)]
+        failures += 1000
+    items.append(Livelock("ongoing", first, t + 11 * 100_000_000 + 99_000_000, failures,
+                          ((400, 402, "gc-helper"),)))
+    items.append(ok(pid=400, tid=401, comm="gc-thread", ts_ns=t + 1_300_000_000))
+    items.append(Livelock("ended", first, t + 11 * 100_000_000 + 99_000_000, failures,
+                          ((400, 402, "gc-helper"),)))
+    e = failed(E.EEXIST, "dst_populated", pid=500, tid=500, comm="compactor",
+               ts_ns=t + 1_400_000_000)
+    items += [e, repeat(e, 41, closed_by=lib().UT_RUN_CLOSED_DIFFERENT, span_ns=1_000_000),
+              failed(E.ENOENT, "src_hole", pid=500, tid=500, comm="compactor",
+                     ts_ns=t + 1_402_000_000),
+              repeat(None, 7, tid=600, first_ts_ns=t + 1_500_000_000)]
+    return items
+
+
 def outcomes_of(items) -> list[dict]:
-    """What the kernel's outcome map would hold for these moves."""
+    """What the kernel's outcome map would hold for these moves (a repeat:
+    its count of failures like the move it repeats)."""
     counts = Counter()
     for item in items:
         if isinstance(item, TracedMove):
             e = item.event
             counts[(e.pid, errno_name(-e.ret) if e.ret else None, e.partial)] += 1
+        elif isinstance(item, TracedRepeat):
+            e = item.of.event if item.of is not None else None
+            key = (e.pid, errno_name(-e.ret), e.partial) if e is not None else \
+                (item.repeat.pid, LOST_RUN_ERRNO, False)
+            counts[key] += item.repeat.count
     return [{"pid": pid, "errno": err, "partial": partial, "count": n}
             for (pid, err, partial), n in sorted(counts.items(), key=str)]
 
@@ -95,11 +154,12 @@ def write_trace(path, items, *, filters=None, success_sample=None, extra_moves=(
     writer.items(list(items))
     if aggregates:
         counted = [*items, *extra_moves]
+        repeated = sum(i.repeat.count for i in counted if isinstance(i, TracedRepeat))
         lat = Counter((i.event.latency_ns.bit_length()) for i in counted
                       if isinstance(i, TracedMove))
         size = Counter((i.event.len.bit_length()) for i in counted if isinstance(i, TracedMove))
         writer.aggregates(elapsed_s=2.0,
-                          counters={"moves_entered": len(counted) + in_flight,
+                          counters={"moves_entered": len(counted) + in_flight + repeated,
                                     "events_sent": len(items),
                                     "ringbuf_drops": drops, "arg_read_fails": 0,
                                     "inflight_full": 0, "pins_seen": 0},

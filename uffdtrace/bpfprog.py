@@ -17,6 +17,7 @@ DEFAULT_RINGBUF_PAGES = 1024
 # sent on its CPU (failures count too); the rest wait for the collector's
 # next poll (Session.poll: at most its timeout).
 WAKEUP_BATCH = 64
+DEFAULT_COALESCE_MS = 100
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class ProgramConfig:
     cost_stats: bool = True   # per-move TLB-flush and lock-wait counts (machine-wide hooks)
     ringbuf_pages: int = DEFAULT_RINGBUF_PAGES   # failures and pins
     success_ringbuf_pages: int = DEFAULT_RINGBUF_PAGES  # successes
+    # identical failures of a thread within this many ms are sent as one
+    # move and one repeat count (struct ut_repeat_event); 0: each by itself
+    coalesce_ms: int = DEFAULT_COALESCE_MS
 
 
 def defines(config: ProgramConfig, kernel_defines: dict[str, int] | None = None) -> dict:
@@ -41,6 +45,7 @@ def defines(config: ProgramConfig, kernel_defines: dict[str, int] | None = None)
         "UT_RINGBUF_PAGES": config.ringbuf_pages,
         "UT_SUCCESS_RINGBUF_PAGES": config.success_ringbuf_pages,
         "UT_WAKEUP_BATCH": WAKEUP_BATCH,
+        "UT_RUN_MAX_NS": config.coalesce_ms * 1_000_000,
         **io_uring_defines(),
         **(kernel_defines or {}),
     }

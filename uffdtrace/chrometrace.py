@@ -52,7 +52,9 @@ class ChromeTraceExporter:
         self._last_bin: dict[int, int] = {}             # pid -> last bin emitted
         self._max_bin = -1
         self.stats = {"moves": 0, "failures": 0, "pins": 0, "ksm_merges": 0,
+                      "repeat_runs": 0, "repeated_failures": 0,
                       "counter_events": 0, "events_before_start": 0, "late_counter_moves": 0}
+        self.linker = records.RepeatLinker()
         self.header: dict | None = None
         self.footer: dict | None = None
 
@@ -95,11 +97,14 @@ class ChromeTraceExporter:
             self._pin(record)
         elif kind == "ksm":
             self._ksm(record)
+        elif kind == "repeat":
+            self._repeat(record)
         elif kind == "footer":
             self.footer = record
 
     def _move(self, m: dict):
         self.stats["moves"] += 1
+        self.linker.move(m)
         pid, tid = m["pid"], m["tid"]
         self._name_thread(pid, tid, m["comm"])
         d = m["diagnosis"]
@@ -121,6 +126,35 @@ class ChromeTraceExporter:
         if failed:
             self._failure(m, d, cause, end_ns)
         self._count(pid, end_ns, failed, moved, m["tlb_flushes"])
+
+    def _repeat(self, r: dict):
+        """A run's repeats: one slice from its first failure's end to its last
+        failure's entry (where that one ends is not recorded: a slice past it
+        could overlap the thread's next move), counted in the counter track
+        at its end."""
+        n = r["count"]
+        self.stats["repeat_runs"] += 1
+        self.stats["repeated_failures"] += n
+        m = self.linker.of(r)
+        start_ns = m["ts_ns"] + m["latency_ns"] if m is not None else r["first_ts_ns"]
+        end_ns = max(r["last_ts_ns"], start_ns)
+        args = {"count": n, "closed_by": r["closed_by"],
+                "latency_total_ns": r["latency_total_ns"], "latency_max_ns": r["latency_max_ns"]}
+        moved = 0
+        if m is not None:
+            d = m["diagnosis"]
+            moved = records.bytes_moved(m)
+            args.update(result=m["errno"], cause=records.effective_cause(d),
+                        evidence=d["evidence"], dst=_hex(m["dst"]), src=_hex(m["src"]),
+                        len=m["len"], moved_each=moved)
+        # where the first failure's slice ends, rounded as it was drawn
+        start_us = self._us(m["ts_ns"]) + round(m["latency_ns"] / 1000, 3) if m is not None \
+            else self._us(start_ns)
+        self._emit({"name": f"UFFDIO_MOVE {m['errno'] if m else 'failure'} ×{n}",
+                    "cat": MOVE_CATEGORY, "ph": "X", "pid": r["pid"], "tid": r["tid"],
+                    "ts": start_us, "dur": max(round(self._us(end_ns) - start_us, 3), 0),
+                    "args": args})
+        self._count(r["pid"], end_ns, True, moved * n, 0, n)
 
     def _failure(self, m: dict, d: dict, cause: str, end_ns: int):
         self.stats["failures"] += 1
@@ -161,15 +195,15 @@ class ChromeTraceExporter:
                              "evidence": k["evidence"]}})
 
     # --- counters ---------------------------------------------------------------
-    def _count(self, pid: int, end_ns: int, failed: bool, moved: int, tlb: int):
+    def _count(self, pid: int, end_ns: int, failed: bool, moved: int, tlb: int, n: int = 1):
         b = max(end_ns - self.t0, 0) // COUNTER_BIN_NS
         if b <= self._last_bin.get(pid, -1):
-            self.stats["late_counter_moves"] += 1   # its bin was already written
+            self.stats["late_counter_moves"] += n   # its bin was already written
             return
         counts = self._bins.get((pid, b))
         if counts is None:
             counts = self._bins[(pid, b)] = [0, 0, 0, 0]
-        counts[1 if failed else 0] += 1
+        counts[1 if failed else 0] += n
         counts[2] += moved
         counts[3] += tlb
         if b > self._max_bin:

@@ -126,6 +126,47 @@ class PinEvent:
         return dict(vars(self))
 
 
+@dataclass(frozen=True)
+class RepeatEvent:
+    """A closed run of identical failures: `count` more failures of thread
+    `tid` exactly like its move event at `first_ts_ns` (the run's first),
+    counted in the kernel instead of sent (struct ut_repeat_event)."""
+
+    pid: int
+    tid: int
+    closed_by: int       # UT_RUN_CLOSED_*
+    first_ts_ns: int
+    last_ts_ns: int
+    count: int
+    latency_total_ns: int
+    latency_max_ns: int
+
+    @property
+    def closed_by_name(self) -> str:
+        return run_closed_name(self.closed_by)
+
+    def to_json(self) -> dict:
+        out = dict(vars(self))
+        out["closed_by"] = self.closed_by_name
+        return out
+
+
+RUN_CLOSED_PREFIX = "UT_RUN_CLOSED_"
+
+
+@lru_cache(maxsize=None)
+def run_closed_names() -> dict[int, str]:
+    """UT_RUN_CLOSED_* values -> their lower-cased names ("different",
+    "success", "time", "end")."""
+    L = lib()
+    return {getattr(L, n): n[len(RUN_CLOSED_PREFIX):].lower() for n in dir(L)
+            if n.startswith(RUN_CLOSED_PREFIX)}
+
+
+def run_closed_name(value: int) -> str:
+    return run_closed_names().get(value, f"closed_by {value}")
+
+
 def pin_method_name(method: int) -> str:
     """UT_PIN_* (ut_pin_event.method, ut_move_event.pinner_method) as text."""
     L = lib()
@@ -237,11 +278,24 @@ def _layouts() -> tuple[_Layout, _Layout, int, int, int]:
             L.UT_EV_MOVE, L.UT_EV_PIN, L.UT_EV_UNPIN)
 
 
-def decode(data, size: int) -> MoveEvent | PinEvent | None:
+@lru_cache(maxsize=None)
+def _repeat_layout() -> _Layout:
+    return _Layout("struct ut_repeat_event", RepeatEvent)
+
+
+def decode_repeat(raw: bytes) -> RepeatEvent:
+    """A struct ut_repeat_event's bytes (from the ring buffer, or a run still
+    open in the `runs` map when tracing stops)."""
+    return _repeat_layout().decode(raw)
+
+
+def decode(data, size: int) -> MoveEvent | PinEvent | RepeatEvent | None:
     """A record from the ring buffer (`data` is its address), or None if unknown."""
     move, pin, ev_move, ev_pin, ev_unpin = _layouts()
     raw = ctypes.string_at(data, size)
     kind = int.from_bytes(raw[:4], "little")
+    if kind == lib().UT_EV_REPEAT and size >= _repeat_layout().size:
+        return decode_repeat(raw)
     if kind == ev_move and size >= move.size:
         return move.decode(raw)
     if kind == ev_move and size >= _success_bytes():

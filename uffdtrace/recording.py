@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Callable
 
+from .livelock import LivelockDetector
 from .session import Session
 from .signals import stop_on_signals
 from .tracefile import TraceRecords
@@ -60,8 +61,17 @@ def run_session(session: Session, command: list[str], duration: float,
                 tick_every: float = 1.0, stop: threading.Event | None = None,
                 command_output: IO | None = None) -> RunResult:
     """Drain events into `sink` until COMMAND exits, -d passes, Ctrl-C or
-    `stop` is set (from another thread: the TUI runs this in its worker)."""
+    `stop` is set (from another thread: the TUI runs this in its worker).
+    The sink gets the session's items, then the livelocks they show."""
     start = time.monotonic()
+    livelocks = LivelockDetector()
+
+    def deliver(items: list, end: bool = False):
+        found = livelocks.feed(items)
+        if end:
+            found += livelocks.finish()
+        sink(items + found if found else items)
+
     next_tick = start + tick_every
     proc = None
     reason = "interrupted"
@@ -70,7 +80,7 @@ def run_session(session: Session, command: list[str], duration: float,
             if command:
                 proc = launch_gated(session, command, command_output)
             while not signalled:
-                sink(session.poll(100))
+                deliver(session.poll(100))
                 now = time.monotonic()
                 if tick and now >= next_tick:
                     tick(now - start)
@@ -92,7 +102,7 @@ def run_session(session: Session, command: list[str], duration: float,
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            sink(session.drain())
+            deliver(session.finish(), end=True)
     return RunResult(reason, proc.returncode if proc is not None else None,
                      time.monotonic() - start)
 
@@ -109,7 +119,8 @@ def write_header(records: TraceRecords, session: Session, command: list[str],
     records.header(tier=session.tier, probes=session.probes,
                    filters=filters(session, command, duration),
                    start_wall=session.started_wall, start_ktime_ns=session.started_ktime_ns,
-                   success_sample=session.config.success_sample)
+                   success_sample=session.config.success_sample,
+                   coalesce_ms=session.config.coalesce_ms)
 
 
 def write_aggregates(records: TraceRecords, session: Session, elapsed_s: float):

@@ -60,6 +60,40 @@ def pin_registered_by_io_uring(pin: dict) -> bool:
     return _pin_method(pin) == lib().UT_PIN_IO_URING_REGISTER
 
 
+class RepeatLinker:
+    """Which move record a repeat record repeats: its thread's latest failure,
+    when that is the run's first (same ts_ns).  A repeat whose first failure
+    was lost (ring buffer full) links to nothing: its failures still count,
+    with no cause.  Feed every move record to move(), in file order."""
+
+    def __init__(self):
+        self._latest: dict[int, dict] = {}
+
+    def move(self, m: dict):
+        if m["ret"] != 0:
+            self._latest[m["tid"]] = m
+
+    def of(self, repeat: dict) -> dict | None:
+        m = self._latest.get(repeat["tid"])
+        return m if m is not None and m["ts_ns"] == repeat["first_ts_ns"] else None
+
+
+def repeat_span_ns(repeat: dict) -> int:
+    """From the run's first failure to the entry of its last."""
+    return repeat["last_ts_ns"] - repeat["first_ts_ns"]
+
+
+# The in-kernel counters of moves lost to a full ring buffer (UT_STAT_*):
+# failures and pins, the failures a lost repeat record counted, successes.
+DROP_COUNTERS = ("ringbuf_drops", "repeat_drops", "success_drops")
+
+
+def drops(counters: dict) -> int:
+    """Moves and pins lost to full ring buffers (counters from a live
+    session or an aggregates record; older traces lack some)."""
+    return sum(int(counters.get(k, 0)) for k in DROP_COUNTERS)
+
+
 def page_size(header: dict | None) -> int:
     """The traced machine's page size (older headers lack it)."""
     return (header or {}).get("page_size") or DEFAULT_PAGE_SIZE

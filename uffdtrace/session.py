@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from . import bpfprog, kernel_tier, stateatexit, tiers
+from . import bpfprog, kernel_tier, records, stateatexit, tiers
 from .diagnose import PinTable, diagnose
 from .diagnosis import Diagnosis
 from .enrich import Enrichment, enrich
 from .errors import UserError
-from .events import MoveEvent, PinEvent, decode
+from .events import MoveEvent, PinEvent, RepeatEvent, decode, decode_repeat
 from .kernel import headers, tracefs
 from .native import errno_name, ffi, lib
 
@@ -62,6 +62,21 @@ class TracedMove:
                 "enrichment": self.enrichment.to_json() if self.enrichment else None}
 
 
+@dataclass(frozen=True)
+class TracedRepeat:
+    """A run's repeat count, with the move it repeats (`of`: the run's first
+    failure, None if that record was lost to a full ring buffer)."""
+    repeat: RepeatEvent
+    of: TracedMove | None
+
+    def to_json(self) -> dict:
+        return {"type": "repeat", **self.repeat.to_json()}
+
+
+# The latest failure of this many threads is kept to link repeats to it.
+MAX_RUN_THREADS = 65536
+
+
 def _bcc_import_error() -> str | None:
     try:
         import bcc  # noqa: F401
@@ -87,7 +102,7 @@ class Session:
                  ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
                  success_ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
                  tier: str = "auto", kernel_hooks: str = "auto",
-                 state_at_exit: bool = True):
+                 state_at_exit: bool = True, coalesce_ms: int = bpfprog.DEFAULT_COALESCE_MS):
         """success_sample=N sends 1 in N successful moves (at random intervals) as
         events; every failure is sent; counters(), outcomes() and histograms()
         count every move whatever N is.  cost_stats=False leaves out the
@@ -96,7 +111,9 @@ class Session:
         tier: auto (the richest this kernel allows), kernel (fail if it
         cannot be had) or tracepoint.  kernel_hooks: auto, fentry, kprobe.
         state_at_exit: read the kernel's page state where a failed move
-        stopped, before it returns (stateatexit.py), where this kernel allows."""
+        stopped, before it returns (stateatexit.py), where this kernel allows.
+        coalesce_ms: a thread's identical failures within this time are sent
+        as its first failure and one repeat count (TracedRepeat); 0: each."""
         if not isinstance(success_sample, int) or success_sample < 1:
             raise UserError(f"success sampling must be a whole number >= 1, not {success_sample!r}")
         self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
@@ -104,7 +121,8 @@ class Session:
                                             success_sample=success_sample,
                                             cost_stats=cost_stats,
                                             ringbuf_pages=ringbuf_pages,
-                                            success_ringbuf_pages=success_ringbuf_pages)
+                                            success_ringbuf_pages=success_ringbuf_pages,
+                                            coalesce_ms=coalesce_ms)
         self.enrich_failures = enrich_failures
         if tier not in TIERS:
             raise UserError(f"unknown tier {tier!r} (choose from {', '.join(TIERS)})")
@@ -120,7 +138,9 @@ class Session:
         self.state_reader = stateatexit.StateReader(reason="not prepared yet")   # choose_tier()
         self.pins = PinTable()
         self.bpf = None
-        self._pending: list[TracedMove | PinEvent] = []
+        self._pending: list[TracedMove | PinEvent | TracedRepeat] = []
+        # each thread's latest failure: the first of the run a repeat closes
+        self._run_first: dict[int, TracedMove] = {}
         self._callback_error: BaseException | None = None
         self.started_wall = self.started_ktime_ns = None
 
@@ -225,11 +245,51 @@ class Session:
                 self.pins.add(item)
                 self._pending.append(item)
             elif isinstance(item, MoveEvent):
-                self._pending.append(self._diagnose(item))
+                traced = self._diagnose(item)
+                if item.failed:
+                    self._remember_failure(traced)
+                self._pending.append(traced)
+            elif isinstance(item, RepeatEvent):
+                self._pending.append(self._link(item))
         except BaseException as exc:   # noqa: BLE001 - re-raised from poll()
             self._callback_error = self._callback_error or exc
             return -1
         return -1 if len(self._pending) >= POLL_BATCH else 0
+
+    def _remember_failure(self, traced: TracedMove):
+        if len(self._run_first) >= MAX_RUN_THREADS and traced.event.tid not in self._run_first:
+            self._run_first.clear()     # a repeat of a forgotten run: of=None, still counted
+        self._run_first[traced.event.tid] = traced
+
+    def _link(self, repeat: RepeatEvent) -> TracedRepeat:
+        """The repeat with the failure it repeats: its thread's latest one
+        (a run's repeat is sent before the failure that follows it, on the
+        same ring buffer), if that is the run's first."""
+        first = self._run_first.get(repeat.tid)
+        if first is not None and first.event.ts_ns != repeat.first_ts_ns:
+            first = None
+        return TracedRepeat(repeat, first)
+
+    def open_runs(self) -> list[TracedRepeat]:
+        """The runs still open in the kernel (failures counted, not yet sent):
+        read at the end of tracing so that no repeat goes unrecorded.  A run
+        keeps counting if its thread fails on; the kernel's aggregates read
+        after this one then count more than the records (see report)."""
+        if self.bpf is None or not self.config.coalesce_ms:
+            return []
+        out = []
+        for _, run in self.bpf[b"runs"].items():
+            if run.rep.count:
+                raw = ctypes.string_at(ctypes.addressof(run.rep), ctypes.sizeof(run.rep))
+                repeat = decode_repeat(raw)
+                out.append(self._link(RepeatEvent(**{**vars(repeat),
+                                                     "closed_by": lib().UT_RUN_CLOSED_END})))
+        return sorted(out, key=lambda r: r.repeat.first_ts_ns)
+
+    def finish(self) -> list[TracedMove | PinEvent | TracedRepeat]:
+        """What is left when tracing ends: everything queued, then the runs
+        still open."""
+        return self.drain() + self.open_runs()
 
     def _diagnose(self, move: MoveEvent) -> TracedMove:
         en = None
@@ -293,8 +353,8 @@ class Session:
 
     @staticmethod
     def drops(counters: dict[str, int]) -> int:
-        """Events lost to a full ring buffer (failures, pins and successes)."""
-        return counters["ringbuf_drops"] + counters["success_drops"]
+        """Moves and pins lost to a full ring buffer (records.drops)."""
+        return records.drops(counters)
 
     def outcomes(self) -> list[dict]:
         """In-kernel per-process errno-level outcome counts."""

@@ -1,7 +1,7 @@
 """Writing trace files: JSON Lines, one record per line, flushed as it goes
 so a recorder killed even with SIGKILL leaves every complete line readable.
 
-Records: header, move, pin, ksm, aggregates (periodic), footer -- format
+Records: header, move, pin, ksm, repeat, livelock, aggregates (periodic), footer -- format
 version 1, documented in docs/trace-format.md, schema in
 uffdtrace/trace_schema.json.  Every record passes through the one
 KernelValueScrubber on its way out (uffdtrace/scrub.py).
@@ -16,6 +16,8 @@ from .culprits import KsmCulprit
 from .errors import UserError
 from .events import PinEvent
 from .scrub import KernelValueScrubber
+from .livelock import Livelock
+from .session import TracedRepeat
 from .traceschema import FORMAT, FORMAT_VERSION
 
 
@@ -45,7 +47,8 @@ class TraceRecords:
     a file, `top` hands them to its model (so both see the same records)."""
 
     def __init__(self):
-        self.moves = self.pins = self.ksm = 0
+        self.moves = self.pins = self.ksm = self.repeats = self.repeated_failures = 0
+        self.livelocks = 0
         self._ksm_seen: set[tuple] = set()
 
     def write(self, record: dict):
@@ -55,7 +58,8 @@ class TraceRecords:
         pass
 
     def header(self, *, tier: str, probes: list[str], filters: dict, start_wall: float,
-               start_ktime_ns: int, success_sample: int | None = None):
+               start_ktime_ns: int, success_sample: int | None = None,
+               coalesce_ms: int | None = None):
         record = {
             "type": "header", "format": FORMAT, "version": FORMAT_VERSION,
             "uffdtrace_version": __version__, "kernel_release": os.uname().release,
@@ -66,15 +70,27 @@ class TraceRecords:
         }
         if success_sample is not None:
             record["success_sample"] = success_sample
+        if coalesce_ms is not None:
+            record["coalesce_ms"] = coalesce_ms
         self.write(record)
         self.flush()
 
     def items(self, items: list):
-        """Moves (TracedMove) and pins (PinEvent), as the session delivers them."""
+        """Moves (TracedMove), pins (PinEvent), repeat counts (TracedRepeat)
+        and livelocks (Livelock), as the session and run loop deliver them."""
         for item in items:
             if isinstance(item, PinEvent):
                 self.write({"type": "pin", **item.to_json()})
                 self.pins += 1
+                continue
+            if isinstance(item, TracedRepeat):
+                self.write(item.to_json())
+                self.repeats += 1
+                self.repeated_failures += item.repeat.count
+                continue
+            if isinstance(item, Livelock):
+                self.write(item.to_json())
+                self.livelocks += 1
                 continue
             ksm = self._ksm_attribution(item)
             if ksm is not None:
@@ -113,7 +129,10 @@ class TraceRecords:
 
     def footer(self, *, reason: str, command_status: int | None, drops: int):
         self.write({"type": "footer", "reason": reason, "command_status": command_status,
-                    "moves": self.moves, "pins": self.pins, "ksm": self.ksm, "drops": drops,
+                    "moves": self.moves, "pins": self.pins, "ksm": self.ksm,
+                    "repeats": self.repeats, "repeated_failures": self.repeated_failures,
+                    "livelocks": self.livelocks,
+                    "drops": drops,
                     "end_wall": time.time()})
         self.flush()
 

@@ -17,7 +17,7 @@ from importlib import resources
 
 FORMAT = "uffdtrace-trace"
 FORMAT_VERSION = 1
-RECORD_TYPES = ("header", "move", "pin", "ksm", "aggregates", "footer")
+RECORD_TYPES = ("header", "move", "pin", "ksm", "repeat", "livelock", "aggregates", "footer")
 
 
 @functools.cache

@@ -77,16 +77,25 @@ class TraceSummary:
         self.after_aggregates: dict[int, Counter] = {}   # pid -> outcomes since the snapshot
         self.moves = 0                   # move records (of the selected process)
         self.all_moves = 0               # move records of every process
+        self.all_repeats = 0             # repeat records of every process
         self.tlb = Counter()
         self._seq = 0
+        self.linker = records.RepeatLinker()
+        self.repeated = 0                # failures counted by repeat records (selected process)
+        self.unlinked_repeated = 0       # ... of which the first failure was not recorded
 
     # --- feeding ----------------------------------------------------------------
     def add(self, record: dict):
         kind = record["type"]
         if kind == "move":
             self.all_moves += 1
+            self.linker.move(record)
             if self.pid is None or record["pid"] == self.pid:
                 self._move(record)
+        elif kind == "repeat":
+            self.all_repeats += 1
+            if self.pid is None or record["pid"] == self.pid:
+                self._repeat(record)
         elif kind == "pin":
             self._pin(record)
         elif kind == "aggregates":
@@ -108,6 +117,18 @@ class TraceSummary:
         """1 in this many successful moves has a record (1: all of them)."""
         return (self.header or {}).get("success_sample", 1)
 
+    def _repeat(self, r: dict):
+        """`count` more failures exactly like the move record they repeat."""
+        self.repeated += r["count"]
+        m = self.linker.of(r)
+        if m is None:
+            self.unlinked_repeated += r["count"]
+            self._process(r["pid"]).recorded[records.FAILED] += r["count"]
+            return
+        # Identical in request and result (so in bytes moved), not in TLB
+        # flushes or lock waits, which the kernel does not compare.
+        self._tally(m, r["count"], tlb=False, late=False)
+
     def _move(self, m: dict):
         self.moves += 1
         self._seq += 1
@@ -115,32 +136,46 @@ class TraceSummary:
         if proc.comm is None or (not proc.comm_is_leader and m["tid"] == m["pid"]):
             proc.comm, proc.comm_is_leader = m["comm"], m["tid"] == m["pid"]
         outcome = records.outcome(m)
-        proc.recorded[outcome] += 1
-        self.after_aggregates.setdefault(m["pid"], Counter())[outcome] += 1
         # A sampled success stands for success_sample of them (the kernel
         # picks them at random): sums over records weight it so, and say
         # they are estimates (_estimate_note).
-        w = self.success_sample if outcome == records.OK else 1
-        moved = records.bytes_moved(m) * w
-        proc.bytes_moved += moved
-        proc.bytes_requested += m["len"] * w
-        proc.tlb_flushes += m["tlb_flushes"] * w
-        proc.tlb_pages += m["tlb_pages"] * w
-        self.tlb["flushes"] += m["tlb_flushes"] * w
-        self.tlb["full_flushes"] += m["tlb_full_flushes"] * w
-        self.tlb["remote_ipis"] += m["tlb_remote_ipis"] * w
-        self.tlb["pages_flushed"] += m["tlb_pages"] * w
-        self.tlb["bytes_moved"] += moved
+        self._tally(m, self.success_sample if outcome == records.OK else 1, recorded=1)
         if len(self.worst) < WORST_LATENCIES or m["latency_ns"] > self.worst[0][0]:
             entry = (m["latency_ns"], -self._seq, self._move_summary(m))
             if len(self.worst) < WORST_LATENCIES:
                 heapq.heappush(self.worst, entry)
             else:
                 heapq.heapreplace(self.worst, entry)
-        if outcome != "ok":
-            self._failure(m)
 
-    def _failure(self, m: dict):
+    def _tally(self, m: dict, w: int, recorded: int | None = None, tlb: bool = True,
+               late: bool = True):
+        """Count move record `m` as `w` moves (a sampled success, or the
+        failures a repeat counts); `recorded`: how many records stand for
+        them (a repeat: as many as it counts); tlb: add its TLB counts w
+        times.  late: add them to the moves after the last aggregates
+        snapshot -- not a repeat's, which is written when its run closes,
+        mostly after the snapshot that counted its failures."""
+        proc = self._process(m["pid"])
+        outcome = records.outcome(m)
+        recorded = w if recorded is None else recorded
+        proc.recorded[outcome] += recorded
+        if late:
+            self.after_aggregates.setdefault(m["pid"], Counter())[outcome] += recorded
+        moved = records.bytes_moved(m) * w
+        proc.bytes_moved += moved
+        proc.bytes_requested += m["len"] * w
+        if tlb:
+            proc.tlb_flushes += m["tlb_flushes"] * w
+            proc.tlb_pages += m["tlb_pages"] * w
+            self.tlb["flushes"] += m["tlb_flushes"] * w
+            self.tlb["full_flushes"] += m["tlb_full_flushes"] * w
+            self.tlb["remote_ipis"] += m["tlb_remote_ipis"] * w
+            self.tlb["pages_flushed"] += m["tlb_pages"] * w
+            self.tlb["bytes_moved"] += moved
+        if outcome != records.OK:
+            self._failure(m, w)
+
+    def _failure(self, m: dict, n: int = 1):
         d = m["diagnosis"]
         code = records.effective_cause(d)
         cause = self.causes.get(code)
@@ -149,21 +184,21 @@ class TraceSummary:
             cause.example = self._move_summary(m, notes=True)
             if code not in CAUSES:
                 cause.trace_texts = (d["explanation"], d["remedy"])
-        cause.count += 1
-        cause.errnos[m["errno"]] += 1
-        cause.evidence[d["evidence"]] += 1
-        cause.processes[m["pid"]] += 1
+        cause.count += n
+        cause.errnos[m["errno"]] += n
+        cause.evidence[d["evidence"]] += n
+        cause.processes[m["pid"]] += n
         culprit = records.culprit(d)
         if isinstance(culprit, PinCulprit):
             pinner = self._pinner(culprit.pid, culprit.comm, culprit.method)
-            pinner.blocked[m["pid"]] += 1
+            pinner.blocked[m["pid"]] += n
             pinner.victims_comm.setdefault(m["pid"], m["comm"])
             if culprit.range is not None:
                 self._add_range(pinner, culprit.range)
         elif isinstance(culprit, KsmCulprit):
             merges = self.ksm.setdefault(culprit.ksmd_pid, {"blocked": Counter(),
                                                             "first_merge_ns": None})
-            merges["blocked"][m["pid"]] += 1
+            merges["blocked"][m["pid"]] += n
             ts = culprit.merged_ts_ns
             if ts is not None and (merges["first_merge_ns"] is None
                                    or ts < merges["first_merge_ns"]):
@@ -239,7 +274,7 @@ class TraceSummary:
         if self.header["filters"]["failed_only"]:
             reasons.append("--failed-only: successes not recorded")
         d = self._drops()
-        drops = d.get("ringbuf_drops", 0) + d.get("success_drops", 0)
+        drops = records.drops(d)
         if drops:
             reasons.append(f"{drops} moves dropped")
         return "; ".join(reasons) or None
@@ -296,11 +331,21 @@ class TraceSummary:
         mismatch = self._kernel_accounting()
         if mismatch:
             notes.append(mismatch)
+        recorded = sum(p.recorded[records.FAILED] + p.recorded[records.PARTIAL]
+                       for pid, p in self.processes.items() if pid in counts)
+        if source == "in-kernel counters" and recorded != failed:
+            notes.append(f"the kernel counted {failed} failures, the trace accounts for "
+                         f"{recorded} (as move records and repeat counts): "
+                         f"{failed - recorded:+d} (see DROPS)")
+        if self.unlinked_repeated:
+            notes.append(f"{self.unlinked_repeated} repeated failures whose first failure was "
+                         "not recorded: counted, cause unknown")
         return {"source": source, "moves": moves, "ok": total["ok"], "failed": failed,
                 "partial": total["partial"],
                 "failure_rate": round(failed / moves, 4) if moves else None,
                 "bytes_moved": bytes_moved, "bytes_source": bytes_source,
-                "move_records": self.moves, "notes": notes}
+                "move_records": self.moves, "failures_recorded": recorded,
+                "repeated_failures": self.repeated, "notes": notes}
 
     def _process_rows(self, counts, kernel_bytes) -> list[dict]:
         rows = []
@@ -363,7 +408,8 @@ class TraceSummary:
 
     def _drops(self) -> dict:
         counters = self.last_aggregates["counters"] if self.last_aggregates else {}
-        out = {k: counters[k] for k in ("ringbuf_drops", "success_drops", "arg_read_fails",
+        out = {k: counters[k] for k in ("ringbuf_drops", "success_drops", "repeat_drops",
+                                        "runs_full", "arg_read_fails",
                                         "inflight_full", *MAP_FULL_COUNTERS) if k in counters}
         if self.footer is not None:
             out["footer_drops"] = self.footer["drops"]
@@ -376,6 +422,9 @@ class TraceSummary:
             if f["moves"] != self.all_moves:
                 warnings.append(f"the footer counts {f['moves']} move records, the file holds "
                                 f"{self.all_moves}: lines were lost or added")
+            if f.get("repeats", 0) != self.all_repeats:
+                warnings.append(f"the footer counts {f.get('repeats', 0)} repeat records, the "
+                                f"file holds {self.all_repeats}: lines were lost or added")
         end = f["end_wall"] if f is not None else None
         return {"path": self.path, "format_version": h["version"],
                 "uffdtrace_version": h["uffdtrace_version"],

@@ -17,7 +17,9 @@ from uffdtrace.taxonomy import contradiction
 from uffdtrace.traceschema import strict_schema
 from uffdtrace.workload.runner import scenario_names
 
-WORKLOAD_ARGS = {"mixed": ["-d", "3", "--rate", "300"], "storm": ["--iterations", "20000"]}
+WORKLOAD_ARGS = {"mixed": ["-d", "3", "--rate", "300"], "storm": ["--iterations", "20000"],
+                 "failure-storm": ["--iterations", "50000"],
+                 "retry-loop": ["-d", "0.5", "--rate", "2000"]}
 
 
 
@@ -49,6 +51,8 @@ def test_record_report_export(live, schema, tmp_path, scenario):
     records = validate_every_record(schema, trace)
     assert records[0]["type"] == "header" and records[-1]["type"] == "footer"
     moves = [r for r in records if r["type"] == "move"]
+    repeats = [r for r in records if r["type"] == "repeat"]
+    repeated = sum(r["count"] for r in repeats)
     made = workload["summary"]
 
     proc = uffdtrace("report", trace, "--json")
@@ -62,7 +66,9 @@ def test_record_report_export(live, schema, tmp_path, scenario):
     assert report["trace"]["complete"] and report["trace"]["warnings"] == []
     if report["drops"]["ringbuf_drops"] + report["drops"].get("success_drops", 0) == 0:
         assert totals["bytes_moved"] == made["bytes_moved"]
-        assert len(moves) == made["calls"]
+        # identical failures in a row are one move record and a repeat count
+        assert len(moves) + repeated == made["calls"]
+    assert totals["failures_recorded"] == made["failed"]
     if scenario in EXPECTED:
         cause, underlying, evidence = EXPECTED[scenario]
         effective = underlying or cause
@@ -88,7 +94,7 @@ def test_record_report_export(live, schema, tmp_path, scenario):
     assert proc.returncode == 0, proc.stderr
     exported = check_trace_events(out)
     events = exported["traceEvents"]
-    assert sum(e["ph"] == "X" for e in events) == len(moves)
+    assert sum(e["ph"] == "X" for e in events) == len(moves) + len(repeats)
     failures = [e for e in events if e.get("cat") == "uffd_move_failure"]
     assert len(failures) == sum(m["ret"] != 0 for m in moves)
     assert exported["otherData"]["events_before_start"] == 0

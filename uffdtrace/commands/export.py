@@ -40,7 +40,9 @@ def run(args) -> int:
         stats = export(args.file, sys.stdout)
     else:
         stats = _export_to_file(args.file, args.output)
-    print(f"{stats['moves']} moves ({stats['failures']} failed), {stats['pins']} pins, "
+    repeats = (f", {stats['repeated_failures']} repeated failures in {stats['repeat_runs']} runs"
+               if stats["repeat_runs"] else "")
+    print(f"{stats['moves']} moves ({stats['failures']} failed{repeats}), {stats['pins']} pins, "
           f"{stats['ksm_merges']} KSM merges -> {args.output}", file=sys.stderr)
     return 0
 

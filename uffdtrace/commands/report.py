@@ -114,6 +114,10 @@ def _totals(s: dict) -> list[str]:
              f"  {plural(t['moves'], 'move')}: {t['ok']} ok, {t['failed']} failed ({pct(t['failure_rate'])})"
              f", of which {t['partial']} partial; {size(t['bytes_moved'])} moved "
              f"(from {t['bytes_source']})"]
+    if t["repeated_failures"]:
+        lines.append(f"  failures in the trace: {t['failures_recorded']}, of which "
+                     f"{t['repeated_failures']} as repeat counts (a thread's identical "
+                     "failures, coalesced in the kernel)")
     lines += [f"  note: {printable(n)}" for n in t["notes"]]
     return lines
 
@@ -243,6 +247,9 @@ def _drops(s: dict) -> list[str]:
     verdicts = []
     if lost:
         verdicts.append(f"{lost} failed moves or pins were not recorded (ring buffer full)")
+    if d.get("repeat_drops"):
+        verdicts.append(f"{d['repeat_drops']} repeated failures were not recorded (their "
+                        "repeat count was lost: ring buffer full)")
     if successes_lost:
         verdicts.append(f"{successes_lost} successful moves were not recorded (success ring "
                         "buffer full)")

@@ -5,8 +5,9 @@ import sys
 from collections import Counter
 
 from . import command_parser
+from ..livelock import Livelock
 from ..recording import run_session
-from ..session import TracedMove
+from ..session import TracedMove, TracedRepeat
 from ..taxonomy import cause_label
 from ..textsafe import printable
 from .tracing import (add_run_options, add_session_options, print_program, sampling_note,
@@ -19,6 +20,7 @@ examples:
   uffdtrace trace -d 10                   # for ten seconds
   uffdtrace trace --sample-successes 100  # every failure, 1 success in 100
   uffdtrace trace -- uffdtrace workload --scenario pinned --hold 0.2
+  uffdtrace trace --coalesce-ms 0         # every failure on its own line, no "×N" runs
   uffdtrace trace --ebpf                  # print the BPF program
 """
 HEADER = (f"{'TIME(s)':<9} {'PID':>7} {'COMM':<16} {'DST':<14} {'SRC':<14} {'LEN':>8} "
@@ -49,11 +51,38 @@ def format_move(m: TracedMove, t0_ns: int) -> str:
     return line
 
 
+def format_repeat(r: TracedRepeat, t0_ns: int) -> str:
+    """A run's repeats: `count` more failures like the line of its first."""
+    e = r.repeat
+    comm = printable(r.of.event.comm) if r.of is not None else "?"
+    like = (f"like the failure at {(e.first_ts_ns - t0_ns) / 1e9:.3f}" if r.of is not None
+            else "whose first failure was lost (ring buffer full)")
+    return (f"{(e.last_ts_ns - t0_ns) / 1e9:<9.3f} {e.pid:>7} {comm:<16.16} "
+            f"×{e.count:,} more {like}, over {(e.last_ts_ns - e.first_ts_ns) / 1e6:.1f} ms "
+            f"(mean {e.latency_total_ns / e.count / 1000:.1f} µs; run ended: {e.closed_by_name})")
+
+
+def format_livelock(lv: Livelock, t0_ns: int) -> str:
+    e = lv.first.event
+    parties = ", ".join(f"{printable(c)} ({p}/{t})" for p, t, c in lv.parties)
+    culprit = lv.first.diagnosis.culprit
+    line = (f"{(lv.last_ts_ns - t0_ns) / 1e9:<9.3f} {e.pid:>7} {printable(e.comm):<16.16} "
+            f"LIVELOCK {lv.state}: tid {e.tid} failed the same move {lv.failures:,} times in "
+            f"{lv.seconds:.2f} s ({e.errno}, {lv.first.diagnosis.effective_cause}) "
+            f"at src {e.src:#x}")
+    if culprit is not None:
+        line += f"; {printable(culprit.describe())}"
+    if parties:
+        line += f"; others failing on that page: {parties}"
+    return line
+
+
 def run(args) -> int:
     session = session_from_args(args, args.command)
     if args.ebpf:
         return print_program(session)
     causes: Counter = Counter()
+    repeat_lines = 0
     with session:
         session.start()
         print(f"Tracing UFFDIO_MOVE ({session.tier} tier; {sampling_note(session)})... "
@@ -62,16 +91,25 @@ def run(args) -> int:
         t0 = session.started_ktime_ns
 
         def sink(items):
+            nonlocal repeat_lines
             for item in items:
                 if isinstance(item, TracedMove):
                     causes[item.diagnosis.effective_cause] += 1
                     print(format_move(item, t0), flush=True)
+                elif isinstance(item, TracedRepeat):
+                    cause = item.of.diagnosis.effective_cause if item.of else "unknown"
+                    causes[cause] += item.repeat.count
+                    repeat_lines += 1
+                    print(format_repeat(item, t0), flush=True)
+                elif isinstance(item, Livelock):
+                    print(format_livelock(item, t0), flush=True)
 
         result = run_session(session, args.command, args.duration, sink)
         counters = session.counters()
     total = sum(causes.values())
     summary = ", ".join(f"{k} {v}" for k, v in causes.most_common()) or "none"
-    print(f"\n{total} moves shown of {counters['moves_entered']} traced ({result.reason}); "
+    runs = f" ({repeat_lines} lines of repeat counts)" if repeat_lines else ""
+    print(f"\n{total} moves shown{runs} of {counters['moves_entered']} traced ({result.reason}); "
           f"causes shown: {summary}; ring-buffer drops: {session.drops(counters)}",
           file=sys.stderr)
     return 0

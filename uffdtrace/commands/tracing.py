@@ -11,21 +11,25 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..bpfprog import DEFAULT_COALESCE_MS
 from ..errors import UserError
 from ..session import Session
 from ..tiers import KERNEL_HOOKS, REQUESTS
+
+# A run longer than this would hide a livelock's progress from the trace.
+MAX_COALESCE_MS = 10_000
 
 # The session options and their defaults: a command that offers them where
 # they do not apply (top --replay) can tell which the user set.
 SESSION_DEFAULTS = {"pid": 0, "tid": 0, "failed_only": False, "sample_successes": 1,
                     "no_cost_stats": False, "tier": "auto", "kernel_hooks": "auto",
-                    "no_state_at_exit": False}
+                    "no_state_at_exit": False, "coalesce_ms": DEFAULT_COALESCE_MS}
 
 
 def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
                         help: dict[str, str] | None = None):
     """-p, -t (unless tid=False), --failed-only, --sample-successes,
-    --no-cost-stats, --tier, --kernel-hooks, --no-state-at-exit.  `help` rewords an option for a
+    --no-cost-stats, --tier, --kernel-hooks, --no-state-at-exit, --coalesce-ms.  `help` rewords an option for a
     command where it means a little more (top: -p also filters a replay)."""
     text = {
         "pid": "trace this process only",
@@ -43,6 +47,11 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
         "no_state_at_exit": "do not read the kernel's page state where a failed move stopped "
                             "(before it returns); failures are then explained from /proc "
                             "after the call, which the process may have changed (inferred)",
+        "coalesce_ms": "a thread's identical failures (same request, errno and page state) "
+                       f"within MS milliseconds are recorded as its first failure and a repeat "
+                       f"count, exact, counted in the kernel (default {DEFAULT_COALESCE_MS}; 0: "
+                       "every failure recorded by itself).  A failure storm then cannot fill "
+                       "the ring buffer",
         **(help or {}),
     }
     d = SESSION_DEFAULTS
@@ -59,6 +68,8 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
     p.add_argument("--kernel-hooks", choices=KERNEL_HOOKS, default=d["kernel_hooks"],
                    help=text["kernel_hooks"])
     p.add_argument("--no-state-at-exit", action="store_true", help=text["no_state_at_exit"])
+    p.add_argument("--coalesce-ms", type=int, default=d["coalesce_ms"], metavar="MS",
+                   help=text["coalesce_ms"])
 
 
 def add_run_options(p: argparse.ArgumentParser):
@@ -88,10 +99,13 @@ def session_from_args(args, command: list[str]) -> Session:
         raise UserError("give either -p PID or a COMMAND, not both")
     if args.sample_successes < 1:
         raise UserError("--sample-successes must be >= 1 (1 = every success)")
+    if not 0 <= args.coalesce_ms <= MAX_COALESCE_MS:
+        raise UserError(f"--coalesce-ms must be 0..{MAX_COALESCE_MS} (0 = every failure by itself)")
     return Session(pid=args.pid, tid=args.tid, follow=bool(command),
                    failed_only=args.failed_only, success_sample=args.sample_successes,
                    cost_stats=not args.no_cost_stats, tier=args.tier,
-                   kernel_hooks=args.kernel_hooks, state_at_exit=not args.no_state_at_exit)
+                   kernel_hooks=args.kernel_hooks, state_at_exit=not args.no_state_at_exit,
+                   coalesce_ms=args.coalesce_ms)
 
 
 def sampling_note(session: Session) -> str:
@@ -103,6 +117,8 @@ def sampling_note(session: Session) -> str:
         note = f"successes sampled 1 in {n}, every failure; every move is counted in the kernel"
     else:
         note = "every move"
+    if session.config.coalesce_ms:
+        note += f"; identical failures within {session.config.coalesce_ms} ms as repeat counts"
     return note if session.config.cost_stats else note + "; no TLB/lock-wait counts"
 
 

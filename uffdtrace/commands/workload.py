@@ -15,6 +15,8 @@ examples:
   uffdtrace workload --scenario ksm --json           # EBUSY on a KSM page, as JSON
   uffdtrace workload --scenario thp --pages 4        # four 2 MiB PMD moves
   uffdtrace workload --scenario storm --iterations 1000000
+  uffdtrace workload --scenario failure-storm        # 500,000 identical EEXIST failures
+  uffdtrace workload --scenario retry-loop -d 3      # a livelock-like retry of a pinned page
   uffdtrace workload --scenario mixed --rate 500 -d 0   # until Ctrl-C
   uffdtrace workload --scenario mixed --iterations 1 --rewrite   # pages change after failures
 
@@ -35,12 +37,14 @@ def add_parser(sub):
     p.add_argument("--pages", type=int, metavar="N",
                    help="pages per round (thp: 2 MiB pages; storm: ping-pong slots)")
     p.add_argument("--iterations", type=int, metavar="N",
-                   help="rounds to run (storm: number of moves, default 100000; "
-                   "mixed: whole cycles through every class, instead of -d)")
-    p.add_argument("--rate", type=float, default=200.0, metavar="MOVES_PER_S",
-                   help="mixed: target moves per second (default 200)")
-    p.add_argument("-d", "--duration", type=float, default=10.0, metavar="SECONDS",
-                   help="mixed: how long to run, 0 = until Ctrl-C (default 10)")
+                   help="rounds to run (storm, failure-storm, retry-loop: number of moves, "
+                   "default 100000, 500000, rate x duration; mixed: whole cycles through "
+                   "every class, instead of -d)")
+    p.add_argument("--rate", type=float, metavar="MOVES_PER_S",
+                   help="mixed, retry-loop: target moves per second (default 200, 1000)")
+    p.add_argument("-d", "--duration", type=float, metavar="SECONDS",
+                   help="mixed, retry-loop: how long to run (default 10, 2); mixed: 0 = "
+                   "until Ctrl-C")
     p.add_argument("--hold", type=float, default=0.0, metavar="SECONDS",
                    help="keep each round's memory this long after its moves, so a "
                    "tracepoint-tier tracer can still read its page state (default 0)")

@@ -102,7 +102,7 @@ class ErrorScreen(TextScreen):
 def detail_text(row: FailureRow, snap: Snapshot) -> Group:
     """Titled sections of label/value lines; long values wrap in their column."""
     parts = []
-    sections = describe_failure(row.record, row.t, snap.t0_ns, snap.page_size)
+    sections = describe_failure(row.record, row.t, snap.t0_ns, snap.page_size, row.repeats)
     width = max(len(label) for _, lines in sections for label, _ in lines)
     for title, lines in sections:
         grid = Table.grid(padding=(0, 2))

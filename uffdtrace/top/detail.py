@@ -134,11 +134,20 @@ def _page_state(en: dict | None) -> Section:
 
 
 def describe_failure(record: dict, t: float | None = None, t0_ns: int | None = None,
-                     page_size: int = records.DEFAULT_PAGE_SIZE) -> list[Section]:
-    """Everything known about one failed move, most useful first."""
+                     page_size: int = records.DEFAULT_PAGE_SIZE,
+                     repeats: int = 0) -> list[Section]:
+    """Everything known about one failed move, most useful first; repeats:
+    a repeat row's count of more failures identical to it."""
     d = record.get("diagnosis") or {}
     sections = [_diagnosis(record, d), _culprit(d, t0_ns), _request(record, t, page_size),
                 _page_state(record.get("enrichment"))]
+    if repeats:
+        text = (f"{repeats:,} more failures of this thread identical to this one (request, "
+                "errno, progress, page state), counted in the kernel; the time is the last one's"
+                if record.get("diagnosis") is not None else
+                f"{repeats:,} failures whose first record was lost (ring buffer full): "
+                "counted, not explained")
+        sections.insert(0, ("Repeated", [("failures", text)]))
     notes = [("note", printable(str(n))) for n in d.get("notes") or []]
     if notes:
         sections.append(("Notes", notes))

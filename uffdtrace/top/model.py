@@ -32,6 +32,7 @@ class FailureRow:
     partial: bool
     evidence: str
     record: dict        # the whole move record, for the detail view
+    repeats: int = 0    # a repeat row: this many more failures like `record`
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class ProcessRow:
     p99_us: float | None
     tlb_per_page: float | None
     last_failure: FailureRow | None = field(default=None, compare=False)
+    livelocked: bool = False    # a thread of it is in an ongoing livelock
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Snapshot:
     failures_recent: tuple[FailureRow, ...]     # oldest first
     finished: str | None
     error: str | None
+    livelocks: tuple[dict, ...] = ()            # ongoing livelock records, oldest first
 
     @property
     def failure_rate(self) -> float | None:
@@ -116,10 +119,12 @@ class TraceClock:
             return None
         if kind == "aggregates":
             return float(record["elapsed_s"])
-        if kind in ("move", "pin"):
+        # a repeat: when its run's last failure entered
+        stamp = {"move": "ts_ns", "pin": "ts_ns", "repeat": "last_ts_ns"}.get(kind)
+        if stamp is not None:
             if self.t0_ns is None:
-                self.t0_ns = int(record["ts_ns"])
-            return (int(record["ts_ns"]) - self.t0_ns) / 1e9
+                self.t0_ns = int(record[stamp])
+            return (int(record[stamp]) - self.t0_ns) / 1e9
         return None
 
 
@@ -142,6 +147,8 @@ class TopModel:
         self._timeline_ev: Counter = Counter()
         self._recent: deque[FailureRow] = deque(maxlen=RECENT_FAILURES)
         self._seq = 0
+        self._linker = records.RepeatLinker()
+        self._livelocks: dict[int, dict] = {}    # tid -> its ongoing livelock record
         self.pins = 0
         # in-kernel totals, from aggregates records
         self._kernel_t: float | None = None
@@ -202,6 +209,7 @@ class TopModel:
         w = self.success_sample if ret == 0 else 1
         moved = records.bytes_moved(r) * w
         if ret != 0:
+            self._linker.move(r)
             self._failure(p, t, r)
         p.moves.add(t)
         self._moves.add(t)
@@ -215,18 +223,46 @@ class TopModel:
         self._latency_ev[log2_bucket(latency)] += w
         self._timeline_ev[int(t)] += 1
 
-    def _failure(self, p: _Proc, t: float, r: dict):
+    def _failure(self, p: _Proc, t: float, r: dict, n: int = 1):
+        """Move record `r` failed (n > 1: a repeat row, n failures like it)."""
         d = r.get("diagnosis") or {}
         cause = records.effective_cause(d)
-        p.failures += 1
-        p.causes[cause] += 1
-        self._failures += 1
-        self._causes[cause] += 1
+        p.failures += n
+        p.causes[cause] += n
+        self._failures += n
+        self._causes[cause] += n
         self._seq += 1
         p.last_failure = FailureRow(self._seq, t, p.pid, p.comm, r.get("errno"), cause,
                                     records.outcome(r) == records.PARTIAL,
-                                    d.get("evidence") or "?", r)
+                                    d.get("evidence") or "?", r, repeats=n if n > 1 else 0)
         self._recent.append(p.last_failure)
+
+    def _repeat(self, r: dict):
+        """`count` more failures like the move record it repeats, coalesced
+        in the kernel: counted as failures and moves, shown as one row."""
+        n = int(r["count"])
+        p = self._proc(int(r["pid"]), None)
+        t = self.clock.time(r)
+        self.now = max(self.now, t)
+        m = self._linker.of(r)
+        if m is None:       # its first failure was not recorded: no cause
+            m = {"pid": r["pid"], "tid": r["tid"], "ret": -1, "errno": None, "move": 0,
+                 "len": 0, "diagnosis": None}
+        self._failure(p, t, m, n)
+        p.moves.add(t, n)
+        self._moves.add(t, n)
+        # the run's mean latency stands for each of its failures: the total
+        # is exact, the spread is not known
+        mean = int(r["latency_total_ns"]) // n
+        p.latency.add(mean, n)
+        self._latency_ev[log2_bucket(mean)] += n
+        self._timeline_ev[int(t)] += n
+
+    def _livelock(self, r: dict):
+        if r["state"] == "ongoing":
+            self._livelocks[int(r["tid"])] = r
+        else:
+            self._livelocks.pop(int(r["tid"]), None)
 
     def _pin(self, r: dict):
         self.pins += 1
@@ -238,8 +274,8 @@ class TopModel:
         t = self.clock.time(r)
         self.now = max(self.now, t)
         counters = r.get("counters") or {}
-        if "ringbuf_drops" in counters:   # + successes lost from their own buffer, if any
-            self.drops = int(counters["ringbuf_drops"]) + int(counters.get("success_drops", 0))
+        if "ringbuf_drops" in counters:
+            self.drops = records.drops(counters)
         per_pid: dict[int, list[int]] = {}
         for o in r.get("outcomes") or ():
             counts = per_pid.setdefault(int(o["pid"]), [0, 0])
@@ -268,7 +304,8 @@ class TopModel:
         if r.get("drops") is not None:
             self.drops = max(self.drops, int(r["drops"]))
 
-    _HANDLERS = {"header": _header, "move": _move, "pin": _pin,
+    _HANDLERS = {"header": _header, "move": _move, "pin": _pin, "repeat": _repeat,
+                 "livelock": _livelock,
                  "aggregates": _aggregates, "footer": _footer}
 
     # -- reading (UI thread) ----------------------------------------------
@@ -307,7 +344,8 @@ class TopModel:
             causes=tuple(self._causes.most_common()),
             latency_log2=tuple(sorted((b, n) for b, n in latency.items() if n)),
             sparkline=sparkline, failures_recent=tuple(self._recent),
-            finished=self.finished, error=self.error)
+            finished=self.finished, error=self.error,
+            livelocks=tuple(sorted(self._livelocks.values(), key=lambda r: r["first_ts_ns"])))
 
     def _mib_quality(self) -> str:
         if self.drops:
@@ -331,4 +369,5 @@ class TopModel:
             p50_us=p50 / 1000 if p50 is not None else None,
             p99_us=p99 / 1000 if p99 is not None else None,
             tlb_per_page=p.tlb / p.pages if p.pages else None,
-            last_failure=p.last_failure)
+            last_failure=p.last_failure,
+            livelocked=any(int(r["pid"]) == p.pid for r in self._livelocks.values()))

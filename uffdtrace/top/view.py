@@ -18,7 +18,8 @@ def _num(v: float | None, fmt: str) -> str:
 
 
 def _causes_text(row: ProcessRow) -> str:
-    return " ".join(f"{cause}:{n}" for cause, n in row.causes) or NONE
+    text = " ".join(f"{cause}:{n}" for cause, n in row.causes) or NONE
+    return "LIVELOCK " + text if row.livelocked else text
 
 
 def comm_text(comm: str) -> str:
@@ -106,7 +107,8 @@ def failure_cells(row: FailureRow) -> tuple[str, ...]:
     fail_addr = (r.get("diagnosis") or {}).get("fail_addr")
     moved = records.bytes_moved(r)
     return (f"{row.t:.3f}", str(row.pid), comm_text(row.comm), row.errno or NONE,
-            row.cause + (" (partial)" if row.partial else ""), row.evidence,
+            row.cause + (" (partial)" if row.partial else "")
+            + (f" ×{row.repeats:,}" if row.repeats else ""), row.evidence,
             f"{fail_addr:#x}" if isinstance(fail_addr, int) else NONE,
             f"{int(r.get('len') or 0):,}", f"{moved:,}")
 

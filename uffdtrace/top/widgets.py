@@ -9,6 +9,7 @@ from textual.binding import Binding
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from ..textsafe import printable
 from .model import Snapshot
 
 
@@ -146,6 +147,14 @@ def header_text(snap: Snapshot, *, paused: bool, failures_only: bool, filter_tex
     field("dropped", f"{snap.drops:,}", "bold white on red" if snap.drops else "bold green")
     if snap.malformed:
         field("malformed records", f"{snap.malformed:,}", "bold white on red")
+    if snap.livelocks:
+        lv = snap.livelocks[0]
+        t.append(" LIVELOCK ", style="bold white on red")
+        more = f" (+{len(snap.livelocks) - 1} more)" if len(snap.livelocks) > 1 else ""
+        # Text.append: the comm is shown literally, never parsed as markup
+        t.append(f" {printable(lv['comm'])} {lv['pid']}/{lv['tid']}: {lv['cause']} "
+                 f"×{lv['failures']:,} in {(lv['last_ts_ns'] - lv['first_ts_ns']) / 1e9:.1f} s"
+                 f"{more}   ", style="bold red")
     if not snap.kernel_totals:
         t.append("(totals from events only)  ", style="dim")
     if snap.mib_quality == "estimated":

@@ -10,15 +10,24 @@ from typing import Callable
 
 from ..errors import UserError
 from ..signals import terminate_as_interrupt
-from ..native import PAGE_SIZE, LoopStats, Mapping, MoveCall, Uffd
+from ..native import PAGE_SIZE, IoUringPin, LoopStats, Mapping, MoveCall, Uffd, lib
 from .scenarios import MIXED_CYCLE, SCENARIOS, Round, unexpected
 
 SPECIAL = {
     "mixed": "a steady mix of every scenario but ksm, at --rate moves/s for --duration s",
     "storm": "maximum-rate 4 KiB moves in a native loop (--iterations = number of moves)",
+    "failure-storm": "one failing move (EEXIST: dst populated) repeated at full speed in a "
+                     "native loop (--iterations = number of moves, default 500000)",
+    "retry-loop": "a livelock-like retry: one move of an io_uring-pinned page (EBUSY) "
+                  "repeated at --rate moves/s for --duration s (defaults 1000/s, 2 s)",
 }
 STORM_DEFAULT_MOVES = 100_000
 STORM_DEFAULT_PAGES = 64
+FAILURE_STORM_DEFAULT_MOVES = 500_000
+# --rate and --duration when not given: mixed's, or the scenario's own
+DEFAULT_RATE, DEFAULT_DURATION = 200.0, 10.0
+SCENARIO_RATE = {"retry-loop": 1000.0}
+SCENARIO_DURATION = {"retry-loop": 2.0}
 # An endless run (mixed without -d or --iterations: what `top --demo` runs)
 # keeps only its latest per-call records, round facts and problems, so its
 # memory stays flat however long it runs; its summary still counts every call.
@@ -122,6 +131,32 @@ def _storm(uffd: Uffd, pages: int, moves: int, result: WorkloadResult):
                                f"(first: {result.loop.first_errno})")
 
 
+def _repeat_failure(uffd: Uffd, name: str, moves: int, rate: float, pinned_src: bool,
+                    result: WorkloadResult):
+    """One 4 KiB move that fails and changes nothing, `moves` times at `rate`
+    calls/s (0: flat out): onto a populated dst (EEXIST), or, pinned_src, of
+    a src page an io_uring fixed buffer pins (EBUSY)."""
+    with ExitStack() as stack:
+        src = stack.enter_context(Mapping(PAGE_SIZE))
+        dst = stack.enter_context(Mapping(PAGE_SIZE))
+        for m in (src, dst):
+            m.madvise(lib().MADV_NOHUGEPAGE)
+        src.fill()
+        if not pinned_src:
+            dst.fill()          # populated before it is registered: every move is EEXIST
+        uffd.register(dst)
+        if pinned_src:
+            pin = IoUringPin(src.addr, PAGE_SIZE)
+            stack.callback(pin.close)
+        result.setup.append({"scenario": name, "src": src.addr, "dst": dst.addr,
+                             "pinned_src": pinned_src})
+        result.loop = uffd.move_repeat(dst.addr, src.addr, PAGE_SIZE, moves, rate=int(rate))
+    expected = "EBUSY" if pinned_src else "EEXIST"
+    if result.loop.ok or result.loop.first_errno != expected:
+        result.problems.append(f"{name}: {result.loop.ok} moves succeeded, first errno "
+                               f"{result.loop.first_errno} (expected every move {expected})")
+
+
 def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: WorkloadResult,
            progress: Callable[[WorkloadResult], None] | None, cycles: int | None = None,
            rewrite: bool = False):
@@ -167,11 +202,15 @@ def validate(name: str, pages: int | None, iterations: int | None,
 
 
 def run_workload(name: str, *, pages: int | None = None, iterations: int | None = None,
-                 rate: float = 200.0, duration: float = 10.0, hold: float = 0.0,
+                 rate: float | None = None, duration: float | None = None, hold: float = 0.0,
                  rewrite: bool = False,
                  progress: Callable[[WorkloadResult], None] | None = None) -> WorkloadResult:
     """Run one scenario; Ctrl-C/SIGTERM stop it cleanly with what was done."""
+    rate = rate if rate is not None else SCENARIO_RATE.get(name, DEFAULT_RATE)
+    duration = duration if duration is not None else SCENARIO_DURATION.get(name, DEFAULT_DURATION)
     validate(name, pages, iterations, rate, duration, hold)
+    if name == "retry-loop" and not iterations and duration <= 0:
+        raise UserError("retry-loop needs -d > 0 (or --iterations)")
     endless = name == "mixed" and not iterations and duration <= 0
     result = WorkloadResult(scenario=name, keep=ENDLESS_KEEP if endless else None)
     start = time.monotonic()
@@ -180,6 +219,12 @@ def run_workload(name: str, *, pages: int | None = None, iterations: int | None 
             if name == "storm":
                 _storm(uffd, pages or STORM_DEFAULT_PAGES,
                        iterations or STORM_DEFAULT_MOVES, result)
+            elif name == "failure-storm":
+                _repeat_failure(uffd, name, iterations or FAILURE_STORM_DEFAULT_MOVES, 0,
+                                False, result)
+            elif name == "retry-loop":
+                _repeat_failure(uffd, name, iterations or int(rate * duration), rate, True,
+                                result)
             elif name == "mixed":
                 _mixed(uffd, rate, duration, hold, result, progress, cycles=iterations,
                        rewrite=rewrite)

@@ -1,8 +1,10 @@
 """The kernel tier as a user meets it, inside the guest: one `uffdtrace
-record` of every workload scenario (the `mixed` cycle, then `ksm`), then
-`report`, `report --json`, `export --perfetto` and `top --replay` on that
-trace -- each exits 0 without a traceback, and says for each scenario the
-cause, evidence `observed`, and the pinner's pid and method.
+record` of every workload scenario (the `mixed` cycle, then `ksm`, then a
+failure storm and a livelock-like retry loop), then `report`, `report
+--json`, `export --perfetto` and `top --replay` on that trace -- each exits
+0 without a traceback, and says for each scenario the cause, evidence
+`observed`, and the pinner's pid and method; every failure of the storms is
+accounted for, and the retry loop is flagged as a livelock.
 
 One record (one BPF compile: several minutes under TCG) serves every test.
 """
@@ -18,10 +20,16 @@ from tests.helpers import SCENARIO_CAUSES, evidence_of, uffdtrace
 from tests.traceevents import check_trace_events
 
 
+# the storms: (scenario, its arguments, cause); made by native loops, so
+# their failures are counted by the workload, not listed call by call
+STORMS = {"failure-storm": (["--iterations", "30000"], "dst_populated"),
+          "retry-loop": (["-d", "1.5", "--rate", "500"], "page_pinned")}
+
+
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """(trace path, the workloads' calls each tagged with its scenario and
-    pid, in the order made)."""
+    pid, in the order made; the storms' workload outputs by scenario)."""
     d = tmp_path_factory.mktemp("record")
     trace = d / "all.jsonl"
     py = sys.executable
@@ -30,18 +38,25 @@ def recorded(tmp_path_factory):
     script = (f"{py} -m uffdtrace workload -s mixed --iterations 1 --rate 100000 "
               "--hold 0.3 --json "
               f"> {d}/mixed.json; {py} -m uffdtrace workload -s ksm --json > {d}/ksm.json; "
-              "exit 0")
+              + "".join(f"{py} -m uffdtrace workload -s {name} {' '.join(args)} --json "
+                        f"> {d}/{name}.json; " for name, (args, _) in STORMS.items())
+              + "exit 0")
     proc = uffdtrace("record", "-o", str(trace), "--", "sh", "-c", script, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     calls = []
     for name in ("mixed", "ksm"):
         out = json.loads((d / f"{name}.json").read_text())
         calls += [{**c, "pid": out["pid"], "setup": out["setup"]} for c in out["calls"]]
-    return trace, calls
+    storms = {name: json.loads((d / f"{name}.json").read_text()) for name in STORMS}
+    return trace, calls, storms
 
 
 def _records(trace):
     return [json.loads(line) for line in trace.read_text().splitlines()]
+
+
+def _storm_pids(storms) -> set[int]:
+    return {out["pid"] for out in storms.values()}
 
 
 def _expected(call: dict, record: dict) -> tuple[str, str | None]:
@@ -51,10 +66,11 @@ def _expected(call: dict, record: dict) -> tuple[str, str | None]:
 
 
 def test_every_scenario_recorded_observed_with_its_cause(recorded):
-    trace, calls = recorded
+    trace, calls, storms = recorded
     records = _records(trace)
     assert records[0]["tier"] == "kernel" and records[-1]["type"] == "footer"
-    moves = sorted((r for r in records if r["type"] == "move"), key=lambda r: r["ts_ns"])
+    moves = sorted((r for r in records if r["type"] == "move"
+                    and r["pid"] not in _storm_pids(storms)), key=lambda r: r["ts_ns"])
     assert len(moves) == len(calls)
     for call, m in zip(calls, moves):
         assert (m["dst"], m["src"], m["len"], m["errno"], m["move"]) == \
@@ -73,7 +89,7 @@ def test_every_scenario_recorded_observed_with_its_cause(recorded):
 
 
 def test_report_text_and_json(recorded):
-    trace, calls = recorded
+    trace, calls, storms = recorded
     text = uffdtrace("report", str(trace), timeout=300)
     assert text.returncode == 0, text.stderr
     assert "kernel tier" in text.stdout and "TOTALS (from in-kernel counters)" in text.stdout
@@ -83,30 +99,40 @@ def test_report_text_and_json(recorded):
     proc = uffdtrace("report", str(trace), "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr
     s = json.loads(proc.stdout)
-    moves = [r for r in _records(trace) if r["type"] == "move"]
+    moves = [r for r in _records(trace) if r["type"] == "move"
+             and r["pid"] not in _storm_pids(storms)]
     want = Counter(r["diagnosis"]["underlying"] or r["diagnosis"]["cause"]
                    for r in moves if r["ret"])
-    assert {c["cause"]: c["count"] for c in s["causes"]} == dict(want)
     want_evidence = Counter((r["diagnosis"]["underlying"] or r["diagnosis"]["cause"],
                              r["diagnosis"]["evidence"]) for r in moves if r["ret"])
+    for name, (_, cause) in STORMS.items():
+        failed = storms[name]["summary"]["failed"]
+        want[cause] += failed
+        want_evidence[(cause, "observed")] += failed
+    assert {c["cause"]: c["count"] for c in s["causes"]} == dict(want)
     for c in s["causes"]:
         assert c["evidence"] == {ev: n for (cause, ev), n in want_evidence.items()
                                  if cause == c["cause"]}, c
-    assert s["totals"]["moves"] == len(calls)
+    made = len(calls) + sum(out["summary"]["calls"] for out in storms.values())
+    assert s["totals"]["moves"] == made
+    assert s["totals"]["failures_recorded"] == s["totals"]["failed"], s["totals"]["notes"]
     pinners = {p["pid"]: p for p in s["pinners"]}
     assert pinners[pinned["pid"]]["method"].startswith("pin_user_pages")
     assert pinners[pinned["pid"]]["blocked_moves"] == 1
 
 
 def test_export_perfetto(recorded, tmp_path):
-    trace, calls = recorded
+    trace, calls, storms = recorded
     out = tmp_path / "all.json"
     proc = uffdtrace("export", "--perfetto", str(trace), "-o", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr
     events = check_trace_events(out)["traceEvents"]
-    assert sum(e["ph"] == "X" for e in events) == len(calls)
+    records = _records(trace)
+    storm_moves = [r for r in records if r["type"] == "move" and r["pid"] in _storm_pids(storms)]
+    repeats = [r for r in records if r["type"] == "repeat"]
+    assert sum(e["ph"] == "X" for e in events) == len(calls) + len(storm_moves) + len(repeats)
     failures = [e["args"] for e in events if e.get("cat") == "uffd_move_failure"]
-    assert len(failures) == sum(1 for c in calls if c["errno"])
+    assert len(failures) == sum(1 for c in calls if c["errno"]) + len(storm_moves)
     pinned = [a for a in failures if a["underlying"] == "page_pinned"]
     assert pinned and all(a["culprit"]["source"] == "GUP hook" and a["evidence"] == "observed"
                           for a in pinned)
@@ -116,12 +142,13 @@ def test_export_perfetto(recorded, tmp_path):
 async def test_top_replay(recorded):
     from tests.tui.screen import screen_text
     from tests.tui.topapp import running
-    trace, calls = recorded
+    trace, calls, storms = recorded
     async with running(trace) as (app, pilot):
         snap = app.snapshot
         assert app.model.malformed == 0 and app.model.error is None
         assert snap.tier == "kernel"
-        assert len(snap.failures_recent) == sum(1 for c in calls if c["errno"])
+        storm_failures = sum(out["summary"]["failed"] for out in storms.values())
+        assert snap.failures == sum(1 for c in calls if c["errno"]) + storm_failures
         await pilot.press("tab")
         row = next(f for f in snap.failures_recent if f.cause == "page_pinned")
         app.focused.move_to_item(str(row.seq))
@@ -130,3 +157,29 @@ async def test_top_replay(recorded):
         screen = screen_text(app)
         assert "GUP hook" in screen and "observed: seen in the kernel" in screen
         assert "long-term (FOLL_LONGTERM)" in screen
+
+
+@pytest.mark.parametrize("name", list(STORMS))
+def test_storm_failures_all_accounted_for(recorded, name):
+    """Identical failures coalesced in the kernel tier too: the move records
+    plus repeat counts of the storm's process are exactly what it made."""
+    trace, _, storms = recorded
+    out = storms[name]
+    made = out["summary"]["failed"]
+    assert made == out["summary"]["calls"] > 0
+    mine = [r for r in _records(trace) if r.get("pid") == out["pid"]]
+    moves = [r for r in mine if r["type"] == "move"]
+    repeats = [r for r in mine if r["type"] == "repeat"]
+    assert repeats and len(moves) + sum(r["count"] for r in repeats) == made
+    assert {r["diagnosis"]["underlying"] or r["diagnosis"]["cause"] for r in moves} == \
+        {STORMS[name][1]}
+    assert all(r["diagnosis"]["evidence"] == "observed" for r in moves)
+
+
+def test_retry_loop_flagged_as_livelock(recorded):
+    trace, _, storms = recorded
+    pid = storms["retry-loop"]["pid"]
+    livelocks = [r for r in _records(trace) if r["type"] == "livelock" and r["pid"] == pid]
+    assert [r["state"] for r in livelocks] == ["ongoing", "ended"], livelocks
+    assert livelocks[0]["cause"] == "page_pinned" and livelocks[0]["culprit"]["pid"] == pid
+    assert livelocks[1]["failures"] == storms["retry-loop"]["summary"]["failed"]

@@ -1,0 +1,153 @@
+"""Livelocks, flagged while they happen: a thread that keeps failing the
+same move, without a success in between, for LIVELOCK_MIN_S or more.
+
+"The same move" is the kernel's own judgement, not a guess made here: a run
+of identical failures (bpf/uffdtrace_event.h, struct ut_repeat_event)
+closed by time alone is followed by the thread's next failure, identical
+again, which opens the next run.  So a chain of runs each closed by `time`
+is one failure repeated; a run closed by a different failure or a success
+ends the chain.  A GC that retries a move onto a populated page, or onto a
+page another thread keeps pinned, is exactly this.
+
+The detector is fed what a Session delivers, in order, and hands back a
+Livelock when a chain first passes the threshold ("ongoing") and when it
+ends ("ended"), with the cause its first failure was diagnosed with, the
+culprit that diagnosis names and the other threads seen failing on the same
+source page meanwhile (the "other parties").  With runs of coalesce_ms, a
+livelock is seen at most coalesce_ms after it passes the threshold.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .native import lib
+from .session import TracedMove, TracedRepeat
+
+LIVELOCK_MIN_S = 1.0
+# other threads remembered per source page, and pages remembered
+MAX_PARTIES = 8
+MAX_PAGES = 4096
+
+
+@dataclass
+class _Chain:
+    first: TracedMove           # the chain's first failure
+    last_ns: int
+    failures: int
+    open_by_time: bool = False  # its last run closed by time: the next failure continues it
+    flagged: bool = False
+
+
+@dataclass(frozen=True)
+class Livelock:
+    state: str                  # "ongoing" (passed the threshold) or "ended"
+    first: TracedMove
+    last_ts_ns: int
+    failures: int
+    parties: tuple[tuple[int, int, str], ...] = field(default=())   # (pid, tid, comm)
+
+    @property
+    def seconds(self) -> float:
+        return (self.last_ts_ns - self.first.event.ts_ns) / 1e9
+
+    def to_json(self) -> dict:
+        e, d = self.first.event, self.first.diagnosis
+        src_state = e.src_state
+        return {"type": "livelock", "state": self.state, "pid": e.pid, "tid": e.tid,
+                "comm": e.comm, "first_ts_ns": e.ts_ns, "last_ts_ns": self.last_ts_ns,
+                "failures": self.failures, "errno": e.errno,
+                "cause": d.effective_cause, "evidence": d.evidence,
+                "culprit": d.culprit.to_json() if d.culprit is not None else None,
+                "src": e.src, "dst": e.dst, "len": e.len, "fail_addr": d.fail_addr,
+                "src_pfn": src_state.pfn if src_state is not None else None,
+                "other_parties": [{"pid": p, "tid": t, "comm": c} for p, t, c in self.parties]}
+
+
+def _src_page(m: TracedMove) -> int | None:
+    """The physical page a failure stopped on, as the kernel read it at exit."""
+    s = m.event.src_state
+    return s.pfn if s is not None and s.pfn else None
+
+
+class LivelockDetector:
+    def __init__(self, min_s: float = LIVELOCK_MIN_S):
+        self.min_ns = int(min_s * 1e9)
+        self._chains: dict[int, _Chain] = {}
+        # src page -> other threads that failed on it: {tid: (pid, tid, comm)}
+        self._page_parties: dict[int, dict[int, tuple[int, int, str]]] = {}
+        self._time = lib().UT_RUN_CLOSED_TIME
+
+    def feed(self, items: list) -> list[Livelock]:
+        out: list[Livelock] = []
+        for item in items:
+            if isinstance(item, TracedMove):
+                self._move(item, out)
+            elif isinstance(item, TracedRepeat):
+                self._repeat(item, out)
+        return out
+
+    def finish(self) -> list[Livelock]:
+        """Chains still flagged when tracing ends: ended with it."""
+        out = [self._ended(c) for c in self._chains.values() if c.flagged]
+        self._chains.clear()
+        return out
+
+    def _move(self, m: TracedMove, out: list):
+        tid = m.event.tid
+        chain = self._chains.get(tid)
+        if not m.event.failed:
+            if chain is not None:
+                self._end(tid, out)
+            return
+        self._note_party(m)
+        if chain is not None and chain.open_by_time:
+            chain.failures += 1
+            chain.last_ns = m.event.ts_ns
+            chain.open_by_time = False
+            self._check(chain, out)
+            return
+        if chain is not None:
+            self._end(tid, out)
+        self._chains[tid] = _Chain(m, m.event.ts_ns, 1)
+
+    def _repeat(self, r: TracedRepeat, out: list):
+        tid = r.repeat.tid
+        chain = self._chains.get(tid)
+        if chain is None or r.of is None:
+            return      # its first failure was lost: nothing to attribute it to
+        chain.failures += r.repeat.count
+        chain.last_ns = max(chain.last_ns, r.repeat.last_ts_ns)
+        chain.open_by_time = r.repeat.closed_by == self._time
+        self._check(chain, out)
+
+    def _check(self, chain: _Chain, out: list):
+        if not chain.flagged and chain.last_ns - chain.first.event.ts_ns >= self.min_ns:
+            chain.flagged = True
+            out.append(Livelock("ongoing", chain.first, chain.last_ns, chain.failures,
+                                self._parties(chain.first)))
+
+    def _end(self, tid: int, out: list):
+        chain = self._chains.pop(tid)
+        if chain.flagged:
+            out.append(self._ended(chain))
+
+    def _ended(self, chain: _Chain) -> Livelock:
+        return Livelock("ended", chain.first, chain.last_ns, chain.failures,
+                        self._parties(chain.first))
+
+    def _note_party(self, m: TracedMove):
+        page = _src_page(m)
+        if page is None:
+            return
+        if page not in self._page_parties and len(self._page_parties) >= MAX_PAGES:
+            self._page_parties.clear()
+        parties = self._page_parties.setdefault(page, {})
+        if m.event.tid in parties or len(parties) < MAX_PARTIES:
+            parties[m.event.tid] = (m.event.pid, m.event.tid, m.event.comm)
+
+    def _parties(self, m: TracedMove) -> tuple[tuple[int, int, str], ...]:
+        """Other threads that failed on the page this failure stopped on."""
+        page = _src_page(m)
+        parties = self._page_parties.get(page, {}) if page is not None else {}
+        return tuple(p for tid, p in sorted(parties.items()) if tid != m.event.tid)
+
