@@ -13,9 +13,12 @@ would only lose more, and each costs a tracer start: 30 s in the TCG guest).
 Two kinds of failure, both repeatable at any rate because they change
 nothing: a move onto a populated destination (EEXIST), and a move of a
 source page pinned by an io_uring fixed buffer (EBUSY), which only the
-page's state explains.  `--no-state-at-exit` (failures explained from /proc
-after each call, as before the reader) is run on the first kind for
-comparison.
+page's state explains.  Both are identical failures, which uffdtrace
+coalesces in the kernel into runs (one move record and a repeat count per
+100 ms); `--coalesce-ms 0` sends each by itself, as a storm of ever
+different failures would be, and `--no-state-at-exit` on top of that
+(failures explained from /proc after each call, as before the reader) is
+run on the first kind for comparison.
 """
 from __future__ import annotations
 
@@ -77,13 +80,21 @@ def storms() -> list[FailureStorm]:
 
 
 def configs(extra: tuple[str, ...] = ()) -> list[tuple[Uffdtrace, tuple[str, ...]]]:
-    """Each recorder and the storms it records: uffdtrace as it is on both;
-    the reader turned off on EEXIST only (what recording cost before it)."""
+    """Each recorder and the storms it records: uffdtrace as it is (identical
+    failures coalesced in the kernel) on both; every failure sent by itself
+    (--coalesce-ms 0) on both, what a storm of different failures costs;
+    and that without the page-state reader on EEXIST only (failures then
+    explained from /proc, as before the reader)."""
     pid = ("-p", str(os.getpid()))
+    each = ("--coalesce-ms", "0")
     return [(Uffdtrace("uffdtrace", "uffdtrace record", (*pid, *extra), keep_moves=True),
              ("eexist", "pinned")),
-            (Uffdtrace("uffdtrace-no-state", "uffdtrace record --no-state-at-exit",
-                       ("--no-state-at-exit", *pid, *extra), keep_moves=True), ("eexist",))]
+            (Uffdtrace("uffdtrace-each", "uffdtrace record --coalesce-ms 0",
+                       (*each, *pid, *extra), keep_moves=True), ("eexist", "pinned")),
+            (Uffdtrace("uffdtrace-each-no-state",
+                       "uffdtrace record --coalesce-ms 0 --no-state-at-exit",
+                       (*each, "--no-state-at-exit", *pid, *extra), keep_moves=True),
+             ("eexist",))]
 
 
 @dataclass

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uffdtrace import records
 from uffdtrace.native import lib
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,6 +190,22 @@ class Uffdtrace(_Process):
         # pid -> {"cause/evidence": failures} (keep_moves only); the cause a
         # partial move stopped on counts as its cause
         diagnoses: dict[int, dict[str, int]] = {}
+        linker = records.RepeatLinker()
+
+        def count(pid: int, n: int, key: str | None):
+            counts = by_pid.setdefault(pid, [0, 0])
+            counts[0] += n
+            if key is not None:
+                counts[1] += n
+                per_pid = diagnoses.setdefault(pid, {})
+                per_pid[key] = per_pid.get(key, 0) + n
+
+        def cause_key(move: dict | None) -> str:
+            if move is None:
+                return "unknown/first failure lost"
+            d = move["diagnosis"]
+            return f"{d['underlying'] or d['cause']}/{d['evidence']}"
+
         with open(self.path) as f:
             for line in f:
                 if line.startswith('{"type":"move"'):
@@ -197,14 +214,15 @@ class Uffdtrace(_Process):
                     failures += failed
                     if self.keep_moves:
                         move = json.loads(line)
-                        counts = by_pid.setdefault(move["pid"], [0, 0])
-                        counts[0] += 1
-                        counts[1] += failed
-                        if failed:
-                            d = move["diagnosis"]
-                            key = f"{d['underlying'] or d['cause']}/{d['evidence']}"
-                            per_pid = diagnoses.setdefault(move["pid"], {})
-                            per_pid[key] = per_pid.get(key, 0) + 1
+                        linker.move(move)
+                        count(move["pid"], 1, cause_key(move) if failed else None)
+                elif line.startswith('{"type":"repeat"'):
+                    # a run's repeats: that many failures like the move it repeats
+                    rep = json.loads(line)
+                    moves += rep["count"]
+                    failures += rep["count"]
+                    if self.keep_moves:
+                        count(rep["pid"], rep["count"], cause_key(linker.of(rep)))
                 elif line.startswith('{"type":"aggregates"'):
                     aggregates = line
                 elif line.startswith('{"type":"header"'):
