@@ -14,7 +14,7 @@ from uffdtrace.errors import UserError
 
 from .machine import BusyMeter
 from .stats import median, paired_ratios, spread
-from .tracers import TracerReport, Untraced
+from .tracers import TracerReport, TracerStartError, Untraced
 from .workloads import Sample
 
 
@@ -110,7 +110,12 @@ def side_by_side(conditions: list, workloads: list, reps: int, seconds: float,
             meter.start()
             for cond in runnable[shift:] + runnable[:shift]:
                 log(f"  rep {rep + 1}/{reps}: {cond.label}")
-                ops = _measure(cond, workloads, rep, cells, reports, problems)
+                try:
+                    ops = _measure(cond, workloads, rep, cells, reports, problems)
+                except TracerStartError as exc:
+                    # one repetition short for this condition, not the run lost
+                    problems.append(f"rep {rep + 1}: {exc}")
+                    continue
                 seen = reports[cond.key][-1].moves_seen
                 if seen is not None and seen < ops:
                     problems.append(f"rep {rep + 1}: {cond.label} saw {seen} moves of the "

@@ -24,7 +24,8 @@ from uffdtrace.native import lib
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None   # traces can be large
-START_TIMEOUT_S = 120
+# A compile under QEMU's TCG has taken more than 120 s (kernel tier, every hook).
+START_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 60
 MOVE_CMD = f"{lib().UFFDT_IOC_MOVE:#x}"   # UFFDIO_MOVE (bpf/uffd_move_abi.h)
 
@@ -85,6 +86,10 @@ class Untraced:
         return TracerReport()
 
 
+class TracerStartError(RuntimeError):
+    """A tracer process that never said it was ready."""
+
+
 class _Process:
     """A tracer process that says on one of its output lines when it is ready."""
 
@@ -121,7 +126,8 @@ class _Process:
         finally:
             sel.close()
         self._kill()
-        raise RuntimeError(f"{self.label} did not start: {''.join(lines)[-500:]}")
+        raise TracerStartError(f"{self.label} did not start within {START_TIMEOUT_S} s: "
+                               f"{''.join(lines)[-500:]}")
 
     def cpu_ns(self) -> int:
         return process_cpu_ns(self.pid) if self.pid else 0
