@@ -5,7 +5,8 @@ its ring buffer, and turn each move into a diagnosed TracedMove.
         s.start()
         while True:
             for item in s.poll(100):
-                ...   # TracedMove or PinEvent
+                ...   # TracedMove, PinEvent or TracedRepeat
+        leftovers = s.finish()   # what is queued, and the runs still open
 
 Used by `trace`, `record`, the TUI and the tests alike.
 """
