@@ -3,7 +3,7 @@ its ring buffer, and turn each move into a diagnosed TracedMove.
 
     with Session(pid=1234) as s:
         s.start()
-        while True:
+        while tracing:
             for item in s.poll(100):
                 ...   # TracedMove, PinEvent or TracedRepeat
         leftovers = s.finish()   # what is queued, and the runs still open
