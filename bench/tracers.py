@@ -210,7 +210,7 @@ class Uffdtrace(_Process):
             if move is None:
                 return "unknown/first failure lost"
             d = move["diagnosis"]
-            return f"{d['underlying'] or d['cause']}/{d['evidence']}"
+            return f"{records.effective_cause(d)}/{d['evidence']}"
 
         with open(self.path) as f:
             for line in f:
