@@ -14,7 +14,7 @@ from uffdtrace.errors import UserError
 
 from .machine import BusyMeter
 from .stats import median, paired_ratios, spread
-from .tracers import TracerReport, TracerStartError, Untraced
+from .tracers import TracerReport, TracerStartError, TracerStopError, Untraced
 from .workloads import Sample
 
 
@@ -112,8 +112,9 @@ def side_by_side(conditions: list, workloads: list, reps: int, seconds: float,
                 log(f"  rep {rep + 1}/{reps}: {cond.label}")
                 try:
                     ops = _measure(cond, workloads, rep, cells, reports, problems)
-                except TracerStartError as exc:
-                    # one repetition short for this condition, not the run lost
+                except (TracerStartError, TracerStopError) as exc:
+                    # one repetition short for this condition (its samples were
+                    # taken while it traced; its own report is lost), not the run
                     problems.append(f"rep {rep + 1}: {exc}")
                     continue
                 seen = reports[cond.key][-1].moves_seen

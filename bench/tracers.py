@@ -90,6 +90,10 @@ class TracerStartError(RuntimeError):
     """A tracer process that never said it was ready."""
 
 
+class TracerStopError(RuntimeError):
+    """A tracer process that did not stop on SIGINT in STOP_TIMEOUT_S."""
+
+
 class _Process:
     """A tracer process that says on one of its output lines when it is ready."""
 
@@ -146,7 +150,8 @@ class _Process:
         # SIGABRT makes a Python tracer (PYTHONFAULTHANDLER) print where it hangs
         self.proc.send_signal(signal.SIGABRT)
         out, err = self.proc.communicate()
-        raise RuntimeError(f"{self.label} did not stop on SIGINT: {(err or out)[-3000:]}")
+        raise TracerStopError(f"{self.label} did not stop on SIGINT within {STOP_TIMEOUT_S} s: "
+                              f"{(err or out)[-3000:]}")
 
     def _kill(self):
         if self.proc and self.proc.poll() is None:
