@@ -20,8 +20,10 @@ tests, so an undeclared kernel field is caught before it ships.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import re
+
+import orjson
 
 KPTR_NAMES = frozenset({"kptr", "folio"})
 KPTR_SUFFIXES = ("_kptr", "_folio")
@@ -43,6 +45,21 @@ _LONG_NUMBER = b"9" * 19
 
 def _may_hold_kernel_values(line: bytes) -> bool:
     return any(mark in line for mark in _NAME_MARKS) or \
+        _LONG_NUMBER in line.translate(_DIGITS_AS_9)
+
+
+# An integer member under a kernel-value name, in a serialized record.
+# (Inside a string JSON escapes every quote, so `"pfn":1` in a comm reads
+# `\"pfn\":1`: no match.)
+_KERNEL_MEMBER = re.compile(rb'"((?:[A-Za-z0-9_]*_)?(?:kptr|folio|pfn))":(-?[0-9]+)(?=[,}])')
+# What that member-by-member pass cannot judge: a list under a kernel-value
+# name (each element is judged by that name), or a number of 19+ digits (the
+# safety net: in a list, or a user's own value): then the record is walked.
+_LIST_MARKS = tuple(mark + b"[" for mark in _NAME_MARKS)
+
+
+def _left_for_the_walk(line: bytes) -> bool:
+    return any(mark in line for mark in _LIST_MARKS) or \
         _LONG_NUMBER in line.translate(_DIGITS_AS_9)
 
 
@@ -78,13 +95,34 @@ class KernelValueScrubber:
         return value
 
     def scrub(self, record: dict) -> dict:
-        """`record` with every kernel value replaced (a new dict; nested too)."""
-        return {name: self._value(name, value) for name, value in record.items()}
+        """`record` with every kernel value replaced (a new dict; nested too).
+        A record of rows (`successes`) names its columns in `fields`: each
+        value is judged by its column's name."""
+        out = {name: self._value(name, value) for name, value in record.items()
+               if name != "rows"}
+        if "rows" in record:
+            columns = record.get("fields")
+            out["rows"] = [[self._value(name, v) for name, v in zip(columns, row)]
+                           for row in record["rows"]] if columns else \
+                self._value("rows", record["rows"])
+        return out
 
     def serialize(self, record: dict) -> bytes:
-        """`record` as one scrubbed JSON line (ASCII, with its newline): the
-        writer's only way to turn a record into bytes."""
-        line = json.dumps(record, separators=(",", ":")).encode()
-        if _may_hold_kernel_values(line):
-            line = json.dumps(self.scrub(record), separators=(",", ":")).encode()
-        return line + b"\n"
+        """`record` as one scrubbed JSON line (UTF-8, with its newline): the
+        writer's only way to turn a record into bytes.  orjson: several
+        times faster than the json module, which matters at 100,000+
+        records a second."""
+        line = orjson.dumps(record)
+        if not _may_hold_kernel_values(line):
+            return line + b"\n"
+        # Most that may are failures with page states (a "pfn" member each):
+        # replacing those members in the line is ~10x cheaper than walking
+        # every field of the record; what that pass cannot judge is walked.
+        if "rows" in record or _left_for_the_walk(line):
+            return orjson.dumps(self.scrub(record)) + b"\n"
+        return _KERNEL_MEMBER.sub(self._scrub_member, line) + b"\n"
+
+    def _scrub_member(self, match: re.Match) -> bytes:
+        name, value = match.group(1).decode(), int(match.group(2))
+        new = self._value(name, value)
+        return match.group(0) if new is value else b'"%s":"%s"' % (match.group(1), new.encode())

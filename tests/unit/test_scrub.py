@@ -75,3 +75,22 @@ def test_ksm_records_carry_the_page_frame_as_an_id_only(tmp_path):
     # one record per merged page (the repeated failure does not repeat it)
     assert len(ksm) == 2 and ksm[0]["pfn"].startswith("pfn-")
     assert ksm[0]["evidence"] == "inferred" and ksm[1]["evidence"] == "observed"
+
+
+def test_the_line_pass_scrubs_exactly_as_the_walk_does():
+    """serialize() replaces kernel values member by member in the JSON line
+    and walks the record only when that cannot judge: both give one result."""
+    from tests.tracegen import storm_items
+    from uffdtrace.session import TracedMove
+    s = KernelValueScrubber(key=b"k" * 16)
+    records = [i.to_json() for i in mixed_items() + storm_items() if hasattr(i, "to_json")]
+    records += [
+        {"type": "move", "src_state": {"pfn": 77, "folio": FOLIO}, "dst_state": None},
+        {"type": "x", "pfn": -3, "list": [FOLIO, 1], "src": 2 ** 64 - 1},
+        {"type": "x", "kptr": [FOLIO, TEXT], "nested": {"a_pfn": 5, "n": [{"pfn": 6}]}},
+        {"type": "x", "comm": 'a","pfn":5,"b":"', "other": 1, "folio": 0},
+        {"type": "x", "val": FOLIO, "small": 1.5, "neg": -(2 ** 62)},
+    ]
+    assert any(isinstance(i, TracedMove) for i in mixed_items())
+    for record in records:
+        assert json.loads(s.serialize(record)) == json.loads(json.dumps(s.scrub(record)))
