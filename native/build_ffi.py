@@ -11,8 +11,8 @@ from cffi import FFI
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADERS = ["bpf/uffd_move_abi.h", "bpf/uffdtrace_event.h", "native/uffdw.h",
-           "native/bpfprobe.h"]
-SOURCES = ["native/uffdw.c", "native/bpfprobe.c"]
+           "native/bpfprobe.h", "native/ringdrain.h"]
+SOURCES = ["native/uffdw.c", "native/bpfprobe.c", "native/ringdrain.c"]
 
 # libc and kernel constants the Python side needs; "..." makes the C
 # compiler supply each value, so none is copied here by hand.
@@ -74,6 +74,7 @@ ffibuilder.set_source(
     #include "bpf/uffdtrace_event.h"
     #include "native/uffdw.h"
     #include "native/bpfprobe.h"
+    #include "native/ringdrain.h"
     """,
     sources=SOURCES,
     include_dirs=["."],
