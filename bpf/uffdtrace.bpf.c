@@ -90,6 +90,10 @@
 #ifndef UT_RUNS_MAX
 #define UT_RUNS_MAX 10240
 #endif
+/* (thread, failure shape, period) counts kept while `events` is full */
+#ifndef UT_OVERFLOW_MAX
+#define UT_OVERFLOW_MAX 4096
+#endif
 #define UT_MAX_IOVECS 16
 /* io_uring's uapi (opcodes, struct io_uring_rsrc_register offsets) comes as
  * UT_IORING_* from uffdtrace/bpfprog.py, which reads the system's
@@ -207,6 +211,10 @@ static __always_inline int success_sampled(void)
  * read only when a move fails (the collector pads the rest with zeros). */
 #define UT_MOVE_SUCCESS_BYTES offsetof(struct ut_move_event, src_state)
 
+#if UT_RUN_MAX_NS
+static __always_inline int overflow_account(const struct ut_move_event *ev);
+#endif
+
 /* The wire record only: the in-flight state around it stays in the kernel. */
 static __always_inline void send_move(const struct ut_move_event *ev)
 {
@@ -217,6 +225,10 @@ static __always_inline void send_move(const struct ut_move_event *ev)
 		 * right away, while the process still looks the same */
 		e = events.ringbuf_reserve(sizeof(struct ut_move_event));
 		if (!e) {
+#if UT_RUN_MAX_NS
+			if (overflow_account(ev))
+				return;
+#endif
 			stat_add(UT_STAT_RINGBUF_DROPS, 1);
 			return;
 		}
@@ -285,8 +297,6 @@ static __always_inline void state_at_exit(struct ut_move_event *ev)
  * Timing fields, counts of TLB flushes or lock waits and refcounts, which
  * vary from call to call without changing the cause, are left out.
  */
-#define UT_RUN_SHAPE_WORDS 14
-
 struct ut_failure_run {
 	struct ut_repeat_event rep;     /* sent when the run closes with count > 0 */
 	u64 shape[UT_RUN_SHAPE_WORDS];  /* of the run's first failure */
@@ -329,6 +339,64 @@ static __always_inline int same_shape(const u64 *a, const u64 *b)
 	for (int i = 0; i < UT_RUN_SHAPE_WORDS; i++)
 		diff |= a[i] ^ b[i];
 	return diff == 0;
+}
+
+/* Failures the `events` ring buffer had no room for (struct ut_overflow):
+ * the collector drains the periods that are over. */
+BPF_HASH(overflow, struct ut_overflow_key, struct ut_overflow, UT_OVERFLOW_MAX);
+BPF_PERCPU_ARRAY(overflow_scratch, struct ut_overflow, 1);
+
+static __always_inline u64 shape_hash(const u64 *k)
+{
+	u64 h = 0xcbf29ce484222325ULL;     /* FNV-1a over the words */
+#pragma unroll
+	for (int i = 0; i < UT_RUN_SHAPE_WORDS; i++)
+		h = (h ^ k[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+/* Count a failure `events` had no room for.  1: counted; 0: lost (another
+ * shape has its hash this period, or the map is full): a drop. */
+static __always_inline int overflow_account(const struct ut_move_event *ev)
+{
+	u32 zero = 0;
+	struct ut_overflow *now = overflow_scratch.lookup(&zero);
+
+	if (!now)
+		return 0;
+	run_shape(ev, now->shape);
+	struct ut_overflow_key key = {};
+	key.tid = ev->tid;
+	key.period = bpf_ktime_get_ns() / UT_RUN_MAX_NS;
+	key.shape_hash = shape_hash(now->shape);
+	struct ut_overflow *o = overflow.lookup(&key);
+	if (o) {
+		if (!same_shape(o->shape, now->shape))
+			return 0;
+		/* only this thread adds to its keys: no other writer */
+		o->rep.count++;
+		o->rep.last_ts_ns = ev->ts_ns;
+		o->rep.latency_total_ns += ev->latency_ns;
+		if (ev->latency_ns > o->rep.latency_max_ns)
+			o->rep.latency_max_ns = ev->latency_ns;
+		stat_add(UT_STAT_FAILURES_OVERFLOWED, 1);
+		return 1;
+	}
+	__builtin_memcpy(&now->first, ev, sizeof(now->first));
+	bpf_get_current_comm(&now->first.comm, sizeof(now->first.comm));
+	now->rep.type = UT_EV_REPEAT;
+	now->rep.pid = ev->pid;
+	now->rep.tid = ev->tid;
+	now->rep.closed_by = UT_RUN_CLOSED_OVERFLOW;
+	now->rep.first_ts_ns = ev->ts_ns;
+	now->rep.last_ts_ns = ev->ts_ns;
+	now->rep.count = 0;
+	now->rep.latency_total_ns = 0;
+	now->rep.latency_max_ns = 0;
+	if (overflow.insert(&key, now))
+		return 0;
+	stat_add(UT_STAT_FAILURES_OVERFLOWED, 1);
+	return 1;
 }
 
 /* Send the run's repeat count, if it has one, and empty it. */

@@ -61,7 +61,8 @@
 #define UT_STAT_FAILURES_COALESCED 13 /* failures counted in a run instead of sent one by one */
 #define UT_STAT_RUNS_FULL 14        /* runs map full: failures sent one by one instead */
 #define UT_STAT_REPEAT_DROPS 15     /* failures lost with a repeat record: `events` full */
-#define UT_STAT_MAX 16
+#define UT_STAT_FAILURES_OVERFLOWED 16 /* failures counted in `overflow`: `events` was full */
+#define UT_STAT_MAX 17
 
 /* tlb:tlb_flush reasons, enum tlb_flush_reason (include/linux/mm_types.h:
  * not uapi, and the tracepoint tier may compile with another version's
@@ -208,6 +209,7 @@ struct ut_move_event {
 #define UT_RUN_CLOSED_SUCCESS 2    /* ... or succeeded */
 #define UT_RUN_CLOSED_TIME 3       /* the run reached UT_RUN_MAX_NS: the next one opens anew */
 #define UT_RUN_CLOSED_END 4        /* still open when tracing stopped */
+#define UT_RUN_CLOSED_OVERFLOW 5   /* counted while `events` was full (struct ut_overflow) */
 
 struct ut_repeat_event {
 	__u32 type;             /* UT_EV_REPEAT */
@@ -219,6 +221,29 @@ struct ut_repeat_event {
 	__u64 count;            /* failures after the first, each identical to it */
 	__u64 latency_total_ns; /* of those `count` failures */
 	__u64 latency_max_ns;
+};
+
+/*
+ * Failures the `events` ring buffer had no room for are not lost: each is
+ * counted under its thread, its shape (the words a run compares: request,
+ * result, page states at exit, failing step, folio, pinner) and the period
+ * of UT_RUN_MAX_NS it ended in, the first of them kept whole.  The collector
+ * takes the periods that are over (no BPF program can still be adding to
+ * them) and reads each as that first failure plus a repeat count.
+ */
+#define UT_RUN_SHAPE_WORDS 14
+
+struct ut_overflow_key {
+	__u32 tid;
+	__u32 pad;
+	__u64 period;           /* bpf_ktime_get_ns() / UT_RUN_MAX_NS when the failure ended */
+	__u64 shape_hash;
+};
+
+struct ut_overflow {
+	struct ut_repeat_event rep;   /* closed_by UT_RUN_CLOSED_OVERFLOW; count: after the first */
+	__u64 shape[UT_RUN_SHAPE_WORDS];
+	struct ut_move_event first;   /* the first, as it would have been sent */
 };
 
 /* A range pinned long-term: io_uring fixed buffers (tracepoint tier) or a

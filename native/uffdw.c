@@ -169,6 +169,8 @@ static void loop_move(int fd, struct uffdt_move_arg *arg, uint64_t i,
 		out->first_err = errno;
 		out->first_err_call = i;
 	}
+	if (errno < UFFDW_LOOP_ERRNOS)
+		out->err_count[errno]++;
 	out->failed++;
 	if (arg->move > 0)
 		out->bytes_moved += (uint64_t)arg->move;
@@ -211,18 +213,21 @@ int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_
 	return 0;
 }
 
-int uffdw_move_repeat(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t count,
-		      const struct uffdw_loop_opts *opts, struct uffdw_loop_stats *out)
+int uffdw_move_cycle(int fd, const struct uffdt_move_arg *moves, uint64_t n, uint64_t count,
+		     const struct uffdw_loop_opts *opts, struct uffdw_loop_stats *out)
 {
-	struct uffdt_move_arg arg = { .dst = dst, .src = src, .len = len, .mode = 0 };
+	struct uffdt_move_arg arg;
 	uint64_t i, t0, c0, rate = opts ? opts->rate : 0;
 
 	memset(out, 0, sizeof(*out));
+	if (!n)
+		return -EINVAL;
 	c0 = thread_cpu_ns();
 	t0 = now_ns();
 	for (i = 0; i < count; i++) {
 		if (rate)
 			pace(t0 + i * 1000000000ull / rate);
+		arg = moves[i % n];     /* a copy: the kernel writes its `move` */
 		loop_move(fd, &arg, i, out);
 	}
 	out->ns = now_ns() - t0;

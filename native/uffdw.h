@@ -22,6 +22,8 @@ struct uffdw_call {
 };
 
 /* Aggregate of a tight loop of moves (no per-call record, no Python). */
+/* errno values a loop counts one by one (Linux's are all below 134) */
+#define UFFDW_LOOP_ERRNOS 134
 struct uffdw_loop_stats {
 	uint64_t calls;
 	uint64_t ok;
@@ -32,6 +34,7 @@ struct uffdw_loop_stats {
 	uint64_t first_err_call;
 	uint64_t cpu_ns;     /* CPU time of the looping thread (excludes time preempted) */
 	uint64_t next_step;  /* ping-pong position after the loop (uffdw_loop_opts.first_step) */
+	uint64_t err_count[UFFDW_LOOP_ERRNOS];   /* failed calls by errno (below UFFDW_LOOP_ERRNOS) */
 };
 
 /* userfaultfd with UFFDIO_API done; features_out gets what the kernel offers. */
@@ -60,12 +63,13 @@ struct uffdw_loop_opts {
 int uffdw_move_loop_opts(int fd, uint64_t a, uint64_t b, uint64_t chunk, uint64_t slots,
                          uint64_t count, const struct uffdw_loop_opts *opts,
                          struct uffdw_loop_stats *out);
-/* The same move (`len` bytes from src to dst) `count` times, paced at
- * opts->rate calls/s (opts->fail_every and first_step are not used): a
- * storm of one failure that leaves everything as it was (dst populated,
- * a pinned src), to measure how many failures a tracer records. */
-int uffdw_move_repeat(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t count,
-                      const struct uffdw_loop_opts *opts, struct uffdw_loop_stats *out);
+/* `count` moves, call i being moves[i % n], paced at opts->rate calls/s
+ * (opts->fail_every and first_step are not used): a storm of failures that
+ * leave everything as they were (dst populated, a pinned src, a src hole),
+ * one repeated (n == 1) or several in turn, to measure how many failures a
+ * tracer records. */
+int uffdw_move_cycle(int fd, const struct uffdt_move_arg *moves, uint64_t n, uint64_t count,
+                     const struct uffdw_loop_opts *opts, struct uffdw_loop_stats *out);
 /* Fork a child that issues one move on `fd` (inherited) and reports it. */
 int uffdw_move_in_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
                         struct uffdw_call *out);

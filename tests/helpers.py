@@ -35,6 +35,14 @@ SCENARIO_CAUSES = {
 VMA_SCENARIOS = frozenset({"dst_not_registered", "vma_shared", "src_readonly"})
 
 
+def trace_records(path) -> list[dict]:
+    """A trace's records as every reader sees them, through uffdtrace's own
+    reader: a `successes` record comes as its move records, a partial last
+    line (a recorder killed mid-write) is left out."""
+    from uffdtrace.tracereader import iter_records
+    return list(iter_records(str(path)))
+
+
 def evidence_of(scenario: str, tier: str) -> str:
     """The evidence level `scenario`'s diagnosis has in `tier`."""
     if scenario in VMA_SCENARIOS:

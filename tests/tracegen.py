@@ -13,8 +13,8 @@ from uffdtrace.culprits import GUP_HOOK, PIN_REGISTRATION, Culprit, KsmCulprit, 
 from uffdtrace.diagnose import PinTable, diagnose
 from uffdtrace.diagnosis import Diagnosis
 from uffdtrace.enrich import Enrichment
-from uffdtrace.events import MoveEvent, PinEvent
-from uffdtrace.native import errno_name, lib
+from uffdtrace.events import MoveEvent, PinEvent, SuccessBatch, success_rows
+from uffdtrace.native import errno_name, ffi, lib
 from uffdtrace.pagestate import PageState
 from uffdtrace.scrub import KernelValueScrubber
 from uffdtrace.events import RepeatEvent
@@ -49,6 +49,38 @@ def move_event(**kw) -> MoveEvent:
 
 def ok(**kw) -> TracedMove:
     return TracedMove(move_event(**kw), Diagnosis("ok", OBSERVED), None)
+
+
+def success_batch(moves: list[TracedMove]) -> SuccessBatch:
+    """Successes as the collector drains them: each one's ut_move_event
+    (filled by cffi from the header) up to its page states, framed as
+    native/ringdrain.c frames a ring buffer's records."""
+    F, spec = ffi(), success_rows()
+    frames = bytearray()
+    for m in moves:
+        assert not m.event.failed
+        values = {n: getattr(m.event, n) for n in spec.fields}
+        values.update(type=lib().UT_EV_MOVE, comm=m.event.comm.encode(),
+                      pinner_comm=m.event.pinner_comm.encode())
+        rec = F.buffer(F.new("struct ut_move_event *", values))[:spec.record_size]
+        header = spec.record_size.to_bytes(4, "little") + bytes(lib().BPF_RINGBUF_HDR_SZ - 4)
+        frames += (header + rec).ljust(spec.stride, b"\0")
+    return SuccessBatch(bytes(frames), len(moves))
+
+
+def unbatched(items: list) -> list:
+    """`items` with each SuccessBatch as its moves (TracedMove each)."""
+    out = []
+    for item in items:
+        if isinstance(item, SuccessBatch):
+            out += [ok_move(m) for m in item.moves()]
+        else:
+            out.append(item)
+    return out
+
+
+def ok_move(event: MoveEvent) -> TracedMove:
+    return TracedMove(event, diagnose(event, None, PinTable()), None)
 
 
 def failed(err: int, cause: str, evidence: str = INFERRED, *, moved: int = 0,
@@ -153,7 +185,7 @@ def write_trace(path, items, *, filters=None, success_sample=None, extra_moves=(
                   start_wall=time.time() - 2.0, start_ktime_ns=T0, success_sample=success_sample)
     writer.items(list(items))
     if aggregates:
-        counted = [*items, *extra_moves]
+        counted = [*unbatched(items), *extra_moves]
         repeated = sum(i.repeat.count for i in counted if isinstance(i, TracedRepeat))
         lat = Counter((i.event.latency_ns.bit_length()) for i in counted
                       if isinstance(i, TracedMove))

@@ -131,7 +131,10 @@ class ChromeTraceExporter:
         """A run's repeats: one slice from its first failure's end to its last
         failure's entry (where that one ends is not recorded: a slice past it
         could overlap the thread's next move), counted in the counter track
-        at its end."""
+        at its end.  Failures counted while the ring buffer was full
+        (closed_by overflow) were not in a row: the thread's other failures
+        fall between them, so their run is an instant at its end, not a
+        slice that would overlap theirs."""
         n = r["count"]
         self.stats["repeat_runs"] += 1
         self.stats["repeated_failures"] += n
@@ -150,10 +153,14 @@ class ChromeTraceExporter:
         # where the first failure's slice ends, rounded as it was drawn
         start_us = self._us(m["ts_ns"]) + round(m["latency_ns"] / 1000, 3) if m is not None \
             else self._us(start_ns)
-        self._emit({"name": f"UFFDIO_MOVE {m['errno'] if m else 'failure'} ×{n}",
-                    "cat": MOVE_CATEGORY, "ph": "X", "pid": r["pid"], "tid": r["tid"],
-                    "ts": start_us, "dur": max(round(self._us(end_ns) - start_us, 3), 0),
-                    "args": args})
+        name = f"UFFDIO_MOVE {m['errno'] if m else 'failure'} ×{n}"
+        if r["closed_by"] == "overflow":
+            self._emit({"name": name, "cat": MOVE_CATEGORY, "ph": "i", "s": "t",
+                        "pid": r["pid"], "tid": r["tid"], "ts": self._us(end_ns), "args": args})
+        else:
+            self._emit({"name": name, "cat": MOVE_CATEGORY, "ph": "X", "pid": r["pid"],
+                        "tid": r["tid"], "ts": start_us,
+                        "dur": max(round(self._us(end_ns) - start_us, 3), 0), "args": args})
         self._count(r["pid"], end_ns, True, moved * n, 0, n)
 
     def _failure(self, m: dict, d: dict, cause: str, end_ns: int):

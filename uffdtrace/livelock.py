@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .events import SuccessBatch
 from .native import lib
 from .session import TracedMove, TracedRepeat
 
@@ -84,7 +85,16 @@ class LivelockDetector:
                 self._move(item, out)
             elif isinstance(item, TracedRepeat):
                 self._repeat(item, out)
+            elif isinstance(item, SuccessBatch):
+                self._successes(item, out)
         return out
+
+    def _successes(self, batch: SuccessBatch, out: list):
+        """A success ends its thread's chain, if it came after the chain began."""
+        for tid, ts_ns in batch.last_ts_by_tid().items():
+            chain = self._chains.get(tid)
+            if chain is not None and ts_ns > chain.first.event.ts_ns:
+                self._end(tid, out)
 
     def finish(self) -> list[Livelock]:
         """Chains still flagged when tracing ends: ended with it."""

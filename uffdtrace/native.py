@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno as errno_mod
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 from .errors import UserError
@@ -97,13 +97,15 @@ class LoopStats:
     first_error_call: int | None
     cpu_ns: int = 0            # CPU time of the looping thread
     next_step: int = 0         # ping-pong position to resume from (move_loop first_step)
+    errors: dict[str, int] = field(default_factory=dict)   # failed calls by errno name
 
     @classmethod
     def from_native(cls, out) -> "LoopStats":
         return cls(calls=out.calls, ok=out.ok, failed=out.failed, bytes_moved=out.bytes_moved,
                    ns=out.ns, first_errno=errno_name(out.first_err) if out.failed else None,
                    first_error_call=out.first_err_call if out.failed else None,
-                   cpu_ns=out.cpu_ns, next_step=out.next_step)
+                   cpu_ns=out.cpu_ns, next_step=out.next_step,
+                   errors={errno_name(e): n for e, n in enumerate(out.err_count) if n})
 
 
 def move_support() -> tuple[bool, str]:
@@ -215,13 +217,20 @@ class Uffd:
 
     def move_repeat(self, dst: int, src: int, length: int, count: int, *,
                     rate: int = 0) -> LoopStats:
-        """The same move `count` times, in C, at `rate` calls/s (0 = flat
-        out): a storm of one failure that changes nothing (a populated dst,
-        a pinned src), for measuring how many failures a tracer records."""
+        """The same move `count` times (move_cycle of one move)."""
+        return self.move_cycle([(dst, src, length)], count, rate=rate)
+
+    def move_cycle(self, moves: list[tuple[int, int, int]], count: int, *,
+                   rate: int = 0) -> LoopStats:
+        """`count` moves in C, call i being moves[i % len(moves)] (dst, src,
+        len), at `rate` calls/s (0 = flat out): a storm of failures that
+        change nothing (a populated dst, a pinned src, a src hole), for
+        measuring how many failures a tracer records."""
+        args = ffi().new("struct uffdt_move_arg[]",
+                         [{"dst": d, "src": s, "len": n} for d, s, n in moves])
         out = ffi().new("struct uffdw_loop_stats *")
         opts = ffi().new("struct uffdw_loop_opts *", {"rate": rate})
-        check(lib().uffdw_move_repeat(self.fd, dst, src, length, count, opts, out),
-              "move repeat")
+        check(lib().uffdw_move_cycle(self.fd, args, len(moves), count, opts, out), "move cycle")
         return LoopStats.from_native(out)
 
     def close(self):

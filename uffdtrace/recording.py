@@ -136,6 +136,9 @@ def record(session: Session, records: TraceRecords, *, command: list[str] = (),
     every `aggregate_every` s and at the end, then the footer.  on_header
     runs once the header is out (a banner that promises a readable file)."""
     command = list(command)
+    # Records take successes in bulk: at 100,000+ moves/s there is no time
+    # to make an object of each (successes.py).
+    session.batch_successes = True
     write_header(records, session, command, duration)
     if on_header:
         on_header()

@@ -1,5 +1,5 @@
 """The tracing engine as a library: load the BPF program through bcc, drain
-its ring buffer, and turn each move into a diagnosed TracedMove.
+its ring buffers, and turn each move into a diagnosed TracedMove.
 
     with Session(pid=1234) as s:
         s.start()
@@ -7,6 +7,10 @@ its ring buffer, and turn each move into a diagnosed TracedMove.
             for item in s.poll(100):
                 ...   # TracedMove, PinEvent or TracedRepeat
         leftovers = s.finish()   # what is queued, and the runs still open
+
+With batch_successes=True, successful moves come as SuccessBatch items
+(decoded in bulk, never one object each: what `record` needs to keep up
+with 100,000+ moves/s) instead of one TracedMove each.
 
 Used by `trace`, `record`, the TUI and the tests alike.
 """
@@ -25,16 +29,20 @@ from .diagnose import PinTable, diagnose
 from .diagnosis import Diagnosis
 from .enrich import Enrichment, enrich
 from .errors import UserError
-from .events import MoveEvent, PinEvent, RepeatEvent, decode, decode_repeat
+from .events import MoveEvent, PinEvent, RepeatEvent, SuccessBatch, decode, decode_repeat
 from .kernel import headers, tracefs
 from .native import errno_name, ffi, lib
+from .ringbuf import RingReader, RingSet, frames
 
 TIERS = tiers.REQUESTS
-RING_BUFFERS = (b"events", b"success_events")   # failures and pins first
-# Events one poll() hands back at most.  libbpf keeps calling back for as long
-# as records keep arriving, so without a bound a move storm would keep poll()
-# from ever returning (no tick, no -d, no Ctrl-C, an ever-growing batch).
+FAILURE_RING, SUCCESS_RING = "events", "success_events"   # failures and pins; successes
+# Failures, pins and repeats one poll() decodes at most (each is diagnosed:
+# a flood must not keep poll() from returning: no tick, no -d, no Ctrl-C).
+# Successes are taken by the ring-full, decoded in bulk.
 POLL_BATCH = 4096
+# How often poll() looks for failures counted while the failure ring was
+# full (one map walk: a syscall per key, one when there is none).
+OVERFLOW_CHECK_S = 0.1
 STAT_PREFIX = "UT_STAT_"
 
 
@@ -78,6 +86,19 @@ class TracedRepeat:
 MAX_RUN_THREADS = 65536
 
 
+def item_time(item) -> int:
+    """When a record happened, to put a trace in time order: a move or pin
+    its ts_ns, a repeat count its run's first failure, so that it follows
+    the move record it repeats (sorted stably: that record comes first)
+    before any other failure of its thread: readers link a repeat to its
+    thread's latest failure (records.RepeatLinker)."""
+    if isinstance(item, TracedMove):
+        return item.event.ts_ns
+    if isinstance(item, TracedRepeat):
+        return item.repeat.first_ts_ns
+    return item.ts_ns
+
+
 def _bcc_import_error() -> str | None:
     try:
         import bcc  # noqa: F401
@@ -89,6 +110,11 @@ def _bcc_import_error() -> str | None:
 def _compile_error(stderr_text: str) -> str:
     errors = [ln.strip() for ln in stderr_text.splitlines() if "error" in ln.lower()]
     return errors[0] if errors else "see `uffdtrace doctor`"
+
+
+def _struct_bytes(value) -> bytes:
+    """A ctypes struct (a bcc map value) as the bytes the kernel wrote."""
+    return ctypes.string_at(ctypes.addressof(value), ctypes.sizeof(value))
 
 
 def _total(value) -> int:
@@ -103,7 +129,8 @@ class Session:
                  ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
                  success_ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
                  tier: str = "auto", kernel_hooks: str = "auto",
-                 state_at_exit: bool = True, coalesce_ms: int = bpfprog.DEFAULT_COALESCE_MS):
+                 state_at_exit: bool = True, coalesce_ms: int = bpfprog.DEFAULT_COALESCE_MS,
+                 batch_successes: bool = False):
         """success_sample=N sends 1 in N successful moves (at random intervals) as
         events; every failure is sent; counters(), outcomes() and histograms()
         count every move whatever N is.  cost_stats=False leaves out the
@@ -114,7 +141,9 @@ class Session:
         state_at_exit: read the kernel's page state where a failed move
         stopped, before it returns (stateatexit.py), where this kernel allows.
         coalesce_ms: a thread's identical failures within this time are sent
-        as its first failure and one repeat count (TracedRepeat); 0: each."""
+        as its first failure and one repeat count (TracedRepeat); 0: each.
+        batch_successes: poll() hands successes back as SuccessBatch items
+        (see the module's docstring), else as one TracedMove each."""
         if not isinstance(success_sample, int) or success_sample < 1:
             raise UserError(f"success sampling must be a whole number >= 1, not {success_sample!r}")
         self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
@@ -139,10 +168,11 @@ class Session:
         self.state_reader = stateatexit.StateReader(reason="not prepared yet")   # choose_tier()
         self.pins = PinTable()
         self.bpf = None
-        self._pending: list[TracedMove | PinEvent | TracedRepeat] = []
+        self.rings: RingSet | None = None
+        self._next_overflow_check = 0.0
+        self.batch_successes = batch_successes
         # each thread's latest failure: the first of the run a repeat closes
         self._run_first: dict[int, TracedMove] = {}
-        self._callback_error: BaseException | None = None
         self.started_wall = self.started_ktime_ns = None
 
     @property
@@ -219,8 +249,8 @@ class Session:
                 os.close(saved)
         self.state_reader.install(self.bpf)
         self._attach_kprobes()
-        for name in RING_BUFFERS:
-            self.bpf[name].open_ring_buffer(self._on_event)
+        self.rings = RingSet([RingReader(name, self.bpf[name.encode()].map_fd)
+                              for name in (FAILURE_RING, SUCCESS_RING)])
 
     def _attach_kprobes(self):
         """kprobe mode: attach to the kallsyms names (fentry ones autoload)."""
@@ -236,26 +266,55 @@ class Session:
         """Trace `pid` (and, through sched_process_fork, its future children)."""
         self.bpf[b"traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
-    def _on_event(self, ctx, data, size) -> int:
-        """bcc's callback, once per record.  A negative return makes libbpf
-        stop (this record is consumed): on an error, or a full batch."""
-        # Exceptions here would be swallowed by ctypes: keep the first one.
-        try:
-            item = decode(data, size)
+    def _failures(self) -> list[TracedMove | PinEvent | TracedRepeat]:
+        """Up to POLL_BATCH records of the failure ring, decoded and
+        diagnosed one by one, in the order the kernel sent them."""
+        out = []
+        view, _ = self.rings[FAILURE_RING].drain(POLL_BATCH * self._failure_frame_bytes())
+        for _, raw in frames(view):
+            item = decode(raw)
             if isinstance(item, PinEvent):
                 self.pins.add(item)
-                self._pending.append(item)
+                out.append(item)
             elif isinstance(item, MoveEvent):
                 traced = self._diagnose(item)
                 if item.failed:
                     self._remember_failure(traced)
-                self._pending.append(traced)
+                out.append(traced)
             elif isinstance(item, RepeatEvent):
-                self._pending.append(self._link(item))
-        except BaseException as exc:   # noqa: BLE001 - re-raised from poll()
-            self._callback_error = self._callback_error or exc
-            return -1
-        return -1 if len(self._pending) >= POLL_BATCH else 0
+                out.append(self._link(item))
+        return out
+
+    @staticmethod
+    @lru_cache(maxsize=None)
+    def _failure_frame_bytes() -> int:
+        """The largest record of the failure ring, framed."""
+        biggest = max(ffi().sizeof(t) for t in ("struct ut_move_event", "struct ut_pin_event",
+                                                "struct ut_repeat_event"))
+        return (lib().BPF_RINGBUF_HDR_SZ + biggest + 7) & ~7
+
+    def _successes(self) -> SuccessBatch | None:
+        """Everything in the success ring."""
+        view, count = self.rings[SUCCESS_RING].drain()
+        return SuccessBatch(bytes(view), count) if count else None
+
+    def _in_time_order(self, records: list, successes: SuccessBatch | None) -> list:
+        """One poll's records sorted by time, the successes cut into batches
+        between them (or, batch_successes off, one TracedMove each).  The
+        two rings are drained one after the other: in the order read, a
+        success would follow failures that came after it."""
+        records.sort(key=item_time)
+        if successes is None:
+            return records
+        parts = successes.split_at([item_time(r) for r in records])
+        out = []
+        for part, record in zip(parts, records + [None]):
+            if part.count:
+                out += [part] if self.batch_successes else \
+                    [TracedMove(m, diagnose(m, None, self.pins), None) for m in part.moves()]
+            if record is not None:
+                out.append(record)
+        return out
 
     def _remember_failure(self, traced: TracedMove):
         if len(self._run_first) >= MAX_RUN_THREADS and traced.event.tid not in self._run_first:
@@ -281,16 +340,44 @@ class Session:
         out = []
         for _, run in self.bpf[b"runs"].items():
             if run.rep.count:
-                raw = ctypes.string_at(ctypes.addressof(run.rep), ctypes.sizeof(run.rep))
-                repeat = decode_repeat(raw)
+                repeat = decode_repeat(_struct_bytes(run.rep))
                 out.append(self._link(RepeatEvent(**{**vars(repeat),
                                                      "closed_by": lib().UT_RUN_CLOSED_END})))
         return sorted(out, key=lambda r: r.repeat.first_ts_ns)
 
     def finish(self) -> list[TracedMove | PinEvent | TracedRepeat]:
         """What is left when tracing ends: everything queued, then the runs
-        still open."""
-        return self.drain() + self.open_runs()
+        still open and the failures counted while the ring buffer was full."""
+        return self.drain() + self.open_runs() + self._overflowed(everything=True)
+
+    def _overflowed(self, everything: bool = False) -> list[TracedMove | TracedRepeat]:
+        """The failures `events` had no room for (struct ut_overflow), each
+        (thread, shape, period) as its first failure, diagnosed, and a
+        repeat count.  Only periods that are over (the BPF program adds to
+        the current one), looked at every OVERFLOW_CHECK_S; `everything`
+        at the end."""
+        if self.bpf is None or not self.config.coalesce_ms:
+            return []
+        now = time.monotonic()
+        if not everything and now < self._next_overflow_check:
+            return []
+        self._next_overflow_check = now + OVERFLOW_CHECK_S
+        period_ns = self.config.coalesce_ms * 1_000_000
+        last_closed = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // period_ns - 2
+        table, out = self.bpf[b"overflow"], []
+        for key in list(table.keys()):
+            if not everything and key.period > last_closed:
+                continue
+            try:
+                value = table[key]
+                del table[key]
+            except KeyError:
+                continue
+            first = self._diagnose(decode(_struct_bytes(value.first)))
+            out.append(first)
+            if value.rep.count:
+                out.append(TracedRepeat(decode_repeat(_struct_bytes(value.rep)), first))
+        return out
 
     def _diagnose(self, move: MoveEvent) -> TracedMove:
         en = None
@@ -305,20 +392,16 @@ class Session:
                         vm_flags=move.ret == -errno.EINVAL)
         return TracedMove(move, diagnose(move, en, self.pins, self.ksm_lookup), en)
 
-    def poll(self, timeout_ms: int = 100) -> list[TracedMove | PinEvent]:
-        """Wait up to timeout_ms for events; return what was decoded (at most
-        about POLL_BATCH: call again while events keep coming).
+    def poll(self, timeout_ms: int = 100) -> list[TracedMove | PinEvent | TracedRepeat |
+                                                  SuccessBatch]:
+        """Wait up to timeout_ms for records; return what was decoded, in
+        time order: failures, pins and repeats (at most POLL_BATCH: call
+        again while they keep coming) and the successes waiting.
 
-        Successes are sent without waking us (see bpf/uffdtrace.bpf.c), so
-        after the wait what is already in the buffers is read too."""
-        self.bpf.ring_buffer_poll(timeout_ms)
-        if len(self._pending) < POLL_BATCH and self._callback_error is None:
-            self.bpf.ring_buffer_consume()
-        if self._callback_error is not None:
-            exc, self._callback_error = self._callback_error, None
-            raise exc
-        items, self._pending = self._pending, []
-        return items
+        Successes are mostly sent without waking us (bpf/uffdtrace.bpf.c):
+        the wait also ends on records already in the buffers."""
+        self.rings.wait(timeout_ms)
+        return self._in_time_order(self._failures() + self._overflowed(), self._successes())
 
     def drain(self) -> list[TracedMove | PinEvent]:
         """Everything queued when called, without waiting.  Bounded by what
@@ -374,6 +457,9 @@ class Session:
         return out
 
     def close(self):
+        if self.rings is not None:
+            self.rings.close()
+            self.rings = None
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None

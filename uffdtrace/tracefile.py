@@ -1,8 +1,9 @@
 """Writing trace files: JSON Lines, one record per line, flushed as it goes
 so a recorder killed even with SIGKILL leaves every complete line readable.
 
-Records: header, move, pin, ksm, repeat, livelock, aggregates (periodic), footer -- format
-version 1, documented in docs/trace-format.md, schema in
+Records: header, move, successes (many successful moves in one record: see
+successes.py), pin, ksm, repeat, livelock, aggregates (periodic), footer -- format
+version 2, documented in docs/trace-format.md, schema in
 uffdtrace/trace_schema.json.  Every record passes through the one
 KernelValueScrubber on its way out (uffdtrace/scrub.py).
 """
@@ -11,10 +12,10 @@ from __future__ import annotations
 import os
 import time
 
-from . import __version__
+from . import __version__, successes
 from .culprits import KsmCulprit
 from .errors import UserError
-from .events import PinEvent
+from .events import PinEvent, SuccessBatch
 from .scrub import KernelValueScrubber
 from .livelock import Livelock
 from .session import TracedRepeat
@@ -76,9 +77,15 @@ class TraceRecords:
         self.flush()
 
     def items(self, items: list):
-        """Moves (TracedMove), pins (PinEvent), repeat counts (TracedRepeat)
-        and livelocks (Livelock), as the session and run loop deliver them."""
+        """Moves (TracedMove, or SuccessBatch: successes in bulk), pins
+        (PinEvent), repeat counts (TracedRepeat) and livelocks (Livelock),
+        as the session and run loop deliver them."""
         for item in items:
+            if isinstance(item, SuccessBatch):
+                for record in successes.records(item):
+                    self.write(record)
+                self.moves += item.count
+                continue
             if isinstance(item, PinEvent):
                 self.write({"type": "pin", **item.to_json()})
                 self.pins += 1

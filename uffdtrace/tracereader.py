@@ -5,6 +5,7 @@ against the trace schema before anyone sees it, so report, export and
     status = ReadStatus()
     for record in iter_records("t.jsonl", status):
         ...                      # header first, then move/pin/ksm/aggregates, footer
+                                 # (a `successes` record comes as its moves)
     if status.truncated: print(status.truncated)
 
 A problem is one TraceFormatError, ``PATH:LINE: problem`` (exit code 2).
@@ -27,10 +28,11 @@ from typing import Iterator
 
 import orjson
 
+from . import successes
 from .errors import UserError
 from .schemacheck import SchemaError, compile_schema
 from .textsafe import one_line
-from .traceschema import FORMAT, FORMAT_VERSION, RECORD_TYPES, tolerant_schema
+from .traceschema import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, RECORD_TYPES, tolerant_schema
 
 MAX_LINE_BYTES = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -100,10 +102,10 @@ def _check_header(path: str, lineno: int, record: dict):
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise TraceFormatError(path, lineno, f"trace format version {version} is newer than "
                                f"this uffdtrace reads ({FORMAT_VERSION}): upgrade uffdtrace")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version not in READABLE_VERSIONS:
         raise TraceFormatError(path, lineno, f"unsupported trace format version "
                                f"{json.dumps(version)[:40]} (this uffdtrace reads "
-                               f"{FORMAT_VERSION})")
+                               f"{', '.join(map(str, READABLE_VERSIONS))})")
 
 
 def _check(path: str, lineno: int, record, status: ReadStatus) -> dict:
@@ -147,6 +149,17 @@ def _lines(path: str, stream) -> Iterator[tuple[int, bytes]]:
         yield lineno, line
 
 
+def _success_moves(path: str, lineno: int, record: dict, status: ReadStatus) -> Iterator[dict]:
+    """The move records a `successes` record stands for (successes.py)."""
+    try:
+        successes.check(record)
+    except successes.SuccessesError as exc:
+        raise TraceFormatError(path, lineno, f"successes record: {exc}") from None
+    for move in successes.moves(record):
+        status.records += 1
+        yield move
+
+
 def iter_records(path: str, status: ReadStatus | None = None) -> Iterator[dict]:
     """Every record of the trace at `path`, validated, header first.
 
@@ -173,6 +186,9 @@ def iter_records(path: str, status: ReadStatus | None = None) -> Iterator[dict]:
                                     "(recorder killed?); read up to the line before")
                 return
             _check(path, lineno, record, status)
+            if record["type"] == "successes":
+                yield from _success_moves(path, lineno, record, status)
+                continue
             if record["type"] == "header":
                 status.header = record
             elif record["type"] == "footer":

@@ -16,8 +16,11 @@ import json
 from importlib import resources
 
 FORMAT = "uffdtrace-trace"
-FORMAT_VERSION = 1
-RECORD_TYPES = ("header", "move", "pin", "ksm", "repeat", "livelock", "aggregates", "footer")
+# 2 added the `successes` record; a version 1 file is a version 2 file
+# without one, so the reader reads both.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+RECORD_TYPES = ("header", "move", "successes", "pin", "ksm", "repeat", "livelock", "aggregates", "footer")
 
 
 @functools.cache

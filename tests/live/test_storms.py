@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import uffdtrace
+from tests.helpers import trace_records, uffdtrace
 from tests.traceevents import check_trace_events
 
 STORM_MOVES = 300_000
@@ -33,7 +33,7 @@ def storms(tmp_path_factory):
 
 
 def _records(trace):
-    return [json.loads(line) for line in trace.read_text().splitlines()]
+    return trace_records(trace)
 
 
 def _report(trace, pid: int) -> dict:
@@ -93,7 +93,7 @@ def test_export_draws_runs_with_their_counts(live, storms, tmp_path):
     assert proc.returncode == 0, proc.stderr
     records = _records(trace)
     events = check_trace_events(out)["traceEvents"]
-    runs = [e for e in events if e["ph"] == "X" and "count" in e.get("args", {})]
+    runs = [e for e in events if e["ph"] in ("X", "i") and "count" in e.get("args", {})]
     repeats = [r for r in records if r["type"] == "repeat"]
     assert len(runs) == len(repeats)
     assert sum(e["args"]["count"] for e in runs) == sum(r["count"] for r in repeats)
@@ -134,3 +134,30 @@ def test_coalescing_off_records_every_failure(live, tmp_path):
     assert records[0]["coalesce_ms"] == 0
     assert not any(r["type"] == "repeat" for r in records)
     assert sum(r["type"] == "move" and r["ret"] != 0 for r in records) == 3000
+
+
+def test_a_storm_of_ever_different_failures_loses_none(live, tmp_path):
+    """EEXIST, EBUSY, ENOENT in turn at full speed: no two failures of the
+    thread alike in a row, so no run coalesces them; the failure ring fills
+    and the rest is counted in the kernel by (thread, shape, period):
+    every failure is in the trace, under its own cause, observed."""
+    trace = tmp_path / "mixed-storm.jsonl"
+    made = 150_000
+    proc = uffdtrace("record", "-o", str(trace), "--", sys.executable, "-m", "uffdtrace",
+                     "workload", "-s", "mixed-storm", "--iterations", str(made), "--json",
+                     timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["summary"]["errors"] == {"EEXIST": made // 3, "EBUSY": made // 3,
+                                        "ENOENT": made // 3}
+    records = _records(trace)
+    counters = [r for r in records if r["type"] == "aggregates"][-1]["counters"]
+    assert counters["failures_overflowed"] > 0           # the ring did fill
+    assert counters["ringbuf_drops"] == 0
+    overflow = [r for r in records if r["type"] == "repeat" and r["closed_by"] == "overflow"]
+    assert overflow
+    s = _report(trace, out["pid"])
+    assert s["totals"]["failures_recorded"] == made, s["totals"]["notes"]
+    by_cause = {row["cause"]: (row["count"], row["evidence"]) for row in s["causes"]}
+    assert by_cause == {c: (made // 3, {"observed": made // 3})
+                        for c in ("dst_populated", "page_pinned", "src_hole")}

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import require_bcc_root
 
 from tests.helpers import (ROOT, SCENARIO_CAUSES, VMA_SCENARIOS, evidence_of,
-                           record_then_sigkill, traced_workload, uffdtrace)
+                           record_then_sigkill, trace_records, traced_workload, uffdtrace)
 
 # What the tracepoint tier can know about each scenario (helpers.evidence_of):
 # page state is read in the kernel when a failed move returns (observed, even
@@ -102,18 +102,13 @@ def test_storm_no_silent_loss(root_required):
     assert all(m.diagnosis.cause == "ok" for m in moves)
 
 
-def _records(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
-
-
 def test_record_pinned_end_to_end(tmp_path, root_required):
     trace = tmp_path / "t.jsonl"
     proc = uffdtrace("record", "-o", str(trace), "--", sys.executable, "-m", "uffdtrace",
                      "workload", "--scenario", "pinned", "--json")
     assert proc.returncode == 0, proc.stderr
     workload = json.loads(proc.stdout)
-    records = _records(trace)
+    records = trace_records(trace)
     assert records[0]["type"] == "header" and records[0]["tier"] == "tracepoint"
     assert records[-1]["type"] == "footer" and records[-1]["reason"] == "command exited"
     (move,) = [r for r in records if r["type"] == "move"]
@@ -128,8 +123,7 @@ def test_record_pinned_end_to_end(tmp_path, root_required):
 def test_record_killed_leaves_readable_file(tmp_path, root_required):
     trace = tmp_path / "killed.jsonl"
     record_then_sigkill(trace)
-    lines = trace.read_text().splitlines()
-    complete = [json.loads(line) for line in lines[:-1]]   # the last may be cut
+    complete = trace_records(trace)   # the last line may be cut
     assert complete[0]["type"] == "header"
     assert sum(r["type"] == "move" for r in complete) > 100
 
@@ -162,6 +156,6 @@ def test_ctrl_c_stops_record_during_an_event_storm(tmp_path, root_required):
         storm.kill()
         storm.wait()
     assert rec.returncode == 0, err
-    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    records = trace_records(trace)
     assert records[-1]["type"] == "footer" and records[-1]["reason"] == "interrupted"
     assert sum(r["type"] == "move" for r in records) > 0

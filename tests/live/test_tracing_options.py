@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests.conftest import require_bcc_root
-from tests.helpers import uffdtrace
+from tests.helpers import trace_records, uffdtrace
 from uffdtrace.native import PAGE_SIZE, Mapping, Uffd, lib
 
 SLOTS = 64
@@ -105,7 +105,7 @@ def test_record_header_says_successes_are_sampled(tmp_path, bcc_ready):
                      sys.executable, "-m", "uffdtrace", "workload", "-s", "storm",
                      "--iterations", "7000")
     assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    records = trace_records(trace)
     assert records[0]["type"] == "header" and records[0]["success_sample"] == 7
     moves = [r for r in records if r["type"] == "move"]
     assert moves and all(r["flags"] & lib().UT_F_SAMPLED for r in moves)

@@ -13,7 +13,7 @@ from uffdtrace.walkstate import WalkedPage
 
 def _record(ctype: str, values: dict):
     rec = ffi().new(f"{ctype} *", values)
-    return rec, int(ffi().cast("uintptr_t", rec)), ffi().sizeof(ctype)
+    return rec, bytes(ffi().buffer(rec)), ffi().sizeof(ctype)
 
 
 def _distinct_values(ctype: str) -> dict:
@@ -36,8 +36,8 @@ def _distinct_values(ctype: str) -> dict:
 def test_move_event_every_field_from_its_offset():
     values = _distinct_values("struct ut_move_event")
     values.update(type=lib().UT_EV_MOVE, comm=b"mover\0junk", pinner_comm=b"pinner\0x")
-    rec, addr, size = _record("struct ut_move_event", values)
-    e = decode(addr, size)
+    rec, raw, size = _record("struct ut_move_event", values)
+    e = decode(raw[:size])
     assert isinstance(e, MoveEvent)
     for f in dataclasses.fields(MoveEvent):
         if f.name in ("src_state", "dst_state"):      # nested: field by field too
@@ -51,8 +51,8 @@ def test_move_event_every_field_from_its_offset():
 
 def test_decoded_move_is_still_frozen_and_comparable():
     values = {"type": lib().UT_EV_MOVE, "pid": 7, "ret": -16, "comm": b"x"}
-    _, addr, size = _record("struct ut_move_event", values)
-    a, b = decode(addr, size), decode(addr, size)
+    _, raw, size = _record("struct ut_move_event", values)
+    a, b = decode(raw[:size]), decode(raw[:size])
     assert a == b and a.errno == "EBUSY" and a.failed
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.pid = 8
@@ -62,8 +62,8 @@ def test_decoded_move_is_still_frozen_and_comparable():
 def test_pin_event_fields_and_release(kind, released):
     values = _distinct_values("struct ut_pin_event")
     values.update(type=getattr(lib(), kind), comm=b"ring")
-    rec, addr, size = _record("struct ut_pin_event", values)
-    p = decode(addr, size)
+    rec, raw, size = _record("struct ut_pin_event", values)
+    p = decode(raw[:size])
     assert isinstance(p, PinEvent) and p.released is released and p.comm == "ring"
     for f in dataclasses.fields(PinEvent):
         if f.name not in ("comm", "released"):
@@ -71,21 +71,21 @@ def test_pin_event_fields_and_release(kind, released):
 
 
 def test_unknown_or_short_records_are_none():
-    _, addr, size = _record("struct ut_move_event", {"type": 99})
-    assert decode(addr, size) is None
-    _, addr, size = _record("struct ut_move_event", {"type": lib().UT_EV_MOVE})
+    _, raw, size = _record("struct ut_move_event", {"type": 99})
+    assert decode(raw[:size]) is None
+    _, raw, size = _record("struct ut_move_event", {"type": lib().UT_EV_MOVE})
     success_bytes = ffi().offsetof("struct ut_move_event", "src_state")
-    assert decode(addr, success_bytes - 8) is None
+    assert decode(raw[:success_bytes - 8]) is None
 
 
 def test_a_success_is_sent_without_its_page_states():
     """UT_MOVE_SUCCESS_BYTES: the record up to src_state; unread states are None."""
-    _, addr, size = _record("struct ut_move_event", {"type": lib().UT_EV_MOVE, "pid": 5,
+    _, raw, size = _record("struct ut_move_event", {"type": lib().UT_EV_MOVE, "pid": 5,
                                                      "src_state": {"where": 12, "pfn": 9}})
     success_bytes = ffi().offsetof("struct ut_move_event", "src_state")
-    short = decode(addr, success_bytes)
+    short = decode(raw[:success_bytes])
     assert short.pid == 5 and short.src_state is None and short.dst_state is None
-    full = decode(addr, size)
+    full = decode(raw[:size])
     assert full.src_state.pfn == 9 and full.src_state.where_name == "PTE_PRESENT"
     assert full.dst_state is None
 

@@ -13,7 +13,7 @@ def _move(flags: int, tlb_flushes: int) -> TracedMove:
     rec = ffi().new("struct ut_move_event *", {
         "type": lib().UT_EV_MOVE, "pid": 42, "len": 4096, "flags": flags,
         "tlb_flushes": tlb_flushes, "comm": b"mover"})
-    e = decode(int(ffi().cast("uintptr_t", rec)), ffi().sizeof("struct ut_move_event"))
+    e = decode(ffi().buffer(rec)[:])
     return TracedMove(e, diagnose(e, None, PinTable()), None)
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import ROOT
 from uffdtrace.errors import UserError
+from uffdtrace.traceschema import FORMAT_VERSION
 from uffdtrace.tracereader import (MAX_LINE_BYTES, ReadStatus, TraceFormatError,
                                    iter_records)
 
@@ -83,7 +84,8 @@ MALFORMED = [
     ([b'{"hello": "world"}\n'], 1, "not a uffdtrace trace"),
     ([with_field(HEADER, format="perf")], 1, "not a uffdtrace trace"),
     ([with_field(HEADER, version=7)], 1, "format version 7 is newer than this uffdtrace "
-                                         "reads (1): upgrade uffdtrace"),
+                                         f"reads ({FORMAT_VERSION}): upgrade uffdtrace"),
+    ([with_field(HEADER, version=1.0)], 1, "unsupported trace format version 1.0"),
     ([with_field(HEADER, version="1")], 1, 'unsupported trace format version "1"'),
     ([with_field(HEADER, version=0)], 1, "unsupported trace format version 0"),
     ([HEADER, b"{not json\n", FOOTER], 2, "not valid JSON"),

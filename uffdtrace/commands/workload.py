@@ -16,6 +16,7 @@ examples:
   uffdtrace workload --scenario thp --pages 4        # four 2 MiB PMD moves
   uffdtrace workload --scenario storm --iterations 1000000
   uffdtrace workload --scenario failure-storm        # 500,000 identical EEXIST failures
+  uffdtrace workload --scenario mixed-storm          # EEXIST, EBUSY, ENOENT in turn, flat out
   uffdtrace workload --scenario retry-loop -d 3      # a livelock-like retry of a pinned page
   uffdtrace workload --scenario mixed --rate 500 -d 0   # until Ctrl-C
   uffdtrace workload --scenario mixed --iterations 1 --rewrite   # pages change after failures
@@ -37,8 +38,9 @@ def add_parser(sub):
     p.add_argument("--pages", type=int, metavar="N",
                    help="pages per round (thp: 2 MiB pages; storm: ping-pong slots)")
     p.add_argument("--iterations", type=int, metavar="N",
-                   help="rounds to run (storm, failure-storm, retry-loop: number of moves, "
-                   "default 100000, 500000, rate x duration; mixed: whole cycles through "
+                   help="rounds to run (storm, failure-storm, mixed-storm, retry-loop: number "
+                   "of moves, default 100000, 500000, 500000, rate x duration; mixed: whole "
+                   "cycles through "
                    "every class, instead of -d)")
     p.add_argument("--rate", type=float, metavar="MOVES_PER_S",
                    help="mixed, retry-loop: target moves per second (default 200, 1000)")

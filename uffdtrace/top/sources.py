@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from .. import recording
+from .. import recording, successes
 from ..errors import UserError
 from ..session import Session
 from ..tracefile import TraceRecords
@@ -128,7 +128,11 @@ class _ToModel(TraceRecords):
         self._emit, self._batch = emit, []
 
     def write(self, record: dict):
-        self._batch.append(record)
+        if record["type"] == successes.RECORD_TYPE:
+            # the model reads moves, as it does from a file (tracereader)
+            self._batch.extend(successes.moves(record))
+        else:
+            self._batch.append(record)
         if len(self._batch) >= BATCH:
             self.flush()
 

@@ -20,7 +20,12 @@ SPECIAL = {
                      "native loop (--iterations = number of moves, default 500000)",
     "retry-loop": "a livelock-like retry: one move of an io_uring-pinned page (EBUSY) "
                   "repeated at --rate moves/s for --duration s (defaults 1000/s, 2 s)",
+    "mixed-storm": "three failing moves in turn (EEXIST: dst populated, EBUSY: src pinned, "
+                   "ENOENT: src hole) at full speed in a native loop: no two failures in a "
+                   "row alike (--iterations = number of moves, default 500000)",
 }
+# What each failure of a storm is: the move and the errno it meets every time.
+STORM_FAILURES = {"dst_populated": "EEXIST", "src_pinned": "EBUSY", "src_hole": "ENOENT"}
 STORM_DEFAULT_MOVES = 100_000
 STORM_DEFAULT_PAGES = 64
 FAILURE_STORM_DEFAULT_MOVES = 500_000
@@ -73,7 +78,7 @@ class WorkloadResult:
 
     def summary(self) -> dict:
         if self.loop is not None:
-            errors = {self.loop.first_errno: self.loop.failed} if self.loop.failed else {}
+            errors = dict(self.loop.errors)
             calls, ok, moved = self.loop.calls, self.loop.ok, self.loop.bytes_moved
         else:
             errors = Counter()
@@ -131,30 +136,37 @@ def _storm(uffd: Uffd, pages: int, moves: int, result: WorkloadResult):
                                f"(first: {result.loop.first_errno})")
 
 
-def _repeat_failure(uffd: Uffd, name: str, moves: int, rate: float, pinned_src: bool,
-                    result: WorkloadResult):
-    """One 4 KiB move that fails and changes nothing, `moves` times at `rate`
-    calls/s (0: flat out): onto a populated dst (EEXIST), or, pinned_src, of
-    a src page an io_uring fixed buffer pins (EBUSY)."""
+def _failure_cycle(uffd: Uffd, name: str, kinds: list[str], moves: int, rate: float,
+                   result: WorkloadResult):
+    """4 KiB moves that fail and change nothing, one of each of `kinds`
+    (STORM_FAILURES) in turn, `moves` in all at `rate` calls/s (0: flat
+    out): onto a populated dst (EEXIST), of a src page an io_uring fixed
+    buffer pins (EBUSY), of a src page never touched (ENOENT)."""
     with ExitStack() as stack:
-        src = stack.enter_context(Mapping(PAGE_SIZE))
-        dst = stack.enter_context(Mapping(PAGE_SIZE))
-        for m in (src, dst):
-            m.madvise(lib().MADV_NOHUGEPAGE)
-        src.fill()
-        if not pinned_src:
-            dst.fill()          # populated before it is registered: every move is EEXIST
-        uffd.register(dst)
-        if pinned_src:
-            pin = IoUringPin(src.addr, PAGE_SIZE)
-            stack.callback(pin.close)
-        result.setup.append({"scenario": name, "src": src.addr, "dst": dst.addr,
-                             "pinned_src": pinned_src})
-        result.loop = uffd.move_repeat(dst.addr, src.addr, PAGE_SIZE, moves, rate=int(rate))
-    expected = "EBUSY" if pinned_src else "EEXIST"
-    if result.loop.ok or result.loop.first_errno != expected:
-        result.problems.append(f"{name}: {result.loop.ok} moves succeeded, first errno "
-                               f"{result.loop.first_errno} (expected every move {expected})")
+        cycle = []
+        for kind in kinds:
+            src = stack.enter_context(Mapping(PAGE_SIZE))
+            dst = stack.enter_context(Mapping(PAGE_SIZE))
+            for m in (src, dst):
+                m.madvise(lib().MADV_NOHUGEPAGE)
+            if kind != "src_hole":
+                src.fill()
+            if kind == "dst_populated":
+                dst.fill()      # populated before it is registered: every move is EEXIST
+            uffd.register(dst)
+            if kind == "src_pinned":
+                pin = IoUringPin(src.addr, PAGE_SIZE)
+                stack.callback(pin.close)
+            result.setup.append({"scenario": name, "failure": kind, "src": src.addr,
+                                 "dst": dst.addr, "pinned_src": kind == "src_pinned"})
+            cycle.append((dst.addr, src.addr, PAGE_SIZE))
+        result.loop = uffd.move_cycle(cycle, moves, rate=int(rate))
+    # call i is kinds[i % len(kinds)]
+    expected = Counter({STORM_FAILURES[k]: moves // len(kinds) + (i < moves % len(kinds))
+                        for i, k in enumerate(kinds)})
+    if result.loop.errors != +expected:
+        result.problems.append(f"{name}: {result.loop.ok} moves succeeded, failures by errno "
+                               f"{result.loop.errors} (expected {dict(+expected)})")
 
 
 def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: WorkloadResult,
@@ -220,11 +232,14 @@ def run_workload(name: str, *, pages: int | None = None, iterations: int | None 
                 _storm(uffd, pages or STORM_DEFAULT_PAGES,
                        iterations or STORM_DEFAULT_MOVES, result)
             elif name == "failure-storm":
-                _repeat_failure(uffd, name, iterations or FAILURE_STORM_DEFAULT_MOVES, 0,
-                                False, result)
+                _failure_cycle(uffd, name, ["dst_populated"],
+                               iterations or FAILURE_STORM_DEFAULT_MOVES, 0, result)
+            elif name == "mixed-storm":
+                _failure_cycle(uffd, name, list(STORM_FAILURES),
+                               iterations or FAILURE_STORM_DEFAULT_MOVES, 0, result)
             elif name == "retry-loop":
-                _repeat_failure(uffd, name, iterations or int(rate * duration), rate, True,
-                                result)
+                _failure_cycle(uffd, name, ["src_pinned"], iterations or int(rate * duration),
+                               rate, result)
             elif name == "mixed":
                 _mixed(uffd, rate, duration, hold, result, progress, cycles=iterations,
                        rewrite=rewrite)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (SCENARIO_CAUSES, VMA_SCENARIOS, evidence_of, traced_workload,
-                           uffdtrace)
+                           trace_records, uffdtrace)
 
 # What a hook on them would cost every page fault, fork or munmap on the
 # machine: the kernel tier must attach none (the state at exit replaces them).
@@ -271,7 +271,7 @@ def test_the_kernel_tier_runs_with_another_kernels_headers(tmp_path):
         moddir.unlink()
         moddir.symlink_to(original)
     assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    records = trace_records(trace)
     assert records[0]["tier"] == "kernel"
     (move,) = [r for r in records if r["type"] == "move"]
     d = move["diagnosis"]

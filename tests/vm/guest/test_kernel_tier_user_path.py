@@ -18,6 +18,7 @@ import pytest
 
 from tests.helpers import SCENARIO_CAUSES, evidence_of, uffdtrace
 from tests.traceevents import check_trace_events
+from uffdtrace.tracereader import iter_records
 
 
 # the storms: (scenario, its arguments, cause); made by native loops, so
@@ -52,7 +53,8 @@ def recorded(tmp_path_factory):
 
 
 def _records(trace):
-    return [json.loads(line) for line in trace.read_text().splitlines()]
+    """As every reader sees them (a `successes` record is its move records)."""
+    return list(iter_records(str(trace)))
 
 
 def _storm_pids(storms) -> set[int]:
