@@ -26,8 +26,8 @@
 /* ---- the encoding of a maple node pointer (include/linux/maple_tree.h,
  * lib/maple_tree.c): #defines, not layout, so not in BTF.  Nodes are 256
  * bytes and 256-byte aligned; the low byte of a pointer to one carries its
- * type in bits 3..6; a pointer to a node is an XArray internal entry
- * (low bits 10) above 4096 (xa_is_node()). ---- */
+ * type in bits 3..6; the root's pointer is also an XArray internal entry
+ * (low bits 10) above 4096 (xa_is_node(), mte_mk_root()). ---- */
 #define UT_MT_NODE_MASK 255ULL
 #define UT_MT_TYPE_SHIFT 3
 #define UT_MT_TYPE_MASK 0xf
@@ -155,7 +155,10 @@ static __always_inline long ut_vs_lookup(struct ut_vma_state *vs, u64 mm, u64 ad
 			*vma = (entry & UT_XA_INTERNAL_MASK) == UT_XA_INTERNAL ? 0 : entry;
 			return 0;
 		}
-		if (!ut_vs_is_node(entry)) {
+		/* below the root a child is a plain encoded node pointer
+		 * (mt_mk_node(): node | type << 3 | MAPLE_ENODE_NULL), not an
+		 * XArray internal entry */
+		if (entry <= UT_XA_NODE_MIN) {
 			vs->where = UT_VSW_RACED;
 			return -1;
 		}
