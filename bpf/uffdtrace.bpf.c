@@ -39,8 +39,19 @@
 #ifndef UT_STATE_AT_EXIT
 #define UT_STATE_AT_EXIT 0
 #endif
-#if UT_STATE_AT_EXIT
+#ifndef UT_VMAS_AT_EXIT
+#define UT_VMAS_AT_EXIT 0
+#endif
+/* include/uapi/asm-generic/errno-base.h (uffdtrace_kernel.bpf.c, appended
+ * to this file, uses them too) */
+#define UT_ENOENT 2
+#define UT_EAGAIN 11
+#define UT_EINVAL 22
+#if UT_STATE_AT_EXIT || UT_VMAS_AT_EXIT
 #include "ut_pagestate.h"       /* needs the UT_L_* layout of this kernel */
+#endif
+#if UT_VMAS_AT_EXIT
+#include "ut_vmastate.h"        /* ... and its VMA_READER_FACTS */
 #endif
 
 #ifndef UT_PID
@@ -284,6 +295,25 @@ static __always_inline void state_at_exit(struct ut_move_event *ev)
 }
 #endif
 
+#if UT_VMAS_AT_EXIT
+/* The VMAs at the same two addresses, for the failures VMAs explain: EINVAL
+ * (the VMA checks of move_pages()) and ENOENT (no VMA there).  No
+ * calibration needed: maple nodes and VMAs are reached by their own
+ * pointers.  Other errnos skip it: a failure storm of EBUSY pays nothing. */
+static __always_inline void vmas_at_exit(struct ut_move_event *ev)
+{
+	if (ev->ret != -UT_EINVAL && ev->ret != -UT_ENOENT)
+		return;
+	u64 done = ev->move > 0 ? ev->move : 0;
+	u64 mm = ut_ps_current_mm();
+	u64 uffd_ctx = ut_vs_uffd_ctx(ev->fd);
+
+	ut_vma_state_read(&ev->src_vma_state, mm, ev->src + done, uffd_ctx);
+	ut_vma_state_read(&ev->dst_vma_state, mm, ev->dst + done, uffd_ctx);
+	ev->flags |= UT_F_VMAS_AT_EXIT;
+}
+#endif
+
 #if UT_RUN_MAX_NS
 /*
  * Runs of identical failures (see struct ut_repeat_event): a thread that
@@ -314,6 +344,13 @@ static __always_inline u64 page_state_word(const struct ut_page_state *ps)
 	       (u64)ps->flags << 32;
 }
 
+/* a VMA's extent and what is set in it (vm_end - vm_start: pages, in the
+ * low bits; where and flags above) */
+static __always_inline u64 vma_state_word(const struct ut_vma_state *vs)
+{
+	return ((vs->vm_end - vs->vm_start) >> 12) | (u64)vs->where << 40 | (u64)vs->flags << 48;
+}
+
 static __always_inline void run_shape(const struct ut_move_event *ev, u64 *k)
 {
 	k[0] = ev->dst;
@@ -330,6 +367,10 @@ static __always_inline void run_shape(const struct ut_move_event *ev, u64 *k)
 	k[11] = (u64)(u32)ev->step_err | (u64)ev->kflags << 32;
 	k[12] = ev->fail_addr;
 	k[13] = ev->pinner_pid | (u64)ev->folio_flags << 32;
+	k[14] = vma_state_word(&ev->src_vma_state);
+	k[15] = ev->src_vma_state.vm_flags;
+	k[16] = vma_state_word(&ev->dst_vma_state);
+	k[17] = ev->dst_vma_state.vm_flags;
 }
 
 static __always_inline int same_shape(const u64 *a, const u64 *b)
@@ -555,6 +596,10 @@ static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
 	if (rec->ev.ret < 0)
 		state_at_exit(&rec->ev);
 #endif
+#if UT_VMAS_AT_EXIT
+	if (rec->ev.ret < 0)
+		vmas_at_exit(&rec->ev);
+#endif
 #if UT_KERNEL_TIER
 	ut_kernel_finish(rec);
 #endif
@@ -565,9 +610,11 @@ static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
 #else
 	send_move(&rec->ev);
 #endif
-#if UT_STATE_AT_EXIT
-	if (rec->ev.flags & UT_F_STATE_AT_EXIT)
-		__builtin_memset(&rec->ev.src_state, 0, 2 * sizeof(struct ut_page_state));
+#if UT_STATE_AT_EXIT || UT_VMAS_AT_EXIT
+	/* what a failure read at exit: zero again for the next move */
+	if (rec->ev.flags & (UT_F_STATE_AT_EXIT | UT_F_VMAS_AT_EXIT))
+		__builtin_memset(&rec->ev.src_state, 0, sizeof(struct ut_move_event) -
+				 offsetof(struct ut_move_event, src_state));
 #endif
 	rec->ev.type = 0;   /* no longer in flight */
 }

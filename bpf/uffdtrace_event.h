@@ -19,6 +19,7 @@
 #define UT_F_SAMPLED 0x8          /* a success sent 1 in N (UT_SUCCESS_SAMPLE): totals are in the aggregates */
 #define UT_F_COST_STATS 0x10      /* TLB-flush and lock-wait fields were measured (else left 0) */
 #define UT_F_STATE_AT_EXIT 0x20   /* a failed move: src_state/dst_state read before it returned */
+#define UT_F_VMAS_AT_EXIT 0x40    /* an EINVAL/ENOENT move: src_vma_state/dst_vma_state read before it returned */
 
 /* ut_move_event.folio_flags: the folio where a failed move stopped (kernel
  * tier; its state is in src_state) */
@@ -140,6 +141,44 @@ struct ut_page_state {
 };
 
 /*
+ * The VMA containing one user address, looked up in the kernel by
+ * bpf/ut_vmastate.h (a walk of mm->mm_mt, the maple tree of VMAs) at the
+ * instant it is called: the end of a failed move, before the thread
+ * returns to user space.  No kernel pointer is stored, only whether the
+ * VMA's pointers are set.
+ */
+
+/* ut_vma_state.where: what the walk found */
+#define UT_VSW_UNREAD 0          /* never read */
+#define UT_VSW_FOUND 1           /* a VMA contains addr: vm_start..vm_flags, flags are valid */
+#define UT_VSW_NONE 2            /* no VMA contains addr (a gap of the tree) */
+#define UT_VSW_NO_MM 3           /* the task has no mm */
+#define UT_VSW_READ_FAILED 4     /* a node or the VMA could not be read (depth says where) */
+#define UT_VSW_RACED 5           /* the tree changed while read: a dead node, or a VMA not containing addr */
+#define UT_VSW_TOO_DEEP 6        /* deeper than the walk's bound (UT_MT_MAX_DEPTH) */
+#define UT_VSW_BAD_NODE 7        /* a node type the walk does not know (node_type) */
+
+/* ut_vma_state.flags */
+#define UT_VS_UFFD_CTX 0x1       /* vm_userfaultfd_ctx.ctx is set: registered with a userfaultfd */
+#define UT_VS_UFFD_CTX_KNOWN 0x2 /* the moving fd's userfaultfd context was read ... */
+#define UT_VS_THIS_UFFD 0x4      /* ... and it is the one this VMA is registered with */
+#define UT_VS_ANON_VMA 0x8       /* anon_vma is set */
+#define UT_VS_FILE 0x10          /* vm_file is set */
+#define UT_VS_VM_OPS 0x20        /* vm_ops is set: not vma_is_anonymous() */
+
+struct ut_vma_state {
+	__u64 addr;             /* the user address looked up */
+	__u64 vm_start;
+	__u64 vm_end;
+	__u64 vm_flags;         /* raw; decoded in userspace (uffdtrace/vmaflags.py) */
+	__u32 flags;            /* UT_VS_* */
+	__u8 where;             /* UT_VSW_* */
+	__u8 depth;             /* maple-tree levels walked */
+	__u8 node_type;         /* the last node's enum maple_type */
+	__u8 pad;
+};
+
+/*
  * One UFFDIO_MOVE ioctl, from its entry (sys_enter_ioctl, or
  * userfaultfd_ioctl() in the kernel tier) to its exit: the record sent to
  * userspace, at most once per ioctl.  While the thread is inside the ioctl
@@ -192,6 +231,11 @@ struct ut_move_event {
 	 * by bpf/ut_pagestate.h before the thread returned to user space */
 	struct ut_page_state src_state;
 	struct ut_page_state dst_state;
+	/* UT_F_VMAS_AT_EXIT: the VMAs containing those two addresses, looked
+	 * up by bpf/ut_vmastate.h at the same instant (EINVAL and ENOENT
+	 * failures: the errnos VMAs explain) */
+	struct ut_vma_state src_vma_state;
+	struct ut_vma_state dst_vma_state;
 };
 
 /*
@@ -226,12 +270,12 @@ struct ut_repeat_event {
 /*
  * Failures the `events` ring buffer had no room for are not lost: each is
  * counted under its thread, its shape (the words a run compares: request,
- * result, page states at exit, failing step, folio, pinner) and the period
+ * result, page and VMA states at exit, failing step, folio, pinner) and the period
  * of UT_RUN_MAX_NS it ended in, the first of them kept whole.  The collector
  * takes the periods that are over (no BPF program can still be adding to
  * them) and reads each as that first failure plus a repeat count.
  */
-#define UT_RUN_SHAPE_WORDS 14
+#define UT_RUN_SHAPE_WORDS 18
 
 struct ut_overflow_key {
 	__u32 tid;

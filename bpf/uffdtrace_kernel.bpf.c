@@ -47,7 +47,6 @@ _Static_assert(UT_TLB_REMOTE_SEND_IPI == UT_L_TLB_REMOTE_SEND_IPI, "UT_TLB_* sta
 
 #define UT_MAX_PIN_PAGES 64
 #define UT_PAGE_SIZE (1ULL << UT_X86_PAGE_SHIFT)
-#define UT_EAGAIN 11    /* include/uapi/asm-generic/errno-base.h */
 
 /* Who pinned a folio: filled by the GUP hooks, read when a move meets it. */
 struct ut_pinner {

@@ -28,10 +28,11 @@ SCENARIO_CAUSES = {
 }
 
 
-# EINVAL from the VMAs' flags is read from /proc after the call in both
-# tiers (inferred: the memory must still be mapped, so these need --hold);
-# every other scenario is observed in the kernel (the request itself, the
-# ioctl hook, or the page state read when a failed move returns).
+# EINVAL from the VMAs: explained by the VMAs the kernel's VMA tree held
+# when the failed move returned (bpf/ut_vmastate.h), in both tiers, so the
+# memory may be unmapped right after the call (--hold 0).  Every other
+# scenario is observed in the kernel too (the request itself, the ioctl
+# hook, or the page state read when a failed move returns).
 VMA_SCENARIOS = frozenset({"dst_not_registered", "vma_shared", "src_readonly"})
 
 
@@ -45,8 +46,6 @@ def trace_records(path) -> list[dict]:
 
 def evidence_of(scenario: str, tier: str) -> str:
     """The evidence level `scenario`'s diagnosis has in `tier`."""
-    if scenario in VMA_SCENARIOS:
-        return "inferred"
     if scenario == "cross_mm" and tier == "tracepoint":
         return "inferred"       # no ioctl hook: the unwritten `move` says it
     return "observed"

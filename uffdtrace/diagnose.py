@@ -11,17 +11,16 @@ from typing import Callable
 
 from .culprits import GUP_HOOK, PIN_REGISTRATION, KsmCulprit, PinCulprit
 from .diagnosis import Diagnosis
-from .enrich import Enrichment, Vma
+from .enrich import Enrichment
 from .events import MoveEvent, PinEvent, pin_method_name
 from .kernel_evidence import diagnose_observed, gup_pinner, step_errno
 from .native import PAGE_SIZE, lib
 from .state_evidence import Finding, diagnose_at_exit
 from .taxonomy import (ERRNO, INFERRED, OBSERVED, PARTIAL_STOPS, CauseCode as C,
                        allowed_causes, contradiction, errno_default)
+from .vma_evidence import fallback_note, invalid_at_exit, no_vma_at_exit
+from .vma_rules import invalid_from_vmas
 
-SPECIAL_VMFLAGS = {"ht": "hugetlb", "pf": "PFNMAP", "io": "IO", "mm": "MIXEDMAP",
-                   "ss": "shadow stack"}
-ACCESS_VMFLAGS = {"rd", "wr", "ex"}
 PMD_SIZE = 2 << 20
 
 
@@ -162,31 +161,6 @@ def _invalid_from_request(move: MoveEvent) -> str | None:
     return None
 
 
-def _invalid_from_vmas(move: MoveEvent, src: Vma, dst: Vma) -> tuple[str, list]:
-    """EINVAL from move_pages()/validate_move_areas(), in the kernel's order."""
-    if move.src + move.len > src.end or move.dst + move.len > dst.end:
-        return C.INVALID_CROSSES_VMA, ["range extends past its VMA"]
-    if src.shared or dst.shared:
-        return C.INVALID_VMA_SHARED, [f"{'src' if src.shared else 'dst'} VMA is shared"]
-    for vma, name in ((src, "src"), (dst, "dst")):
-        special = [SPECIAL_VMFLAGS[f] for f in vma.flags if f in SPECIAL_VMFLAGS]
-        if special:
-            return C.INVALID_SPECIAL_VMA, [f"{name} VMA is {', '.join(special)}"]
-    if not src.anonymous or not dst.anonymous:
-        return C.INVALID_VMA_NOT_ANON, ["file-backed VMA"]
-    if "wr" not in src.flags:
-        notes = ["src VmFlags lack wr"]
-        if (src.flags & ACCESS_VMFLAGS) != (dst.flags & ACCESS_VMFLAGS):
-            notes.append("src and dst protections differ too")
-        return C.INVALID_SRC_NOT_WRITABLE, notes
-    if (src.flags & ACCESS_VMFLAGS) != (dst.flags & ACCESS_VMFLAGS) or \
-            ("lo" in src.flags) != ("lo" in dst.flags):
-        return C.INVALID_VMA_FLAGS_MISMATCH, ["protection or mlock flags differ"]
-    if "um" not in dst.flags:
-        return C.INVALID_DST_NOT_REGISTERED, ["dst VmFlags lack um (uffd missing mode)"]
-    return C.INVALID_UNKNOWN, ["VMAs look valid now: changed since the call?"]
-
-
 def _why_no_evidence(en: Enrichment | None) -> list[str]:
     if en is None:
         return ["not inspected"]
@@ -219,6 +193,11 @@ def _diagnose_failure(move: MoveEvent, en: Enrichment | None, pins: PinTable,
         observed = diagnose_observed(move)
         if observed is not None:
             return observed
+    # no VMA at exit: uffd_move_lock()'s ENOENT, before any page is looked
+    # at (the page walk there shows a hole too)
+    no_vma = no_vma_at_exit(move)
+    if no_vma is not None:
+        return no_vma
     at_exit = diagnose_at_exit(move, lambda m, addr: _pinner_of(m, addr, pins), ksm_lookup,
                                step_errno(move) if move.kernel_tier else None)
     if at_exit is not None:
@@ -263,9 +242,13 @@ def _diagnose_failure(move: MoveEvent, en: Enrichment | None, pins: PinTable,
             return Diagnosis(C.INVALID_CROSS_MM, INFERRED, None,
                              notes=["the kernel never wrote `move`: rejected before "
                                     "move_pages() although the arguments are valid"])
+        observed = invalid_at_exit(move)
+        if observed is not None:
+            return observed
+        fallback = [fallback_note(move)]
         if not have_pages:
-            return errno_level(move, None, gone)
-        code, notes = _invalid_from_vmas(move, en.src_vma, en.dst_vma)
-        return Diagnosis(code, INFERRED, None, notes=notes)
+            return errno_level(move, None, fallback + gone)
+        code, notes = invalid_from_vmas(move, en.src_vma, en.dst_vma)
+        return Diagnosis(code, INFERRED, None, notes=fallback + notes)
     return errno_level(move, None, ["move = -EAGAIN, nothing moved"]
                        if err == E.EAGAIN else [])

@@ -24,6 +24,20 @@ class Vma:
     def anonymous(self) -> bool:
         return not self.path.startswith("/")
 
+    # ---- the questions vma_rules.py asks (walkvma.WalkedVma answers them too) ----
+    @property
+    def vm_flag_names(self) -> frozenset[str]:
+        return self.flags or frozenset()
+
+    @property
+    def registered(self) -> bool:
+        """Registered with a userfaultfd in any mode (missing, wp, minor)."""
+        return bool(self.vm_flag_names & {"um", "uw", "ui"})
+
+    @property
+    def registered_elsewhere(self) -> bool | None:
+        return None    # smaps does not say with which userfaultfd
+
     def to_json(self) -> dict:
         return {"start": self.start, "end": self.end, "perms": self.perms, "path": self.path,
                 "flags": sorted(self.flags) if self.flags is not None else None}

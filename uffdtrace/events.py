@@ -16,6 +16,7 @@ from operator import itemgetter
 
 from .native import errno_name, ffi, lib
 from .walkstate import WalkedPage
+from .walkvma import WalkedVma
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class MoveEvent:
     # kernel had them when the call returned (None: not read)
     src_state: WalkedPage | None = None
     dst_state: WalkedPage | None = None
+    # UT_F_VMAS_AT_EXIT: the VMAs there, as the kernel had them then
+    src_vma_state: WalkedVma | None = None
+    dst_vma_state: WalkedVma | None = None
 
     @property
     def kernel_tier(self) -> bool:
@@ -96,10 +100,14 @@ class MoveEvent:
     def state_at_exit(self) -> bool:
         return bool(self.flags & lib().UT_F_STATE_AT_EXIT)
 
+    @property
+    def vmas_at_exit(self) -> bool:
+        return bool(self.flags & lib().UT_F_VMAS_AT_EXIT)
+
     def to_json(self) -> dict:
         # vars(), not asdict(): no recursive deep copy for a flat record.
         out = {**vars(self), "errno": self.errno}
-        for name in ("src_state", "dst_state"):
+        for name in ("src_state", "dst_state", "src_vma_state", "dst_vma_state"):
             state = out[name]
             out[name] = state.to_json() if state is not None else None
         return out
@@ -182,7 +190,7 @@ def pin_method_name(method: int) -> str:
 _STRUCT_CODES = {"uint8_t": "B", "int8_t": "b", "uint16_t": "H", "int16_t": "h",
                  "uint32_t": "I", "int32_t": "i", "uint64_t": "Q", "int64_t": "q"}
 # The Python class each nested C struct decodes to.
-_NESTED = {"struct ut_page_state": WalkedPage}
+_NESTED = {"struct ut_page_state": WalkedPage, "struct ut_vma_state": WalkedVma}
 
 
 # Every record starts with it (uffdtrace_event.h): decode() dispatches on it,

@@ -32,7 +32,10 @@ PFN_SUFFIXES = ("_pfn",)
 # Integers the user passed in (their own addresses, lengths, garbage): kept
 # whatever their value.
 USER_VALUE_NAMES = frozenset({"dst", "src", "len", "mode", "move", "move_before", "addr",
-                              "fail_addr", "src_addr", "dst_addr", "start", "end", "range"})
+                              "fail_addr", "src_addr", "dst_addr", "start", "end", "range",
+                              "vm_start", "vm_end",
+                              # flag words, not addresses (VM_SEALED is bit 63 on 6.x)
+                              "vm_flags"})
 KERNEL_HALF = 1 << 63
 # What a serialized record must contain for scrub() to change anything: a
 # kernel-value field name, or a run of 19+ digits (>= 2**63 has 19).  Most

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
-from . import bpfprog, kernel_tier, records, stateatexit, tiers
+from . import bpfprog, kernel_tier, records, stateatexit, tiers, vma_evidence
 from .diagnose import PinTable, diagnose
 from .diagnosis import Diagnosis
 from .enrich import Enrichment, enrich
@@ -381,12 +381,14 @@ class Session:
 
     def _diagnose(self, move: MoveEvent) -> TracedMove:
         en = None
-        # The kernel's state at exit explains a page-state failure by itself;
-        # EINVAL still needs the VMAs' flags, read from /proc.
+        # The kernel's state at exit explains a page-state failure by itself,
+        # and its VMAs at exit an EINVAL; /proc is read only for what they
+        # did not cover (reader off, or a VMA walk that did not find both).
         if move.failed and self.enrich_failures and \
-                (not move.state_at_exit or move.ret == -errno.EINVAL):
+                (not move.state_at_exit or move.ret == -errno.EINVAL) and \
+                not (move.ret == -errno.EINVAL and vma_evidence.both_found(move)):
             offset = max(move.move, 0) if move.partial else 0
-            # Only EINVAL is explained by VMA flags (diagnose._invalid_from_vmas);
+            # Only EINVAL is explained by VMA flags (vma_rules.invalid_from_vmas);
             # other failures need the VMAs' extent and the pages, not smaps.
             en = enrich(move.pid, move.src + offset, move.dst + offset,
                         vm_flags=move.ret == -errno.EINVAL)

@@ -6,7 +6,8 @@ loads -- they are KASLR secrets, so they never appear in the program text
 
 When a failed move returns, the program then reads the kernel's own page
 state at the address where the move stopped and at its destination
-(bpf/ut_pagestate.h, docs/kernel-state.md).  When the layout or the
+(bpf/ut_pagestate.h, docs/kernel-state.md), and for EINVAL and ENOENT the
+VMAs there (bpf/ut_vmastate.h, which needs the layout only).  When the layout or the
 calibration cannot be had, the reader is off and says why; diagnosis then
 falls back to reading /proc after the call (evidence `inferred`).
 """
@@ -26,17 +27,37 @@ class StateReader:
     calibration: calibrate.Calibration | None = None
     reason: str = ""
     notes: tuple[str, ...] = field(default=())
+    # the VMA reader (bpf/ut_vmastate.h) needs the layout only, no
+    # calibration: it is on unless turned off or this kernel lacks a fact
+    vmas_wanted: bool = True
 
     @property
     def usable(self) -> bool:
         return self.calibration is not None
 
+    @property
+    def vma_reason(self) -> str:
+        """Why the VMA reader is off ("" when it is on)."""
+        if not self.vmas_wanted:
+            return self.reason or "turned off"
+        if self.layout is None:
+            return self.reason or "kernel layout unknown"
+        lacking = self.layout.lacks(layout.VMA_READER_FACTS)
+        if lacking:
+            return "this kernel's BTF lacks " + ", ".join(layout.PREFIX + n for n in lacking)
+        return ""
+
+    @property
+    def vmas_usable(self) -> bool:
+        return not self.vma_reason
+
     def defines(self) -> dict[str, int]:
         """#defines for the tracer's program: the layout (struct offsets, no
         secrets; the kernel tier reads structures at them too) and whether
-        the reader runs."""
+        the readers run."""
         layout_defines = self.layout.defines() if self.layout is not None else {}
-        return {"UT_STATE_AT_EXIT": int(self.usable), **layout_defines}
+        return {"UT_STATE_AT_EXIT": int(self.usable), "UT_VMAS_AT_EXIT": int(self.vmas_usable),
+                **layout_defines}
 
     def install(self, bpf) -> None:
         """Give the loaded program its walk bases (before any move is traced
@@ -57,6 +78,14 @@ class StateReader:
         if not self.usable:
             return f"off: {self.reason}"
         return "on: " + "; ".join(self.calibration.describe()[:1])
+
+    def describe_vmas(self) -> str:
+        """The VMA reader, for doctor and the tier line."""
+        if not self.vmas_usable:
+            return f"off: {self.vma_reason}"
+        ctx = "" if not self.layout.lacks(layout.UFFD_CTX_FACTS) else \
+            " (the moving fd's userfaultfd context not readable: registration seen, not whose)"
+        return "on: the VMAs of EINVAL/ENOENT failures, from mm->mm_mt (maple tree)" + ctx
 
 
 def _layout() -> tuple[layout.Layout | None, str]:
@@ -82,4 +111,4 @@ def prepare() -> StateReader:
 
 def off(reason: str) -> StateReader:
     """The reader turned off; the layout stays (the kernel tier needs it)."""
-    return StateReader(layout=_layout()[0], reason=reason)
+    return StateReader(layout=_layout()[0], reason=reason, vmas_wanted=False)

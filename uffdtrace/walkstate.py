@@ -19,16 +19,28 @@ def record_fields() -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=None)
-def _codes(prefix: str) -> dict[int, str]:
+def codes(prefix: str) -> dict[int, str]:
     """value -> name (without the prefix) of the header's #defines PREFIX*."""
     L = lib()
     return {getattr(L, n): n[len(prefix):] for n in dir(L) if n.startswith(prefix)}
 
 
+def record_from_bytes(cls, ctype: str, raw: bytes):
+    """A dataclass whose fields are the C struct's, from its bytes (a map
+    value read outside the event stream: probes, calibration)."""
+    F = ffi()
+    size = F.sizeof(ctype)
+    if len(raw) < size:
+        raise ValueError(f"{ctype} is {size} bytes, got {len(raw)}")
+    buf = F.from_buffer(bytearray(raw[:size]))   # owns the bytes while read
+    c = F.cast(ctype + " *", buf)
+    return cls(**{name: getattr(c, name) for name, _ in F.typeof(ctype).fields})
+
+
 @lru_cache(maxsize=None)
 def flag_bits() -> dict[str, int]:
     """UT_PS_* flag name (without UT_PS_) -> bit."""
-    return {name: bit for bit, name in _codes("UT_PS_").items()}
+    return {name: bit for bit, name in codes("UT_PS_").items()}
 
 
 @dataclass(frozen=True)
@@ -50,21 +62,15 @@ class WalkedPage:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "WalkedPage":
-        F = ffi()
-        size = F.sizeof("struct ut_page_state")
-        if len(raw) < size:
-            raise ValueError(f"struct ut_page_state is {size} bytes, got {len(raw)}")
-        buf = F.from_buffer(bytearray(raw[:size]))   # owns the bytes while read
-        c = F.cast("struct ut_page_state *", buf)
-        return cls(**{name: getattr(c, name) for name in record_fields()})
+        return record_from_bytes(cls, "struct ut_page_state", raw)
 
     @property
     def where_name(self) -> str:
-        return _codes("UT_PSW_").get(self.where, f"where {self.where}")
+        return codes("UT_PSW_").get(self.where, f"where {self.where}")
 
     @property
     def level_name(self) -> str:
-        return _codes("UT_PSL_").get(self.level, f"level {self.level}")
+        return codes("UT_PSL_").get(self.level, f"level {self.level}")
 
     @property
     def flag_names(self) -> frozenset[str]:

@@ -107,3 +107,19 @@ def test_unprivileged_doctor_says_why_and_fails():
     traced = uffdtrace("trace", "-d", "1", preexec=drop_to_nobody)
     assert traced.returncode == 2
     assert traced.stderr.strip() == f"uffdtrace: {out['tier_reason']}"
+
+
+def test_vma_reader_and_its_maple_tree_facts_are_listed(report):
+    """doctor lists the maple-tree facts the VMA reader walks by, with where
+    each came from (BTF), and says whether the reader runs."""
+    from uffdtrace.kernel import btf
+    lines = report["kernel_layout"]
+    b = btf.Btf.load()
+    root = b.member("mm_struct", "mm_mt.ma_root")
+    assert f"  UT_L_MM_MT_ROOT = {root.byte_offset}  (offsetof(mm_struct.mm_mt.ma_root), " \
+        "8 bytes)" in lines
+    assert any(line.startswith("  UT_L_MT_R64_PIVOTS = ") and "sizeof(maple_node.mr64.pivot)"
+               in line for line in lines)
+    assert any(line.startswith("  UT_L_MAPLE_ARANGE_64 = ") and "enum maple_type" in line
+               for line in lines)
+    assert report["vmas_at_exit"].startswith("on: ")

@@ -14,21 +14,19 @@ import pytest
 
 from tests.conftest import require_bcc_root
 
-from tests.helpers import (ROOT, SCENARIO_CAUSES, VMA_SCENARIOS, evidence_of,
+from tests.helpers import (ROOT, SCENARIO_CAUSES, evidence_of,
                            record_then_sigkill, trace_records, traced_workload, uffdtrace)
 
 # What the tracepoint tier can know about each scenario (helpers.evidence_of):
-# page state is read in the kernel when a failed move returns (observed, even
-# though the workload unmaps its memory right after: --hold 0); VMA flags for
-# EINVAL are read from /proc after the call (inferred: the memory must still
-# be mapped).
+# page state and, for EINVAL, the VMAs are read in the kernel when a failed
+# move returns (observed, even though the workload unmaps its memory right
+# after: --hold 0).
 EXPECTED = {s: (*SCENARIO_CAUSES[s], evidence_of(s, "tracepoint")) for s in SCENARIO_CAUSES}
-HOLD = "0.3"   # what /proc reads after the call need (EINVAL's VMA flags)
 
 
 def hold_for(scenario: str) -> str:
-    """The page-state causes need no --hold: their state is read at exit."""
-    return HOLD if scenario in VMA_SCENARIOS else "0"
+    """No scenario needs --hold: page state and VMAs are read at exit."""
+    return "0"
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno as E
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import jsonschema
 import pytest
@@ -24,7 +24,9 @@ from uffdtrace.session import TracedMove
 from uffdtrace.taxonomy import CAUSES, contradiction
 from uffdtrace.tracefile import TraceWriter
 from uffdtrace.traceschema import strict_schema
+from uffdtrace import vmaflags
 from uffdtrace.walkstate import WalkedPage
+from uffdtrace.walkvma import WalkedVma
 
 L = lib()
 SRC, DST = 0x7f1000000000, 0x7f0000000000
@@ -98,6 +100,35 @@ def at_exit(err, src=("PTE_PRESENT", *ANON), dst=("PTE_NONE",), moved=0, kernel=
         fields["kflags"] = L.UT_K_IOCTL_SEEN
     fields.update(kw)
     return failure(err, moved=moved, **fields)
+
+
+RW_ANON = ("rd", "wr")
+
+
+def walked_vma(addr, where="FOUND", *set_, vm=RW_ANON, pages=16):
+    """A VMA as bpf/ut_vmastate.h finds it at exit: `set_` are UT_VS_* names
+    (without the prefix), `vm` the smaps mnemonics of its vm_flags."""
+    bits = vmaflags.bits()
+    start = addr - addr % (16 * PAGE)
+    found = where == "FOUND"
+    return WalkedVma(addr=addr, vm_start=start if found else 0,
+                     vm_end=start + pages * PAGE if found else 0,
+                     vm_flags=sum(1 << bits[f] for f in vm) if found else 0,
+                     flags=sum(getattr(L, f"UT_VS_{f}") for f in set_),
+                     where=getattr(L, f"UT_VSW_{where}"), depth=2, node_type=1)
+
+
+MINE = ("UFFD_CTX", "UFFD_CTX_KNOWN", "THIS_UFFD", "ANON_VMA")
+
+
+def vmas_at_exit(err, src_vma=("FOUND", "ANON_VMA"), dst_vma=("FOUND", *MINE),
+                 src_vm=RW_ANON, dst_vm=RW_ANON + ("um",), **kw):
+    """A failed move whose VMAs were looked up before it returned (and, as
+    the program does for every failure, its pages)."""
+    pages = dict(src=("PTE_NONE",) if err == E.ENOENT else ("PTE_PRESENT", *ANON))
+    ev = at_exit(err, **pages, src_vma_state=walked_vma(SRC, *src_vma, vm=src_vm),
+                 dst_vma_state=walked_vma(DST, *dst_vma, vm=dst_vm), **kw)
+    return replace(ev, flags=ev.flags | L.UT_F_VMAS_AT_EXIT)
 
 
 @dataclass
@@ -279,6 +310,52 @@ AT_EXIT_ROWS = [
         E.EBUSY, src=("PTE_SWAP", "SWP_EXCLUSIVE")), None, "busy_unknown", "errno"),
 ]
 
+# The VMAs at exit: EINVAL and ENOENT explained with the memory gone (en
+# GONE: /proc has nothing), by the same rules as VMAs read from /proc.
+SHMEM = ("FOUND", "VM_OPS", "FILE")
+VMA_ROWS = [
+    Row("EINVAL: dst registered with no userfaultfd", vmas_at_exit(
+        E.EINVAL, dst_vma=("FOUND", "UFFD_CTX_KNOWN", "ANON_VMA"), dst_vm=RW_ANON), GONE,
+        "invalid_dst_not_registered", "observed", note="dst VMA at exit: 0x7f0000000000-"),
+    Row("EINVAL: dst registered with another userfaultfd", vmas_at_exit(
+        E.EINVAL, dst_vma=("FOUND", "UFFD_CTX", "UFFD_CTX_KNOWN")), GONE,
+        "invalid_dst_not_registered", "observed", note="another userfaultfd"),
+    Row("EINVAL: a shared src (MAP_SHARED anonymous: shmem)", vmas_at_exit(
+        E.EINVAL, src_vma=SHMEM, src_vm=RW_ANON + ("sh",)), GONE, "invalid_vma_shared",
+        "observed", note="src VMA is shared"),
+    Row("EINVAL: a private file mapping", vmas_at_exit(E.EINVAL, src_vma=SHMEM), GONE,
+        "invalid_vma_not_anon", "observed", note="src VMA not anonymous"),
+    Row("EINVAL: a read-only src", vmas_at_exit(E.EINVAL, src_vm=("rd",)), GONE,
+        "invalid_src_not_writable", "observed", note="protections differ too"),
+    Row("EINVAL: a PFNMAP dst", vmas_at_exit(E.EINVAL, dst_vm=RW_ANON + ("um", "pf", "io")),
+        GONE, "invalid_special_vma", "observed", note="dst VMA is PFNMAP, IO"),
+    Row("EINVAL: mlocked src only", vmas_at_exit(E.EINVAL, src_vm=RW_ANON + ("lo",)), GONE,
+        "invalid_vma_flags_mismatch", "observed"),
+    Row("EINVAL: the range crosses the src VMA's end", vmas_at_exit(E.EINVAL, len=32 * PAGE),
+        GONE, "invalid_crosses_vma", "observed", note="past its VMA's end (0x7f1000010000)"),
+    Row("EINVAL: VMAs pass every check: the errno is all there is", vmas_at_exit(E.EINVAL),
+        GONE, "invalid_unknown", "errno", note="vm_page_prot"),
+    Row("EINVAL before move_pages() (move unwritten): cross-mm, whatever the VMAs", vmas_at_exit(
+        E.EINVAL, move_unwritten=True), GONE, "invalid_cross_mm", "inferred"),
+    Row("EINVAL: misaligned before any VMA", vmas_at_exit(
+        E.EINVAL, move_unwritten=True, len=8 * PAGE + 8), GONE, "invalid_misaligned",
+        "observed"),
+    Row("EINVAL: the src walk raced: /proc, said so", vmas_at_exit(E.EINVAL, src_vma=("RACED",)),
+        state(src_vma=vma(SRC, perms="rw-s")), "invalid_vma_shared", "inferred",
+        note="did not find both (src raced)"),
+    Row("EINVAL: the walk failed and the memory is gone", vmas_at_exit(
+        E.EINVAL, dst_vma=("READ_FAILED",)), GONE, "invalid_unknown", "errno",
+        note="dst read_failed"),
+    Row("EINVAL: VMA reader off: /proc, said so", failure(E.EINVAL), state(dst_vma=vma(DST)),
+        "invalid_dst_not_registered", "inferred", note="VMA reader off"),
+    Row("ENOENT: no src VMA at exit (the page walk sees a hole too)", vmas_at_exit(
+        E.ENOENT, src_vma=("NONE",)), GONE, "no_vma", "observed", note="no VMA at src"),
+    Row("ENOENT: no dst VMA at exit", vmas_at_exit(E.ENOENT, dst_vma=("NONE",)), GONE, "no_vma",
+        "observed", note="no VMA at dst"),
+    Row("ENOENT: both VMAs there: the page state's hole", vmas_at_exit(E.ENOENT), GONE,
+        "src_hole", "observed"),
+]
+
 KERNEL_ROWS = [
     Row("not past the ioctl: cross-mm seen", failure(
         E.EINVAL, move_unwritten=True, flags=L.UT_F_KERNEL_TIER,
@@ -374,6 +451,17 @@ def test_tracepoint_tier_rule(row, strict, tmp_path):
 def test_state_at_exit_rule(row, strict, tmp_path):
     assert row.event.state_at_exit
     check(row, strict, tmp_path)
+
+
+@pytest.mark.parametrize("row", VMA_ROWS, ids=lambda r: r.name)
+def test_vmas_at_exit_rule(row, strict, tmp_path):
+    d, record = check(row, strict, tmp_path)
+    # the record carries what the walk found, by name
+    e = row.event
+    if e.vmas_at_exit:
+        assert record["src_vma_state"]["where"] == e.src_vma_state.where_name.lower()
+        assert record["dst_vma_state"]["vm_flag_names"] == sorted(
+            e.dst_vma_state.vm_flag_names)
 
 
 @pytest.mark.parametrize("row", KERNEL_ROWS, ids=lambda r: r.name)

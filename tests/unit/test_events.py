@@ -9,6 +9,10 @@ import pytest
 from uffdtrace.events import TAG_FIELD, MoveEvent, PinEvent, _Layout, decode
 from uffdtrace.native import ffi, lib
 from uffdtrace.walkstate import WalkedPage
+from uffdtrace.walkvma import WalkedVma
+
+NESTED = {"src_state": WalkedPage, "dst_state": WalkedPage, "src_vma_state": WalkedVma,
+          "dst_vma_state": WalkedVma}
 
 
 def _record(ctype: str, values: dict):
@@ -40,9 +44,10 @@ def test_move_event_every_field_from_its_offset():
     e = decode(raw[:size])
     assert isinstance(e, MoveEvent)
     for f in dataclasses.fields(MoveEvent):
-        if f.name in ("src_state", "dst_state"):      # nested: field by field too
+        if f.name in NESTED:      # nested: field by field too
             nested = getattr(rec, f.name)
-            for g in dataclasses.fields(WalkedPage):
+            assert isinstance(getattr(e, f.name), NESTED[f.name])
+            for g in dataclasses.fields(NESTED[f.name]):
                 assert getattr(getattr(e, f.name), g.name) == getattr(nested, g.name), g.name
         elif f.name not in ("comm", "pinner_comm"):
             assert getattr(e, f.name) == getattr(rec, f.name), f.name

@@ -141,7 +141,12 @@ def test_every_matrix_kernel_has_every_required_fact(name):
     kernel, config, headers = _kernel(name)
     lay = layout.from_btf(kernel)
     assert [m for m in lay.missing if m.required] == []
-    assert [m.name for m in lay.missing] == []
+    # the VM_* flag bits are an enum only from 7.x; before, vmaflags.py's
+    # #define values stand in (test_vm_flag_bits_match_every_kernel)
+    assert [m.name for m in lay.missing if not VM_BIT.match(m.name)] == []
+    # the VMA reader runs on every kernel of the matrix
+    assert lay.lacks(layout.VMA_READER_FACTS) == [] and lay.lacks(layout.UFFD_CTX_FACTS) == []
+    assert (lay.values["MT_R64_PIVOTS"], lay.values["MT_A64_PIVOTS"]) == (15, 9)
     # independent of BTF: include/linux/swap.h arithmetic on the kernel's config
     max_swapfiles, hwpoison = expected_swap_types(config, headers)
     if max_swapfiles is not None:
@@ -154,3 +159,41 @@ def test_every_matrix_kernel_has_every_required_fact(name):
         used = "compound_info" if "compound_info" in lay.origin["PAGE_COMPOUND_HEAD"] \
             else "compound_head"
         assert re.search(rf"unsigned long {used};", mm_types)
+
+
+VM_BIT = re.compile(r"^VMA_[A-Z_]+_BIT$")
+
+
+def _header_vm_bits(headers: Path) -> dict[str, int]:
+    """VM_<NAME> -> bit, from include/linux/mm.h's plain hex #defines and the
+    BIT(VM_..._BIT) ones (the kernels before the VMA_*_BIT enum)."""
+    text = (headers / "include/linux/mm.h").read_text()
+    out = {m[1]: int(m[2], 16).bit_length() - 1
+           for m in re.finditer(r"#define VM_([A-Z_]+)\s+0x([0-9a-f]+)\b", text)}
+    bits = {m[1]: int(m[2]) for m in re.finditer(r"#\s*define VM_([A-Z_0-9]+)_BIT\s+(\d+)", text)}
+    out.update({name: bits[name] for name in bits})
+    arch = {m[1]: int(m[2]) for m in re.finditer(r"#define VM_HIGH_ARCH_BIT_(\d)\s+(\d+)", text)}
+    out.update({m[1]: arch[m[2]] for m in re.finditer(
+        r"#\s*define VM_([A-Z_]+)\s+VM_HIGH_ARCH_(\d)\b", text) if m[2] in arch})
+    return out
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_vm_flag_bits_match_every_kernel(name):
+    """vmaflags.py's #define values are what each kernel uses: its own
+    VMA_*_BIT enum (7.x BTF), or its own include/linux/mm.h (6.12)."""
+    from uffdtrace import vmaflags
+    kernel, _, headers = _kernel(name)
+    lay = layout.from_btf(kernel)
+    from_enum = {f"VMA_{n}_BIT" in lay.values for n, _ in vmaflags.FLAGS.values()}
+    if from_enum == {True}:
+        for mnemonic, (vm_name, define) in vmaflags.FLAGS.items():
+            if define is not None:
+                assert lay.values[f"VMA_{vm_name}_BIT"] == define, mnemonic
+        return
+    if headers is None:
+        pytest.skip(f"{name}: no VMA_*_BIT enum in its BTF and no header tree to compare with")
+    declared = _header_vm_bits(headers)
+    for mnemonic, (vm_name, define) in vmaflags.FLAGS.items():
+        if define is not None:
+            assert declared[vm_name] == define, (mnemonic, declared.get(vm_name))

@@ -40,3 +40,52 @@ def test_flags_are_distinct_bits():
 def test_a_short_record_is_an_error():
     with pytest.raises(ValueError, match="48 bytes"):
         WalkedPage.from_bytes(b"\0" * 10)
+
+
+# ---- struct ut_vma_state (bpf/ut_vmastate.h) ----
+def _vma_bytes(**values) -> bytes:
+    F = ffi()
+    return bytes(F.buffer(F.new("struct ut_vma_state *", values)))
+
+
+def test_a_walked_vma_round_trips_and_answers_the_rules_questions():
+    from uffdtrace import vmaflags
+    from uffdtrace.walkvma import WalkedVma
+    L = lib()
+    bits = vmaflags.bits()
+    raw = 1 << bits["rd"] | 1 << bits["wr"] | 1 << bits["um"] | 1 << 63   # + an undecoded bit
+    got = WalkedVma.from_bytes(_vma_bytes(
+        addr=0x7F00_0000_1000, vm_start=0x7F00_0000_0000, vm_end=0x7F00_0001_0000,
+        vm_flags=raw, flags=L.UT_VS_UFFD_CTX | L.UT_VS_UFFD_CTX_KNOWN | L.UT_VS_ANON_VMA,
+        where=L.UT_VSW_FOUND, depth=3, node_type=1))
+    assert (got.start, got.end, got.vm_flags, got.depth) == (0x7F00_0000_0000,
+                                                             0x7F00_0001_0000, raw, 3)
+    assert got.found and not got.absent and got.where_name == "FOUND"
+    assert got.vm_flag_names == {"rd", "wr", "um"}
+    assert got.anonymous and not got.shared and got.registered
+    # registered, the moving fd's context known, and not it: another uffd's
+    assert got.registered_elsewhere is True
+    record = got.to_json()
+    assert record["where"] == "found" and record["vm_flag_names"] == ["rd", "um", "wr"]
+    assert record["flags"] == ["anon_vma", "uffd_ctx", "uffd_ctx_known"]
+    assert "0x7f0000000000-0x7f0000010000 [rd um wr]" in got.describe("dst")
+
+
+def test_a_walked_vma_that_says_less():
+    from uffdtrace.walkvma import WalkedVma
+    L = lib()
+    shmem = WalkedVma.from_bytes(_vma_bytes(where=L.UT_VSW_FOUND, flags=L.UT_VS_VM_OPS |
+                                            L.UT_VS_UFFD_CTX))
+    assert not shmem.anonymous and shmem.registered_elsewhere is None   # ctx unknown
+    gap = WalkedVma.from_bytes(_vma_bytes(addr=0x1000, where=L.UT_VSW_NONE))
+    assert gap.absent and not gap.found and gap.to_json()["vm_flag_names"] == []
+    assert gap.describe("src") == "src VMA of 0x1000 at exit: none"
+
+
+def test_vm_flag_bits_prefer_the_kernels_enum():
+    from uffdtrace import vmaflags
+    from uffdtrace.kernel.layout import Layout
+    fallback = vmaflags.bits_from(None)
+    assert "ui" not in fallback          # VM_UFFD_MINOR moved: only from BTF
+    lay = Layout(source="test", values={"VMA_UFFD_MINOR_BIT": 41, "VMA_WRITE_BIT": 1})
+    assert vmaflags.bits_from(lay) == {**fallback, "ui": 41}

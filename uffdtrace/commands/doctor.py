@@ -65,7 +65,9 @@ def render(c: Capabilities) -> str:
         add(f"    {name:<28} {where:<32} BTF {'yes' if f['btf_func_id'] else 'no ':<4} "
             f"attach {'/'.join(how) or 'no'}")
     add(f"  state at exit     {c.state_reader}")
-    add("  kernel layout (offsets the BPF code reads, from this kernel's BTF):")
+    add(f"  VMAs at exit      {c.vma_reader}")
+    add("  kernel layout (offsets, enum values and maple-tree facts the BPF code reads, "
+        "from this kernel's BTF):")
     for line in c.layout_lines:
         add(f"    {line}")
     plan = c.kernel_plan

@@ -85,10 +85,60 @@ OFFSETS = (
            required=False),
     Offset("VMA_UFFD_CTX", "vm_area_struct", ("vm_userfaultfd_ctx.ctx",),
            "the uffd a VMA is registered with (kernel tier)", required=False),
-    Offset("FILE_PRIVATE_DATA", "file", ("private_data",), "a uffd file's context (kernel tier)",
-           required=False),
     Offset("UFFD_CTX_MM", "userfaultfd_ctx", ("mm",), "cross-mm moves (kernel tier)",
            required=False),
+    Offset("FILE_PRIVATE_DATA", "file", ("private_data",),
+           "a uffd file's context (kernel tier; the VMA reader's registration test)",
+           required=False),
+    # the VMA reader (bpf/ut_vmastate.h): mm->mm_mt, a maple tree of VMAs
+    Offset("MM_MT_ROOT", "mm_struct", ("mm_mt.ma_root",), "the root of the VMA tree (VMA reader)",
+           required=False),
+    Offset("MT_NODE_PARENT", "maple_node", ("parent",),
+           "a dead maple node points to itself (VMA reader)", required=False),
+    Offset("MT_R64_PIVOT", "maple_node", ("mr64.pivot",), "range_64/leaf_64 pivots (VMA reader)",
+           required=False),
+    Offset("MT_R64_SLOT", "maple_node", ("mr64.slot",), "range_64/leaf_64 slots (VMA reader)",
+           required=False),
+    Offset("MT_R64_META_END", "maple_node", ("mr64.meta.end",),
+           "data end of a range_64 node that is not full (VMA reader)", required=False),
+    Offset("MT_A64_PIVOT", "maple_node", ("ma64.pivot",), "arange_64 pivots (VMA reader)",
+           required=False),
+    Offset("MT_A64_SLOT", "maple_node", ("ma64.slot",), "arange_64 slots (VMA reader)",
+           required=False),
+    Offset("MT_A64_META_END", "maple_node", ("ma64.meta.end",),
+           "data end of an arange_64 node (VMA reader)", required=False),
+    Offset("VMA_ANON_VMA", "vm_area_struct", ("anon_vma",), "anon_vma set (VMA reader)",
+           required=False),
+    Offset("VMA_VM_FILE", "vm_area_struct", ("vm_file",), "file-backed VMA (VMA reader)",
+           required=False),
+    # the moving fd's userfaultfd context: current->files->fdt->fd[fd]->private_data
+    Offset("TASK_FILES", "task_struct", ("files",), "the moving fd's file (VMA reader)",
+           required=False),
+    Offset("FILES_FDT", "files_struct", ("fdt",), "the moving fd's file (VMA reader)",
+           required=False),
+    Offset("FDTABLE_MAX_FDS", "fdtable", ("max_fds",), "the moving fd's file (VMA reader)",
+           required=False),
+    Offset("FDTABLE_FD", "fdtable", ("fd",), "the moving fd's file (VMA reader)",
+           required=False),
+)
+
+
+@dataclass(frozen=True)
+class Slots:
+    """How many pointer-sized elements an array member holds (a maple node's
+    pivots: MAPLE_RANGE64_SLOTS - 1, MAPLE_ARANGE64_SLOTS - 1)."""
+
+    name: str
+    struct: str
+    path: str
+    used_for: str
+    required: bool = False
+
+
+SLOTS = (
+    Slots("MT_R64_PIVOTS", "maple_node", "mr64.pivot", "pivots of a range_64/leaf_64 node "
+          "(VMA reader)"),
+    Slots("MT_A64_PIVOTS", "maple_node", "ma64.pivot", "pivots of an arange_64 node (VMA reader)"),
 )
 
 ENUMERATORS = (
@@ -116,7 +166,32 @@ ENUMERATORS = (
                "TLB flushes other CPUs do for a move", required=False),
     Enumerator("TLB_REMOTE_SEND_IPI", ("TLB_REMOTE_SEND_IPI",), "tlb_flush_reason",
                "TLB-flush IPIs a move sends", required=False),
+    # maple node types, encoded in bits 3..6 of a node pointer (VMA reader)
+    Enumerator("MAPLE_LEAF_64", ("maple_leaf_64",), "maple_type", "leaf nodes (VMA reader)",
+               required=False),
+    Enumerator("MAPLE_RANGE_64", ("maple_range_64",), "maple_type",
+               "inner nodes; below it, leaves (VMA reader)", required=False),
+    Enumerator("MAPLE_ARANGE_64", ("maple_arange_64",), "maple_type",
+               "inner nodes with gaps (VMA reader)", required=False),
+    # VM_* flag bits: an enum only since 7.x (before, #defines:
+    # uffdtrace/vmaflags.py has the values that never changed)
+    *(Enumerator(f"VMA_{flag}_BIT", (f"VMA_{flag}_BIT",), None,
+                 "VM_* bit (else the #define value in uffdtrace/vmaflags.py)",
+                 required=False)
+      for flag in ("READ", "WRITE", "EXEC", "SHARED", "UFFD_MISSING", "PFNMAP", "UFFD_WP",
+                   "LOCKED", "IO", "HUGETLB", "MIXEDMAP", "SHADOW_STACK", "UFFD_MINOR")),
 )
+
+# What the VMA reader (bpf/ut_vmastate.h) cannot do without; the moving
+# fd's userfaultfd context (UFFD_CTX_FACTS) only adds "registered with
+# *this* userfaultfd".
+VMA_READER_FACTS = ("TASK_MM", "MM_MT_ROOT", "MT_NODE_PARENT", "MT_R64_PIVOT", "MT_R64_SLOT",
+                    "MT_R64_META_END", "MT_A64_PIVOT", "MT_A64_SLOT", "MT_A64_META_END",
+                    "MT_R64_PIVOTS", "MT_A64_PIVOTS", "MAPLE_LEAF_64", "MAPLE_RANGE_64",
+                    "MAPLE_ARANGE_64", "VMA_VM_START", "VMA_VM_END", "VMA_VM_FLAGS",
+                    "VMA_VM_OPS", "VMA_UFFD_CTX", "VMA_ANON_VMA", "VMA_VM_FILE")
+UFFD_CTX_FACTS = ("TASK_FILES", "FILES_FDT", "FDTABLE_MAX_FDS", "FDTABLE_FD",
+                  "FILE_PRIVATE_DATA")
 
 # include/linux/swap.h: swap types [0, MAX_SWAPFILES) are swap devices; above
 # them, in this order: one hwpoison type (CONFIG_MEMORY_FAILURE), three
@@ -136,7 +211,8 @@ MEMORY_FAILURE_FUNC = "memory_failure"
 
 
 # Facts the BPF code can do without: each gets UT_L_HAS_<NAME> 0/1.
-OPTIONAL = tuple(f.name for f in (*OFFSETS, *ENUMERATORS) if not f.required) + ("MAX_SWAPFILES",)
+OPTIONAL = tuple(f.name for f in (*OFFSETS, *ENUMERATORS, *SLOTS) if not f.required) + \
+    ("MAX_SWAPFILES",)
 
 
 @dataclass(frozen=True)
@@ -162,6 +238,10 @@ class Layout:
         for name in OPTIONAL:
             out[f"{PREFIX}HAS_{name}"] = int(name in self.values)
         return out
+
+    def lacks(self, names: tuple[str, ...]) -> list[str]:
+        """Which of these facts this kernel's layout does not have."""
+        return [name for name in names if name not in self.values]
 
     def describe(self) -> list[str]:
         """One line per fact, for `uffdtrace doctor`."""
@@ -210,6 +290,17 @@ def _enumerators(b: btf.Btf, layout: Layout):
         layout.origin[fact.name] = f"{used} in {where}"
 
 
+def _slots(b: btf.Btf, layout: Layout):
+    for fact in SLOTS:
+        found = b.member(fact.struct, fact.path)
+        if found is None or not found.size or found.size % btf.POINTER_SIZE:
+            layout.missing.append(Missing(fact.name, f"array {fact.struct}.{fact.path}",
+                                          fact.used_for, fact.required))
+            continue
+        layout.values[fact.name] = found.size // btf.POINTER_SIZE
+        layout.origin[fact.name] = f"sizeof({found.path}) / {btf.POINTER_SIZE}"
+
+
 def _sizes(b: btf.Btf, layout: Layout):
     size = b.struct_size("page")
     if size is None:
@@ -249,6 +340,7 @@ def from_btf(b: btf.Btf) -> Layout:
     layout = Layout(source=b.source)
     _offsets(b, layout)
     _enumerators(b, layout)
+    _slots(b, layout)
     _sizes(b, layout)
     _swap_types(b, layout)
     return layout

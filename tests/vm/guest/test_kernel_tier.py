@@ -82,7 +82,7 @@ def test_nothing_attached_on_the_page_fault_or_fork_path(session):
 def _assert_observed(out, moves):
     """Each traced move is the call the workload made, diagnosed with the
     cause its scenario produces, at the evidence level the kernel tier has
-    for it (observed, but the VMA flags of EINVAL, read from /proc)."""
+    for it (observed: the VMAs of EINVAL too, read at exit)."""
     calls = out["calls"]
     assert len(moves) == len(calls) > 0
     for call, m in zip(calls, sorted(moves, key=lambda m: m.event.ts_ns)):
@@ -109,10 +109,12 @@ def test_every_scenario_is_observed(session):
     _assert_observed({"calls": [c for c, _ in page_state]}, [m for _, m in page_state])
 
 
-def test_vma_causes_are_inferred_from_proc(session):
+def test_vma_causes_are_observed_at_exit(session):
+    # --hold 0: the VMAs are read in the kernel's VMA tree when the move returns
     for scenario in sorted(VMA_SCENARIOS):
-        out, moves = traced_workload(session, "-s", scenario, "--hold", "0.3")
+        out, moves = traced_workload(session, "-s", scenario, "--hold", "0")
         _assert_observed(out, moves)
+        assert all(m.event.vmas_at_exit and m.enrichment is None for m in moves)
 
 
 def test_kprobe_hooks_observe_the_same(kprobe_session):
