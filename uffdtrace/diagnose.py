@@ -151,8 +151,10 @@ def _from_page_state(move: MoveEvent, en: Enrichment, pins: PinTable,
     return Diagnosis(code, INFERRED, fail_addr, None, culprit, notes)
 
 
-def _invalid_from_request(move: MoveEvent) -> str | None:
-    """EINVAL checks decided by the request alone (validate_range, mode)."""
+def invalid_from_request(move) -> str | None:
+    """EINVAL checks decided by the request alone (validate_range, mode).
+    `move`: anything with dst, src, len and mode (a MoveEvent, a planned
+    move of `uffdtrace check`)."""
     if move.len == 0:
         return C.INVALID_ZERO_LEN
     if (move.dst | move.src | move.len) % PAGE_SIZE:
@@ -162,8 +164,13 @@ def _invalid_from_request(move: MoveEvent) -> str | None:
     return None
 
 
-def _invalid_from_vmas(move: MoveEvent, src: Vma, dst: Vma) -> tuple[str, list]:
-    """EINVAL from move_pages()/validate_move_areas(), in the kernel's order."""
+UFFD_REGISTERED_VMFLAGS = {"um", "uw", "ui"}   # missing, wp, minor: vm_userfaultfd_ctx set
+
+
+def vma_refusal(move, src: Vma, dst: Vma) -> tuple[str, list] | None:
+    """EINVAL from move_pages()/validate_move_areas() for these VMAs (with
+    smaps VmFlags), or None when the VMAs allow the move.  `move`: anything
+    with dst, src and len."""
     if move.src + move.len > src.end or move.dst + move.len > dst.end:
         return C.INVALID_CROSSES_VMA, ["range extends past its VMA"]
     if src.shared or dst.shared:
@@ -182,9 +189,16 @@ def _invalid_from_vmas(move: MoveEvent, src: Vma, dst: Vma) -> tuple[str, list]:
     if (src.flags & ACCESS_VMFLAGS) != (dst.flags & ACCESS_VMFLAGS) or \
             ("lo" in src.flags) != ("lo" in dst.flags):
         return C.INVALID_VMA_FLAGS_MISMATCH, ["protection or mlock flags differ"]
-    if "um" not in dst.flags:
-        return C.INVALID_DST_NOT_REGISTERED, ["dst VmFlags lack um (uffd missing mode)"]
-    return C.INVALID_UNKNOWN, ["VMAs look valid now: changed since the call?"]
+    if not dst.flags & UFFD_REGISTERED_VMFLAGS:
+        return C.INVALID_DST_NOT_REGISTERED, ["dst VmFlags lack um/uw/ui (not registered "
+                                              "with a userfaultfd)"]
+    return None
+
+
+def _invalid_from_vmas(move: MoveEvent, src: Vma, dst: Vma) -> tuple[str, list]:
+    """EINVAL from move_pages()/validate_move_areas(), in the kernel's order."""
+    return vma_refusal(move, src, dst) or \
+        (C.INVALID_UNKNOWN, ["VMAs look valid now: changed since the call?"])
 
 
 def _why_no_evidence(en: Enrichment | None) -> list[str]:
@@ -253,7 +267,7 @@ def _diagnose_failure(move: MoveEvent, en: Enrichment | None, pins: PinTable,
             return errno_level(move, fail_addr, gone)
         return _from_page_state(move, en, pins, ksm_lookup, fail_addr)
     if err == E.EINVAL:
-        code = _invalid_from_request(move)
+        code = invalid_from_request(move)
         if code:
             return Diagnosis(code, OBSERVED, move.src, notes=["from the request arguments"])
         if move.move_written is None:
