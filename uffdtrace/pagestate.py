@@ -113,8 +113,8 @@ class PagemapReader:
             raise ProcessGone(self.pid)
         out.frombytes(raw)
         if self.pfns_visible is None:
-            for word in out:
-                if word & PM_PRESENT:
+            for word in out:   # a present page's PFN or a swap entry's type/offset
+                if word & (PM_PRESENT | PM_SWAP):
                     self.pfns_visible = bool(word & PM_PFN_MASK)
                     break
         return out

@@ -322,16 +322,16 @@ def _fork_relatives(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for p, pp in ppid.items():
         children.setdefault(pp, []).append(p)
-    out, todo = [], []
+    out, todo, seen = [], [pid], {pid}
     parent = ppid.get(pid)
     if parent and parent > 1:
         out.append(parent)
         todo.append(parent)
-    else:
-        todo.append(pid)
+        seen.add(parent)
     while todo and len(out) < 256:
         for c in children.get(todo.pop(), []):
-            if c != pid and c not in out:
+            if c not in seen:
+                seen.add(c)
                 out.append(c)
                 todo.append(c)
     return out
@@ -632,7 +632,7 @@ def _sharers_text(pids: list[int]) -> str:
 # --- census -------------------------------------------------------------------------
 
 CENSUS_CHUNK_PAGES = 1 << 16          # 512 KiB of pagemap per read
-CENSUS_BLOCKERS = 10
+CENSUS_BLOCKERS = 5                   # the largest runs kept of each blocking class
 BLOCKING = ("ksm", "pinned", "shared", "not_exclusive", "refused")
 CENSUS_KINDS = ("movable", "thp", "zero_page", "swapped", "ksm", "pinned", "shared",
                 "not_exclusive", "refused")
@@ -670,7 +670,8 @@ class CensusResult:
     pid: int
     comm: str
     vmas: list[VmaCensus]
-    blockers: list[tuple[int, int, str, str | None]]   # (bytes, start, kind, culprit)
+    # the largest runs of each blocking class: (bytes, start, kind, culprit)
+    blockers: list[tuple[int, int, str, str | None]]
     pins: list[RegisteredBuffer]
     excluded: dict[str, int]       # VMAs not private anonymous: count and Rss
     unseen: list[str]
@@ -746,7 +747,14 @@ def census(pid: int, chunk_pages: int = CENSUS_CHUNK_PAGES) -> CensusResult:
     pins, why_not = io_uring_buffers(pid)
     result = CensusResult(pid, comm, [], [], pins, {"vmas": 0, "rss": 0}, [], 0,
                           _ksm_stat(pid))
-    blockers: list[tuple[int, int, str, str | None]] = []
+    blockers: dict[str, list[tuple[int, int, str, str | None]]] = {}
+
+    def keep(entry):
+        heap = blockers.setdefault(entry[2], [])
+        heapq.heappush(heap, entry)
+        if len(heap) > CENSUS_BLOCKERS:
+            heapq.heappop(heap)
+
     with reader:
         for vma in vmas:
             st = stats.get(vma.start, {})
@@ -761,9 +769,7 @@ def census(pid: int, chunk_pages: int = CENSUS_CHUNK_PAGES) -> CensusResult:
                 populated = st.get("Rss", 0) + st.get("Swap", 0)
                 if populated:
                     vc.bytes["refused"] = populated
-                    heapq.heappush(blockers, (populated, vma.start, "refused", vc.refusal))
-                    if len(blockers) > CENSUS_BLOCKERS:
-                        heapq.heappop(blockers)
+                    keep((populated, vma.start, "refused", vc.refusal))
                 continue
             if not st.get("Rss") and not st.get("Swap"):
                 vc.skipped = True
@@ -773,10 +779,7 @@ def census(pid: int, chunk_pages: int = CENSUS_CHUNK_PAGES) -> CensusResult:
 
             def close_run(end):
                 if run_kind is not None:
-                    heapq.heappush(blockers, (end - run_start, run_start, run_kind,
-                                              run_culprit))
-                    if len(blockers) > CENSUS_BLOCKERS:
-                        heapq.heappop(blockers)
+                    keep((end - run_start, run_start, run_kind, run_culprit))
 
             counts = vc.bytes
             addr = vma.start
@@ -838,5 +841,5 @@ def census(pid: int, chunk_pages: int = CENSUS_CHUNK_PAGES) -> CensusResult:
         result.unseen.append(f"io_uring buffers: {why_not}")
     result.unseen.append("a VMA's registration and protections matter only against a "
                          "destination: run `check --dst` for a planned move")
-    result.blockers = sorted(blockers, reverse=True)
+    result.blockers = sorted((b for heap in blockers.values() for b in heap), reverse=True)
     return result
