@@ -120,7 +120,8 @@ def render(r: CheckResult) -> str:
     for run in r.runs:
         v = run.verdict
         outcome = "moves" if v.moves else v.errno or "?"
-        line = (f"  {run.start:#x}-{run.end:#x} {run.pages:>6}  {v.kind:<26} {outcome:<8} "
+        span = f"{run.start:#x}-{run.end:#x}"
+        line = (f"  {span:<33} {run.pages:>6}  {v.kind:<26} {outcome:<8} "
                 f"{v.evidence:<9} {v.why}")
         if v.culprit:
             line += f"; {one_line(v.culprit)}"
