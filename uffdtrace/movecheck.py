@@ -38,6 +38,8 @@ It reads `current->mm` today, so it only sees the calling process.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import heapq
 import os
 from collections import Counter
@@ -47,7 +49,7 @@ from typing import NamedTuple
 from .diagnose import SPECIAL_VMFLAGS, invalid_from_request, vma_refusal
 from .enrich import Vma, iter_vmas
 from .errors import UserError
-from .native import PAGE_SIZE, hpage_size, lib
+from .native import PAGE_SIZE, Mapping, Uffd, hpage_size, lib
 from .pagestate import (PM_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP, PagemapReader,
                         ProcessGone, kpageflags)
 from .procpins import RegisteredBuffer, comm_of, io_uring_buffers, outstanding_pins
@@ -248,13 +250,21 @@ class CheckResult:
 # --- reading ----------------------------------------------------------------------
 
 
-def _kernel_moves_zero_page() -> bool:
-    """move_zeropage_pte() exists from 6.9; 6.8 answers EBUSY."""
+@functools.cache
+def _kernel_moves_zero_page() -> bool | None:
+    """Ask the running kernel, not its version: move one zero page (an
+    anonymous page only ever read) into a registered destination here.
+    True: it moves (move_zeropage_pte(), since 6.9); False: refused (6.8
+    answers EBUSY); None: no userfaultfd to ask with."""
     try:
-        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    except ValueError:
-        return True
-    return (major, minor) >= (6, 9)
+        with Uffd() as uffd, Mapping(PAGE_SIZE) as src, Mapping(PAGE_SIZE) as dst:
+            for m in (src, dst):
+                m.madvise(lib().MADV_NOHUGEPAGE)
+            ctypes.string_at(src.addr, 1)     # a read fault maps the shared zero page
+            uffd.register(dst)
+            return uffd.move(dst.addr, src.addr, PAGE_SIZE).ret == 0
+    except (OSError, UserError):
+        return None
 
 
 def _require_process(pid: int) -> str:
@@ -596,7 +606,11 @@ def _page_verdict(addr: int, w: int, dw: int | None, holes_ok: bool, *,
                        "exported (no fork relative maps the same entry)")
     exclusive = bool(w & PM_EXCLUSIVE)
     if flags_known and flag("zero_page"):
-        if _kernel_moves_zero_page():
+        moves = _kernel_moves_zero_page()
+        if moves is None:
+            return Verdict("zero_page", INFERRED, "kpageflags: zero page (whether this kernel "
+                           "moves zero pages could not be asked: no userfaultfd)")
+        if moves:
             return Verdict("zero_page", OBSERVED, "kpageflags: zero page")
         return Verdict("zero_page_old", OBSERVED, "kpageflags: zero page")
     if flags_known and flag("ksm"):
