@@ -14,7 +14,7 @@ import statistics
 import sys
 import time
 
-from . import collector, failures, hookcosts, kernel_paths, machine, report, startup
+from . import census, collector, failures, hookcosts, kernel_paths, machine, report, startup
 from .sidebyside import side_by_side
 from .tracers import (Untraced, bpftrace_one_liner, hook_floor, uffdtrace_all,
                       uffdtrace_cheapest, uffdtrace_cheapest_no_state,
@@ -23,7 +23,7 @@ from .tracers import (Untraced, bpftrace_one_liner, hook_floor, uffdtrace_all,
 from .workloads import bystander_workloads, move_workloads
 
 SECTIONS = ["move-overhead", "bystander", "collector", "failure-rate", "startup", "kernel-tier",
-            "kernel-paths", "hook-costs"]
+            "kernel-paths", "hook-costs", "census"]
 DEFAULT_SAMPLE = 100
 
 
@@ -141,6 +141,10 @@ def main(argv=None) -> int:
         log("hook costs")
         results["hook-costs"] = hookcosts.run(12 if args.quick else 40, args.sample, log)
 
+    if "census" in sections:
+        log("census of a multi-GiB process")
+        results["census"] = census.run(max(1, args.reps // 2), log)
+
     info["loadavg_end"] = os.getloadavg()
     info["busy_cpus"] = statistics.median(busy) if busy else None
     info["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -154,6 +158,8 @@ def main(argv=None) -> int:
 def render(results: dict) -> list[str]:
     info = results["machine"]
     lines = ["uffdtrace benchmarks", *report.machine(info), ""]
+    if "census" in results:
+        lines += census.render(results["census"]) + [""]
     if "move-overhead" in results:
         lines += report.comparison(
             "Move overhead: native UFFDIO_MOVE ping-pong loops (no Python per move)",

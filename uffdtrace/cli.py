@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import doctor, export, record, report, top, trace, workload
+from .commands import check, doctor, export, record, report, top, trace, workload
 from .errors import UserError
 
-COMMANDS = [doctor, top, trace, record, report, export, workload]
+COMMANDS = [doctor, top, trace, record, report, export, check, workload]
 
 EPILOG = """\
 examples:
@@ -22,6 +22,8 @@ examples:
   uffdtrace export --perfetto t.jsonl -o t.json   # for ui.perfetto.dev
   uffdtrace workload --scenario mixed -d 30   # 30 s of every failure class
   uffdtrace top --replay t.jsonl          # browse a recorded trace in the TUI
+  uffdtrace check -p 1234 0x7f0000000000 64K --dst 0x7f0000400000   # will this move work?
+  uffdtrace check -p 1234 --census        # how much of a process could move now
 
 run `uffdtrace COMMAND --help` for each command's options and examples.
 """

@@ -150,8 +150,10 @@ def _from_page_state(move: MoveEvent, en: Enrichment, pins: PinTable,
     return Diagnosis(code, INFERRED, fail_addr, None, culprit, notes)
 
 
-def _invalid_from_request(move: MoveEvent) -> str | None:
-    """EINVAL checks decided by the request alone (validate_range, mode)."""
+def invalid_from_request(move) -> str | None:
+    """EINVAL checks decided by the request alone (validate_range, mode).
+    `move`: anything with dst, src, len and mode (a MoveEvent, a planned
+    move of `uffdtrace check`)."""
     if move.len == 0:
         return C.INVALID_ZERO_LEN
     if (move.dst | move.src | move.len) % PAGE_SIZE:
@@ -232,7 +234,7 @@ def _diagnose_failure(move: MoveEvent, en: Enrichment | None, pins: PinTable,
             return errno_level(move, fail_addr, gone)
         return _from_page_state(move, en, pins, ksm_lookup, fail_addr)
     if err == E.EINVAL:
-        code = _invalid_from_request(move)
+        code = invalid_from_request(move)
         if code:
             return Diagnosis(code, OBSERVED, move.src, notes=["from the request arguments"])
         if move.move_written is None:

@@ -43,35 +43,59 @@ class Vma:
                 "flags": sorted(self.flags) if self.flags is not None else None}
 
 
-def read_vmas(pid: int, addrs: list[int], vm_flags: bool = True) -> dict[int, Vma | None]:
-    """The VMA containing each address.  With vm_flags, from /proc/PID/smaps;
-    without, from /proc/PID/maps (flags None), several times cheaper: smaps
-    makes the kernel walk the page tables of every VMA for its statistics."""
-    found: dict[int, Vma | None] = dict.fromkeys(addrs)
+# smaps fields (kB) kept by iter_vmas(stats=True), e.g. for `uffdtrace check --census`
+SMAPS_STATS = ("Rss", "Anonymous", "Swap", "KSM", "AnonHugePages", "Locked")
+
+
+def _vma_header(line: str) -> tuple[int, int, str, str] | None:
+    if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+        parts = line.split(None, 5)
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        return lo, hi, parts[1], parts[5].strip() if len(parts) > 5 else ""
+    return None
+
+
+def iter_vmas(pid: int, vm_flags: bool = True, stats: dict | None = None):
+    """Every VMA of `pid`, in address order.  With vm_flags from
+    /proc/PID/smaps (VmFlags), else from /proc/PID/maps (flags None; several
+    times cheaper: smaps makes the kernel walk the page tables of every VMA).
+    stats: a dict that receives, per VMA start, its SMAPS_STATS in bytes
+    (only with vm_flags)."""
     try:
         f = open(f"/proc/{pid}/{'smaps' if vm_flags else 'maps'}")
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessGone(pid) from None
-
-    def place(header, flags):
-        lo, hi, perms, path = header
-        hits = [a for a in addrs if lo <= a < hi]
-        if hits:
-            vma = Vma(lo, hi, perms, path, flags)
-            for a in hits:
-                found[a] = vma
-
     with f:
         header = None
-        for line in f:
-            if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
-                parts = line.split(None, 5)
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                header = (lo, hi, parts[1], parts[5].strip() if len(parts) > 5 else "")
-                if not vm_flags:
-                    place(header, None)
-            elif line.startswith("VmFlags:") and header:
-                place(header, frozenset(line.split()[1:]))
+        numbers: dict[str, int] = {}
+        try:
+            for line in f:
+                parsed = _vma_header(line)
+                if parsed is not None:
+                    header = parsed
+                    numbers = {}
+                    if not vm_flags:
+                        yield Vma(*header, None)
+                elif line.startswith("VmFlags:") and header:
+                    if stats is not None:
+                        stats[header[0]] = numbers
+                    yield Vma(*header, frozenset(line.split()[1:]))
+                elif stats is not None and header:
+                    key, _, rest = line.partition(":")
+                    if key in SMAPS_STATS:
+                        numbers[key] = int(rest.split()[0]) * 1024
+        except ProcessLookupError:
+            raise ProcessGone(pid) from None
+
+
+def read_vmas(pid: int, addrs: list[int], vm_flags: bool = True) -> dict[int, Vma | None]:
+    """The VMA containing each address.  With vm_flags, from /proc/PID/smaps;
+    without, from /proc/PID/maps (flags None): see iter_vmas."""
+    found: dict[int, Vma | None] = dict.fromkeys(addrs)
+    for vma in iter_vmas(pid, vm_flags):
+        for a in addrs:
+            if vma.start <= a < vma.end:
+                found[a] = vma
     return found
 
 

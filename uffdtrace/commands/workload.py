@@ -20,6 +20,7 @@ examples:
   uffdtrace workload --scenario retry-loop -d 3      # a livelock-like retry of a pinned page
   uffdtrace workload --scenario mixed --rate 500 -d 0   # until Ctrl-C
   uffdtrace workload --scenario mixed --iterations 1 --rewrite   # pages change after failures
+  uffdtrace workload --scenario pinned --pause-before-move   # held before each move (Enter goes on)
 
 exit status: 0 when every call did what the scenario promises, 1 when the
 kernel answered differently (printed), 2 on bad usage, 130 if interrupted.
@@ -54,8 +55,18 @@ def add_parser(sub):
                    help="after each failed move, unpopulate its destination and rewrite its "
                    "source, as a compacting GC moves on (the state a tracer reads after the "
                    "call then no longer shows why it failed)")
+    p.add_argument("--pause-before-move", action="store_true",
+                   help="before each move of a scenario round, print `before-move {JSON}` "
+                   "(dst, src, len, mode, pid) on stderr and wait for a line on stdin: "
+                   "time to run `uffdtrace check` on the exact range")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
+
+
+def pause_before_move(planned) -> None:
+    """--pause-before-move: announce the move, wait until told to go on."""
+    print("before-move " + json.dumps(planned.to_json()), file=sys.stderr, flush=True)
+    sys.stdin.readline()
 
 
 def list_scenarios() -> str:
@@ -119,7 +130,8 @@ def run(args) -> int:
     progress = _progress if sys.stderr.isatty() and not args.json else None
     result = run_workload(args.scenario, pages=args.pages, iterations=args.iterations,
                           rate=args.rate, duration=args.duration, hold=args.hold,
-                          rewrite=args.rewrite, progress=progress)
+                          rewrite=args.rewrite, progress=progress,
+                          before_move=pause_before_move if args.pause_before_move else None)
     print(json.dumps(result.to_json()) if args.json else render(result))
     if result.interrupted and args.scenario != "mixed":
         return 130

@@ -11,7 +11,7 @@ from typing import Callable
 from ..errors import UserError
 from ..signals import terminate_as_interrupt
 from ..native import PAGE_SIZE, IoUringPin, LoopStats, Mapping, MoveCall, Uffd, lib
-from .scenarios import MIXED_CYCLE, SCENARIOS, Round, unexpected
+from .scenarios import MIXED_CYCLE, SCENARIOS, PlannedMove, Round, unexpected
 
 SPECIAL = {
     "mixed": "a steady mix of every scenario but ksm, at --rate moves/s for --duration s",
@@ -104,10 +104,11 @@ class WorkloadResult:
 
 
 def _run_round(uffd: Uffd, name: str, pages: int, result: WorkloadResult, hold: float,
-               rewrite: bool = False):
+               rewrite: bool = False, before_move: Callable[[PlannedMove], None] | None = None):
     scenario = SCENARIOS[name]
     with ExitStack() as stack:
-        r = Round(uffd=uffd, pages=pages, stack=stack, scenario=name, rewrite=rewrite)
+        r = Round(uffd=uffd, pages=pages, stack=stack, scenario=name, rewrite=rewrite,
+                  before_move=before_move)
         try:
             scenario.run(r)
             if hold:
@@ -171,7 +172,7 @@ def _failure_cycle(uffd: Uffd, name: str, kinds: list[str], moves: int, rate: fl
 
 def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: WorkloadResult,
            progress: Callable[[WorkloadResult], None] | None, cycles: int | None = None,
-           rewrite: bool = False):
+           rewrite: bool = False, before_move: Callable[[PlannedMove], None] | None = None):
     """Rounds of MIXED_CYCLE paced at `rate` moves/s, for `duration` seconds
     or, when given, exactly `cycles` whole cycles (every class, whatever the
     machine's speed)."""
@@ -182,7 +183,8 @@ def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: Worklo
             (duration <= 0 or time.monotonic() - start < duration):
         name = MIXED_CYCLE[i % len(MIXED_CYCLE)]
         i += 1
-        _run_round(uffd, name, SCENARIOS[name].default_pages, result, hold, rewrite)
+        _run_round(uffd, name, SCENARIOS[name].default_pages, result, hold, rewrite,
+                   before_move)
         # Pace on moves, not rounds: sleep until the budget catches up.
         ahead = result.recorded_calls / rate - (time.monotonic() - start)
         if ahead > 0:
@@ -216,8 +218,11 @@ def validate(name: str, pages: int | None, iterations: int | None,
 def run_workload(name: str, *, pages: int | None = None, iterations: int | None = None,
                  rate: float | None = None, duration: float | None = None, hold: float = 0.0,
                  rewrite: bool = False,
-                 progress: Callable[[WorkloadResult], None] | None = None) -> WorkloadResult:
-    """Run one scenario; Ctrl-C/SIGTERM stop it cleanly with what was done."""
+                 progress: Callable[[WorkloadResult], None] | None = None,
+                 before_move: Callable[[PlannedMove], None] | None = None) -> WorkloadResult:
+    """Run one scenario; Ctrl-C/SIGTERM stop it cleanly with what was done.
+    before_move: called right before each move of a scenario round (not the
+    native loops of storm, failure-storm and retry-loop)."""
     rate = rate if rate is not None else SCENARIO_RATE.get(name, DEFAULT_RATE)
     duration = duration if duration is not None else SCENARIO_DURATION.get(name, DEFAULT_DURATION)
     validate(name, pages, iterations, rate, duration, hold)
@@ -242,11 +247,11 @@ def run_workload(name: str, *, pages: int | None = None, iterations: int | None 
                                rate, result)
             elif name == "mixed":
                 _mixed(uffd, rate, duration, hold, result, progress, cycles=iterations,
-                       rewrite=rewrite)
+                       rewrite=rewrite, before_move=before_move)
             else:
                 for _ in range(iterations or 1):
                     _run_round(uffd, name, pages or SCENARIOS[name].default_pages, result, hold,
-                               rewrite)
+                               rewrite, before_move)
         except KeyboardInterrupt:
             result.interrupted = True
     result.elapsed_s = time.monotonic() - start

@@ -24,6 +24,23 @@ KSM_MERGE_TIMEOUT_S = 30.0
 REWRITTEN_AFTER = ("EEXIST", "ENOENT", "EBUSY", "EAGAIN")
 
 
+@dataclass(frozen=True)
+class PlannedMove:
+    """A move a round is about to issue (what a before_move hook is given)."""
+
+    scenario: str
+    dst: int
+    src: int
+    len: int
+    mode: int
+    pid: int            # the process whose memory moves (owns the userfaultfd)
+    cross_mm: bool      # issued from another process (a forked child)
+
+    def to_json(self) -> dict:
+        return {"scenario": self.scenario, "dst": self.dst, "src": self.src, "len": self.len,
+                "mode": self.mode, "pid": self.pid, "cross_mm": self.cross_mm}
+
+
 @dataclass
 class Round:
     """What one scenario round may use, and what it produced."""
@@ -38,6 +55,9 @@ class Round:
     # on: the destination unpopulated, the source rewritten.  A tracer that
     # reads page state after the call then sees none of why it failed.
     rewrite: bool = False
+    # Called right before each move is issued, with its PlannedMove (e.g. to
+    # hold the workload there while `uffdtrace check` looks at the range).
+    before_move: Callable[[PlannedMove], None] | None = None
     _pairs: list[Mapping] = field(default_factory=list)
 
     def mapping(self, length: int, **kw) -> Mapping:
@@ -78,7 +98,14 @@ class Round:
                 src.fill(offset=call.src - src.addr, length=call.len)
                 return
 
+    def planned(self, dst: int, src: int, length: int, mode: int = 0,
+                cross_mm: bool = False):
+        if self.before_move is not None:
+            self.before_move(PlannedMove(self.scenario, dst, src, length, mode, os.getpid(),
+                                         cross_mm))
+
     def move(self, dst: int, src: int, length: int, mode: int = 0) -> MoveCall:
+        self.planned(dst, src, length, mode)
         return self.record(self.uffd.move(dst, src, length, mode))
 
     def move_pages_one_by_one(self, src: Mapping, dst: Mapping, pages: int):
@@ -222,6 +249,7 @@ def _src_readonly(r: Round):
 
 def _cross_mm(r: Round):
     src, dst = r.pair(r.pages)
+    r.planned(dst.addr, src.addr, r.pages * PAGE_SIZE, cross_mm=True)
     r.record(r.uffd.move_in_child(dst.addr, src.addr, r.pages * PAGE_SIZE))
 
 

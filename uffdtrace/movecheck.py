@@ -1,0 +1,859 @@
+"""Will this range move?  A pre-flight verdict per page (`check`) and a
+movability census of a whole process (`census`), from what /proc shows now.
+
+The rules follow the kernel's order of checks in mm/userfaultfd.c
+(move_pages(), validate_move_areas(), move_pages_ptes(), move_pages_huge_pmd();
+6.12 .. 7.x agree on everything used here, see reference/kernel-uffdio-move.md):
+
+1. the request: alignment, length, mode bits; the caller must be the
+   process whose memory moves (no cross-mm moves)                  -> EINVAL
+2. no VMA at dst, then at src                                       -> ENOENT
+3. src/dst VMA shared or the range past its end; validate_move_areas():
+   same protections and mlock state, src writable, no hugetlb/PFNMAP/IO/
+   MIXEDMAP, dst registered with a userfaultfd, both anonymous      -> EINVAL
+4. per 2 MiB of src: no page table at all (no page ever populated there)
+   is a hole before anything else; a huge PMD moves whole when src and
+   dst are PMD-aligned, 2 MiB remain and dst has no page table, else it is
+   split (EBUSY first if it is not exclusive)
+5. per page: dst populated -> EEXIST; src hole -> ENOENT (skipped with
+   ALLOW_SRC_HOLES); zero page (moves, 6.9+); not anon-exclusive (KSM,
+   shared after fork) -> EBUSY; pinned -> EBUSY; in a large folio -> split
+   (a pinned large folio cannot be split: the kernel retries until a fatal
+   signal); swap entry -> moves when exclusive, else EBUSY.
+
+The first page that fails stops the move: a partial move returns EAGAIN
+with `move` = the bytes before it, otherwise the page's own errno.
+
+Evidence, as in a diagnosis: *observed* for what the kernel exports itself
+(pagemap bits, kpageflags, VmFlags, the io_uring buffer table), *inferred*
+for deductions (a page mapped once is assumed anon-exclusive and unpinned:
+PageAnonExclusive and the refcount are not exported; a swap entry's
+exclusive bit is not either; whether a huge page is PMD-mapped).
+
+Where the kernel tier's page-state reader (bpf/ut_pagestate.h: refcount,
+pincount, PG_anon_exclusive, swap-entry exclusive bit) can be run on the
+target mm, its result would replace the inferred verdicts of step 5
+(`_page_verdict`'s "movable" and "swapped" branches) at evidence observed.
+It reads `current->mm` today, so it only sees the calling process.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import heapq
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from .diagnose import invalid_from_request
+from .enrich import Vma, iter_vmas
+from .errors import UserError
+from .native import PAGE_SIZE, Mapping, Uffd, hpage_size, lib
+from .pagestate import (PM_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP, PagemapReader,
+                        ProcessGone, kpageflags)
+from .procpins import RegisteredBuffer, comm_of, io_uring_buffers, outstanding_pins
+from .taxonomy import INFERRED, OBSERVED, CauseCode as C, cause
+from .vma_rules import SPECIAL_VMFLAGS, invalid_from_vmas
+
+# --- verdicts ---------------------------------------------------------------------
+
+
+class Kind(NamedTuple):
+    cause: str          # taxonomy cause code (ok for pages that move)
+    label: str          # what it means, one line
+
+
+KINDS: dict[str, Kind] = {
+    "movable": Kind(C.OK, "moves (mapped once; no pin seen)"),
+    "movable_thp": Kind(C.OK, "moves as a whole 2 MiB huge page (one PMD)"),
+    "thp_split": Kind(C.OK, "moves, but its huge page is split first"),
+    "zero_page": Kind(C.OK, "the shared zero page: moves (Linux 6.9+)"),
+    "swapped": Kind(C.OK, "swapped out: the swap entry moves if it is exclusive "
+                    "(no fork since it was swapped out)"),
+    "hole_allowed": Kind(C.OK, "not populated: skipped (ALLOW_SRC_HOLES)"),
+    "hole": Kind(C.SRC_HOLE, "not populated"),
+    "dst_populated": Kind(C.DST_POPULATED, "the destination page is populated"),
+    "ksm": Kind(C.PAGE_KSM, "merged by KSM"),
+    "shared": Kind(C.PAGE_SHARED, "shared with another process (mapped more than once)"),
+    "not_exclusive": Kind(C.BUSY_UNKNOWN, "not exclusive: KSM, shared after fork or the "
+                          "zero page (kpageflags unreadable)"),
+    "pinned": Kind(C.PAGE_PINNED, "pinned (io_uring fixed buffer)"),
+    "pinned_split": Kind(C.THP_SPLIT_FAILED, "pinned, in a huge page this move must split: "
+                         "the split fails and the kernel retries until a fatal signal"),
+    "swap_shared": Kind(C.SWAP_NOT_EXCLUSIVE, "swapped out, swap entry shared after fork"),
+    "zero_page_old": Kind(C.ZERO_PAGE, "the shared zero page (this kernel cannot move it)"),
+    "no_vma": Kind(C.NO_VMA, "no VMA"),
+}
+# EINVAL refusals of the whole range take their kind from the cause code.
+MOVES = frozenset(k for k, v in KINDS.items() if v.cause == C.OK)
+
+# Concrete commands per blocking kind (the taxonomy's remedy says why).
+FIXES = {
+    "ksm": "madvise(addr, len, MADV_UNMERGEABLE) on the range (or MADV_POPULATE_WRITE, "
+           "which copies each page; ksmd may merge it again); `echo 2 > "
+           "/sys/kernel/mm/ksm/run` unmerges every KSM page of the machine",
+    "shared": "madvise(addr, len, MADV_POPULATE_WRITE) on the range: each page is written "
+              "and becomes exclusive (copied if still shared); MADV_DONTFORK before fork() "
+              "keeps it from happening",
+    "not_exclusive": "madvise(addr, len, MADV_POPULATE_WRITE) on the range (breaks KSM and "
+                     "fork sharing alike); run as root to tell which",
+    "pinned": "IORING_UNREGISTER_BUFFERS (io_uring_register(fd, "
+              "IORING_UNREGISTER_BUFFERS, NULL, 0)) on the ring named, or move around the "
+              "buffer",
+    "pinned_split": "unregister the io_uring buffer, or move whole 2 MiB-aligned PMDs "
+                    "(no split), or MADV_NOHUGEPAGE the source before populating it",
+    "swap_shared": "madvise(addr, len, MADV_POPULATE_WRITE) on the range (swaps in and "
+                   "makes each page exclusive)",
+    "hole": "pass UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, or move only populated pages",
+    "dst_populated": "madvise(dst, len, MADV_DONTNEED) on the destination first",
+    "thp_split": "move whole 2 MiB PMDs with src and dst 2 MiB-aligned to keep huge pages",
+    "zero_page_old": "write the pages first, or use Linux 6.9+",
+}
+
+CHECK_EVIDENCE = {
+    OBSERVED: "read from what the kernel exports (pagemap, kpageflags, VmFlags, io_uring "
+              "fdinfo)",
+    INFERRED: "deduced: what the kernel does not export (anon-exclusive, refcount, the "
+              "swap entry's exclusive bit, PMD mapping) is assumed from what it does",
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str
+    evidence: str
+    why: str
+    culprit: str | None = None
+
+    @property
+    def cause(self) -> str:
+        return KINDS[self.kind].cause if self.kind in KINDS else self.kind
+
+    @property
+    def moves(self) -> bool:
+        return self.kind in MOVES
+
+    @property
+    def errno(self) -> str | None:
+        """The errno this page alone would give (None: it moves)."""
+        return None if self.moves else cause(self.cause).errno
+
+    @property
+    def label(self) -> str:
+        return KINDS[self.kind].label if self.kind in KINDS else cause(self.kind).explanation
+
+
+@dataclass(frozen=True)
+class Run:
+    """Consecutive src pages with the same verdict."""
+
+    start: int
+    pages: int
+    verdict: Verdict
+
+    @property
+    def end(self) -> int:
+        return self.start + self.pages * PAGE_SIZE
+
+    def to_json(self, src: int, dst: int | None) -> dict:
+        v = self.verdict
+        out = {"start": self.start, "end": self.end, "pages": self.pages, "kind": v.kind,
+               "cause": v.cause, "errno": v.errno, "evidence": v.evidence, "why": v.why,
+               "culprit": v.culprit}
+        if dst is not None:
+            out["dst_start"] = dst + (self.start - src)
+        return out
+
+
+@dataclass(frozen=True)
+class Prediction:
+    errno: str | None          # None: every byte moves
+    move: int | None           # what the kernel writes to uffdio_move.move (None: nothing)
+    stop_addr: int | None      # src address where the move stops
+    cause: str                 # taxonomy code (partial for a partial move)
+    underlying: str | None     # a partial move's cause
+    hangs: bool = False        # the kernel retries until a fatal signal
+
+    def text(self) -> str:
+        if self.hangs:
+            return (f"HANGS: retries at {self.stop_addr:#x} until a fatal signal "
+                    f"({self.underlying or self.cause})")
+        if self.errno is None:
+            return f"moves all {self.move} bytes"
+        if self.cause == C.PARTIAL:
+            return (f"EAGAIN after {self.move} bytes (move={self.move}): stops at "
+                    f"{self.stop_addr:#x}, {self.underlying}")
+        where = f" at {self.stop_addr:#x}" if self.stop_addr is not None else ""
+        move = "move untouched" if self.move is None else f"move={self.move}"
+        return f"{self.errno} ({move}){where}: {self.cause}"
+
+    def to_json(self) -> dict:
+        return {"errno": self.errno, "move": self.move, "stop_addr": self.stop_addr,
+                "cause": self.cause, "underlying": self.underlying, "hangs": self.hangs}
+
+
+class MoveRequest(NamedTuple):
+    dst: int
+    src: int
+    len: int
+    mode: int
+
+
+@dataclass
+class CheckResult:
+    pid: int
+    comm: str
+    request: MoveRequest
+    dst_given: bool
+    prediction: Prediction
+    runs: list[Run]
+    src_vma: Vma | None
+    dst_vma: Vma | None
+    pins: list[RegisteredBuffer]
+    unseen: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> Counter:
+        counts: Counter = Counter()
+        for r in self.runs:
+            counts[r.verdict.kind] += r.pages
+        return counts
+
+    def remedies(self) -> dict[str, dict]:
+        out = {}
+        for r in self.runs:
+            k = r.verdict.kind
+            if r.verdict.moves and k not in FIXES or k in out:
+                continue
+            out[k] = {"cause": r.verdict.cause, "remedy": cause(r.verdict.cause).remedy,
+                      "fix": FIXES.get(k)}
+        return out
+
+    def to_json(self) -> dict:
+        req = self.request
+        dst = req.dst if self.dst_given else None
+        return {
+            "pid": self.pid, "comm": self.comm, "src": req.src, "len": req.len,
+            "dst": dst, "mode": req.mode, "page_size": PAGE_SIZE,
+            "prediction": self.prediction.to_json(),
+            "runs": [r.to_json(req.src, dst) for r in self.runs],
+            "summary": dict(self.summary()),
+            "remedies": self.remedies(),
+            "src_vma": self.src_vma.to_json() if self.src_vma else None,
+            "dst_vma": self.dst_vma.to_json() if self.dst_vma else None,
+            "io_uring_buffers": [p.to_json() for p in self.pins],
+            "unseen": self.unseen, "notes": self.notes,
+            "evidence_levels": {str(k): v for k, v in CHECK_EVIDENCE.items()},
+        }
+
+
+# --- reading ----------------------------------------------------------------------
+
+
+@functools.cache
+def _kernel_moves_zero_page() -> bool | None:
+    """Ask the running kernel, not its version: move one zero page (an
+    anonymous page only ever read) into a registered destination here.
+    True: it moves (move_zeropage_pte(), since 6.9); False: refused (6.8
+    answers EBUSY); None: no userfaultfd to ask with."""
+    try:
+        with Uffd() as uffd, Mapping(PAGE_SIZE) as src, Mapping(PAGE_SIZE) as dst:
+            for m in (src, dst):
+                m.madvise(lib().MADV_NOHUGEPAGE)
+            ctypes.string_at(src.addr, 1)     # a read fault maps the shared zero page
+            uffd.register(dst)
+            return uffd.move(dst.addr, src.addr, PAGE_SIZE).ret == 0
+    except (OSError, UserError):
+        return None
+
+
+def _require_process(pid: int) -> str:
+    if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
+        raise UserError(f"no process with pid {pid}")
+    return comm_of(pid)
+
+
+def _open_reader(pid: int) -> PagemapReader:
+    try:
+        return PagemapReader(pid)
+    except ProcessGone:
+        raise UserError(f"process {pid} exited") from None
+    except PermissionError:
+        raise UserError(f"no permission to read /proc/{pid}/pagemap (another user's "
+                        "process: run as root or as its owner)") from None
+
+
+def _vmas(pid: int, stats: dict | None = None) -> list[Vma]:
+    try:
+        return list(iter_vmas(pid, vm_flags=True, stats=stats))
+    except ProcessGone:
+        raise UserError(f"process {pid} exited") from None
+    except PermissionError:
+        raise UserError(f"no permission to read /proc/{pid}/smaps (another user's process: "
+                        "run as root or as its owner)") from None
+
+
+def _vma_at(vmas: list[Vma], addr: int) -> Vma | None:
+    for v in vmas:
+        if v.start <= addr < v.end:
+            return v
+    return None
+
+
+def _unseen(reader: PagemapReader) -> list[str]:
+    out = []
+    if reader.pfns_visible is False:
+        out.append("page frame numbers (zeroed for readers without CAP_SYS_ADMIN): KSM, "
+                   "zero pages and huge pages cannot be told apart, sharers not named")
+    if not reader.kpageflags_readable:
+        out.append("/proc/kpageflags (root only): KSM, THP and zero-page flags")
+    if not reader.kpagecount_readable:
+        out.append("/proc/kpagecount (root only): how many times a shared page is mapped")
+    out.append("pins other than io_uring fixed buffers (O_DIRECT in flight, VFIO, RDMA): "
+               "no /proc file lists them")
+    out.append("PG_anon_exclusive: a page shared with a child that has exited stays "
+               "non-exclusive (EBUSY) until written, yet reads as mapped once")
+    return out
+
+
+def _fork_relatives(pid: int) -> list[int]:
+    """Processes that may share anonymous pages with pid through fork: its
+    parent, its descendants and its parent's other descendants."""
+    ppid: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            ppid[int(name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    children: dict[int, list[int]] = {}
+    for p, pp in ppid.items():
+        children.setdefault(pp, []).append(p)
+    out, todo, seen = [], [pid], {pid}
+    parent = ppid.get(pid)
+    if parent and parent > 1:
+        out.append(parent)
+        todo.append(parent)
+        seen.add(parent)
+    while todo and len(out) < 256:
+        for c in children.get(todo.pop(), []):
+            if c not in seen:
+                seen.add(c)
+                out.append(c)
+                todo.append(c)
+    return out
+
+
+def _sharers(pid: int, pages: dict[int, int]) -> dict[int, list[int]]:
+    """addr -> the fork relatives mapping the same pagemap frame (PFN or swap
+    entry) at the same address (fork keeps addresses)."""
+    found: dict[int, list[int]] = {}
+    if not pages:
+        return found
+    for other in _fork_relatives(pid):
+        try:
+            with PagemapReader(other) as r:
+                for addr, frame in pages.items():
+                    w = r.entries(addr, 1)[0]
+                    if (w & (PM_PRESENT | PM_SWAP)) and (w & PM_PFN_MASK) == frame:
+                        found.setdefault(addr, []).append(other)
+        except (ProcessGone, OSError):
+            continue
+    return found
+
+
+# --- check --------------------------------------------------------------------------
+
+
+def _whole_range(req: MoveRequest, verdict: Verdict) -> list[Run]:
+    pages = max(1, -(-req.len // PAGE_SIZE))
+    return [Run(req.src - req.src % PAGE_SIZE, pages, verdict)]
+
+
+def _refused(pid, comm, req, dst_given, verdict, src_vma, dst_vma, unseen, move_written,
+             notes=()) -> CheckResult:
+    errno = verdict.errno
+    pred = Prediction(errno, -_errno_value(errno) if move_written else None, None,
+                      verdict.cause, None)
+    return CheckResult(pid, comm, req, dst_given, pred, _whole_range(req, verdict), src_vma,
+                       dst_vma, [], unseen, list(notes))
+
+
+def _errno_value(name: str) -> int:
+    import errno as E
+    return getattr(E, name)
+
+
+def _runs(start: int, verdicts: list[Verdict]) -> list[Run]:
+    runs: list[Run] = []
+    for i, v in enumerate(verdicts):
+        if runs and runs[-1].verdict == v:
+            last = runs[-1]
+            runs[-1] = Run(last.start, last.pages + 1, v)
+        else:
+            runs.append(Run(start + i * PAGE_SIZE, 1, v))
+    return runs
+
+
+def check(pid: int, src: int, length: int, dst: int | None = None, mode: int = 0,
+          caller: int | None = None) -> CheckResult:
+    """What UFFDIO_MOVE(dst, src, length, mode) issued now by `caller`
+    (default: pid itself, the owner of the userfaultfd) would meet, page by
+    page.  Without dst only the source side is judged."""
+    comm = _require_process(pid)
+    dst_given = dst is not None
+    req = MoveRequest(dst if dst_given else src, src, length, mode)
+    L = lib()
+    holes_ok = bool(mode & L.UFFDT_MOVE_MODE_ALLOW_SRC_HOLES)
+    reader = _open_reader(pid)
+    with reader:
+        unseen = _unseen(reader)
+        code = invalid_from_request(req)
+        if code:
+            return _refused(pid, comm, req, dst_given,
+                            Verdict(code, OBSERVED, "from the request arguments"),
+                            None, None, unseen, move_written=False)
+        if caller is not None and caller != pid:
+            return _refused(pid, comm, req, dst_given, Verdict(
+                C.INVALID_CROSS_MM, OBSERVED, f"the caller (pid {caller}) is not pid {pid}, "
+                "whose memory moves: a userfaultfd only moves its creator's pages"),
+                None, None, unseen, move_written=False)
+        vmas = _vmas(pid)
+        if not any(v.start < src + length and src < v.end for v in vmas):
+            raise UserError(f"{src:#x}+{length} is not mapped in pid {pid}")
+        src_vma, dst_vma = _vma_at(vmas, src), _vma_at(vmas, req.dst)
+        for vma, name in ((dst_vma, "dst"), (src_vma, "src")):   # uffd_move_lock: dst first
+            if vma is None:
+                return _refused(pid, comm, req, dst_given, Verdict(
+                    "no_vma", OBSERVED, f"no VMA at {name} {getattr(req, name):#x}"),
+                    src_vma, dst_vma, unseen, move_written=True)
+        # Without a dst, judge the src VMA as if a compatible registered dst existed.
+        as_dst = dst_vma if dst_given else Vma(src_vma.start, src_vma.end, src_vma.perms,
+                                                src_vma.path, src_vma.flags | {"um"})
+        code, notes = invalid_from_vmas(req, src_vma, as_dst)
+        if code != C.INVALID_UNKNOWN:
+            return _refused(pid, comm, req, dst_given, Verdict(code, OBSERVED,
+                            "; ".join(notes) + " (VmFlags)"), src_vma, dst_vma, unseen,
+                            move_written=True)
+        pins, why_not = io_uring_buffers(pid)
+        if why_not:
+            unseen.append(f"io_uring buffers: {why_not}")
+        verdicts, notes = _page_verdicts(pid, reader, req, dst_given, holes_ok, src_vma,
+                                         pins)
+    runs = _runs(src, verdicts)
+    return CheckResult(pid, comm, req, dst_given, _predict(req, verdicts, holes_ok), runs,
+                       src_vma, dst_vma if dst_given else None, pins, unseen, notes)
+
+
+def _predict(req: MoveRequest, verdicts: list[Verdict], holes_ok: bool) -> Prediction:
+    for i, v in enumerate(verdicts):
+        if v.moves:
+            continue
+        addr = req.src + i * PAGE_SIZE
+        moved = addr - req.src
+        if v.kind == "pinned_split":
+            return Prediction(None, moved, addr, C.PARTIAL if moved else v.cause,
+                              v.cause if moved else None, hangs=True)
+        if moved:
+            return Prediction("EAGAIN", moved, addr, C.PARTIAL, v.cause)
+        return Prediction(v.errno, -_errno_value(v.errno), addr, v.cause, None)
+    return Prediction(None, req.len, None, C.OK, None)
+
+
+def _page_verdicts(pid: int, reader: PagemapReader, req: MoveRequest, dst_given: bool,
+                   holes_ok: bool, src_vma: Vma, pins: list[RegisteredBuffer]
+                   ) -> tuple[list[Verdict], list[str]]:
+    huge = hpage_size()
+    per_pmd = huge // PAGE_SIZE
+    npages = req.len // PAGE_SIZE
+    notes: list[str] = []
+    # pagemap of whole 2 MiB regions around src and dst: whether a page table
+    # exists (some page of the region populated) decides holes and PMD moves
+    lo = req.src - req.src % huge
+    span = -(-(req.src + req.len - lo) // huge) * huge
+    src_words = reader.entries(lo, span // PAGE_SIZE)
+    off = (req.src - lo) // PAGE_SIZE
+    dlo = req.dst - req.dst % huge
+    dspan = -(-(req.dst + req.len - dlo) // huge) * huge
+    dst_words = reader.entries(dlo, dspan // PAGE_SIZE) if dst_given else None
+    doff = (req.dst - dlo) // PAGE_SIZE
+
+    def region_populated(words, index) -> bool:
+        base = index - index % per_pmd
+        return any(w & (PM_PRESENT | PM_SWAP) for w in words[base:base + per_pmd])
+
+    src_range = src_words[off:off + npages]
+    pfns = [w & PM_PFN_MASK for w in src_range if w & PM_PRESENT and w & PM_PFN_MASK]
+    F = kpageflags()
+    kflags = reader.flags(pfns)
+    flags_known = reader.kpageflags_readable and bool(reader.pfns_visible)
+    shared_pfns = [w & PM_PFN_MASK for w in src_range
+                   if w & PM_PRESENT and not w & PM_EXCLUSIVE and w & PM_PFN_MASK]
+    mapcounts = reader.mapcounts(shared_pfns)
+    ksm_in_vma = None
+    if not flags_known:
+        stats: dict = {}
+        for v in iter_vmas(pid, True, stats):
+            if v.start == src_vma.start:
+                ksm_in_vma = stats.get(v.start, {}).get("KSM")
+                break
+
+    def flag(w, name) -> bool:
+        return bool(kflags.get(w & PM_PFN_MASK, 0) >> F[name] & 1)
+
+    # Huge pages PMD-mapped in src (inferred: 512 present THP pages of one
+    # folio at a 2 MiB-aligned address, consecutive PFNs from a head)
+    def pmd_mapped(region_index: int) -> bool:
+        ws = src_words[region_index:region_index + per_pmd]
+        if len(ws) < per_pmd or not all(w & PM_PRESENT for w in ws) or not flags_known:
+            return False
+        first = ws[0] & PM_PFN_MASK
+        return flag(ws[0], "thp") and flag(ws[0], "compound_head") and first % per_pmd == 0 \
+            and all((w & PM_PFN_MASK) == first + k for k, w in enumerate(ws))
+
+    huge_regions: dict[int, bool] = {}
+
+    def huge_at(region_index: int) -> bool:
+        if region_index not in huge_regions:
+            huge_regions[region_index] = pmd_mapped(region_index)
+        return huge_regions[region_index]
+
+    def pin_at(addr: int, region_index: int) -> RegisteredBuffer | None:
+        """The buffer pinning the folio at addr: a pin of any page of a
+        PMD-mapped huge page pins all of it (one folio)."""
+        pin = next((p for p in pins if p.covers(addr)), None)
+        if pin is None and huge_at(region_index):
+            rstart = lo + region_index * PAGE_SIZE
+            pin = next((p for p in pins if p.addr < rstart + huge and rstart < p.addr + p.len),
+                       None)
+        return pin
+
+    sharers: dict[int, list[int]] = {}
+    if reader.pfns_visible:
+        candidates = {}
+        for i, w in enumerate(src_range):
+            addr = req.src + i * PAGE_SIZE
+            if (w & PM_PRESENT and not w & PM_EXCLUSIVE and not flag(w, "ksm")
+                    and not flag(w, "zero_page")) or (w & PM_SWAP):
+                candidates[addr] = w & PM_PFN_MASK
+            if len(candidates) >= 4096:
+                break
+        sharers = _sharers(pid, candidates)
+
+    verdicts: list[Verdict] = []
+    for i in range(npages):
+        addr = req.src + i * PAGE_SIZE
+        w = src_words[off + i]
+        region = off + i - (off + i) % per_pmd
+        # a PMD-mapped huge page: one unit for the whole 2 MiB
+        if w & PM_PRESENT and flag(w, "thp") and huge_at(region):
+            rstart = lo + region * PAGE_SIZE
+            whole = (rstart >= req.src and rstart + huge <= req.src + req.len
+                     and (req.dst + (rstart - req.src)) % huge == 0)
+            dst_pmd_none = not dst_given or not region_populated(
+                dst_words, doff + (rstart - req.src) // PAGE_SIZE)
+            pmd_move = whole and dst_pmd_none
+        else:
+            pmd_move = False
+        verdicts.append(_page_verdict(
+            addr, w, dst_words[doff + i] if dst_given else None, holes_ok,
+            src_region_populated=region_populated(src_words, off + i),
+            flags_known=flags_known, flag=lambda name: flag(w, name),
+            pinned=pin_at(addr, region) if w & PM_PRESENT else None,
+            pmd_move=pmd_move, mapcount=mapcounts.get(w & PM_PFN_MASK),
+            sharers=sharers.get(addr), ksm_in_vma=ksm_in_vma))
+    # A PMD moves or fails as one: a blocked page blocks its whole PMD.
+    for i in range(npages):
+        v = verdicts[i]
+        if v.kind == "movable_thp":
+            base = i - (off + i) % per_pmd
+            unit = verdicts[base:base + per_pmd]
+            blocker = next((u for u in unit if not u.moves), None)
+            if blocker is not None:
+                verdicts[i] = Verdict(blocker.kind, INFERRED,
+                                      f"in the huge page at {req.src + base * PAGE_SIZE:#x}, "
+                                      f"which moves or fails as one: {blocker.why}",
+                                      blocker.culprit)
+    return verdicts, notes
+
+
+def _page_verdict(addr: int, w: int, dw: int | None, holes_ok: bool, *,
+                  src_region_populated: bool, flags_known: bool, flag, pinned,
+                  pmd_move: bool, mapcount: int | None, sharers: list[int] | None,
+                  ksm_in_vma: int | None) -> Verdict:
+    present, swapped = bool(w & PM_PRESENT), bool(w & PM_SWAP)
+    hole = not present and not swapped
+    # move_pages(): no src page table at all is a hole before dst is looked at
+    if hole and not holes_ok and not src_region_populated:
+        return Verdict("hole", OBSERVED, "pagemap: not present, nor swapped (and nothing in "
+                       "its 2 MiB: no page table)")
+    if dw is not None and dw & (PM_PRESENT | PM_SWAP):
+        return Verdict("dst_populated", OBSERVED, "pagemap: dst page "
+                       + ("present" if dw & PM_PRESENT else "swapped out"))
+    if hole:
+        if holes_ok:
+            return Verdict("hole_allowed", OBSERVED, "pagemap: not present, nor swapped")
+        return Verdict("hole", OBSERVED, "pagemap: not present, nor swapped")
+    if swapped:
+        if sharers:
+            return Verdict("swap_shared", INFERRED, "pagemap: the same swap entry is mapped "
+                           "by a fork relative", _sharers_text(sharers))
+        return Verdict("swapped", INFERRED, "pagemap: swapped out; its exclusive bit is not "
+                       "exported (no fork relative maps the same entry)")
+    exclusive = bool(w & PM_EXCLUSIVE)
+    if flags_known and flag("zero_page"):
+        moves = _kernel_moves_zero_page()
+        if moves is None:
+            return Verdict("zero_page", INFERRED, "kpageflags: zero page (whether this kernel "
+                           "moves zero pages could not be asked: no userfaultfd)")
+        if moves:
+            return Verdict("zero_page", OBSERVED, "kpageflags: zero page")
+        return Verdict("zero_page_old", OBSERVED, "kpageflags: zero page")
+    if flags_known and flag("ksm"):
+        return Verdict("ksm", OBSERVED, "kpageflags: KSM")
+    if not exclusive:
+        if flags_known or ksm_in_vma == 0:
+            times = f", mapped {mapcount} times (kpagecount)" if mapcount else ""
+            return Verdict("shared", OBSERVED, "pagemap: not exclusively mapped" + times,
+                           _sharers_text(sharers) if sharers else None)
+        return Verdict("not_exclusive", INFERRED, "pagemap: not exclusively mapped; "
+                       "kpageflags unreadable and the VMA has KSM pages")
+    large = flags_known and flag("thp")
+    if pinned is not None:
+        if large and not pmd_move:
+            return Verdict("pinned_split", INFERRED, "kpageflags: huge page; io_uring "
+                           "fixed buffer covers it", pinned.describe())
+        return Verdict("pinned", OBSERVED, "io_uring fdinfo: registered buffer",
+                       pinned.describe())
+    if large:
+        if pmd_move:
+            return Verdict("movable_thp", INFERRED, "kpageflags: THP, PMD-mapped (512 "
+                           "consecutive frames); src and dst 2 MiB-aligned, dst PMD empty")
+        return Verdict("thp_split", INFERRED, "kpageflags: part of a huge page the move "
+                       "does not take whole (unaligned, shorter than 2 MiB, or dst PMD in "
+                       "use)")
+    return Verdict("movable", INFERRED, "pagemap: present, mapped once; no pin seen")
+
+
+def _sharers_text(pids: list[int]) -> str:
+    return "also mapped by " + ", ".join(f"pid {p} ({comm_of(p)})" for p in pids[:8])
+
+
+# --- census -------------------------------------------------------------------------
+
+CENSUS_CHUNK_PAGES = 1 << 16          # 512 KiB of pagemap per read
+CENSUS_BLOCKERS = 5                   # the largest runs kept of each blocking class
+BLOCKING = ("ksm", "pinned", "shared", "not_exclusive", "refused")
+CENSUS_KINDS = ("movable", "thp", "zero_page", "swapped", "ksm", "pinned", "shared",
+                "not_exclusive", "refused")
+CENSUS_LABELS = {
+    "movable": "moves",
+    "thp": "moves; in huge pages (whole aligned 2 MiB moves keep them huge, others split)",
+    "zero_page": "the zero page (moves on 6.9+)",
+    "swapped": "swapped out (moves if the swap entry is exclusive)",
+    "ksm": "KSM-merged: EBUSY",
+    "pinned": "pinned by an io_uring fixed buffer: EBUSY",
+    "shared": "shared after fork (mapped more than once): EBUSY",
+    "not_exclusive": "not exclusive (KSM or fork; kpageflags unreadable): EBUSY",
+    "refused": "in a VMA a move refuses (EINVAL)",
+}
+CENSUS_CAUSE = {"movable": C.OK, "thp": C.OK, "zero_page": C.OK, "swapped": C.OK,
+                "ksm": C.PAGE_KSM, "pinned": C.PAGE_PINNED, "shared": C.PAGE_SHARED,
+                "not_exclusive": C.BUSY_UNKNOWN}
+
+
+@dataclass
+class VmaCensus:
+    vma: Vma
+    bytes: Counter
+    refusal: str | None = None     # a cause code when the whole VMA refuses moves
+    skipped: bool = False          # nothing populated (smaps Rss and Swap 0): not read
+
+    def to_json(self) -> dict:
+        return {"start": self.vma.start, "end": self.vma.end, "perms": self.vma.perms,
+                "path": self.vma.path, "refusal": self.refusal, "skipped": self.skipped,
+                "bytes": dict(self.bytes)}
+
+
+@dataclass
+class CensusResult:
+    pid: int
+    comm: str
+    vmas: list[VmaCensus]
+    # the largest runs of each blocking class: (bytes, start, kind, culprit)
+    blockers: list[tuple[int, int, str, str | None]]
+    pins: list[RegisteredBuffer]
+    excluded: dict[str, int]       # VMAs not private anonymous: count and Rss
+    unseen: list[str]
+    pages_read: int
+    ksm_stat: dict[str, str]
+
+    def totals(self) -> Counter:
+        total: Counter = Counter()
+        for v in self.vmas:
+            total.update(v.bytes)
+        return total
+
+    def fixes(self) -> dict[str, dict]:
+        out = {}
+        total = self.totals()
+        for kind in CENSUS_KINDS:
+            if not total.get(kind) or kind in ("movable", "zero_page"):
+                continue
+            code = CENSUS_CAUSE.get(kind)
+            entry = {"bytes": total[kind]}
+            if code:
+                entry["cause"] = code
+                entry["remedy"] = cause(code).remedy
+            fix = FIXES.get({"thp": "thp_split", "swapped": "swap_shared"}.get(kind, kind))
+            if kind == "refused":
+                codes = sorted({v.refusal for v in self.vmas if v.refusal})
+                entry["causes"] = codes
+                entry["remedy"] = "; ".join(f"{c}: {cause(c).remedy}" for c in codes)
+            if kind == "pinned" and self.pins:
+                rings = sorted({(p.pid, p.fd) for p in self.pins})
+                fix += "; rings: " + ", ".join(f"pid {p} fd {fd}" for p, fd in rings)
+            if kind == "ksm" and self.ksm_stat.get("ksm_merge_any") == "yes":
+                fix = ("prctl(PR_SET_MEMORY_MERGE, 0) in the process (it merges all its "
+                       "memory: ksm_merge_any), then " + fix)
+            entry["fix"] = fix
+            out[kind] = entry
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "pid": self.pid, "comm": self.comm,
+            "totals": dict(self.totals()),
+            "vmas": [v.to_json() for v in self.vmas],
+            "blockers": [{"bytes": b, "start": s, "end": s + b, "kind": k, "culprit": c}
+                         for b, s, k, c in self.blockers],
+            "fixes": self.fixes(),
+            "io_uring_buffers": [p.to_json() for p in self.pins],
+            "excluded_vmas": self.excluded, "unseen": self.unseen,
+            "pages_read": self.pages_read, "ksm_stat": self.ksm_stat,
+            "labels": CENSUS_LABELS,
+        }
+
+
+def _ksm_stat(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/ksm_stat") as f:
+            return dict(line.rstrip("\n").split(None, 1) for line in f if " " in line)
+    except OSError:
+        return {}
+
+
+def census(pid: int, chunk_pages: int = CENSUS_CHUNK_PAGES) -> CensusResult:
+    """Bytes per verdict of every private anonymous VMA of pid: pagemap read
+    in chunks of `chunk_pages` (memory stays bounded by the chunk, whatever
+    the process maps), VMAs with nothing populated skipped."""
+    comm = _require_process(pid)
+    stats: dict = {}
+    vmas = _vmas(pid, stats)
+    reader = _open_reader(pid)
+    F = kpageflags()
+    ksm_bit, thp_bit, zero_bit = 1 << F["ksm"], 1 << F["thp"], 1 << F["zero_page"]
+    flags_known = None
+    pins, why_not = io_uring_buffers(pid)
+    result = CensusResult(pid, comm, [], [], pins, {"vmas": 0, "rss": 0}, [], 0,
+                          _ksm_stat(pid))
+    blockers: dict[str, list[tuple[int, int, str, str | None]]] = {}
+
+    def keep(entry):
+        heap = blockers.setdefault(entry[2], [])
+        heapq.heappush(heap, entry)
+        if len(heap) > CENSUS_BLOCKERS:
+            heapq.heappop(heap)
+
+    with reader:
+        for vma in vmas:
+            st = stats.get(vma.start, {})
+            if vma.shared or not vma.anonymous or vma.flags & set(SPECIAL_VMFLAGS):
+                result.excluded["vmas"] += 1
+                result.excluded["rss"] += st.get("Rss", 0)
+                continue
+            vc = VmaCensus(vma, Counter())
+            result.vmas.append(vc)
+            if "wr" not in vma.flags:
+                vc.refusal = C.INVALID_SRC_NOT_WRITABLE
+                populated = st.get("Rss", 0) + st.get("Swap", 0)
+                if populated:
+                    vc.bytes["refused"] = populated
+                    keep((populated, vma.start, "refused", vc.refusal))
+                continue
+            if not st.get("Rss") and not st.get("Swap"):
+                vc.skipped = True
+                continue
+            vma_pins = [p for p in pins if p.addr < vma.end and vma.start < p.addr + p.len]
+            run_kind, run_start, run_culprit = None, 0, None
+
+            def close_run(end):
+                if run_kind is not None:
+                    keep((end - run_start, run_start, run_kind, run_culprit))
+
+            counts = vc.bytes
+            addr = vma.start
+            while addr < vma.end:
+                n = min(chunk_pages, (vma.end - addr) // PAGE_SIZE)
+                words = reader.entries(addr, n)
+                result.pages_read += n
+                if words.count(0) == n:      # nothing populated in this chunk
+                    close_run(addr)
+                    run_kind = None
+                    addr += n * PAGE_SIZE
+                    continue
+                kflags = reader.flags([w & PM_PFN_MASK for w in words
+                                       if w & PM_PRESENT and w & PM_PFN_MASK])
+                chunk_pins = [p for p in vma_pins
+                              if p.addr < addr + n * PAGE_SIZE and addr < p.addr + p.len]
+                if flags_known is None and reader.pfns_visible is not None:
+                    flags_known = reader.kpageflags_readable and reader.pfns_visible
+                not_excl = "shared" if flags_known or st.get("KSM") == 0 else "not_exclusive"
+                local = Counter()
+                for i, w in enumerate(words):
+                    if w & PM_PRESENT:
+                        f = kflags.get(w & PM_PFN_MASK, 0)
+                        if f & zero_bit:
+                            kind = "zero_page"
+                        elif f & ksm_bit:
+                            kind = "ksm"
+                        elif not w & PM_EXCLUSIVE:
+                            kind = not_excl
+                        elif chunk_pins and any(p.covers(addr + i * PAGE_SIZE)
+                                                for p in chunk_pins):
+                            kind = "pinned"
+                        elif f & thp_bit:
+                            kind = "thp"
+                        else:
+                            kind = "movable"
+                    elif w & PM_SWAP:
+                        kind = "swapped"
+                    else:
+                        kind = None
+                    if kind is not None:
+                        local[kind] += 1
+                    blocking = kind if kind in ("ksm", "pinned", "shared",
+                                                "not_exclusive") else None
+                    if blocking != run_kind:
+                        close_run(addr + i * PAGE_SIZE)
+                        run_kind, run_start = blocking, addr + i * PAGE_SIZE
+                        run_culprit = None
+                        if blocking == "pinned":
+                            run_culprit = next(p.describe() for p in chunk_pins
+                                               if p.covers(run_start))
+                for kind, pages in local.items():
+                    counts[kind] += pages * PAGE_SIZE
+                addr += n * PAGE_SIZE
+            close_run(vma.end)
+            run_kind = None
+        result.unseen = _unseen(reader)
+    if why_not:
+        result.unseen.append(f"io_uring buffers: {why_not}")
+    result.unseen.append("a VMA's registration and protections matter only against a "
+                         "destination: run `check --dst` for a planned move")
+    result.blockers = sorted((b for heap in blockers.values() for b in heap), reverse=True)
+    return result
