@@ -10,15 +10,17 @@ rate at which every failure was recorded and nothing was dropped, in every
 repetition; once a rate loses failures the higher ones are not run (they
 would only lose more, and each costs a tracer start: 30 s in the TCG guest).
 
-Two kinds of failure, both repeatable at any rate because they change
-nothing: a move onto a populated destination (EEXIST), and a move of a
-source page pinned by an io_uring fixed buffer (EBUSY), which only the
-page's state explains.  Both are identical failures, which uffdtrace
-coalesces in the kernel into runs (one move record and a repeat count per
-100 ms); `--coalesce-ms 0` sends each by itself, as a storm of ever
-different failures would be, and `--no-state-at-exit` on top of that
-(failures explained from /proc after each call, as before the reader) is
-run on the first kind for comparison.
+Three storms, repeatable at any rate because their moves change nothing:
+a move onto a populated destination (EEXIST), a move of a source page
+pinned by an io_uring fixed buffer (EBUSY), which only the page's state
+explains, and the two with a move of a never-touched source (ENOENT) in
+turn.  The first two are identical failures, which uffdtrace coalesces in
+the kernel into runs (one move record and a repeat count per 100 ms);
+`--coalesce-ms 0` sends each by itself, and `--no-state-at-exit` on top of
+that (failures explained from /proc after each call, as before the reader)
+is run on the first kind for comparison.  The third has no two failures
+alike in a row: each is sent by itself until the ring buffer is full, then
+counted in the kernel per thread, shape and period (closed_by overflow).
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from uffdtrace.native import PAGE_SIZE, IoUringPin, LoopStats, Mapping, Uffd, lib
+from uffdtrace.native import LoopStats
+from uffdtrace.workload.failcycle import ERRNO as FAILURE_KINDS, FailureCycle
 
 from .stats import median
 from .tracers import Uffdtrace
@@ -40,43 +43,34 @@ SETTLE_TIMEOUT_S = 10.0
 
 
 class FailureStorm:
-    """One failing 4 KiB move, repeated: onto a populated dst (EEXIST), or
-    of a src page pinned by an io_uring fixed buffer (EBUSY)."""
+    """Failing 4 KiB moves that change nothing, of one kind or several in
+    turn (uffdtrace/workload/failcycle.py, as `workload -s mixed-storm`)."""
 
-    def __init__(self, key: str, label: str, cause: str, pinned_src: bool):
-        self.key, self.label, self.cause, self.pinned_src = key, label, cause, pinned_src
-        self._uffd = self._src = self._dst = self._pin = None
+    def __init__(self, key: str, label: str, cause: str, kinds: list[str]):
+        self.key, self.label, self.cause, self.kinds = key, label, cause, kinds
+        self._cycle: FailureCycle | None = None
 
     def setup(self):
-        self._uffd = Uffd()
-        self._src, self._dst = Mapping(PAGE_SIZE), Mapping(PAGE_SIZE)
-        for m in (self._src, self._dst):
-            m.madvise(lib().MADV_NOHUGEPAGE)
-        self._src.fill()
-        if not self.pinned_src:
-            self._dst.fill()        # populated before it is registered
-        self._uffd.register(self._dst)
-        if self.pinned_src:
-            self._pin = IoUringPin(self._src.addr, PAGE_SIZE)
+        self._cycle = FailureCycle(self.kinds).__enter__()
 
     def run(self, count: int, rate: int) -> LoopStats:
-        return self._uffd.move_repeat(self._dst.addr, self._src.addr, PAGE_SIZE, count,
-                                      rate=rate)
+        return self._cycle.run(count, rate)
 
     def flat_out_count(self, seconds: float) -> int:
-        """How many calls take about `seconds` untraced."""
-        s = self.run(20_000, 0)
-        return max(20_000, int(s.calls / s.ns * 1e9 * seconds))
+        return self._cycle.flat_out_count(seconds)
 
     def close(self):
-        for obj in (self._pin, self._src, self._dst, self._uffd):
-            if obj is not None:
-                obj.close()
+        if self._cycle is not None:
+            self._cycle.__exit__(None, None, None)
+            self._cycle = None
 
 
 def storms() -> list[FailureStorm]:
-    return [FailureStorm("eexist", "dst populated (EEXIST)", "dst_populated", False),
-            FailureStorm("pinned", "src pinned by io_uring (EBUSY)", "page_pinned", True)]
+    return [FailureStorm("eexist", "dst populated (EEXIST)", "dst_populated", ["dst_populated"]),
+            FailureStorm("pinned", "src pinned by io_uring (EBUSY)", "page_pinned",
+                         ["src_pinned"]),
+            FailureStorm("mixed", "EEXIST, EBUSY, ENOENT in turn", "3 causes",
+                         list(FAILURE_KINDS))]
 
 
 def configs(extra: tuple[str, ...] = ()) -> list[tuple[Uffdtrace, tuple[str, ...]]]:
@@ -88,7 +82,7 @@ def configs(extra: tuple[str, ...] = ()) -> list[tuple[Uffdtrace, tuple[str, ...
     pid = ("-p", str(os.getpid()))
     each = ("--coalesce-ms", "0")
     return [(Uffdtrace("uffdtrace", "uffdtrace record", (*pid, *extra), keep_moves=True),
-             ("eexist", "pinned")),
+             ("eexist", "pinned", "mixed")),
             (Uffdtrace("uffdtrace-each", "uffdtrace record --coalesce-ms 0",
                        (*each, *pid, *extra), keep_moves=True), ("eexist", "pinned")),
             (Uffdtrace("uffdtrace-each-no-state",

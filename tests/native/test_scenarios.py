@@ -227,3 +227,17 @@ def test_ksm_settings_restored_after_sigkill(ksm_root):
     uffdtrace("workload", "-s", "ksm", "--pages", "2", timeout=120)
     assert ksm_settings() == before
     assert not KSM_RESTORE_FILE.exists()
+
+
+@pytest.mark.parametrize("args, errors", [
+    (["-s", "failure-storm", "--iterations", "3000"], {"EEXIST": 3000}),
+    # in turn: EEXIST, EBUSY, ENOENT, EEXIST, ...
+    (["-s", "mixed-storm", "--iterations", "3001"],
+     {"EEXIST": 1001, "EBUSY": 1000, "ENOENT": 1000}),
+    (["-s", "retry-loop", "-d", "0.2", "--rate", "1000"], {"EBUSY": 200}),
+])
+def test_failure_storms_fail_every_move_as_planned(args, errors):
+    """Counted by errno in the native loop, each call by itself."""
+    out = uffdtrace_json("workload", *args)
+    assert out["summary"]["errors"] == errors and out["summary"]["ok"] == 0
+    assert out["problems"] == []

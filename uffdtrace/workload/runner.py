@@ -10,7 +10,8 @@ from typing import Callable
 
 from ..errors import UserError
 from ..signals import terminate_as_interrupt
-from ..native import PAGE_SIZE, IoUringPin, LoopStats, Mapping, MoveCall, Uffd, lib
+from ..native import PAGE_SIZE, LoopStats, Mapping, MoveCall, Uffd
+from .failcycle import ERRNO as FAILURE_KINDS, FailureCycle
 from .scenarios import MIXED_CYCLE, SCENARIOS, PlannedMove, Round, unexpected
 
 SPECIAL = {
@@ -24,8 +25,7 @@ SPECIAL = {
                    "ENOENT: src hole) at full speed in a native loop: no two failures in a "
                    "row alike (--iterations = number of moves, default 500000)",
 }
-# What each failure of a storm is: the move and the errno it meets every time.
-STORM_FAILURES = {"dst_populated": "EEXIST", "src_pinned": "EBUSY", "src_hole": "ENOENT"}
+
 STORM_DEFAULT_MOVES = 100_000
 STORM_DEFAULT_PAGES = 64
 FAILURE_STORM_DEFAULT_MOVES = 500_000
@@ -139,35 +139,15 @@ def _storm(uffd: Uffd, pages: int, moves: int, result: WorkloadResult):
 
 def _failure_cycle(uffd: Uffd, name: str, kinds: list[str], moves: int, rate: float,
                    result: WorkloadResult):
-    """4 KiB moves that fail and change nothing, one of each of `kinds`
-    (STORM_FAILURES) in turn, `moves` in all at `rate` calls/s (0: flat
-    out): onto a populated dst (EEXIST), of a src page an io_uring fixed
-    buffer pins (EBUSY), of a src page never touched (ENOENT)."""
-    with ExitStack() as stack:
-        cycle = []
-        for kind in kinds:
-            src = stack.enter_context(Mapping(PAGE_SIZE))
-            dst = stack.enter_context(Mapping(PAGE_SIZE))
-            for m in (src, dst):
-                m.madvise(lib().MADV_NOHUGEPAGE)
-            if kind != "src_hole":
-                src.fill()
-            if kind == "dst_populated":
-                dst.fill()      # populated before it is registered: every move is EEXIST
-            uffd.register(dst)
-            if kind == "src_pinned":
-                pin = IoUringPin(src.addr, PAGE_SIZE)
-                stack.callback(pin.close)
-            result.setup.append({"scenario": name, "failure": kind, "src": src.addr,
-                                 "dst": dst.addr, "pinned_src": kind == "src_pinned"})
-            cycle.append((dst.addr, src.addr, PAGE_SIZE))
-        result.loop = uffd.move_cycle(cycle, moves, rate=int(rate))
-    # call i is kinds[i % len(kinds)]
-    expected = Counter({STORM_FAILURES[k]: moves // len(kinds) + (i < moves % len(kinds))
-                        for i, k in enumerate(kinds)})
-    if result.loop.errors != +expected:
+    """`moves` failing moves of `kinds` in turn (failcycle.py) at `rate`
+    calls/s (0: flat out)."""
+    with FailureCycle(kinds, uffd) as cycle:
+        result.setup += [{"scenario": name, **facts} for facts in cycle.setup]
+        result.loop = cycle.run(moves, int(rate))
+    expected = cycle.expected_errors(moves)
+    if result.loop.errors != expected:
         result.problems.append(f"{name}: {result.loop.ok} moves succeeded, failures by errno "
-                               f"{result.loop.errors} (expected {dict(+expected)})")
+                               f"{result.loop.errors} (expected {expected})")
 
 
 def _mixed(uffd: Uffd, rate: float, duration: float, hold: float, result: WorkloadResult,
@@ -240,7 +220,7 @@ def run_workload(name: str, *, pages: int | None = None, iterations: int | None 
                 _failure_cycle(uffd, name, ["dst_populated"],
                                iterations or FAILURE_STORM_DEFAULT_MOVES, 0, result)
             elif name == "mixed-storm":
-                _failure_cycle(uffd, name, list(STORM_FAILURES),
+                _failure_cycle(uffd, name, list(FAILURE_KINDS),
                                iterations or FAILURE_STORM_DEFAULT_MOVES, 0, result)
             elif name == "retry-loop":
                 _failure_cycle(uffd, name, ["src_pinned"], iterations or int(rate * duration),
