@@ -16,8 +16,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from uffdtrace import records
 from uffdtrace.native import lib
@@ -227,6 +230,14 @@ class Uffdtrace(_Process):
                         move = json.loads(line)
                         linker.move(move)
                         count(move["pid"], 1, cause_key(move) if failed else None)
+                elif line.startswith('{"type":"successes"'):
+                    # successes in bulk: one row a move (uffdtrace/successes.py)
+                    bulk = orjson.loads(line)
+                    moves += len(bulk["rows"])
+                    if self.keep_moves:
+                        pid_at = bulk["fields"].index("pid")
+                        for pid, n in Counter(row[pid_at] for row in bulk["rows"]).items():
+                            count(pid, n, None)
                 elif line.startswith('{"type":"repeat"'):
                     # a run's repeats: that many failures like the move it repeats
                     rep = json.loads(line)
