@@ -87,7 +87,7 @@
 #define UT_SUCCESS_RINGBUF_PAGES 256
 #endif
 #ifndef UT_WAKEUP_BATCH
-#define UT_WAKEUP_BATCH 64
+#define UT_WAKEUP_BATCH 1024
 #endif
 #ifndef UT_COST_STATS
 #define UT_COST_STATS 1

@@ -352,11 +352,23 @@ class _SuccessRows:
             raise TypeError(f"{sorted(set(self.fields) - move_fields)} are not MoveEvent fields")
         ct = dict(ffi().typeof("struct ut_move_event").fields)
         self.text_at = tuple(i for i, n in enumerate(self.fields) if ct[n].type.kind == "array")
+        # the text fields are the last ones (a faster decode)
+        self.text_tail = self.text_at == tuple(range(len(self.fields) - len(self.text_at),
+                                                     len(self.fields)))
 
 
 @lru_cache(maxsize=None)
 def success_rows() -> _SuccessRows:
     return _SuccessRows()
+
+
+class _TextCache(dict):
+    """A comm's bytes -> its text, decoded once per batch (a batch has a
+    handful of distinct comms): a hit is a C-level dict lookup."""
+
+    def __missing__(self, raw: bytes) -> str:
+        text = self[raw] = _comm(raw)
+        return text
 
 
 class SuccessBatch:
@@ -415,16 +427,20 @@ class SuccessBatch:
 
     def _decode(self) -> list[list]:
         spec = success_rows()
-        text: dict[bytes, str] = {}
+        text = _TextCache()
+        if spec.text_tail:
+            # the usual layout: the comms are the record's last fields, so a
+            # row is the numbers as unpacked and the comms looked up: one
+            # comprehension, no per-field Python loop
+            n = spec.text_at[0]
+            if len(spec.text_at) == 2:
+                return [[*v[:n], text[v[n]], text[v[n + 1]]]
+                        for v in spec.struct.iter_unpack(self.frames)]
         rows = []
         for values in spec.struct.iter_unpack(self.frames):
             row = list(values)
             for i in spec.text_at:
-                raw = row[i]
-                name = text.get(raw)
-                if name is None:
-                    name = text[raw] = _comm(raw)
-                row[i] = name
+                row[i] = text[row[i]]
             rows.append(row)
         return rows
 

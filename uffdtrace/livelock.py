@@ -91,6 +91,8 @@ class LivelockDetector:
 
     def _successes(self, batch: SuccessBatch, out: list):
         """A success ends its thread's chain, if it came after the chain began."""
+        if not self._chains:
+            return      # the usual case: nothing failing, nothing to end
         for tid, ts_ns in batch.last_ts_by_tid().items():
             chain = self._chains.get(tid)
             if chain is not None and ts_ns > chain.first.event.ts_ns:
