@@ -86,17 +86,24 @@ def traced_workload(session, *args, expect_outcomes: bool = True):
     return out, moves
 
 
-def record_then_sigkill(trace, seconds: float = 4.0):
+def record_then_sigkill(trace, seconds: float = 2.0):
     """`uffdtrace record` of a steady mixed workload, SIGKILLed (with its
-    workload) after `seconds`: what a crashed recorder leaves behind."""
+    workload) `seconds` after it said it was recording: what a crashed
+    recorder leaves behind.  (Not a fixed time from launch: compiling the
+    BPF program takes seconds, more on a loaded machine.)"""
     import os
     import signal
     import time
     proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "record", "-o", str(trace),
                              "--", sys.executable, "-m", "uffdtrace", "workload", "-s", "mixed",
                              "-d", "0", "--rate", "300"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    time.sleep(seconds)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        banner = proc.stderr.readline()
+        assert "Recording" in banner, banner
+        time.sleep(seconds)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
