@@ -8,10 +8,8 @@ a user would run it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 

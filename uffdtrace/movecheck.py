@@ -52,7 +52,7 @@ from .errors import UserError
 from .native import PAGE_SIZE, Mapping, Uffd, hpage_size, lib
 from .pagestate import (PM_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP, PagemapReader,
                         ProcessGone, kpageflags)
-from .procpins import RegisteredBuffer, comm_of, io_uring_buffers, outstanding_pins
+from .procpins import RegisteredBuffer, comm_of, io_uring_buffers
 from .taxonomy import INFERRED, OBSERVED, CauseCode as C, cause
 from .vma_rules import SPECIAL_VMFLAGS, invalid_from_vmas
 

@@ -4,7 +4,6 @@ success ring buffer (a flood of successes cannot crowd a failure out) and
 leaving out the cost-statistics hooks."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 

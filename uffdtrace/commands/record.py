@@ -22,7 +22,11 @@ examples:
 def add_parser(sub):
     p = command_parser(sub, "record", help="record moves and their diagnosis to a trace file",
                        description="Record every UFFDIO_MOVE, its diagnosis, pin "
-                       "attributions and periodic in-kernel aggregates to a JSON Lines file.",
+                       "attributions and periodic in-kernel aggregates to a JSON Lines file.  "
+                       "The defaults lose no failure in a storm: identical failures are "
+                       "counted in the kernel (--coalesce-ms), and failures the ring buffer "
+                       "has no room for too; successes are written in bulk (`successes` "
+                       "records).  Whatever is lost is counted and `report` says so.",
                        examples=EXAMPLES)
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write")
     add_session_options(p)

@@ -51,7 +51,8 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
                        f"within MS milliseconds are recorded as its first failure and a repeat "
                        f"count, exact, counted in the kernel (default {DEFAULT_COALESCE_MS}; 0: "
                        "every failure recorded by itself).  A failure storm then cannot fill "
-                       "the ring buffer",
+                       "the ring buffer; failures that differ, when it is full, are counted "
+                       "the same way per thread, shape and MS period instead of dropped",
         **(help or {}),
     }
     d = SESSION_DEFAULTS
