@@ -382,6 +382,33 @@ static __always_inline int same_shape(const u64 *a, const u64 *b)
 	return diff == 0;
 }
 
+/* A repeat count whose first failure is `ev` (closed_by: why it will be
+ * sent, when already known). */
+static __always_inline void repeat_open(struct ut_repeat_event *rep,
+					const struct ut_move_event *ev, u32 closed_by)
+{
+	rep->type = UT_EV_REPEAT;
+	rep->pid = ev->pid;
+	rep->tid = ev->tid;
+	rep->closed_by = closed_by;
+	rep->first_ts_ns = ev->ts_ns;
+	rep->last_ts_ns = ev->ts_ns;
+	rep->count = 0;
+	rep->latency_total_ns = 0;
+	rep->latency_max_ns = 0;
+}
+
+/* `ev` repeats the failure `rep` counts after. */
+static __always_inline void repeat_count(struct ut_repeat_event *rep,
+					 const struct ut_move_event *ev)
+{
+	rep->count++;
+	rep->last_ts_ns = ev->ts_ns;
+	rep->latency_total_ns += ev->latency_ns;
+	if (ev->latency_ns > rep->latency_max_ns)
+		rep->latency_max_ns = ev->latency_ns;
+}
+
 /* Failures the `events` ring buffer had no room for (struct ut_overflow):
  * the collector drains the periods that are over. */
 BPF_HASH(overflow, struct ut_overflow_key, struct ut_overflow, UT_OVERFLOW_MAX);
@@ -415,25 +442,13 @@ static __always_inline int overflow_account(const struct ut_move_event *ev)
 		if (!same_shape(o->shape, now->shape))
 			return 0;
 		/* only this thread adds to its keys: no other writer */
-		o->rep.count++;
-		o->rep.last_ts_ns = ev->ts_ns;
-		o->rep.latency_total_ns += ev->latency_ns;
-		if (ev->latency_ns > o->rep.latency_max_ns)
-			o->rep.latency_max_ns = ev->latency_ns;
+		repeat_count(&o->rep, ev);
 		stat_add(UT_STAT_FAILURES_OVERFLOWED, 1);
 		return 1;
 	}
 	__builtin_memcpy(&now->first, ev, sizeof(now->first));
 	bpf_get_current_comm(&now->first.comm, sizeof(now->first.comm));
-	now->rep.type = UT_EV_REPEAT;
-	now->rep.pid = ev->pid;
-	now->rep.tid = ev->tid;
-	now->rep.closed_by = UT_RUN_CLOSED_OVERFLOW;
-	now->rep.first_ts_ns = ev->ts_ns;
-	now->rep.last_ts_ns = ev->ts_ns;
-	now->rep.count = 0;
-	now->rep.latency_total_ns = 0;
-	now->rep.latency_max_ns = 0;
+	repeat_open(&now->rep, ev, UT_RUN_CLOSED_OVERFLOW);
 	if (overflow.insert(&key, now))
 		return 0;
 	stat_add(UT_STAT_FAILURES_OVERFLOWED, 1);
@@ -486,11 +501,7 @@ static __always_inline int run_account(struct ut_move_inflight *rec)
 		int same = same_shape(run->shape, now->shape);
 
 		if (same && ev->ts_ns - run->rep.first_ts_ns < UT_RUN_MAX_NS) {
-			run->rep.count++;
-			run->rep.last_ts_ns = ev->ts_ns;
-			run->rep.latency_total_ns += ev->latency_ns;
-			if (ev->latency_ns > run->rep.latency_max_ns)
-				run->rep.latency_max_ns = ev->latency_ns;
+			repeat_count(&run->rep, ev);
 			stat_add(UT_STAT_FAILURES_COALESCED, 1);
 			return 1;
 		}
@@ -513,15 +524,7 @@ static __always_inline int run_account(struct ut_move_inflight *rec)
 	}
 	/* this failure opens the run: it is sent, the run counts what follows */
 	__builtin_memcpy(run->shape, now->shape, sizeof(run->shape));
-	run->rep.type = UT_EV_REPEAT;
-	run->rep.pid = ev->pid;
-	run->rep.tid = tid;
-	run->rep.closed_by = 0;
-	run->rep.first_ts_ns = ev->ts_ns;
-	run->rep.last_ts_ns = ev->ts_ns;
-	run->rep.count = 0;
-	run->rep.latency_total_ns = 0;
-	run->rep.latency_max_ns = 0;
+	repeat_open(&run->rep, ev, 0);
 	rec->run_open = 1;
 	return 0;
 }
