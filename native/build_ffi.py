@@ -62,6 +62,8 @@ for header in HEADERS:
 ffibuilder.cdef(SYSTEM_CONSTANTS)
 # /proc/kpageflags bits (pagestate.py picks the ones a move depends on)
 ffibuilder.cdef(uapi_names("linux/kernel-page-flags.h", r"KPF_\w+"))
+# non-cooperative uffd events and the features that ask for them (mmap_changing)
+ffibuilder.cdef(uapi_names("linux/userfaultfd.h", r"UFFD_(?:FEATURE_)?EVENT_\w+"))
 ffibuilder.set_source(
     "uffdtrace._native",
     """

@@ -12,6 +12,9 @@
 #include <linux/io_uring.h>
 #include <linux/types.h>
 #include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -578,4 +581,177 @@ int uffdw_bystander_loop_in_child(const struct uffdw_bystander *b, uint64_t coun
 	*ns_out = t.ns;
 	*cpu_ns_out = t.cpu_ns;
 	return rc;
+}
+
+/* --- a move that may never return: in a child sharing the mm ------------------ */
+
+struct vm_child_block {
+	struct uffdt_move_arg arg;   /* the kernel writes `move` here */
+	int fd;
+	volatile int done;
+	int64_t ret;
+	int32_t err;
+	int32_t tid;
+};
+
+#define VM_CHILD_STACK (64 << 10)
+
+/* A system call that returns -errno and never touches errno: the child
+ * below shares the parent thread's TLS, so glibc's errno is not its own. */
+static long raw_syscall3(long nr, long a, long b, long c)
+{
+#if defined(__x86_64__)
+	long ret;
+
+	__asm__ volatile ("syscall" : "=a"(ret) : "a"(nr), "D"(a), "S"(b), "d"(c)
+			  : "rcx", "r11", "memory");
+	return ret;
+#else
+	long ret = syscall(nr, a, b, c);   /* errno: a race on the parent's, at worst */
+
+	return ret < 0 ? -errno : ret;
+#endif
+}
+
+/* Runs on its own stack in the shared mm: raw system calls only. */
+static int vm_child_main(void *p)
+{
+	struct vm_child_block *b = p;
+	long ret;
+
+	b->tid = (int32_t)raw_syscall3(SYS_gettid, 0, 0, 0);
+	ret = raw_syscall3(SYS_ioctl, b->fd, (long)UFFDT_IOC_MOVE, (long)&b->arg);
+	b->ret = ret;
+	b->done = 1;
+	return 0;
+}
+
+int uffdw_move_in_vm_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
+			   uint64_t timeout_ms, struct uffdw_call *out, int32_t *killed_out)
+{
+	struct vm_child_block *b;
+	uint64_t start, deadline;
+	char *stack;
+	int rc = 0, killed = 0, status;
+	pid_t pid;
+
+	memset(out, 0, sizeof(*out));
+	stack = mmap(NULL, VM_CHILD_STACK + sizeof(*b), PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (stack == MAP_FAILED)
+		return -errno;
+	b = (struct vm_child_block *)(stack + VM_CHILD_STACK);
+	memset(b, 0, sizeof(*b));
+	b->arg.dst = dst;
+	b->arg.src = src;
+	b->arg.len = len;
+	b->arg.mode = mode;
+	b->fd = fd;
+	start = now_ns();
+	deadline = start + timeout_ms * 1000000ull;
+	pid = clone(vm_child_main, stack + VM_CHILD_STACK - 64, CLONE_VM | SIGCHLD, b);
+	if (pid < 0) {
+		rc = -errno;
+		goto out;
+	}
+	for (;;) {
+		pid_t w = waitpid(pid, &status, WNOHANG);
+
+		if (w == pid)
+			break;
+		if (w < 0 && errno != EINTR) {
+			rc = -errno;
+			break;
+		}
+		if (!killed && now_ns() >= deadline) {
+			kill(pid, SIGKILL);
+			killed = 1;
+		}
+		usleep(1000);
+	}
+	out->ns = now_ns() - start;
+	out->dst = dst;
+	out->src = src;
+	out->len = len;
+	out->mode = mode;
+	out->pid = pid;
+	out->tid = b->tid ? b->tid : pid;
+	out->move = b->arg.move;
+	if (b->done && !killed) {
+		out->ret = b->ret >= 0 ? b->ret : -1;
+		out->err = b->ret < 0 ? (int32_t)-b->ret : 0;
+	} else {
+		/* killed inside the ioctl: the kernel's answer is in `move` */
+		out->ret = -1;
+		out->err = b->arg.move < 0 ? (int32_t)-b->arg.move : EINTR;
+	}
+out:
+	munmap(stack, VM_CHILD_STACK + sizeof(*b));
+	if (killed_out)
+		*killed_out = killed;
+	return rc;
+}
+
+/* --- a pending non-cooperative event (mmap_changing) -------------------------- */
+
+
+static void *remove_thread(void *p)
+{
+	struct uffdw_pending_event *ev = p;
+
+	__atomic_store_n(&ev->tid, (int32_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+	/* blocks in userfaultfd_remove() until the event is read */
+	ev->madvise_rc = madvise((void *)ev->addr, ev->len, MADV_DONTNEED) ? -errno : 0;
+	return NULL;
+}
+
+int uffdw_raise_remove_event(int fd, uint64_t addr, uint64_t len, int timeout_ms,
+			     struct uffdw_pending_event *ev)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	pthread_t th;
+	int rc;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->fd = fd;
+	ev->addr = addr;
+	ev->len = len;
+	rc = pthread_create(&th, NULL, remove_thread, ev);
+	if (rc)
+		return -rc;
+	ev->thread = (uint64_t)th;
+	do
+		rc = poll(&pfd, 1, timeout_ms);
+	while (rc < 0 && errno == EINTR);
+	if (rc <= 0) {
+		rc = rc < 0 ? -errno : -ETIMEDOUT;
+		pthread_join(th, NULL);
+		ev->joined = 1;
+		return rc;
+	}
+	ev->raised_ns = now_ns();
+	return 0;
+}
+
+int uffdw_settle_event(struct uffdw_pending_event *ev)
+{
+	struct uffd_msg msg;
+	ssize_t n;
+
+	if (ev->joined || !ev->thread)
+		return 0;
+	do
+		n = read(ev->fd, &msg, sizeof(msg));
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)sizeof(msg)) {
+		int err = n < 0 ? errno : EIO;
+
+		pthread_detach((pthread_t)ev->thread);
+		ev->joined = 1;
+		return -err;
+	}
+	ev->event = msg.event;
+	pthread_join((pthread_t)ev->thread, NULL);
+	ev->joined = 1;
+	return 0;
 }

@@ -74,6 +74,44 @@ int uffdw_move_cycle(int fd, const struct uffdt_move_arg *moves, uint64_t n, uin
 int uffdw_move_in_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
                         struct uffdw_call *out);
 
+/*
+ * A move issued by a child that shares this process's mm (clone CLONE_VM,
+ * not a thread: it can be killed alone) on `fd`, waited for `timeout_ms`.
+ * The kernel may retry a move forever (a pinned large folio that cannot be
+ * split): then the child is SIGKILLed, the kernel stops at its next
+ * fatal-signal check and writes its result to `move` in memory both
+ * share, which `out` reports (*killed_out = 1; ret -1, errno from `move`,
+ * or EINTR when the kernel wrote nothing).  Same mm, so not cross-mm.
+ */
+int uffdw_move_in_vm_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
+                           uint64_t timeout_ms, struct uffdw_call *out, int32_t *killed_out);
+
+/*
+ * A non-cooperative event left pending: a thread of this process
+ * madvise(MADV_DONTNEED)s [addr, addr+len) of a range registered with a uffd
+ * opened with UFFD_FEATURE_EVENT_REMOVE.  The kernel queues UFFD_EVENT_REMOVE,
+ * raises the uffd's mmap_changing and blocks the thread until the event is
+ * read; every move on that uffd meanwhile fails with EAGAIN.
+ */
+struct uffdw_pending_event {
+	int32_t fd;
+	int32_t tid;          /* the thread blocked in madvise() */
+	uint64_t addr;
+	uint64_t len;
+	uint64_t thread;      /* pthread_t (opaque) */
+	int32_t joined;
+	int32_t madvise_rc;   /* madvise()'s result (-errno), once joined */
+	int32_t event;        /* the event read by uffdw_settle_event, 0 before */
+	uint64_t raised_ns;   /* CLOCK_MONOTONIC when the event was seen queued */
+};
+/* Start the thread and wait (up to timeout_ms) until the event is queued;
+ * -ETIMEDOUT (thread joined) if the kernel queued none. */
+int uffdw_raise_remove_event(int fd, uint64_t addr, uint64_t len, int timeout_ms,
+                             struct uffdw_pending_event *ev);
+/* Read the pending event (the monitor's job), then join the thread.  If no
+ * event can be read the thread is detached: closing the uffd releases it. */
+int uffdw_settle_event(struct uffdw_pending_event *ev);
+
 /* Anonymous mapping aligned to `align` (a power of two >= page size). */
 int64_t uffdw_map(uint64_t len, int prot, int flags, uint64_t align);
 int uffdw_unmap(uint64_t addr, uint64_t len);

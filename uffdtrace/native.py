@@ -169,12 +169,13 @@ class Mapping:
 
 
 class Uffd:
-    """A userfaultfd with UFFDIO_API done (requesting UFFD_FEATURE_MOVE)."""
+    """A userfaultfd with UFFDIO_API done (requesting UFFD_FEATURE_MOVE, and
+    the UFFD_FEATURE_* bits in `features` besides: e.g. EVENT_REMOVE)."""
 
-    def __init__(self):
+    def __init__(self, features: int = 0):
         L = lib()
         supported = ffi().new("uint64_t *")
-        self.fd = L.uffdw_open(L.UFFDT_FEATURE_MOVE, supported, ffi().NULL)
+        self.fd = L.uffdw_open(L.UFFDT_FEATURE_MOVE | features, supported, ffi().NULL)
         if self.fd < 0:
             err = -self.fd
             if err == errno_mod.EINVAL:
@@ -198,6 +199,19 @@ class Uffd:
         out = ffi().new("struct uffdw_call *")
         check(lib().uffdw_move_in_child(self.fd, dst, src, length, mode, out), "fork")
         return MoveCall.from_native(out)
+
+    def move_in_vm_child(self, dst: int, src: int, length: int, mode: int = 0, *,
+                         timeout_s: float) -> tuple[MoveCall, bool]:
+        """Issue the move from a child that shares this mm (not cross-mm),
+        SIGKILLed if the kernel has not answered after timeout_s (a move can
+        retry forever).  Returns the call and whether the child was killed
+        (then the errno is what the kernel wrote to `move`, EINTR if none)."""
+        out = ffi().new("struct uffdw_call *")
+        killed = ffi().new("int32_t *")
+        check(lib().uffdw_move_in_vm_child(self.fd, dst, src, length, mode,
+                                           max(0, int(timeout_s * 1000)), out, killed),
+              "clone")
+        return MoveCall.from_native(out), bool(killed[0])
 
     def move_loop(self, a: Mapping, b: Mapping, chunk: int, count: int, *,
                   rate: int = 0, fail_every: int = 0, first_step: int = 0) -> LoopStats:
@@ -309,6 +323,37 @@ class ForkHolder:
         if self.pid > 0:
             lib().uffdw_release_holder(self.pid, self._ctl)
             self.pid = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class PendingRemoveEvent:
+    """A UFFD_EVENT_REMOVE left unread: a thread of this process is blocked in
+    madvise(MADV_DONTNEED) of [addr, addr+length) (registered with `uffd`,
+    opened with UFFD_FEATURE_EVENT_REMOVE) until the event is read, and the
+    uffd's mmap_changing is raised meanwhile.  close() reads it."""
+
+    def __init__(self, uffd: Uffd, addr: int, length: int, timeout_s: float = 5.0):
+        self._ev = ffi().new("struct uffdw_pending_event *")
+        rc = lib().uffdw_raise_remove_event(uffd.fd, addr, length, int(timeout_s * 1000),
+                                            self._ev)
+        if rc < 0:
+            raise UserError(f"no UFFD_EVENT_REMOVE was queued for MADV_DONTNEED of "
+                            f"{addr:#x}+{length:#x}: {os.strerror(-rc)}")
+        self.tid = self._ev.tid
+        self.raised_ns = self._ev.raised_ns
+        self.event: int = 0
+
+    def close(self):
+        if self._ev is not None:
+            rc = lib().uffdw_settle_event(self._ev)
+            self.event = self._ev.event
+            self._ev = None
+            check(rc, "reading the pending uffd event")
 
     def __enter__(self):
         return self

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import UserError
-from ..native import (PAGE_SIZE, ForkHolder, IoUringPin, Mapping, MoveCall, Uffd,
-                      hpage_size, lib)
+from ..native import (PAGE_SIZE, ForkHolder, IoUringPin, Mapping, MoveCall,
+                      PendingRemoveEvent, Uffd, hpage_size, lib)
 from ..pagestate import read_page_states
 from .ksm import KsmTuning
 
@@ -124,6 +124,9 @@ class Scenario:
     expect_errno: str | None = None
     expect_partial: bool = False
     needs_root: bool = False
+    # Another errno a kernel may answer instead, as right as expect_errno
+    # (each scenario that has one says when).
+    alt_errno: str | None = None
 
 
 # --- the scenarios --------------------------------------------------------------
@@ -247,6 +250,102 @@ def _src_readonly(r: Round):
     r.move(dst.addr, src.addr, r.pages * PAGE_SIZE)
 
 
+# --- swap, unsplittable THP, mmap_changing ----------------------------------------
+# (issue 16: each reproduces what the running kernel does; see
+# reference/kernel-uffdio-move.md and mm/userfaultfd.c's move_pages_ptes)
+
+PAGEOUT_TIMEOUT_S = 2.0
+# How long the thp_pinned move may run before its mover is killed: a kernel
+# whose split_folio() answers -EAGAIN for a pinned folio retries forever.
+THP_PINNED_TIMEOUT_S = 2.0
+
+
+def _swapped_out(r: Round, src: Mapping, pages: int):
+    """A zram swap device for the round (taken down after it, even after a
+    SIGKILL: zram.py's restore file), and src's pages swapped out to it."""
+    from .zramswap import ZramSwap
+    swap = r.stack.enter_context(ZramSwap())
+    r.facts["swap_device"] = swap.path
+    addrs = [src.page(i) for i in range(pages)]
+    src.madvise(lib().MADV_PAGEOUT)
+    deadline = time.monotonic() + PAGEOUT_TIMEOUT_S
+    while not all(s.swapped for s in read_page_states(os.getpid(), addrs)):
+        if time.monotonic() > deadline:
+            raise UserError(f"MADV_PAGEOUT left src pages in memory after "
+                            f"{PAGEOUT_TIMEOUT_S:.0f} s (swap to {swap.path})")
+        time.sleep(0.01)
+    r.facts["swapped_out"] = addrs
+
+
+def _swapped(r: Round):
+    # An exclusive swap entry moves: move_pages_ptes's !pte_present() path
+    # (move_swap_pte) carries the entry itself to dst, nothing is swapped in.
+    src, dst = r.pair(r.pages, advice=lib().MADV_NOHUGEPAGE)
+    _swapped_out(r, src, r.pages)
+    r.move_pages_one_by_one(src, dst, r.pages)
+    r.facts["dst_swapped_after"] = all(
+        s.swapped for s in read_page_states(os.getpid(), [dst.page(i) for i in range(r.pages)]))
+
+
+def _swap_shared(r: Round):
+    # fork() after the page-out clears the exclusive bit of each swap entry
+    # (copy_nonpresent_pte): move_pages_ptes refuses a !pte_swp_exclusive
+    # entry with -EBUSY.
+    src, dst = r.pair(r.pages, advice=lib().MADV_NOHUGEPAGE)
+    _swapped_out(r, src, r.pages)
+    holder = r.stack.enter_context(ForkHolder())
+    r.facts["sharing_child_pid"] = holder.pid
+    r.move_pages_one_by_one(src, dst, r.pages)
+
+
+def _thp_pinned(r: Round):
+    # Part of a THP that an io_uring fixed buffer pins: move_pages splits the
+    # PMD (split_huge_pmd works on a pinned folio), then move_pages_ptes must
+    # split the folio, which a pinned folio refuses.  Linux 6.18 answers
+    # -EBUSY at once (one thp_split_page_failed); a kernel whose split
+    # answers -EAGAIN would retry forever, so the move runs in a child that
+    # shares this mm and is killed after THP_PINNED_TIMEOUT_S (EINTR).
+    huge = hpage_size()
+    src = r.mapping(huge, align=huge)
+    dst = r.mapping(huge, align=huge)
+    src.madvise(lib().MADV_HUGEPAGE)
+    src.fill()
+    r.uffd.register(dst)
+    r.facts["src_thp"] = read_page_states(os.getpid(), [src.addr])[0].has("thp")
+    if not r.facts["src_thp"]:
+        raise UserError("src is not a THP (transparent_hugepage disabled, or no huge page "
+                        "free): thp_pinned needs one")
+    pin = r.stack.enter_context(IoUringPin(src.addr, huge))
+    r.facts["pinned"] = {"addr": pin.addr, "len": pin.length, "pid": os.getpid(),
+                         "method": "io_uring fixed buffer"}
+    length = min(r.pages, huge // PAGE_SIZE - 1) * PAGE_SIZE
+    r.planned(dst.addr, src.addr, length)
+    call, killed = r.uffd.move_in_vm_child(dst.addr, src.addr, length,
+                                           timeout_s=THP_PINNED_TIMEOUT_S)
+    r.facts["killed_after_s"] = THP_PINNED_TIMEOUT_S if killed else None
+    r.record(call)
+
+
+def _mmap_changing(r: Round):
+    # A uffd of its own, with UFFD_FEATURE_EVENT_REMOVE: MADV_DONTNEED of a
+    # range registered with it queues UFFD_EVENT_REMOVE, raises mmap_changing
+    # and blocks the madvise() thread until the event is read.  Meanwhile
+    # every move on this uffd fails with EAGAIN and moves nothing.
+    uffd = r.stack.enter_context(Uffd(features=lib().UFFD_FEATURE_EVENT_REMOVE))
+    src = r.mapping(r.pages * PAGE_SIZE)
+    dst = r.mapping(r.pages * PAGE_SIZE)
+    removed = r.mapping(PAGE_SIZE)
+    src.fill()
+    for m in (dst, removed):
+        uffd.register(m)
+    # entered after the uffd: read (releasing the thread) before it closes
+    event = r.stack.enter_context(PendingRemoveEvent(uffd, removed.addr, PAGE_SIZE))
+    r.facts["pending_event"] = {"event": "remove", "tid": event.tid, "addr": removed.addr,
+                                "len": PAGE_SIZE}
+    r.planned(dst.addr, src.addr, r.pages * PAGE_SIZE)
+    r.record(uffd.move(dst.addr, src.addr, r.pages * PAGE_SIZE))
+
+
 def _cross_mm(r: Round):
     src, dst = r.pair(r.pages)
     r.planned(dst.addr, src.addr, r.pages * PAGE_SIZE, cross_mm=True)
@@ -280,6 +379,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("src_readonly", "src is PROT_READ", _src_readonly, expect_errno="EINVAL"),
     Scenario("cross_mm", "a forked child moves on the parent's uffd", _cross_mm,
              expect_errno="EINVAL"),
+    # swap, unsplittable THP, mmap_changing (issue 16)
+    Scenario("swapped", "exclusive swapped-out src pages (zram swap) move as swap entries",
+             _swapped, default_pages=2, needs_root=True),
+    Scenario("swap_shared", "swapped-out src pages whose swap entries fork() shared",
+             _swap_shared, default_pages=2, expect_errno="EBUSY", needs_root=True),
+    Scenario("thp_pinned", "part of an io_uring-pinned THP: the folio cannot be split "
+             "(the mover is killed if the kernel retries forever)", _thp_pinned,
+             default_pages=4, expect_errno="EBUSY", alt_errno="EINTR"),
+    Scenario("mmap_changing", "a move while a UFFD_EVENT_REMOVE (MADV_DONTNEED) is "
+             "pending and unread", _mmap_changing, default_pages=2, expect_errno="EAGAIN"),
 ]}
 
 # What `mixed` cycles through: mostly healthy moves, every failure class now
@@ -291,8 +400,11 @@ MIXED_CYCLE = ["ok", "ok", "ok", "thp", "partial", "ok", "dst_populated", "src_h
 
 def unexpected(scenario: Scenario, call: MoveCall) -> str | None:
     """Why `call` is not what `scenario` promises, or None if it is."""
-    if call.errno != scenario.expect_errno:
-        return f"errno {call.errno or 'none'} (expected {scenario.expect_errno or 'none'})"
+    if call.errno != scenario.expect_errno and (scenario.alt_errno is None
+                                                or call.errno != scenario.alt_errno):
+        expected = " or ".join(e for e in (scenario.expect_errno or "none", scenario.alt_errno)
+                               if e)
+        return f"errno {call.errno or 'none'} (expected {expected})"
     if scenario.expect_errno is None and call.move != call.len:
         return f"moved {call.move} of {call.len} bytes"
     if scenario.expect_partial and not 0 < call.move < call.len:
