@@ -25,6 +25,11 @@ SCENARIO_CAUSES = {
     "vma_shared": ("invalid_vma_shared", None),
     "src_readonly": ("invalid_src_not_writable", None),
     "cross_mm": ("invalid_cross_mm", None),
+    # swap, unsplittable THP, mmap_changing (issue 16)
+    "swapped": ("ok", None),
+    "swap_shared": ("swap_not_exclusive", None),
+    "thp_pinned": ("thp_split_failed", None),
+    "mmap_changing": ("mmap_changing", None),
 }
 
 
@@ -48,6 +53,11 @@ def evidence_of(scenario: str, tier: str) -> str:
     """The evidence level `scenario`'s diagnosis has in `tier`."""
     if scenario == "cross_mm" and tier == "tracepoint":
         return "inferred"       # no ioctl hook: the unwritten `move` says it
+    if scenario == "mmap_changing" and tier == "tracepoint":
+        # EAGAIN with nothing moved and pages that stop nothing: the ioctl's
+        # own check, or a VMA-lock retry (6.15+), which nothing here tells
+        # apart; the kernel tier sees move_pages() never entered
+        return "errno"
     return "observed"
 
 

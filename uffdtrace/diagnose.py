@@ -86,6 +86,13 @@ def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,
         notes = [] if merge else ["merged before tracing started (no ksm tracepoint seen)"]
         return C.PAGE_KSM, culprit, notes + ["kpageflags: KSM"]
     pin = pins.covering(move.pid, en.src_addr)
+    if src is not None and src.present and src.exclusive and src.has("thp") and \
+            (move.len % PMD_SIZE or move.src % PMD_SIZE):
+        # the kernel splits before it looks at pins: a pinned huge page a
+        # move covers only in part fails the split
+        return C.THP_SPLIT_FAILED, pin_culprit(pin) if pin else None, [
+            "kpageflags: THP, and the move is not whole PMDs"] + (
+            [_pin_note(pin)] if pin else [])
     if pin is not None:
         return C.PAGE_PINNED, pin_culprit(pin), [_pin_note(pin)]
     if src is not None and src.has("zero_page"):
@@ -94,8 +101,6 @@ def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,
         return C.SWAP_NOT_EXCLUSIVE, None, ["pagemap: swapped, not exclusive"]
     if src is not None and src.present and not src.exclusive:
         return C.PAGE_SHARED, None, ["pagemap: not exclusively mapped (shared after fork?)"]
-    if src is not None and src.has("thp") and move.len % PMD_SIZE:
-        return C.THP_SPLIT_FAILED, None, ["kpageflags: THP, and the move is not whole PMDs"]
     return None
 
 

@@ -103,7 +103,9 @@ def diagnose_observed(move: MoveEvent) -> Diagnosis | None:
         if seen.cross_mm:
             return Diagnosis(C.INVALID_CROSS_MM, OBSERVED, None, notes=[
                 "the userfaultfd belongs to another process's mm (read in userfaultfd_ioctl)"])
-        if err == E.EAGAIN and move.move == -E.EAGAIN:
+        # userfaultfd_move()'s own mmap_changing check: it writes -EAGAIN to
+        # `move` since the 2025 fix, and left it untouched before (6.12)
+        if err == E.EAGAIN and move.move in (0, -E.EAGAIN):
             return Diagnosis(C.MMAP_CHANGING, OBSERVED, None, notes=[
                 "rejected with -EAGAIN before move_pages(): an mm change was pending"])
         return None

@@ -107,10 +107,15 @@ _CAUSES = [
           "or write the page so it becomes exclusive again",
           stops_moves=True),
     Cause(C.SWAP_NOT_EXCLUSIVE, "EBUSY", "a source page is swapped out and its swap entry "
-          "is shared", "fault the page in (touch it) before moving",
+          "is shared (not exclusive): fork() after the page-out, or a page shared since "
+          "fork() when it was swapped out", "write the page before moving it (the write "
+          "fault makes it exclusive again), or MADV_DONTFORK the area before fork()",
           stops_moves=True),
-    Cause(C.THP_SPLIT_FAILED, "EBUSY", "a source huge page had to be split and could not be",
-          "move whole PMD-aligned 2 MiB ranges, or MADV_NOHUGEPAGE the source",
+    Cause(C.THP_SPLIT_FAILED, "EBUSY", "the move covers part of a source huge page, which "
+          "had to be split and could not be (it is pinned, e.g. an io_uring fixed buffer or "
+          "O_DIRECT, or under writeback)",
+          "move whole PMD-aligned 2 MiB ranges, unpin the huge page first, or "
+          "MADV_NOHUGEPAGE the source",
           stops_moves=True),
     Cause(C.ZERO_PAGE, "EBUSY", "a source page is the shared zero page (Linux 6.8 cannot "
           "move it)", "write the page first, or use a kernel >= 6.9",

@@ -25,7 +25,10 @@ from uffdtrace.workload.runner import run_workload
 from uffdtrace.workload.scenarios import SCENARIOS, ksm_merged
 
 HUGE = hpage_size()
-SCENARIO_NAMES = list(SCENARIOS)
+# What /proc cannot show, so `check` cannot predict it: a non-cooperative
+# uffd event pending and unread (the uffd's fdinfo counts page faults only).
+CHECK_BLIND = {"mmap_changing"}
+SCENARIO_NAMES = [name for name in SCENARIOS if name not in CHECK_BLIND]
 
 
 def _ksm_ok(name):

@@ -402,6 +402,44 @@ KERNEL_ROWS = [
 ]
 
 
+# -- swap, unsplittable THP, mmap_changing (issue 16) --------------------------------
+
+PINNED_THP = page(PINNED_AT, flags=("anon", "thp"))
+TRACEPOINT_ROWS += [
+    Row("EBUSY, a pinned THP the move covers in part: the split fails before any pin check",
+        failure(E.EBUSY, src=PINNED_AT), state(offset=4 * PAGE, src=PINNED_THP),
+        "thp_split_failed", "inferred", culprit=PinCulprit, note="io_uring",
+        pins=[IO_URING_PIN]),
+    Row("EBUSY, a THP shared after fork: not exclusive, no split tried",
+        failure(E.EBUSY), state(src=page(flags=("anon", "thp"), exclusive=False)),
+        "page_shared", "inferred"),
+    Row("EAGAIN, nothing moved, pages unremarkable: mmap_changing at errno level",
+        failure(E.EAGAIN), state(), "mmap_changing", "errno", note="nothing moved"),
+]
+AT_EXIT_ROWS += [
+    Row("EBUSY: a pinned large folio (PMD split), registration seen", at_exit(
+        E.EBUSY, src=("PTE_PRESENT", *ANON, "LARGE", "MAYBE_DMA_PINNED"), base=PINNED_AT),
+        None, "thp_split_failed", "observed", culprit=PinCulprit, note="it is pinned",
+        pins=[IO_URING_PIN]),
+    Row("EBUSY: an exclusive swap entry is no swap_not_exclusive", at_exit(
+        E.EBUSY, src=("PTE_SWAP", "SWP_EXCLUSIVE")), None, "busy_unknown", "errno"),
+    Row("EAGAIN, nothing moved: the page state names no cause (mmap_changing)", at_exit(
+        E.EAGAIN), None, "mmap_changing", "errno", note="nothing moved"),
+    Row("EAGAIN, nothing moved, a shared src at exit: still not page_shared", at_exit(
+        E.EAGAIN, src=("PTE_PRESENT", "ANON")), None, "mmap_changing", "errno"),
+    Row("EINTR: a pinned large folio at exit does not explain EINTR", at_exit(
+        E.EINTR, src=("PTE_PRESENT", *ANON, "LARGE", "MAYBE_DMA_PINNED")), None,
+        "interrupted", "errno"),
+]
+KERNEL_ROWS += [
+    Row("not past the ioctl: mmap_changing, `move` untouched (before the 2025 fix)", failure(
+        E.EAGAIN, move_unwritten=True, flags=L.UT_F_KERNEL_TIER, kflags=L.UT_K_IOCTL_SEEN),
+        None, "mmap_changing", "observed"),
+    Row("EAGAIN from move_pages() itself, nothing moved: not the ioctl's check", kernel_failure(
+        E.EAGAIN, kflags=L.UT_K_MOVE_PAGES_RETURNED, kernel_ret=-E.EAGAIN), None,
+        "mmap_changing", "errno"),
+]
+
 @pytest.fixture(scope="module")
 def strict():
     return jsonschema.Draft7Validator(strict_schema())
