@@ -58,7 +58,19 @@ EXPECTED = {
     "vma_shared": ("EINVAL", 1, PAGE, neg(errno.EINVAL)),
     "src_readonly": ("EINVAL", 1, PAGE, neg(errno.EINVAL)),
     "cross_mm": ("EINVAL", 1, PAGE, untouched),
+    # swap, unsplittable THP, mmap_changing (issue 16), as 6.18 answers:
+    # an exclusive swap entry moves; one fork() shared is refused
+    "swapped": (None, 2, PAGE, everything),
+    "swap_shared": ("EBUSY", 2, PAGE, neg(errno.EBUSY)),
+    # part of a pinned THP: the PMD is split, the folio split fails, EBUSY at
+    # once (thp_split_page_failed counts one attempt, no retry)
+    "thp_pinned": ("EBUSY", 1, 4 * PAGE, neg(errno.EBUSY)),
+    # userfaultfd_move()'s own check writes -EAGAIN to `move`
+    "mmap_changing": ("EAGAIN", 1, 2 * PAGE, neg(errno.EAGAIN)),
 }
+# Scenarios that set up a swap device: root, and a test of their own.
+SWAP_SCENARIOS = ("swapped", "swap_shared")
+SWAP_RESTORE_FILE = Path("/run/uffdtrace-zram-swap.json")
 ROUNDS = 3
 
 
@@ -82,7 +94,8 @@ def ksm_root():
         pytest.skip("kernel built without KSM")
 
 
-@pytest.mark.parametrize("scenario", [s for s in EXPECTED if s != "ksm"])
+@pytest.mark.parametrize("scenario", [s for s in EXPECTED
+                                      if s != "ksm" and s not in SWAP_SCENARIOS])
 def test_scenario_outcome_every_round(scenario):
     out = uffdtrace_json("workload", "-s", scenario, "--iterations", str(ROUNDS))
     assert out["scenario"] == scenario
@@ -92,8 +105,9 @@ def test_scenario_outcome_every_round(scenario):
     for call in calls:
         check_call(scenario, call)
         assert call["scenario"] == scenario
-        # every call but cross_mm's comes from the workload process itself
-        assert (call["pid"] != out["pid"]) == (scenario == "cross_mm")
+        # every call but cross_mm's (another mm) and thp_pinned's (a child
+        # sharing the mm, killable) comes from the workload process itself
+        assert (call["pid"] != out["pid"]) == (scenario in ("cross_mm", "thp_pinned"))
 
 
 def test_ksm_outcome_and_settings_restored(ksm_root):
@@ -241,3 +255,152 @@ def test_failure_storms_fail_every_move_as_planned(args, errors):
     out = uffdtrace_json("workload", *args)
     assert out["summary"]["errors"] == errors and out["summary"]["ok"] == 0
     assert out["problems"] == []
+
+
+# --- swap, unsplittable THP, mmap_changing (issue 16) ------------------------------
+
+def _swaps() -> list[str]:
+    return Path("/proc/swaps").read_text().splitlines()[1:]
+
+
+@pytest.fixture
+def swap_root():
+    if os.geteuid() != 0:
+        pytest.skip("the swap scenarios need root: they add a zram swap device")
+    if not Path("/sys/class/zram-control").exists() and subprocess.run(
+            ["modprobe", "-n", "zram"], capture_output=True).returncode:
+        pytest.skip("this kernel has no zram")
+
+
+@pytest.mark.parametrize("scenario", SWAP_SCENARIOS)
+def test_swap_outcome_and_swap_removed(swap_root, scenario):
+    before = _swaps()
+    out = uffdtrace_json("workload", "-s", scenario, "--iterations", str(ROUNDS))
+    assert out["problems"] == []
+    assert len(out["calls"]) == EXPECTED[scenario][1] * ROUNDS
+    for call, facts in zip(out["calls"][::2], out["setup"]):
+        # the moved pages were swapped out (pagemap) when moved
+        assert call["src"] in facts["swapped_out"]
+    for call in out["calls"]:
+        check_call(scenario, call)
+        assert call["pid"] == out["pid"]
+    if scenario == "swapped":
+        # the swap entries themselves moved: dst is swapped out, not faulted in
+        assert all(f["dst_swapped_after"] for f in out["setup"])
+    else:
+        assert all(f["sharing_child_pid"] > 0 for f in out["setup"])
+    assert _swaps() == before
+    assert not SWAP_RESTORE_FILE.exists()
+
+
+def test_swap_removed_after_sigkill(swap_root):
+    before = _swaps()
+    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", "-s", "swap_shared",
+                             "--pause-before-move", "--json"], cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        line = proc.stderr.readline()          # held before its first move
+        assert line.startswith("before-move "), line + proc.stderr.read()
+        added = [l for l in _swaps() if l not in before]
+        assert len(added) == 1 and "/dev/zram" in added[0], added
+        assert SWAP_RESTORE_FILE.exists()
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # the watcher takes the device down once the dead run's pipe closes
+    deadline = time.monotonic() + 20
+    while (_swaps() != before or SWAP_RESTORE_FILE.exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _swaps() == before
+    assert not SWAP_RESTORE_FILE.exists()
+
+
+def _vmstat(*names: str) -> dict[str, int]:
+    with open("/proc/vmstat") as f:
+        values = dict(line.split() for line in f)
+    return {n: int(values.get(n, 0)) for n in names}
+
+
+def test_thp_pinned_fails_its_split_once_and_is_not_killed():
+    counters = ("thp_split_pmd", "thp_split_page_failed")
+    before = _vmstat(*counters)
+    out = uffdtrace_json("workload", "-s", "thp_pinned", "--iterations", "2")
+    after = _vmstat(*counters)
+    assert out["problems"] == []
+    for call, facts in zip(out["calls"], out["setup"]):
+        check_call("thp_pinned", call)
+        assert facts["src_thp"] is True and facts["killed_after_s"] is None
+        pin = facts["pinned"]
+        assert pin["pid"] == out["pid"] and pin["addr"] == call["src"]
+        assert pin["len"] == HPAGE
+    # 6.18: per move, the PMD split once, the folio split tried once and
+    # failed: no retry loop (another process may split THPs meanwhile: >=)
+    assert after["thp_split_pmd"] - before["thp_split_pmd"] >= 2
+    assert after["thp_split_page_failed"] - before["thp_split_page_failed"] >= 2
+    assert after["thp_split_page_failed"] - before["thp_split_page_failed"] < 10
+
+
+def test_a_move_that_never_returns_is_killed_and_reported():
+    # The guard thp_pinned relies on, made to fire: a timeout of 0 kills the
+    # mover at once, whatever the kernel was doing; the process goes on.
+    from contextlib import ExitStack
+    from uffdtrace.native import Mapping, Uffd
+    with ExitStack() as stack:
+        uffd = stack.enter_context(Uffd())
+        src = stack.enter_context(Mapping(PAGE))
+        dst = stack.enter_context(Mapping(PAGE))
+        src.fill()
+        uffd.register(dst)
+        call, killed = uffd.move_in_vm_child(dst.addr, src.addr, PAGE, timeout_s=0)
+        if killed:
+            assert call.errno == "EINTR" and call.ret == -1 and call.pid != os.getpid()
+        else:   # it finished before the kill: a real move of the shared mm
+            assert call.errno is None and call.move == PAGE
+        call, killed = uffd.move_in_vm_child(dst.addr, src.addr, PAGE, timeout_s=5)
+        assert not killed
+        # dst is populated now, or (killed before) src still is: either way a
+        # real answer of this kernel, from a process sharing this mm
+        assert call.errno in (None, "EEXIST"), call
+
+
+def test_mmap_changing_moves_nothing_until_the_event_is_read():
+    from contextlib import ExitStack
+    from uffdtrace.native import Mapping, PendingRemoveEvent, Uffd, lib
+    L = lib()
+    with ExitStack() as stack:
+        uffd = stack.enter_context(Uffd(features=L.UFFD_FEATURE_EVENT_REMOVE))
+        src = stack.enter_context(Mapping(2 * PAGE))
+        dst = stack.enter_context(Mapping(2 * PAGE))
+        removed = stack.enter_context(Mapping(PAGE))
+        src.fill()
+        uffd.register(dst)
+        uffd.register(removed)
+        event = PendingRemoveEvent(uffd, removed.addr, PAGE)
+        try:
+            assert event.tid != os.getpid()
+            for _ in range(3):   # as long as it is unread
+                call = uffd.move(dst.addr, src.addr, 2 * PAGE)
+                assert (call.errno, call.move) == ("EAGAIN", -errno.EAGAIN)
+        finally:
+            event.close()
+        assert event.event == L.UFFD_EVENT_REMOVE
+        call = uffd.move(dst.addr, src.addr, 2 * PAGE)
+        assert (call.errno, call.move) == (None, 2 * PAGE)
+    # the plain Uffd asks for no event: MADV_DONTNEED of a registered range
+    # raises nothing, moves go on
+    with ExitStack() as stack:
+        uffd = stack.enter_context(Uffd())
+        removed = stack.enter_context(Mapping(PAGE))
+        uffd.register(removed)
+        with pytest.raises(Exception, match="no UFFD_EVENT_REMOVE"):
+            PendingRemoveEvent(uffd, removed.addr, PAGE, timeout_s=0.5)
+
+
+def test_workload_list_names_the_new_scenarios():
+    proc = uffdtrace("workload", "--list")
+    for name in ("swapped", "swap_shared", "thp_pinned", "mmap_changing"):
+        assert name in proc.stdout, proc.stdout
