@@ -12,10 +12,12 @@ from ..errors import UserError
 from ..signals import terminate_as_interrupt
 from ..native import PAGE_SIZE, LoopStats, Mapping, MoveCall, Uffd
 from .failcycle import ERRNO as FAILURE_KINDS, FailureCycle
-from .scenarios import MIXED_CYCLE, SCENARIOS, PlannedMove, Round, unexpected
+from .scenarios import (MIXED_CYCLE, OUTSIDE_MIXED, SCENARIOS, PlannedMove, Round,
+                        unexpected)
 
 SPECIAL = {
-    "mixed": "a steady mix of every scenario but ksm, at --rate moves/s for --duration s",
+    "mixed": f"a steady mix of every scenario but {', '.join(OUTSIDE_MIXED)}, at --rate "
+             "moves/s for --duration s",
     "storm": "maximum-rate 4 KiB moves in a native loop (--iterations = number of moves)",
     "failure-storm": "one failing move (EEXIST: dst populated) repeated at full speed in a "
                      "native loop (--iterations = number of moves, default 500000)",

@@ -95,7 +95,7 @@ def _assert_observed(out, moves):
 
 
 def test_every_scenario_is_observed(session):
-    # `mixed` cycles through every scenario but ksm (tested below), one
+    # `mixed` cycles through every scenario but OUTSIDE_MIXED (tested below), one
     # process for all: python start-up is slow under TCG.  --hold 0: the
     # memory is unmapped right after each round, and every page-state cause
     # must still be observed (the state is read when the move returns).
