@@ -147,7 +147,9 @@ def test_pages_rewritten_right_after_each_failure_get_only_errno_compatible_caus
         d = m["diagnosis"]
         assert contradiction(d["cause"], d["underlying"], m["errno"], m["move"] > 0
                              and m["errno"] == "EAGAIN") is None, (m["errno"], d)
-    page_state = [m for m in failed if m["errno"] != "EINVAL"]
+    # EAGAIN with nothing moved (mmap_changing) has no page state to go on
+    page_state = [m for m in failed if m["errno"] != "EINVAL"
+                  and not (m["errno"] == "EAGAIN" and m["move"] <= 0)]
     if state_at_exit:
         assert all(m["diagnosis"]["evidence"] == "observed" for m in page_state), \
             [(m["errno"], m["diagnosis"]) for m in page_state]
