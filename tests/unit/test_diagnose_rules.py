@@ -204,6 +204,9 @@ TRACEPOINT_ROWS = [
     Row("partial, stopped by a pin", failure(E.EAGAIN, moved=4 * PAGE),
         state(offset=4 * PAGE), "partial", "inferred", "page_pinned", PinCulprit,
         pins=[IO_URING_PIN]),
+    Row("EEXIST, a dst huge page (dst_thp)", failure(E.EEXIST, len=512 * PAGE),
+        state(dst=page(DST, flags=("anon", "thp"))), "dst_populated", "inferred",
+        note="(a huge page)"),
     # -- the pages changed after the call: never a cause the errno rules out --
     Row("EEXIST, but now the dst is empty and the src a hole", failure(E.EEXIST),
         state(src=page(**HOLE)), "dst_populated", "errno", note="EEXIST rules out"),
@@ -436,10 +439,10 @@ AT_EXIT_ROWS += [
     Row("dst_thp: EEXIST, the dst PMD a huge page at exit", at_exit(
         E.EEXIST, src=("PMD_HUGE", "LARGE", *ANON), dst=("PMD_HUGE", "LARGE", *ANON),
         len=512 * PAGE), None, "dst_populated", "observed",
-        note="dst 0x7f0000000000 at exit: pmd_huge"),
+        note="the dst PMD is a huge page"),
     Row("6.8: EBUSY on the huge zero page", at_exit(
         E.EBUSY, src=("PMD_HUGE", "HUGE_ZERO_PAGE"), len=512 * PAGE), None, "zero_page",
-        "observed"),
+        "observed", note="the huge zero page"),
 ]
 
 KERNEL_ROWS += [
