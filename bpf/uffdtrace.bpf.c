@@ -594,7 +594,8 @@ static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
 	else
 		stat_add(UT_STAT_OUTCOMES_FULL, 1);
 	log2_add(bpf_log2l(rec->ev.latency_ns), 0);
-	log2_add(bpf_log2l(rec->ev.len), 1);
+	/* bpf_log2l(0) is 1, the bucket of len 1: a move of len 0 (EINVAL) has its own, 0 */
+	log2_add(rec->ev.len ? bpf_log2l(rec->ev.len) : 0, 1);
 #if UT_STATE_AT_EXIT
 	if (rec->ev.ret < 0)
 		state_at_exit(&rec->ev);

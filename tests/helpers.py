@@ -30,6 +30,12 @@ SCENARIO_CAUSES = {
     "swap_shared": ("swap_not_exclusive", None),
     "thp_pinned": ("thp_split_failed", None),
     "mmap_changing": ("mmap_changing", None),
+    # issue 16: request, VMA and huge-page classes
+    "zero_len": ("invalid_zero_len", None),
+    "bad_mode": ("invalid_bad_mode", None),
+    "crosses_vma": ("invalid_crosses_vma", None),
+    "dst_thp": ("dst_populated", None),        # the dst PMD is a huge page
+    "huge_zero_page": ("ok", None),            # moved whole (6.9+: zero pages move)
 }
 
 
@@ -38,7 +44,8 @@ SCENARIO_CAUSES = {
 # memory may be unmapped right after the call (--hold 0).  Every other
 # scenario is observed in the kernel too (the request itself, the ioctl
 # hook, or the page state read when a failed move returns).
-VMA_SCENARIOS = frozenset({"dst_not_registered", "vma_shared", "src_readonly"})
+VMA_SCENARIOS = frozenset({"dst_not_registered", "vma_shared", "src_readonly",
+                           "crosses_vma"})
 
 
 def trace_records(path) -> list[dict]:

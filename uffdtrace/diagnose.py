@@ -74,7 +74,8 @@ def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,
     the state shows nothing that would stop a move (it changed since)."""
     dst, src = en.dst_page, en.src_page
     if dst is not None and (dst.present or dst.swapped):
-        return C.DST_POPULATED, None, [f"dst page {en.dst_addr:#x} is populated"]
+        return C.DST_POPULATED, None, [f"dst page {en.dst_addr:#x} is populated"
+                                       + (" (a huge page)" if dst.has("thp") else "")]
     if src is not None and not src.present and not src.swapped:
         notes = ["src page absent although ALLOW_SRC_HOLES was set"] \
             if move.mode & lib().UFFDT_MOVE_MODE_ALLOW_SRC_HOLES else []

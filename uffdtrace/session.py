@@ -451,7 +451,8 @@ class Session:
         return sorted(rows, key=lambda r: (r["pid"], r["errno"] or ""))
 
     def histograms(self) -> dict[str, dict[int, int]]:
-        """log2 buckets: bucket b counts values in [2**(b-1), 2**b)."""
+        """log2 buckets: bucket b counts values in [2**(b-1), 2**b); bucket 0
+        counts the value 0 (size_log2: moves of len 0)."""
         out = {}
         for name in ("latency_log2", "size_log2"):
             counts = ((k.value, _total(v)) for k, v in self.bpf[name.encode()].items())

@@ -47,7 +47,9 @@ def describe(name: str, page: WalkedPage) -> str:
 
 def _mapped_src(move: MoveEvent, src: WalkedPage, pinner_of: PinnerOf,
                 ksm_lookup: KsmLookup | None) -> Finding | None:
-    if src.has("ZERO_PAGE") or src.has("HUGE_ZERO_PAGE"):
+    if src.has("HUGE_ZERO_PAGE"):
+        return C.ZERO_PAGE, None, ["the huge zero page (a read-faulted huge page area)"]
+    if src.has("ZERO_PAGE"):
         return C.ZERO_PAGE, None, []
     if src.has("KSM"):
         merge = ksm_lookup(src.pfn) if ksm_lookup is not None else None
@@ -74,6 +76,10 @@ def stopped_by(move: MoveEvent, pinner_of: PinnerOf,
                ksm_lookup: KsmLookup | None = None) -> Finding | None:
     """What the state at exit says stopped the move, in the kernel's order."""
     src, dst = move.src_state, move.dst_state
+    if dst is not None and dst.where_name == "PMD_HUGE":
+        return C.DST_POPULATED, None, [
+            "the dst PMD is a huge page: move_pages() refuses it before looking at the src "
+            "(MADV_DONTNEED the whole 2 MiB)"]
     if dst is not None and dst.where_name in POPULATED:
         return C.DST_POPULATED, None, []
     if src is None:

@@ -157,3 +157,14 @@ def test_ctrl_c_stops_record_during_an_event_storm(tmp_path, root_required):
     records = trace_records(trace)
     assert records[-1]["type"] == "footer" and records[-1]["reason"] == "interrupted"
     assert sum(r["type"] == "move" for r in records) > 0
+
+
+def test_a_zero_len_move_is_counted_in_size_bucket_zero(session):
+    """bpf_log2l(0) is 1, the bucket of 1-byte moves: a len-0 move (the
+    zero_len scenario) must land in bucket 0 instead."""
+    before = session.histograms()["size_log2"]
+    out, moves = traced_workload(session, "-s", "zero_len", "--iterations", "3")
+    after = session.histograms()["size_log2"]
+    assert [m.event.len for m in moves] == [0, 0, 0]
+    assert after.get(0, 0) - before.get(0, 0) == 3
+    assert after.get(1, 0) == before.get(1, 0)

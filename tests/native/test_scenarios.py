@@ -67,6 +67,17 @@ EXPECTED = {
     "thp_pinned": ("EBUSY", 1, 4 * PAGE, neg(errno.EBUSY)),
     # userfaultfd_move()'s own check writes -EAGAIN to `move`
     "mmap_changing": ("EAGAIN", 1, 2 * PAGE, neg(errno.EAGAIN)),
+    # issue 16: request, VMA and huge-page classes
+    # validate_range(): len 0 is EINVAL before move_pages(), `move` untouched
+    "zero_len": ("EINVAL", 1, 0, untouched),
+    # the ioctl's mode check, before move_pages(): untouched
+    "bad_mode": ("EINVAL", 1, PAGE, untouched),
+    # move_pages(): src_start + len > src_vma->vm_end, after the VMA lookup
+    "crosses_vma": ("EINVAL", 1, 4 * PAGE, neg(errno.EINVAL)),
+    # move_pages(): pmd_trans_huge(dst_pmdval) -> EEXIST before any page moves
+    "dst_thp": ("EEXIST", 1, HPAGE, neg(errno.EEXIST)),
+    # move_pages_huge_pmd(): the huge zero PMD moves whole (6.9+)
+    "huge_zero_page": (None, 1, HPAGE, everything),
 }
 # Scenarios that set up a swap device: root, and a test of their own.
 SWAP_SCENARIOS = ("swapped", "swap_shared")
@@ -129,6 +140,42 @@ def test_thp_moves_a_real_huge_page():
     (facts,) = out["setup"]
     assert facts["src_thp"] is True, "src was not a THP: the move took the PTE path"
     assert facts["dst_thp_after"] is True, "dst is not a THP after the move"
+
+
+def test_crosses_vma_src_really_spans_two_vmas():
+    out = uffdtrace_json("workload", "-s", "crosses_vma")
+    (call,) = out["calls"]
+    (facts,) = out["setup"]
+    # the VMA holding src ends inside the range: half of it, at the split
+    assert facts["src_vma_end"] == call["src"] + call["len"] // 2 < facts["src_end"]
+    assert call["mode"] == 0
+
+
+def test_bad_mode_has_only_an_unknown_bit():
+    (call,) = uffdtrace_json("workload", "-s", "bad_mode")["calls"]
+    assert call["mode"] and not call["mode"] & 0b11     # neither DONTWAKE nor ALLOW_SRC_HOLES
+
+
+def test_dst_thp_moves_onto_a_real_huge_page():
+    if os.geteuid() != 0:
+        pytest.skip("kpageflags (THP) needs root")
+    out = uffdtrace_json("workload", "-s", "dst_thp", "--pages", "2")
+    assert [c["len"] for c in out["calls"]] == [HPAGE, HPAGE]
+    (facts,) = out["setup"]
+    assert facts["dst_thp"] is True, "dst was not a THP: the move met a PTE table"
+    assert facts["src_thp"] is True
+
+
+def test_huge_zero_page_moves_as_one_pmd():
+    if os.geteuid() != 0:
+        pytest.skip("kpageflags (zero page, THP) needs root")
+    if Path("/sys/kernel/mm/transparent_hugepage/use_zero_page").read_text().strip() != "1":
+        pytest.skip("transparent_hugepage/use_zero_page is off: no huge zero page")
+    out = uffdtrace_json("workload", "-s", "huge_zero_page", "--pages", "2")
+    assert [c["move"] for c in out["calls"]] == [HPAGE, HPAGE]
+    (facts,) = out["setup"]
+    assert facts["src_huge_zero"] is True, "the read fault did not map the huge zero page"
+    assert facts["dst_huge_zero_after"] is True, "dst is not the huge zero page after the move"
 
 
 def test_pinned_move_stops_at_the_first_pinned_page():

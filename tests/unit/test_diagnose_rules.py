@@ -204,6 +204,9 @@ TRACEPOINT_ROWS = [
     Row("partial, stopped by a pin", failure(E.EAGAIN, moved=4 * PAGE),
         state(offset=4 * PAGE), "partial", "inferred", "page_pinned", PinCulprit,
         pins=[IO_URING_PIN]),
+    Row("EEXIST, a dst huge page (dst_thp)", failure(E.EEXIST, len=512 * PAGE),
+        state(dst=page(DST, flags=("anon", "thp"))), "dst_populated", "inferred",
+        note="(a huge page)"),
     # -- the pages changed after the call: never a cause the errno rules out --
     Row("EEXIST, but now the dst is empty and the src a hole", failure(E.EEXIST),
         state(src=page(**HOLE)), "dst_populated", "errno", note="EEXIST rules out"),
@@ -438,6 +441,69 @@ KERNEL_ROWS += [
     Row("EAGAIN from move_pages() itself, nothing moved: not the ioctl's check", kernel_failure(
         E.EAGAIN, kflags=L.UT_K_MOVE_PAGES_RETURNED, kernel_ret=-E.EAGAIN), None,
         "mmap_changing", "errno"),
+# -- issue 16: zero_len, bad_mode, crosses_vma, dst_thp, huge_zero_page, in the
+# shape their workload scenarios reach the tracer (pages and VMAs are read at
+# exit for every failure, EINVAL too) --
+BAD_MODE = 1 << 16          # workload.scenarios.BAD_MODE_BIT
+IN_IOCTL_ONLY = dict(flags=L.UT_F_KERNEL_TIER | L.UT_F_STATE_AT_EXIT | L.UT_F_VMAS_AT_EXIT,
+                     kflags=L.UT_K_IOCTL_SEEN)   # 7.3: move_pages() inlined, no step reached
+
+
+def _src_vma_pages(ev, pages, vm=RW_ANON):
+    """`ev` with a src VMA of `pages` pages (it ends at SRC + pages pages)."""
+    return replace(ev, src_vma_state=walked_vma(SRC, "FOUND", "ANON_VMA", vm=vm, pages=pages))
+
+
+VMA_ROWS += [
+    Row("zero_len: len 0, everything read at exit: the request decides", vmas_at_exit(
+        E.EINVAL, move_unwritten=True, len=0, dst=("PTE_PRESENT", *ANON)), GONE,
+        "invalid_zero_len", "observed", note="from the request"),
+    Row("bad_mode: an unknown mode bit, everything read at exit", vmas_at_exit(
+        E.EINVAL, move_unwritten=True, mode=BAD_MODE), GONE, "invalid_bad_mode", "observed"),
+    Row("bad_mode: an unknown bit beside ALLOW_SRC_HOLES", vmas_at_exit(
+        E.EINVAL, move_unwritten=True, mode=BAD_MODE | L.UFFDT_MOVE_MODE_ALLOW_SRC_HOLES),
+        GONE, "invalid_bad_mode", "observed"),
+    Row("crosses_vma: src VMA of 2 pages, a move of 4", _src_vma_pages(
+        vmas_at_exit(E.EINVAL, len=4 * PAGE), 2), GONE, "invalid_crosses_vma", "observed",
+        note="src range extends past its VMA's end (0x7f1000002000)"),
+    Row("crosses_vma: a move that ends exactly at the VMA's end is not it", _src_vma_pages(
+        vmas_at_exit(E.EINVAL, len=2 * PAGE), 2, vm=("rd",)), GONE,
+        "invalid_src_not_writable", "observed"),
+]
+
+AT_EXIT_ROWS += [
+    Row("dst_thp: EEXIST, the dst PMD a huge page at exit", at_exit(
+        E.EEXIST, src=("PMD_HUGE", "LARGE", *ANON), dst=("PMD_HUGE", "LARGE", *ANON),
+        len=512 * PAGE), None, "dst_populated", "observed",
+        note="the dst PMD is a huge page"),
+    Row("6.8: EBUSY on the huge zero page", at_exit(
+        E.EBUSY, src=("PMD_HUGE", "HUGE_ZERO_PAGE"), len=512 * PAGE), None, "zero_page",
+        "observed", note="the huge zero page"),
+]
+
+KERNEL_ROWS += [
+    Row("zero_len on 7.3: only the ioctl seen", failure(
+        E.EINVAL, move_unwritten=True, len=0, **IN_IOCTL_ONLY), None, "invalid_zero_len",
+        "observed"),
+    Row("bad_mode on 7.3: only the ioctl seen", failure(
+        E.EINVAL, move_unwritten=True, mode=BAD_MODE, **IN_IOCTL_ONLY), None,
+        "invalid_bad_mode", "observed"),
+    Row("crosses_vma on 7.3: no step reached, the VMAs at exit", _src_vma_pages(replace(
+        vmas_at_exit(E.EINVAL, len=4 * PAGE), flags=IN_IOCTL_ONLY["flags"],
+        kflags=L.UT_K_IOCTL_SEEN), 2), None, "invalid_crosses_vma", "observed"),
+    Row("crosses_vma on 6.12: move_pages() returned EINVAL, the VMAs at exit", _src_vma_pages(
+        replace(vmas_at_exit(E.EINVAL, len=4 * PAGE), flags=IN_IOCTL_ONLY["flags"],
+                kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES | L.UT_K_MOVE_PAGES_RETURNED,
+                kernel_ret=-E.EINVAL), 2), None, "invalid_crosses_vma", "observed"),
+    Row("dst_thp on 7.3: EEXIST from move_pages()'s own PMD check, no step", at_exit(
+        E.EEXIST, src=("PMD_HUGE", "LARGE", *ANON), dst=("PMD_HUGE", "LARGE", *ANON),
+        len=512 * PAGE, kernel=True), None, "dst_populated", "observed",
+        note="pmd_huge"),
+    Row("dst_thp on 6.12: move_pages() returned EEXIST", at_exit(
+        E.EEXIST, src=("PMD_HUGE", "LARGE", *ANON), dst=("PMD_HUGE", "LARGE", *ANON),
+        len=512 * PAGE, kernel=True, kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES |
+        L.UT_K_MOVE_PAGES_RETURNED, kernel_ret=-E.EEXIST), None, "dst_populated", "observed",
+        note="move_pages() returned -EEXIST"),
 ]
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ it is released (unmapped, unpinned, child reaped) even when interrupted.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from contextlib import ExitStack
@@ -352,6 +353,84 @@ def _cross_mm(r: Round):
     r.record(r.uffd.move_in_child(dst.addr, src.addr, r.pages * PAGE_SIZE))
 
 
+# --- issue 16: request, VMA and huge-page classes ---------------------------------
+# (zero_len, bad_mode, crosses_vma, dst_thp, huge_zero_page)
+
+# A mode bit no kernel defines (DONTWAKE is 1<<0, ALLOW_SRC_HOLES 1<<1): far
+# from both, so a future UFFDIO_MOVE_MODE_* bit does not make it valid.
+BAD_MODE_BIT = 1 << 16
+
+
+def _vma_end(addr: int) -> int | None:
+    """The end of the VMA holding `addr`, read from /proc/self/maps."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            start, end = (int(x, 16) for x in line.split(" ", 1)[0].split("-"))
+            if start <= addr < end:
+                return end
+    return None
+
+
+def _zero_len(r: Round):
+    src, dst = r.pair(r.pages)
+    r.move(dst.addr, src.addr, 0)
+
+
+def _bad_mode(r: Round):
+    src, dst = r.pair(r.pages)
+    r.move(dst.addr, src.addr, r.pages * PAGE_SIZE, BAD_MODE_BIT)
+
+
+def _crosses_vma(r: Round):
+    # src: two VMAs of r.pages pages each, one mapping whose second half is
+    # MADV_NOHUGEPAGE (a VMA split, protections alike); the move starts in
+    # the first and runs into the second.  dst is one registered VMA.
+    length = 2 * r.pages * PAGE_SIZE
+    src, dst = r.pair(2 * r.pages)
+    src.madvise(lib().MADV_NOHUGEPAGE, offset=r.pages * PAGE_SIZE,
+                length=r.pages * PAGE_SIZE)
+    r.facts["src_vma_end"] = _vma_end(src.addr)
+    r.facts["src_end"] = src.addr + length
+    r.move(dst.addr, src.addr, length)
+
+
+def _huge_pair(r: Round, **kw) -> tuple[Mapping, Mapping]:
+    """r.pages 2 MiB pages of MADV_HUGEPAGE src and dst, 2 MiB-aligned."""
+    huge = hpage_size()
+    return r.pair(r.pages * huge // PAGE_SIZE, align=huge, advice=lib().MADV_HUGEPAGE, **kw)
+
+
+def _heads(m: Mapping, count: int) -> list[int]:
+    return [m.addr + i * hpage_size() for i in range(count)]
+
+
+def _all_have(addrs: list[int], *flags: str) -> bool:
+    return all(s.has(f) for s in read_page_states(os.getpid(), addrs) for f in flags)
+
+
+def _dst_thp(r: Round):
+    # dst written before it is registered: each of its PMDs a huge page
+    huge = hpage_size()
+    src, dst = _huge_pair(r, populate_dst=tuple(range(r.pages * huge // PAGE_SIZE)))
+    r.facts["src_thp"] = _all_have(_heads(src, r.pages), "thp")
+    r.facts["dst_thp"] = _all_have(_heads(dst, r.pages), "thp")
+    for i in range(r.pages):
+        r.move(dst.addr + i * huge, src.addr + i * huge, huge)
+
+
+def _huge_zero_page(r: Round):
+    # a read fault in a MADV_HUGEPAGE area maps the huge zero page (while
+    # transparent_hugepage/use_zero_page is 1, the default)
+    huge = hpage_size()
+    src, dst = _huge_pair(r, fill_src=False)
+    for head in _heads(src, r.pages):
+        ctypes.string_at(head, 1)
+    r.facts["src_huge_zero"] = _all_have(_heads(src, r.pages), "thp", "zero_page")
+    for i in range(r.pages):
+        r.move(dst.addr + i * huge, src.addr + i * huge, huge)
+    r.facts["dst_huge_zero_after"] = _all_have(_heads(dst, r.pages), "thp", "zero_page")
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("ok", "4 KiB pages moved one call per page", _ok, default_pages=4),
     Scenario("thp", "2 MiB PMD moves of MADV_HUGEPAGE memory (--pages counts 2 MiB pages)",
@@ -389,6 +468,16 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              default_pages=4, expect_errno="EBUSY", alt_errno="EINTR"),
     Scenario("mmap_changing", "a move while a UFFD_EVENT_REMOVE (MADV_DONTNEED) is "
              "pending and unread", _mmap_changing, default_pages=2, expect_errno="EAGAIN"),
+    # issue 16: request, VMA and huge-page classes
+    Scenario("zero_len", "a move of len 0", _zero_len, expect_errno="EINVAL"),
+    Scenario("bad_mode", "mode has a bit that is no UFFDIO_MOVE_MODE_*", _bad_mode,
+             expect_errno="EINVAL"),
+    Scenario("crosses_vma", "src range runs past its VMA's end into the next VMA",
+             _crosses_vma, default_pages=2, expect_errno="EINVAL"),
+    Scenario("dst_thp", "2 MiB move onto a dst PMD that is already a huge page "
+             "(--pages counts 2 MiB pages)", _dst_thp, expect_errno="EEXIST"),
+    Scenario("huge_zero_page", "2 MiB move of a read-faulted MADV_HUGEPAGE area (the huge "
+             "zero page) (--pages counts 2 MiB pages)", _huge_zero_page),
 ]}
 
 # What `mixed` cycles through: mostly healthy moves, every failure class now
@@ -396,7 +485,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
 MIXED_CYCLE = ["ok", "ok", "ok", "thp", "partial", "ok", "dst_populated", "src_hole",
                "ok", "src_hole_allowed", "pinned", "ok", "fork_shared", "misaligned",
                "ok", "dst_not_registered", "vma_shared", "src_readonly", "cross_mm",
-               "ok", "mmap_changing"]
+               "ok", "mmap_changing",
+               # issue 16: request, VMA and huge-page classes
+               "ok", "zero_len", "bad_mode", "crosses_vma", "dst_thp", "huge_zero_page"]
 # Scenarios `mixed` leaves out, and why.
 OUTSIDE_MIXED = {
     "ksm": "changes machine-wide ksmd settings",
