@@ -441,6 +441,9 @@ KERNEL_ROWS += [
     Row("EAGAIN from move_pages() itself, nothing moved: not the ioctl's check", kernel_failure(
         E.EAGAIN, kflags=L.UT_K_MOVE_PAGES_RETURNED, kernel_ret=-E.EAGAIN), None,
         "mmap_changing", "errno"),
+]
+
+
 # -- issue 16: zero_len, bad_mode, crosses_vma, dst_thp, huge_zero_page, in the
 # shape their workload scenarios reach the tracer (pages and VMAs are read at
 # exit for every failure, EINVAL too) --
