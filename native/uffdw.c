@@ -120,6 +120,22 @@ int uffdw_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t
 	return 0;
 }
 
+/* A call's record: the request as issued and what the kernel answered. */
+static void call_record(struct uffdw_call *out, const struct uffdt_move_arg *arg,
+			uint64_t ns, long ret, int err, int32_t pid, int32_t tid)
+{
+	out->ns = ns;
+	out->dst = arg->dst;
+	out->src = arg->src;
+	out->len = arg->len;
+	out->mode = arg->mode;
+	out->ret = ret;
+	out->err = err;
+	out->pid = pid;
+	out->tid = tid;
+	out->move = arg->move;
+}
+
 int uffdw_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
 	       struct uffdw_call *out)
 {
@@ -128,16 +144,7 @@ int uffdw_move(int fd, uint64_t dst, uint64_t src, uint64_t len, uint64_t mode,
 	long ret = ioctl(fd, UFFDT_IOC_MOVE, &arg);
 	int err = ret < 0 ? errno : 0;
 
-	out->ns = now_ns() - t0;
-	out->dst = dst;
-	out->src = src;
-	out->len = len;
-	out->mode = mode;
-	out->ret = ret;
-	out->err = err;
-	out->pid = getpid();
-	out->tid = gettid();
-	out->move = arg.move;
+	call_record(out, &arg, now_ns() - t0, ret, err, getpid(), gettid());
 	return 0;
 }
 
@@ -669,22 +676,13 @@ int uffdw_move_in_vm_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uin
 		}
 		usleep(1000);
 	}
-	out->ns = now_ns() - start;
-	out->dst = dst;
-	out->src = src;
-	out->len = len;
-	out->mode = mode;
-	out->pid = pid;
-	out->tid = b->tid ? b->tid : pid;
-	out->move = b->arg.move;
-	if (b->done && !killed) {
-		out->ret = b->ret >= 0 ? b->ret : -1;
-		out->err = b->ret < 0 ? (int32_t)-b->ret : 0;
-	} else {
-		/* killed inside the ioctl: the kernel's answer is in `move` */
-		out->ret = -1;
-		out->err = b->arg.move < 0 ? (int32_t)-b->arg.move : EINTR;
-	}
+	if (b->done && !killed)
+		call_record(out, &b->arg, now_ns() - start, b->ret >= 0 ? b->ret : -1,
+			    b->ret < 0 ? (int32_t)-b->ret : 0, pid, b->tid ? b->tid : pid);
+	else	/* killed inside the ioctl: the kernel's answer is in `move` */
+		call_record(out, &b->arg, now_ns() - start, -1,
+			    b->arg.move < 0 ? (int32_t)-b->arg.move : EINTR, pid,
+			    b->tid ? b->tid : pid);
 out:
 	munmap(stack, VM_CHILD_STACK + sizeof(*b));
 	if (killed_out)
