@@ -25,6 +25,13 @@ from .workloads import bystander_workloads, move_workloads
 SECTIONS = ["move-overhead", "bystander", "collector", "failure-rate", "startup", "kernel-tier",
             "kernel-paths", "hook-costs", "census"]
 DEFAULT_SAMPLE = 100
+SECTION_TITLES = {
+    "move-overhead": "move overhead", "bystander": "bystander overhead",
+    "collector": "collector throughput", "failure-rate": "failure recording rate",
+    "startup": "startup", "kernel-tier": "kernel tier: move and bystander overhead",
+    "kernel-paths": "kernel paths of the bystanders", "hook-costs": "hook costs",
+    "census": "census of a multi-GiB process",
+}
 
 
 def parse_args(argv):
@@ -93,7 +100,7 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         print("bench: needs root (BPF tracing and userfaultfd)", file=sys.stderr)
         return 2
-    sections = args.only or SECTIONS
+    sections = list(dict.fromkeys(args.only)) if args.only else SECTIONS
     info = {**machine.describe(), "reps": args.reps, "seconds": args.seconds,
             "sample": args.sample, "sections": sections}
     results: dict = {"machine": info}
@@ -102,93 +109,106 @@ def main(argv=None) -> int:
 
     tier, tier_reason = _tier()
     info["tier"], info["tier_reason"] = tier, tier_reason
-    if "move-overhead" in sections:
-        log("move overhead")
-        comp = side_by_side(move_conditions(args), move_workloads(), args.reps, args.seconds, log)
-        results["move-overhead"] = comp.to_json()
-        busy += comp.busy_cpus
-    if "bystander" in sections:
-        log("bystander overhead")
-        comp = side_by_side(bystander_conditions(args), bystander_workloads(), args.reps,
-                            args.seconds, log)
-        results["bystander"] = comp.to_json()
-        busy += comp.busy_cpus
-    if "collector" in sections:
-        log("collector throughput")
-        results["collector"] = collector.run(args.seconds * 5, max(1, args.reps // 3),
-                                             args.sample, log)
-    if "failure-rate" in sections:
-        log("failure recording rate")
-        results["failure-rate"] = failures.run(args.seconds * 5, max(1, args.reps // 3), log,
-                                               tuple(args.uffdtrace_arg))
-    if "startup" in sections:
-        log("startup")
-        results["startup"] = startup.run(max(3, args.reps // 2), log)
-    if "kernel-tier" in sections:
-        if tier == "kernel":
-            log("kernel tier: move and bystander overhead")
-            comp = side_by_side(kernel_tier_conditions(args), kernel_tier_workloads(),
-                                args.reps, args.seconds, log)
-            results["kernel-tier"] = comp.to_json()
-        else:
-            results["kernel-tier"] = {"skipped_all": f"this machine's tier is {tier}: {tier_reason}"}
-
-    if "kernel-paths" in sections:
-        log("kernel paths of the bystanders")
-        results["kernel-paths"] = kernel_paths.run(log)
-
-    if "hook-costs" in sections:
-        log("hook costs")
-        results["hook-costs"] = hookcosts.run(12 if args.quick else 40, args.sample, log)
-
-    if "census" in sections:
-        log("census of a multi-GiB process")
-        results["census"] = census.run(max(1, args.reps // 2), log)
+    for name in sections:
+        results[name], section_busy = _run_section(name, args, tier, tier_reason)
+        busy += section_busy
+        # A long run (the guest's kernel-tier section takes most of an hour
+        # under TCG) must not lose what it measured if it is stopped later.
+        log("\n".join(render_section(name, results)))
+        if args.json:
+            _write_json(args.json, results)
 
     info["loadavg_end"] = os.getloadavg()
     info["busy_cpus"] = statistics.median(busy) if busy else None
     info["elapsed_s"] = round(time.monotonic() - started, 1)
     print("\n".join(render(results)))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        _write_json(args.json, results)
     return 0
+
+
+def _write_json(path: str, results: dict):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _run_section(name: str, args, tier: str, tier_reason: str) -> tuple[dict, list[float]]:
+    """One section's measurements, and the busy-CPU readings of its runs."""
+    log(SECTION_TITLES[name])
+    if name == "move-overhead":
+        comp = side_by_side(move_conditions(args), move_workloads(), args.reps, args.seconds, log)
+        return comp.to_json(), comp.busy_cpus
+    if name == "bystander":
+        comp = side_by_side(bystander_conditions(args), bystander_workloads(), args.reps,
+                            args.seconds, log)
+        return comp.to_json(), comp.busy_cpus
+    if name == "collector":
+        return collector.run(args.seconds * 5, max(1, args.reps // 3), args.sample, log), []
+    if name == "failure-rate":
+        return failures.run(args.seconds * 5, max(1, args.reps // 3), log,
+                            tuple(args.uffdtrace_arg)), []
+    if name == "startup":
+        return startup.run(max(3, args.reps // 2), log), []
+    if name == "kernel-tier":
+        if tier != "kernel":
+            return {"skipped_all": f"this machine's tier is {tier}: {tier_reason}"}, []
+        comp = side_by_side(kernel_tier_conditions(args), kernel_tier_workloads(),
+                            args.reps, args.seconds, log)
+        return comp.to_json(), []
+    if name == "kernel-paths":
+        return kernel_paths.run(log), []
+    if name == "hook-costs":
+        return hookcosts.run(12 if args.quick else 40, args.sample, log), []
+    if name == "census":
+        return census.run(max(1, args.reps // 2), log), []
+    raise ValueError(name)
+
+
+# The table's order: what a reader looks for first.
+RENDER_ORDER = ["census", "move-overhead", "kernel-tier", "bystander", "kernel-paths",
+                "collector", "failure-rate", "startup", "hook-costs"]
 
 
 def render(results: dict) -> list[str]:
     info = results["machine"]
     lines = ["uffdtrace benchmarks", *report.machine(info), ""]
-    if "census" in results:
-        lines += census.render(results["census"]) + [""]
-    if "move-overhead" in results:
-        lines += report.comparison(
-            "Move overhead: native UFFDIO_MOVE ping-pong loops (no Python per move)",
-            results["move-overhead"], "/s") + [""]
-    if "kernel-tier" in results:
-        kt = results["kernel-tier"]
-        if "skipped_all" in kt:
-            lines += ["Kernel tier: move and bystander overhead (ratios only)",
-                      f"  not run here: {kt['skipped_all']}", ""]
-        else:
-            lines += report.comparison("Kernel tier: move and bystander overhead (ratios; "
-                                       "untraced rates only for scale: TCG distorts absolute "
-                                       "times)", kt, "/s", ratios_only=True) + [""]
-    if "bystander" in results:
-        lines += report.comparison("Bystander overhead: processes that move no page",
-                                   results["bystander"], "/s") + [""]
-    if "kernel-paths" in results:
-        lines += report.kernel_paths(results["kernel-paths"]) + [""]
-    if "collector" in results:
-        lines += report.collector(results["collector"]) + [""]
-    if "failure-rate" in results:
-        lines += report.failure_rate(results["failure-rate"]) + [""]
-    if "startup" in results:
-        lines += report.startup(results["startup"]) + [""]
-    if "hook-costs" in results:
-        lines += report.hook_costs(results["hook-costs"]) + [""]
+    for name in RENDER_ORDER:
+        if name in results:
+            lines += render_section(name, results) + [""]
     lines += report.targets(results)
     lines.append(f"\n(elapsed {info['elapsed_s']} s)")
     return lines
+
+
+def render_section(name: str, results: dict) -> list[str]:
+    data = results[name]
+    if name == "census":
+        return census.render(data)
+    if name == "move-overhead":
+        return report.comparison(
+            "Move overhead: native UFFDIO_MOVE ping-pong loops (no Python per move)", data, "/s")
+    if name == "kernel-tier":
+        if "skipped_all" in data:
+            return ["Kernel tier: move and bystander overhead (ratios only)",
+                    f"  not run here: {data['skipped_all']}"]
+        return report.comparison("Kernel tier: move and bystander overhead (ratios; "
+                                 "untraced rates only for scale: TCG distorts absolute "
+                                 "times)", data, "/s", ratios_only=True)
+    if name == "bystander":
+        return report.comparison("Bystander overhead: processes that move no page", data, "/s")
+    if name == "kernel-paths":
+        return report.kernel_paths(data)
+    if name == "collector":
+        return report.collector(data)
+    if name == "failure-rate":
+        return report.failure_rate(data)
+    if name == "startup":
+        return report.startup(data)
+    if name == "hook-costs":
+        return report.hook_costs(data)
+    raise ValueError(name)
 
 
 if __name__ == "__main__":

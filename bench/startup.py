@@ -42,7 +42,8 @@ def _first_move_s(tracer: Uffdtrace) -> float | None:
             if not line:
                 time.sleep(0.002)
                 continue
-            if line.startswith('{"type":"move"'):
+            # Successes come in bulk records (trace format 2), failures one by one.
+            if line.startswith(('{"type":"move"', '{"type":"successes"')):
                 return time.monotonic() - tracer.spawned_at
     return None
 
