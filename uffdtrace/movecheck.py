@@ -51,11 +51,12 @@ from typing import NamedTuple
 from .diagnose import invalid_from_request
 from .enrich import Vma, iter_vmas
 from .errors import UserError
-from .native import PAGE_SIZE, Mapping, Uffd, hpage_size, lib
+from .native import PAGE_SIZE, Mapping, PendingRemoveEvent, Uffd, hpage_size, lib
 from .pagestate import (PM_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP, PagemapReader,
                         ProcessGone, kpageflags)
 from .procpins import RegisteredBuffer, comm_of, io_uring_buffers
 from .taxonomy import INFERRED, OBSERVED, CauseCode as C, cause
+from .uffdwaiters import event_waiters
 from .vma_rules import SPECIAL_VMFLAGS, invalid_from_vmas
 
 # --- verdicts ---------------------------------------------------------------------
@@ -270,6 +271,48 @@ def _kernel_moves_zero_page() -> bool | None:
         return None
 
 
+@functools.cache
+def _mmap_changing_after_vma_lookup() -> bool | None:
+    """Ask the running kernel where it checks mmap_changing: move a page
+    here while a UFFD_EVENT_REMOVE of our own is unread.  True: after the
+    VMA lookup, writing -EAGAIN to `move` (move_pages(), the 2025 fix);
+    False: before it, `move` untouched (userfaultfd_move(), 6.12); None:
+    no userfaultfd to ask with."""
+    try:
+        with Uffd(features=lib().UFFD_FEATURE_EVENT_REMOVE) as uffd, \
+                Mapping(PAGE_SIZE) as src, Mapping(PAGE_SIZE) as dst, \
+                Mapping(PAGE_SIZE) as removed:
+            src.fill()
+            for m in (dst, removed):
+                uffd.register(m)
+            with PendingRemoveEvent(uffd, removed.addr, PAGE_SIZE):
+                call = uffd.move(dst.addr, src.addr, PAGE_SIZE)
+            if call.errno != "EAGAIN":
+                return None
+            return call.move == -_errno_value("EAGAIN")
+    except (OSError, UserError):
+        return None
+
+
+def _pending_event(pid, comm, req, dst_given, src_vma, dst_vma, unseen,
+                   move_written: bool) -> CheckResult | None:
+    """EAGAIN with nothing moved, if a thread of pid waits for its uffd
+    event to be read (uffdwaiters.py): inferred, since /proc does not say
+    which of the process's uffds holds the event."""
+    waiters, why_not = event_waiters(pid)
+    if why_not:
+        unseen.append(f"unread uffd events: {why_not}")
+    if not waiters:
+        return None
+    first = waiters[0]
+    verdict = Verdict(C.MMAP_CHANGING, INFERRED, first.describe()
+                      + "; until then every move on that uffd fails (mmap_changing)",
+                      culprit=f"pid {first.pid} tid {first.tid} ({first.comm})")
+    return _refused(pid, comm, req, dst_given, verdict, src_vma, dst_vma, unseen,
+                    move_written=move_written,
+                    notes=[w.describe() for w in waiters[1:]])
+
+
 def _require_process(pid: int) -> str:
     if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
         raise UserError(f"no process with pid {pid}")
@@ -428,11 +471,23 @@ def check(pid: int, src: int, length: int, dst: int | None = None, mode: int = 0
         if not any(v.start < src + length and src < v.end for v in vmas):
             raise UserError(f"{src:#x}+{length} is not mapped in pid {pid}")
         src_vma, dst_vma = _vma_at(vmas, src), _vma_at(vmas, req.dst)
+        # mmap_changing: checked before the VMA lookup (6.12) or after it
+        after_lookup = _mmap_changing_after_vma_lookup()
+        if after_lookup is False:
+            pending = _pending_event(pid, comm, req, dst_given, src_vma, dst_vma, unseen,
+                                     move_written=False)
+            if pending is not None:
+                return pending
         for vma, name in ((dst_vma, "dst"), (src_vma, "src")):   # uffd_move_lock: dst first
             if vma is None:
                 return _refused(pid, comm, req, dst_given, Verdict(
                     "no_vma", OBSERVED, f"no VMA at {name} {getattr(req, name):#x}"),
                     src_vma, dst_vma, unseen, move_written=True)
+        if after_lookup is not False:
+            pending = _pending_event(pid, comm, req, dst_given, src_vma, dst_vma, unseen,
+                                     move_written=True)
+            if pending is not None:
+                return pending
         # Without a dst, judge the src VMA as if a compatible registered dst existed.
         as_dst = dst_vma if dst_given else Vma(src_vma.start, src_vma.end, src_vma.perms,
                                                 src_vma.path, src_vma.flags | {"um"})
