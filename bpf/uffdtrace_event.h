@@ -345,6 +345,24 @@ struct ut_pin_event {
 	char comm[16];
 };
 
+/*
+ * `uffdtrace check`'s view of another process's pages (bpf/ut_peek.bpf.c):
+ * the checking thread arms a request, then reads /proc/PID/mem at address
+ * 0, which takes that process's mmap_lock in its context and fails without
+ * touching a page; the program walks the request's addresses in the mm
+ * whose lock it saw taken, and disarms.
+ */
+#define UT_PEEK_BATCH 8
+
+struct ut_peek_req {
+	__u32 tid;              /* the checking thread */
+	__u32 armed;            /* set by the checker, cleared by the walk */
+	__u32 self;             /* 1: the checked process is the checker's own */
+	__u32 n;                /* addresses to walk (<= UT_PEEK_BATCH) */
+	__u64 walks;            /* requests served */
+	__u64 addrs[8];
+};
+
 /* In-kernel counter key: errno-level outcome per process. */
 struct ut_outcome_key {
 	__u32 pid;

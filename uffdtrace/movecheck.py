@@ -49,8 +49,10 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .diagnose import invalid_from_request
+from .checkkernel import with_kernel_view
 from .enrich import Vma, iter_vmas
 from .errors import UserError
+from .kernel.pageview import PageViewError
 from .native import PAGE_SIZE, Mapping, PendingRemoveEvent, Uffd, hpage_size, lib
 from .pagestate import (PM_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP, PagemapReader,
                         ProcessGone, kpageflags)
@@ -116,9 +118,10 @@ FIXES = {
 
 CHECK_EVIDENCE = {
     OBSERVED: "read from what the kernel exports (pagemap, kpageflags, VmFlags, io_uring "
-              "fdinfo)",
-    INFERRED: "deduced: what the kernel does not export (anon-exclusive, refcount, the "
-              "swap entry's exclusive bit, PMD mapping) is assumed from what it does",
+              "fdinfo), or in the kernel by BPF (anon-exclusive, maybe-DMA-pinned)",
+    INFERRED: "deduced: what neither /proc nor the kernel view shows (a swap entry's "
+              "exclusive bit, PMD mapping, which uffd holds an unread event; anon-exclusive "
+              "and pins too when the kernel view is off) is assumed from what they do",
 }
 
 
@@ -355,10 +358,6 @@ def _unseen(reader: PagemapReader) -> list[str]:
         out.append("/proc/kpageflags (root only): KSM, THP and zero-page flags")
     if not reader.kpagecount_readable:
         out.append("/proc/kpagecount (root only): how many times a shared page is mapped")
-    out.append("pins other than io_uring fixed buffers (O_DIRECT in flight, VFIO, RDMA): "
-               "no /proc file lists them")
-    out.append("PG_anon_exclusive: a page shared with a child that has exited stays "
-               "non-exclusive (EBUSY) until written, yet reads as mapped once")
     return out
 
 
@@ -445,10 +444,12 @@ def _runs(start: int, verdicts: list[Verdict]) -> list[Run]:
 
 
 def check(pid: int, src: int, length: int, dst: int | None = None, mode: int = 0,
-          caller: int | None = None) -> CheckResult:
+          caller: int | None = None, kernel_view: bool | None = None) -> CheckResult:
     """What UFFDIO_MOVE(dst, src, length, mode) issued now by `caller`
     (default: pid itself, the owner of the userfaultfd) would meet, page by
-    page.  Without dst only the source side is judged."""
+    page.  Without dst only the source side is judged.  kernel_view: read
+    what /proc does not export in BPF (checkkernel.py); None: where root
+    and BPF allow it, False: never, True: or fail with UserError."""
     comm = _require_process(pid)
     dst_given = dst is not None
     req = MoveRequest(dst if dst_given else src, src, length, mode)
@@ -501,6 +502,12 @@ def check(pid: int, src: int, length: int, dst: int | None = None, mode: int = 0
             unseen.append(f"io_uring buffers: {why_not}")
         verdicts, notes = _page_verdicts(pid, reader, req, dst_given, holes_ok, src_vma,
                                          pins)
+        try:
+            verdicts = with_kernel_view(pid, src, verdicts, PAGE_SIZE, Verdict, kernel_view,
+                                        unseen, notes)
+        except PageViewError as exc:
+            raise UserError(f"the kernel view: {exc}") from None
+        verdicts = _whole_pmds(req, verdicts)
     runs = _runs(src, verdicts)
     return CheckResult(pid, comm, req, dst_given, _predict(req, verdicts, holes_ok), runs,
                        src_vma, dst_vma if dst_given else None, pins, unseen, notes)
@@ -620,19 +627,25 @@ def _page_verdicts(pid: int, reader: PagemapReader, req: MoveRequest, dst_given:
             pinned=pin_at(addr, region) if w & PM_PRESENT else None,
             pmd_move=pmd_move, mapcount=mapcounts.get(w & PM_PFN_MASK),
             sharers=sharers.get(addr), ksm_in_vma=ksm_in_vma))
-    # A PMD moves or fails as one: a blocked page blocks its whole PMD.
-    for i in range(npages):
-        v = verdicts[i]
+    return verdicts, notes
+
+
+def _whole_pmds(req: MoveRequest, verdicts: list[Verdict]) -> list[Verdict]:
+    """A PMD moves or fails as one: a blocked page blocks its whole PMD."""
+    per_pmd = hpage_size() // PAGE_SIZE
+    off = req.src % hpage_size() // PAGE_SIZE
+    out = list(verdicts)
+    for i, v in enumerate(verdicts):
         if v.kind == "movable_thp":
             base = i - (off + i) % per_pmd
-            unit = verdicts[base:base + per_pmd]
+            unit = verdicts[max(base, 0):base + per_pmd]
             blocker = next((u for u in unit if not u.moves), None)
             if blocker is not None:
-                verdicts[i] = Verdict(blocker.kind, INFERRED,
-                                      f"in the huge page at {req.src + base * PAGE_SIZE:#x}, "
-                                      f"which moves or fails as one: {blocker.why}",
-                                      blocker.culprit)
-    return verdicts, notes
+                out[i] = Verdict(blocker.kind, INFERRED,
+                                 f"in the huge page at {req.src + base * PAGE_SIZE:#x}, "
+                                 f"which moves or fails as one: {blocker.why}",
+                                 blocker.culprit)
+    return out
 
 
 def _page_verdict(addr: int, w: int, dw: int | None, holes_ok: bool, *,
@@ -700,6 +713,14 @@ def _sharers_text(pids: list[int]) -> str:
 # --- census -------------------------------------------------------------------------
 
 CENSUS_CHUNK_PAGES = 1 << 16          # 512 KiB of pagemap per read
+# The census reads /proc only (the kernel view walks one page per lookup:
+# `check` of a range uses it): what that leaves unseen.
+CENSUS_BLIND = [
+    "pins other than io_uring fixed buffers (O_DIRECT in flight, VFIO, RDMA): no /proc "
+    "file lists them (`check` of a range reads them in the kernel)",
+    "PG_anon_exclusive: a page shared with a child that has exited stays non-exclusive "
+    "(EBUSY) until written, yet reads as mapped once (`check` of a range reads it in the "
+    "kernel)"]
 CENSUS_BLOCKERS = 5                   # the largest runs kept of each blocking class
 BLOCKING = ("ksm", "pinned", "shared", "not_exclusive", "refused")
 CENSUS_KINDS = ("movable", "thp", "zero_page", "swapped", "ksm", "pinned", "shared",
@@ -904,7 +925,7 @@ def census(pid: int, chunk_pages: int = CENSUS_CHUNK_PAGES) -> CensusResult:
                 addr += n * PAGE_SIZE
             close_run(vma.end)
             run_kind = None
-        result.unseen = _unseen(reader)
+        result.unseen = _unseen(reader) + CENSUS_BLIND
     if why_not:
         result.unseen.append(f"io_uring buffers: {why_not}")
     result.unseen.append("a VMA's registration and protections matter only against a "

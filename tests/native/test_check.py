@@ -259,10 +259,7 @@ def test_swap_entries_move_when_exclusive_and_not_after_fork(swap):
         _move_and_compare(uffd, dst.page(2), src.page(2), 2 * PAGE_SIZE)
 
 
-@pytest.mark.xfail(strict=True, reason="PG_anon_exclusive is not exported: a page once "
-                   "shared with a child that has exited reads as mapped once (pagemap) but "
-                   "the kernel still refuses it until it is written (needs the BPF reader)")
-def test_blind_spot_shared_with_an_exited_child():
+def _shared_with_an_exited_child(kernel_view):
     with ExitStack() as stack, Uffd() as uffd:
         src = stack.enter_context(Mapping(PAGE_SIZE))
         dst = stack.enter_context(Mapping(PAGE_SIZE))
@@ -270,7 +267,27 @@ def test_blind_spot_shared_with_an_exited_child():
         uffd.register(dst)
         with ForkHolder():
             pass
-        _move_and_compare(uffd, dst.addr, src.addr, PAGE_SIZE)
+        checked = check(os.getpid(), src.addr, PAGE_SIZE, dst=dst.addr, kernel_view=kernel_view)
+        assert_predicted(checked.prediction, uffd.move(dst.addr, src.addr, PAGE_SIZE))
+        return checked
+
+
+def test_kernel_view_sees_a_page_shared_with_an_exited_child():
+    """pagemap reads it mapped once; the kernel still refuses it (not
+    PageAnonExclusive until written): the BPF view sees that bit."""
+    if os.geteuid() != 0:
+        pytest.skip("the kernel view needs root (BPF)")
+    checked = _shared_with_an_exited_child(kernel_view=True)
+    (run,) = checked.runs
+    assert (run.verdict.kind, run.verdict.evidence) == ("shared", "observed"), run
+    assert "not PageAnonExclusive" in run.verdict.why
+
+
+@pytest.mark.xfail(strict=True, reason="PG_anon_exclusive is not exported in /proc: a page "
+                   "once shared with a child that has exited reads as mapped once (pagemap) "
+                   "but the kernel still refuses it until it is written")
+def test_blind_spot_of_proc_alone_shared_with_an_exited_child():
+    _shared_with_an_exited_child(kernel_view=False)
 
 
 # --- census -----------------------------------------------------------------------
@@ -351,16 +368,17 @@ def test_census_of_ksm_pinned_forked_and_thp_memory():
     assert "MADV_POPULATE_WRITE" in fixes["shared"]["fix"]
 
 
-def test_census_cli_runs_without_root_and_says_what_it_cannot_see():
-    """As nobody, on a process of its own: PFNs are hidden, kpageflags
-    closed; the census still runs and says so."""
+def _check_as_nobody(args: str) -> dict:
+    """`uffdtrace check -p <its own pid> ARGS --json` run by nobody on 64
+    pages of its own (ARGS may name them: {addr})."""
     if os.geteuid() != 0:
         pytest.skip("needs root to become another user")
     code = ("import os, sys, subprocess;"
             "from uffdtrace.native import Mapping;"
             "m = Mapping(64 * 4096); m.fill();"
             "r = subprocess.run([sys.executable, '-m', 'uffdtrace', 'check', '-p',"
-            " str(os.getpid()), '--census', '--json'], capture_output=True, text=True);"
+            f" str(os.getpid()), *{args!r}.format(addr=hex(m.addr)).split(), '--json'],"
+            " capture_output=True, text=True);"
             "print(r.stdout); sys.stderr.write(r.stderr)")
 
     def drop():
@@ -371,7 +389,21 @@ def test_census_cli_runs_without_root_and_says_what_it_cannot_see():
     if "Permission denied" in proc.stderr and "uffdtrace" not in proc.stdout:
         pytest.skip(f"nobody cannot run this checkout: {proc.stderr[-200:]}")
     assert "Traceback" not in proc.stderr, proc.stderr
-    out = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_census_cli_runs_without_root_and_says_what_it_cannot_see():
+    """As nobody, on a process of its own: PFNs are hidden, kpageflags
+    closed; the census still runs and says so."""
+    out = _check_as_nobody("--census")
     unseen = " ".join(out["unseen"])
     assert "kpageflags" in unseen and "zeroed" in unseen
     assert out["totals"].get("movable", 0) >= 64 * 4096
+
+
+def test_check_without_root_says_the_kernel_view_is_off():
+    out = _check_as_nobody("{addr} 16K")
+    unseen = " ".join(out["unseen"])
+    assert "the kernel's own view (the kernel view needs root" in unseen, unseen
+    assert {r["kind"] for r in out["runs"]} == {"movable"}
+    assert {r["evidence"] for r in out["runs"]} == {"inferred"}
