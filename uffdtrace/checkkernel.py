@@ -46,7 +46,8 @@ def refine(verdict, ps: WalkedPage, verdict_cls):
         kind = "pinned_split" if verdict.kind == "thp_split" else "pinned"
         return verdict_cls(kind, OBSERVED, "kernel: folio_maybe_dma_pinned() (" + _facts(ps)
                            + "): a pin /proc does not list (O_DIRECT in flight, VFIO, RDMA, "
-                           "or an io_uring ring of another process)", verdict.culprit)
+                           "an io_uring ring of another process) or 1,024+ plain references "
+                           "(e.g. vmsplice into pipes)", verdict.culprit)
     if verdict.kind in ("movable", "thp_split"):
         return verdict_cls(verdict.kind, OBSERVED, verdict.why + "; kernel: anon-exclusive, "
                            "not pinned (" + _facts(ps) + ")", verdict.culprit)

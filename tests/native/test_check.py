@@ -8,6 +8,7 @@ the memory was made (and smaps, read independently)."""
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import subprocess
@@ -281,6 +282,38 @@ def test_kernel_view_sees_a_page_shared_with_an_exited_child():
     (run,) = checked.runs
     assert (run.verdict.kind, run.verdict.evidence) == ("shared", "observed"), run
     assert "not PageAnonExclusive" in run.verdict.why
+
+
+def test_kernel_view_sees_a_pin_no_proc_file_lists():
+    """1,280 vmsplice references to one page: folio_maybe_dma_pinned() (the
+    kernel cannot tell them from a pin) refuses the move; nothing in /proc
+    lists them, the BPF view reads the refcount."""
+    if os.geteuid() != 0:
+        pytest.skip("the kernel view needs root (BPF)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    iov = (ctypes.c_void_p * 2)()
+    with ExitStack() as stack, Uffd() as uffd:
+        src = stack.enter_context(Mapping(PAGE_SIZE))
+        dst = stack.enter_context(Mapping(PAGE_SIZE))
+        src.fill()
+        uffd.register(dst)
+        iov[0], iov[1] = src.addr, 1
+        refs = 0
+        while refs < 1100:
+            r, w = os.pipe()
+            stack.callback(os.close, r)
+            stack.callback(os.close, w)
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
+            while libc.vmsplice(w, iov, 1, os.SPLICE_F_NONBLOCK) > 0:
+                refs += 1
+        checked = check(os.getpid(), src.addr, PAGE_SIZE, dst=dst.addr, kernel_view=True)
+        (run,) = checked.runs
+        assert (run.verdict.kind, run.verdict.evidence) == ("pinned", "observed"), run
+        assert "folio_maybe_dma_pinned" in run.verdict.why
+        assert_predicted(checked.prediction, uffd.move(dst.addr, src.addr, PAGE_SIZE))
+        # from /proc alone it looks movable
+        assert check(os.getpid(), src.addr, PAGE_SIZE, dst=dst.addr,
+                     kernel_view=False).prediction.errno is None
 
 
 @pytest.mark.xfail(strict=True, reason="PG_anon_exclusive is not exported in /proc: a page "
