@@ -20,7 +20,8 @@ import pytest
 
 from tests.helpers import ROOT, SCENARIO_CAUSES
 from uffdtrace.errors import UserError
-from uffdtrace.movecheck import census, check
+from uffdtrace.census import census
+from uffdtrace.movecheck import check
 from uffdtrace.native import PAGE_SIZE, ForkHolder, IoUringPin, Mapping, Uffd, hpage_size, lib
 from uffdtrace.workload.runner import run_workload
 from uffdtrace.workload.scenarios import SCENARIOS, ksm_merged

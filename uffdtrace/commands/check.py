@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from . import command_parser
-from ..movecheck import CENSUS_KINDS, CENSUS_LABELS, CHECK_EVIDENCE, CensusResult, CheckResult, \
-    census, check
+from ..census import CENSUS_KINDS, CENSUS_LABELS, CensusResult, census
+from ..movecheck import CHECK_EVIDENCE, CheckResult, check
 from ..errors import UserError
 from ..native import PAGE_SIZE, lib
 from ..textsafe import one_line, printable
