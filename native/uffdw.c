@@ -693,28 +693,58 @@ out:
 /* --- a pending non-cooperative event (mmap_changing) -------------------------- */
 
 
-static void *remove_thread(void *p)
+static void *event_thread(void *p)
 {
 	struct uffdw_pending_event *ev = p;
+	long rc;
 
 	__atomic_store_n(&ev->tid, (int32_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
-	/* blocks in userfaultfd_remove() until the event is read */
-	ev->madvise_rc = madvise((void *)ev->addr, ev->len, MADV_DONTNEED) ? -errno : 0;
+	/* each blocks in the kernel (userfaultfd_event_wait_completion()) until
+	 * the event is read */
+	switch (ev->kind) {
+	case UFFD_EVENT_REMOVE:
+		rc = madvise((void *)ev->addr, ev->len, MADV_DONTNEED);
+		break;
+	case UFFD_EVENT_UNMAP:
+		rc = munmap((void *)ev->addr, ev->len);
+		break;
+	case UFFD_EVENT_REMAP:
+		rc = mremap((void *)ev->addr, ev->len, ev->len, MREMAP_MAYMOVE | MREMAP_FIXED,
+			    (void *)ev->addr2) == MAP_FAILED ? -1 : 0;
+		break;
+	default: /* UFFD_EVENT_FORK */
+		/* the raw syscall: glibc's fork() holds the malloc locks across
+		 * the syscall, which blocks here until the event is read -- by the
+		 * main thread, which may need malloc first */
+		rc = syscall(SYS_fork);
+		if (rc == 0)
+			syscall(SYS_exit_group, 0);
+		if (rc > 0)
+			waitpid((pid_t)rc, NULL, 0);
+		break;
+	}
+	ev->syscall_rc = rc < 0 ? -errno : (int32_t)rc;
+	__atomic_store_n(&ev->done, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
 
-int uffdw_raise_remove_event(int fd, uint64_t addr, uint64_t len, int timeout_ms,
-			     struct uffdw_pending_event *ev)
+int uffdw_raise_event(int fd, int event, uint64_t addr, uint64_t len, uint64_t addr2,
+		      int timeout_ms, struct uffdw_pending_event *ev)
 {
 	struct pollfd pfd = { .fd = fd, .events = POLLIN };
 	pthread_t th;
 	int rc;
 
+	if (event != UFFD_EVENT_REMOVE && event != UFFD_EVENT_UNMAP &&
+	    event != UFFD_EVENT_REMAP && event != UFFD_EVENT_FORK)
+		return -EINVAL;
 	memset(ev, 0, sizeof(*ev));
 	ev->fd = fd;
+	ev->kind = event;
 	ev->addr = addr;
 	ev->len = len;
-	rc = pthread_create(&th, NULL, remove_thread, ev);
+	ev->addr2 = addr2;
+	rc = pthread_create(&th, NULL, event_thread, ev);
 	if (rc)
 		return -rc;
 	ev->thread = (uint64_t)th;
@@ -733,22 +763,39 @@ int uffdw_raise_remove_event(int fd, uint64_t addr, uint64_t len, int timeout_ms
 
 int uffdw_settle_event(struct uffdw_pending_event *ev)
 {
+	struct pollfd pfd = { .fd = ev->fd, .events = POLLIN };
 	struct uffd_msg msg;
 	ssize_t n;
+	int rc;
 
 	if (ev->joined || !ev->thread)
 		return 0;
-	do
-		n = read(ev->fd, &msg, sizeof(msg));
-	while (n < 0 && errno == EINTR);
-	if (n != (ssize_t)sizeof(msg)) {
-		int err = n < 0 ? errno : EIO;
-
+	/* every event the change raised, until its syscall returns (a stuck
+	 * thread is detached after 5 s: closing the uffd releases it) */
+	for (int waited_ms = 0; !__atomic_load_n(&ev->done, __ATOMIC_ACQUIRE);) {
+		do
+			rc = poll(&pfd, 1, 10);
+		while (rc < 0 && errno == EINTR);
+		if (rc == 0) {
+			if ((waited_ms += 10) >= 5000)
+				break;
+			continue;
+		}
+		do
+			n = read(ev->fd, &msg, sizeof(msg));
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)sizeof(msg))
+			break;
+		if (!ev->events++)
+			ev->event = msg.event;
+		if (msg.event == UFFD_EVENT_FORK)   /* the child's uffd, ours now */
+			close((int)msg.arg.fork.ufd);
+	}
+	if (!__atomic_load_n(&ev->done, __ATOMIC_ACQUIRE)) {
 		pthread_detach((pthread_t)ev->thread);
 		ev->joined = 1;
-		return -err;
+		return ev->events ? -ETIMEDOUT : -EIO;
 	}
-	ev->event = msg.event;
 	pthread_join((pthread_t)ev->thread, NULL);
 	ev->joined = 1;
 	return 0;

@@ -87,29 +87,38 @@ int uffdw_move_in_vm_child(int fd, uint64_t dst, uint64_t src, uint64_t len, uin
                            uint64_t timeout_ms, struct uffdw_call *out, int32_t *killed_out);
 
 /*
- * A non-cooperative event left pending: a thread of this process
- * madvise(MADV_DONTNEED)s [addr, addr+len) of a range registered with a uffd
- * opened with UFFD_FEATURE_EVENT_REMOVE.  The kernel queues UFFD_EVENT_REMOVE,
- * raises the uffd's mmap_changing and blocks the thread until the event is
- * read; every move on that uffd meanwhile fails with EAGAIN.
+ * A non-cooperative event left pending: a thread of this process does the
+ * mm change `event` names to [addr, addr+len) of a range registered with a
+ * uffd opened with its feature (UFFD_EVENT_REMOVE: madvise(MADV_DONTNEED);
+ * UFFD_EVENT_UNMAP: munmap; UFFD_EVENT_REMAP: mremap to [addr2, addr2+len),
+ * a reserved mapping it replaces; UFFD_EVENT_FORK: fork, the child exits at
+ * once).  The kernel queues the event, raises the uffd's mmap_changing and
+ * blocks the thread until the event is read; every move on that uffd
+ * meanwhile fails with EAGAIN.
  */
 struct uffdw_pending_event {
 	int32_t fd;
-	int32_t tid;          /* the thread blocked in madvise() */
+	int32_t tid;          /* the thread blocked in the syscall */
 	uint64_t addr;
 	uint64_t len;
+	uint64_t addr2;       /* UFFD_EVENT_REMAP: where the range moves */
 	uint64_t thread;      /* pthread_t (opaque) */
 	int32_t joined;
-	int32_t madvise_rc;   /* madvise()'s result (-errno), once joined */
-	int32_t event;        /* the event read by uffdw_settle_event, 0 before */
+	int32_t syscall_rc;   /* the syscall's result (-errno; fork: the child's pid), once joined */
+	int32_t kind;         /* the event asked for: UFFD_EVENT_* */
+	int32_t event;        /* the first event read by uffdw_settle_event, 0 before */
+	int32_t events;       /* how many it read (the change may raise more than one) */
+	int32_t done;         /* the thread's syscall returned */
 	uint64_t raised_ns;   /* CLOCK_MONOTONIC when the event was seen queued */
 };
 /* Start the thread and wait (up to timeout_ms) until the event is queued;
- * -ETIMEDOUT (thread joined) if the kernel queued none. */
-int uffdw_raise_remove_event(int fd, uint64_t addr, uint64_t len, int timeout_ms,
-                             struct uffdw_pending_event *ev);
-/* Read the pending event (the monitor's job), then join the thread.  If no
- * event can be read the thread is detached: closing the uffd releases it. */
+ * -ETIMEDOUT (thread joined) if the kernel queued none, -EINVAL for an
+ * event it cannot raise. */
+int uffdw_raise_event(int fd, int event, uint64_t addr, uint64_t len, uint64_t addr2,
+                      int timeout_ms, struct uffdw_pending_event *ev);
+/* Read the pending events (the monitor's job: a fork's new uffd is closed)
+ * until the thread's syscall returns, then join it.  If no event can be read the thread is detached:
+ * closing the uffd releases it. */
 int uffdw_settle_event(struct uffdw_pending_event *ev);
 
 /* Anonymous mapping aligned to `align` (a power of two >= page size). */

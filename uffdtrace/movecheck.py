@@ -51,7 +51,7 @@ from .checkkernel import with_kernel_view
 from .enrich import Vma, iter_vmas
 from .errors import UserError
 from .kernel.pageview import PageViewError
-from .native import PAGE_SIZE, Mapping, PendingRemoveEvent, Uffd, hpage_size, lib
+from .native import PAGE_SIZE, Mapping, PendingEvent, Uffd, event_feature, hpage_size, lib
 from .pagestate import (PM_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP, PagemapReader,
                         ProcessGone, kpageflags)
 from .procpins import RegisteredBuffer, comm_of, io_uring_buffers
@@ -281,13 +281,13 @@ def _mmap_changing_after_vma_lookup() -> bool | None:
     False: before it, `move` untouched (userfaultfd_move(), 6.12); None:
     no userfaultfd to ask with."""
     try:
-        with Uffd(features=lib().UFFD_FEATURE_EVENT_REMOVE) as uffd, \
+        with Uffd(features=event_feature("REMOVE")) as uffd, \
                 Mapping(PAGE_SIZE) as src, Mapping(PAGE_SIZE) as dst, \
                 Mapping(PAGE_SIZE) as removed:
             src.fill()
             for m in (dst, removed):
                 uffd.register(m)
-            with PendingRemoveEvent(uffd, removed.addr, PAGE_SIZE):
+            with PendingEvent(uffd, "REMOVE", removed.addr, PAGE_SIZE):
                 call = uffd.move(dst.addr, src.addr, PAGE_SIZE)
             if call.errno != "EAGAIN":
                 return None

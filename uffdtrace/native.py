@@ -156,6 +156,11 @@ class Mapping:
     def mprotect(self, prot: int):
         check(lib().uffdw_mprotect(self.addr, self.length, prot), "mprotect")
 
+    def disown(self):
+        """Someone else unmapped or moved it (munmap/mremap by a thread):
+        close() must not unmap what may be mapped there next."""
+        self.addr = 0
+
     def close(self):
         if self.addr:
             lib().uffdw_unmap(self.addr, self.length)
@@ -331,19 +336,33 @@ class ForkHolder:
         self.close()
 
 
-class PendingRemoveEvent:
-    """A UFFD_EVENT_REMOVE left unread: a thread of this process is blocked in
-    madvise(MADV_DONTNEED) of [addr, addr+length) (registered with `uffd`,
-    opened with UFFD_FEATURE_EVENT_REMOVE) until the event is read, and the
-    uffd's mmap_changing is raised meanwhile.  close() reads it."""
+# The uffd feature each non-cooperative event needs, by UFFD_EVENT_* name.
+EVENT_FEATURES = {"REMOVE": "UFFD_FEATURE_EVENT_REMOVE", "UNMAP": "UFFD_FEATURE_EVENT_UNMAP",
+                  "REMAP": "UFFD_FEATURE_EVENT_REMAP", "FORK": "UFFD_FEATURE_EVENT_FORK"}
 
-    def __init__(self, uffd: Uffd, addr: int, length: int, timeout_s: float = 5.0):
+
+def event_feature(event: str) -> int:
+    """The UFFD_FEATURE_* bit a uffd needs to be sent `event` (REMOVE ...)."""
+    return getattr(lib(), EVENT_FEATURES[event])
+
+
+class PendingEvent:
+    """A non-cooperative uffd event left unread: a thread of this process
+    is blocked in the mm change `event` names (REMOVE: madvise(MADV_DONTNEED)
+    of [addr, addr+length); UNMAP: munmap of it; REMAP: mremap of it onto
+    [addr2, addr2+length); FORK: fork()) -- the range registered with
+    `uffd`, opened with event_feature(event) -- until the event is read, and
+    the uffd's mmap_changing is raised meanwhile.  close() reads it."""
+
+    def __init__(self, uffd: Uffd, event: str, addr: int, length: int, addr2: int = 0,
+                 timeout_s: float = 5.0):
         self._ev = ffi().new("struct uffdw_pending_event *")
-        rc = lib().uffdw_raise_remove_event(uffd.fd, addr, length, int(timeout_s * 1000),
-                                            self._ev)
+        rc = lib().uffdw_raise_event(uffd.fd, getattr(lib(), f"UFFD_EVENT_{event}"), addr,
+                                     length, addr2, int(timeout_s * 1000), self._ev)
         if rc < 0:
-            raise UserError(f"no UFFD_EVENT_REMOVE was queued for MADV_DONTNEED of "
-                            f"{addr:#x}+{length:#x}: {os.strerror(-rc)}")
+            raise UserError(f"no UFFD_EVENT_{event} was queued for {addr:#x}+{length:#x}: "
+                            f"{os.strerror(-rc)}")
+        self.kind = event
         self.tid = self._ev.tid
         self.raised_ns = self._ev.raised_ns
         self.event: int = 0

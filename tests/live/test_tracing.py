@@ -79,16 +79,19 @@ def test_ksm_names_the_merge(session):
 
 
 def test_mmap_changing_names_the_unread_event_and_the_thread_that_raised_it(session):
-    out, (move,) = traced_workload(session, "-s", "mmap_changing", "--hold", "0")
+    out, moves = traced_workload(session, "-s", "mmap_changing", "--hold", "0")
     (setup,) = out["setup"]
-    pending = setup["pending_event"]
-    d = move.diagnosis
-    assert (d.cause, d.evidence) == ("mmap_changing", "observed")
-    # the madvise(MADV_DONTNEED) thread, asleep until the event is read
-    assert (d.culprit.kind, d.culprit.event, d.culprit.pid, d.culprit.tid) == \
-        ("uffd_event", "remove", out["pid"], pending["tid"])
-    us = move.event.uffd_state
-    assert (us.where, us.mmap_changing, us.queued, us.more) == ("read", 1, 1, False)
+    pending = setup["pending_events"]
+    assert [p["event"] for p in pending] == ["remove", "unmap", "remap", "fork"]
+    assert len(moves) == len(pending)
+    for move, event in zip(sorted(moves, key=lambda m: m.event.ts_ns), pending):
+        d = move.diagnosis
+        assert (d.cause, d.evidence) == ("mmap_changing", "observed")
+        # the thread asleep in madvise/munmap/mremap/fork until it is read
+        assert (d.culprit.kind, d.culprit.event, d.culprit.pid, d.culprit.tid) == \
+            ("uffd_event", event["event"], out["pid"], event["tid"])
+        us = move.event.uffd_state
+        assert (us.where, us.mmap_changing, us.queued, us.more) == ("read", 1, 1, False)
 
 
 def test_storm_no_silent_loss(root_required):

@@ -15,7 +15,7 @@ from typing import Callable
 
 from ..errors import UserError
 from ..native import (PAGE_SIZE, ForkHolder, IoUringPin, Mapping, MoveCall,
-                      PendingRemoveEvent, Uffd, hpage_size, lib)
+                      PendingEvent, Uffd, event_feature, hpage_size, lib)
 from ..pagestate import read_page_states
 from .ksm import KsmTuning
 
@@ -327,24 +327,37 @@ def _thp_pinned(r: Round):
     r.record(call)
 
 
+# The non-cooperative events, in the order a round raises them.
+PENDING_EVENTS = ("REMOVE", "UNMAP", "REMAP", "FORK")
+
+
 def _mmap_changing(r: Round):
-    # A uffd of its own, with UFFD_FEATURE_EVENT_REMOVE: MADV_DONTNEED of a
-    # range registered with it queues UFFD_EVENT_REMOVE, raises mmap_changing
-    # and blocks the madvise() thread until the event is read.  Meanwhile
-    # every move on this uffd fails with EAGAIN and moves nothing.
-    uffd = r.stack.enter_context(Uffd(features=lib().UFFD_FEATURE_EVENT_REMOVE))
+    # Per event, a uffd asking for it alone, with a destination registered
+    # on it.  A thread changes a range registered with that uffd --
+    # MADV_DONTNEED (REMOVE), munmap (UNMAP), mremap (REMAP), fork (FORK) --
+    # which queues the event, raises mmap_changing and blocks the thread
+    # until the event is read.  Meanwhile every move on that uffd fails with
+    # EAGAIN and moves nothing.  One move under each event.
     src = r.mapping(r.pages * PAGE_SIZE)
-    dst = r.mapping(r.pages * PAGE_SIZE)
-    removed = r.mapping(PAGE_SIZE)
     src.fill()
-    for m in (dst, removed):
-        uffd.register(m)
-    # entered after the uffd: read (releasing the thread) before it closes
-    event = r.stack.enter_context(PendingRemoveEvent(uffd, removed.addr, PAGE_SIZE))
-    r.facts["pending_event"] = {"event": "remove", "tid": event.tid, "addr": removed.addr,
-                                "len": PAGE_SIZE}
-    r.planned(dst.addr, src.addr, r.pages * PAGE_SIZE)
-    r.record(uffd.move(dst.addr, src.addr, r.pages * PAGE_SIZE))
+    pending = r.facts.setdefault("pending_events", [])
+    for name in PENDING_EVENTS:
+        dst = r.mapping(r.pages * PAGE_SIZE)
+        changed = r.mapping(PAGE_SIZE)
+        target = r.mapping(PAGE_SIZE) if name == "REMAP" else None
+        # entered after the mappings, so closed before they are unmapped: an
+        # unmap of a range still registered would raise an event nobody reads
+        uffd = r.stack.enter_context(Uffd(features=event_feature(name)))
+        for m in (dst, changed):
+            uffd.register(m)
+        with PendingEvent(uffd, name, changed.addr, PAGE_SIZE,
+                          target.addr if target is not None else 0) as event:
+            pending.append({"event": name.lower(), "tid": event.tid, "addr": changed.addr,
+                            "len": PAGE_SIZE})
+            if name in ("UNMAP", "REMAP"):
+                changed.disown()     # unmapped, or moved onto target, by the thread
+            r.planned(dst.addr, src.addr, r.pages * PAGE_SIZE)
+            r.record(uffd.move(dst.addr, src.addr, r.pages * PAGE_SIZE))
 
 
 def _cross_mm(r: Round):
@@ -466,8 +479,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("thp_pinned", "part of an io_uring-pinned THP: the folio cannot be split "
              "(the mover is killed if the kernel retries forever)", _thp_pinned,
              default_pages=4, expect_errno="EBUSY", alt_errno="EINTR"),
-    Scenario("mmap_changing", "a move while a UFFD_EVENT_REMOVE (MADV_DONTNEED) is "
-             "pending and unread", _mmap_changing, default_pages=2, expect_errno="EAGAIN"),
+    Scenario("mmap_changing", "a move under each non-cooperative event left unread "
+             "(REMOVE: MADV_DONTNEED, UNMAP: munmap, REMAP: mremap, FORK: fork)",
+             _mmap_changing, default_pages=2, expect_errno="EAGAIN"),
     # issue 16: request, VMA and huge-page classes
     Scenario("zero_len", "a move of len 0", _zero_len, expect_errno="EINVAL"),
     Scenario("bad_mode", "mode has a bit that is no UFFDIO_MOVE_MODE_*", _bad_mode,

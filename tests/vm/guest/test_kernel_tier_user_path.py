@@ -74,6 +74,7 @@ def test_every_scenario_recorded_observed_with_its_cause(recorded):
     moves = sorted((r for r in records if r["type"] == "move"
                     and r["pid"] not in _storm_pids(storms)), key=lambda r: r["ts_ns"])
     assert len(moves) == len(calls)
+    seen_events = set()
     for call, m in zip(calls, moves):
         assert (m["dst"], m["src"], m["len"], m["errno"], m["move"]) == \
             (call["dst"], call["src"], call["len"], call["errno"], call["move"])
@@ -89,13 +90,15 @@ def test_every_scenario_recorded_observed_with_its_cause(recorded):
         if call["scenario"] == "ksm" and m["ret"]:
             assert d["culprit"]["kind"] == "ksm"
         if call["scenario"] == "mmap_changing":
-            # the uffd's unread event, read at exit: who raised it
-            (pending,) = [s["pending_event"] for s in call["setup"]
-                          if s["scenario"] == "mmap_changing"]
+            # the uffd's unread event, read at exit: which, and who raised it
             c = d["culprit"]
-            assert (c["kind"], c["event"], c["pid"], c["tid"]) == \
-                ("uffd_event", "remove", call["pid"], pending["tid"]), c
+            (pending,) = [p for s in call["setup"] if s["scenario"] == "mmap_changing"
+                          for p in s["pending_events"] if p["tid"] == c["tid"]]
+            assert (c["kind"], c["event"], c["pid"]) == \
+                ("uffd_event", pending["event"], call["pid"]), c
             assert m["uffd_state"]["mmap_changing"] == 1, m["uffd_state"]
+            seen_events.add(c["event"])
+    assert seen_events == {"remove", "unmap", "remap", "fork"}
 
 
 def test_report_text_and_json(recorded):
