@@ -88,6 +88,15 @@ def repeat_span_ns(repeat: dict) -> int:
 DROP_COUNTERS = ("ringbuf_drops", "repeat_drops", "success_drops")
 
 
+# In-kernel counts of what a full map kept from being recorded (UT_STAT_*_FULL).
+MAP_FULL_COUNTERS = ("outcomes_full", "follow_full", "saved_args_full")
+# Every in-kernel counter of something lost or left out (report's DROPS, the
+# exporter's uffdtrace_drops_total): ring buffers full, unreadable move
+# arguments, full maps (runs_full: failures then sent one by one instead).
+LOSS_COUNTERS = ("ringbuf_drops", "success_drops", "repeat_drops", "runs_full",
+                 "arg_read_fails", "inflight_full", *MAP_FULL_COUNTERS)
+
+
 def drops(counters: dict) -> int:
     """Moves and pins lost to full ring buffers (counters from a live
     session or an aggregates record; older traces lack some)."""
