@@ -64,14 +64,24 @@ class RepeatLinker:
     """Which move record a repeat record repeats: its thread's latest failure,
     when that is the run's first (same ts_ns).  A repeat whose first failure
     was lost (ring buffer full) links to nothing: its failures still count,
-    with no cause.  Feed every move record to move(), in file order."""
+    with no cause.  Feed every move record to move(), in file order.
 
-    def __init__(self):
+    max_age_ns: forget failures that much older than the newest (a reader
+    that runs for days: `serve`); None keeps every thread's latest."""
+
+    def __init__(self, max_age_ns: int | None = None):
         self._latest: dict[int, dict] = {}
+        self.max_age_ns = max_age_ns
+        self._purge_at = 1024      # purged when it doubles: amortized O(1) a move
 
     def move(self, m: dict):
         if m["ret"] != 0:
             self._latest[m["tid"]] = m
+            if self.max_age_ns is not None and len(self._latest) >= self._purge_at:
+                oldest = m["ts_ns"] - self.max_age_ns
+                self._latest = {tid: f for tid, f in self._latest.items()
+                                if f["ts_ns"] >= oldest}
+                self._purge_at = max(1024, 2 * len(self._latest))
 
     def of(self, repeat: dict) -> dict | None:
         m = self._latest.get(repeat["tid"])

@@ -450,6 +450,24 @@ class Session:
                          "partial": bool(k.partial), "count": _total(v)})
         return sorted(rows, key=lambda r: (r["pid"], r["errno"] or ""))
 
+    def exited_processes(self) -> set[int]:
+        """The processes in the kernel's outcome counts that have exited."""
+        return {k.pid for k in self.bpf[b"outcomes"].keys()
+                if not os.path.exists(f"/proc/{k.pid}")}
+
+    def forget_outcomes(self, pids: set[int]):
+        """Take processes out of the kernel's outcome counts: the map holds
+        10,240 keys, and a tracer left running for days sees more processes
+        than that.  Only for processes that had exited before their counts
+        were last read (outcomes()), so that none is lost."""
+        table = self.bpf[b"outcomes"]
+        for key in list(table.keys()):
+            if key.pid in pids:
+                try:
+                    del table[key]
+                except KeyError:
+                    pass
+
     def histograms(self) -> dict[str, dict[int, int]]:
         """log2 buckets: bucket b counts values in [2**(b-1), 2**b); bucket 0
         counts the value 0 (size_log2: moves of len 0)."""
