@@ -15,9 +15,9 @@ Where each number comes from:
 Label sets are bounded by design: `comm` takes the first `comm_limit`
 process names seen, later ones are `other`; causes, errnos and evidence
 levels are the taxonomy's.  Per-process series exist only with per_pid, for
-at most `pid_limit` processes, and a process that has not moved for
-`pid_ttl_s` seconds of trace time leaves them (its counts stay in the
-per-comm series).  A process the kernel no longer counts (serve retires the
+at most `pid_limit` processes (first come; later ones get a slot when one
+frees), and a process that has not moved for `pid_ttl_s` seconds of trace
+time leaves them (its counts stay in the per-comm series).  A process the kernel no longer counts (serve retires the
 outcome counts of processes that exited) is folded into its comm's totals.
 """
 from __future__ import annotations
@@ -191,8 +191,9 @@ class MetricsState:
                    d.get("evidence") or UNKNOWN,
                    "true" if records.outcome(m) == records.PARTIAL else "false")
         self.failures[key] += n
-        if self.per_pid:
-            self._touch(pid, comm).failures[key[1]] += n
+        entry = self._touch(pid, comm) if self.per_pid else None
+        if entry is not None:
+            entry.failures[key[1]] += n
 
     def _repeat(self, r: dict):
         self._failure(r["pid"], self._comm(r["pid"]), self.linker.of(r), r["count"])
@@ -217,8 +218,9 @@ class MetricsState:
             now.setdefault(row["pid"], Counter())[(result, bool(row["partial"]))] += row["count"]
         for pid, counts in now.items():
             self._comm(pid)
-            if self.per_pid and counts != self.outcomes.get(pid):
-                entry = self._touch(pid, self._pid_comm[pid])
+            entry = self._touch(pid, self._pid_comm[pid]) \
+                if self.per_pid and counts != self.outcomes.get(pid) else None
+            if entry is not None:
                 entry.moves = Counter()
                 for (result, _), n in counts.items():
                     entry.moves[result] += n
@@ -238,14 +240,17 @@ class MetricsState:
     def _footer(self, r: dict):
         self.finished = r["reason"]
 
-    def _touch(self, pid: int, comm: str) -> _Pid:
+    def _touch(self, pid: int, comm: str) -> _Pid | None:
+        """The process's per-pid entry, now active; None when pid_limit
+        processes have one: a newcomer waits for one to age out rather
+        than take a slot (which would reset that one's counters)."""
         entry = self.pids.get(pid)
         if entry is None:
+            if len(self.pids) >= self.pid_limit:
+                return None
             entry = self.pids[pid] = _Pid(comm, 0.0, Counter(), Counter())
         entry.last_active = self.elapsed_s or 0.0
         self.pids.move_to_end(pid)
-        while len(self.pids) > self.pid_limit:
-            self.pids.popitem(last=False)
         return entry
 
     def _age_out(self):

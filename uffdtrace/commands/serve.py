@@ -48,8 +48,9 @@ def add_parser(sub):
                    help=f"process names with their own `comm` label (default {COMM_LIMIT}); "
                    "the ones seen later are counted as comm=\"other\"")
     p.add_argument("--per-pid", action="store_true",
-                   help="also export per-process series (pid label), for the most recently "
-                   "active --max-pids processes")
+                   help="also export per-process series (pid label) for up to --max-pids "
+                   "processes at a time: first come, a slot frees when one has not moved "
+                   "for --pid-ttl seconds")
     p.add_argument("--max-pids", type=int, default=PID_LIMIT, metavar="N",
                    help=f"with --per-pid: at most N processes (default {PID_LIMIT})")
     p.add_argument("--pid-ttl", type=float, default=PID_TTL_S, metavar="SECONDS",

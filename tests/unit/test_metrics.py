@@ -1,0 +1,203 @@
+"""The metrics `serve` exposes and `report --openmetrics` renders: one
+rendering of trace records, checked against the report's own reading of the
+same trace, against a strict OpenMetrics parser, and for the bounds a
+daemon needs (labels, per-process state, exited processes)."""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from tests.helpers import ROOT, trace_records, uffdtrace
+from uffdtrace.metrics import (LATENCY_BUCKETS, OTHER_COMM, MetricsState, log2_histogram,
+                               registry_of, render_openmetrics)
+from uffdtrace.serving import MetricsSink
+from uffdtrace.tracesummary import summarize
+
+MIXED = ROOT / "tests/tui/data/mixed.jsonl"
+
+
+def samples(text: str) -> dict[tuple, float]:
+    """(sample name, sorted labels) -> value, through the strict parser."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def by_label(text: str, name: str, label: str) -> Counter:
+    total = Counter()
+    for (sample, labels), value in samples(text).items():
+        if sample == name:
+            total[dict(labels)[label]] += value
+    return total
+
+
+def state_of(records, **kw) -> MetricsState:
+    state = MetricsState(**kw)
+    state.add_all(records)
+    return state
+
+
+def text_of(state: MetricsState) -> str:
+    return render_openmetrics(registry_of(state))
+
+
+def test_log2_buckets_are_cumulative_with_exact_integer_bounds():
+    # bucket b counts [2**(b-1), 2**b): 4096 is in bucket 13, so le=8191 holds it
+    # and le=4095 does not
+    assert log2_histogram({0: 2, 13: 5, 14: 1, 60: 1}, (0, 12, 13, 14)) == [
+        ("0.0", 2), ("4095.0", 2), ("8191.0", 7), ("16383.0", 8), ("+Inf", 9)]
+    bounds = [le for le, _ in log2_histogram({}, LATENCY_BUCKETS, 10 ** 9)]
+    assert bounds[0] == "2.55e-07" and bounds[-1] == "+Inf"
+
+
+def test_the_report_and_the_metrics_count_the_same_failures_by_cause():
+    text = uffdtrace("report", "--openmetrics", str(MIXED)).stdout
+    report = summarize(str(MIXED))
+    causes = by_label(text, "uffdtrace_move_failures_total", "cause")
+    assert causes == Counter({row["cause"]: row["count"] for row in report["causes"]})
+    moves = samples(text)
+    totals = report["totals"]
+    assert sum(v for (n, _), v in moves.items() if n == "uffdtrace_moves_total") \
+        == totals["moves"]
+    assert sum(v for (n, labels), v in moves.items()
+               if n == "uffdtrace_moves_total" and ("result", "ok") not in labels) \
+        == totals["failed"]
+    assert sum(by_label(text, "uffdtrace_partial_moves_total", "comm").values()) \
+        == totals["partial"]
+
+
+def test_live_records_and_a_trace_file_render_the_same_text():
+    """serve feeds the records `record` writes (MetricsSink); report reads
+    them back from the file: the same records give the same text."""
+    records = trace_records(MIXED)
+    live = MetricsState()
+    sink = MetricsSink(live)
+    for r in records:
+        sink.write(r)
+    assert text_of(live) == uffdtrace("report", "--openmetrics", str(MIXED)).stdout
+
+
+def test_histograms_count_every_move_the_kernel_counted():
+    text = uffdtrace("report", "--openmetrics", str(MIXED)).stdout
+    s = samples(text)
+    last = [r for r in trace_records(MIXED) if r["type"] == "aggregates"][-1]
+    moves = sum(row["count"] for row in last["outcomes"])
+    assert s[("uffdtrace_move_latency_seconds_bucket", (("le", "+Inf"),))] == moves
+    buckets = [v for (n, _), v in sorted(
+        ((k, v) for k, v in s.items() if k[0] == "uffdtrace_move_size_bytes_bucket"),
+        key=lambda kv: float(dict(kv[0][1])["le"]))]
+    assert buckets == sorted(buckets) and buckets[-1] == moves
+
+
+def test_histogram_sums_are_the_kernels_exact_sums():
+    """A trace from before the kernel summed latency has no _sum (nor
+    _count: prometheus-client leaves both out) rather than a made-up one."""
+    agg = _aggregates(1.0, [(1, None, 3)])
+    agg["counters"] = {"latency_ns": 4500, "bytes_requested": 3 * 4096}
+    agg["histograms"] = {"latency_log2": {"11": 2, "12": 1}, "size_log2": {"13": 3}}
+    s = samples(text_of(state_of([agg])))
+    assert s[("uffdtrace_move_latency_seconds_sum", ())] == 4.5e-06
+    assert s[("uffdtrace_move_latency_seconds_count", ())] == 3
+    assert s[("uffdtrace_move_size_bytes_sum", ())] == 3 * 4096
+    assert s[("uffdtrace_move_size_bytes_bucket", (("le", "4095.0"),))] == 0
+    assert s[("uffdtrace_move_size_bytes_bucket", (("le", "8191.0"),))] == 3
+
+
+def _failure(pid, tid, ts, comm="w", errno="EEXIST", cause="dst_populated"):
+    return {"type": "move", "pid": pid, "tid": tid, "comm": comm, "ts_ns": ts, "ret": -17,
+            "errno": errno, "move": 0, "len": 4096,
+            "diagnosis": {"cause": cause, "underlying": None, "evidence": "observed"}}
+
+
+def _aggregates(t, rows):
+    return {"type": "aggregates", "elapsed_s": t, "counters": {}, "histograms": {},
+            "outcomes": [{"pid": pid, "errno": e, "partial": False, "count": n}
+                         for pid, e, n in rows]}
+
+
+def test_repeats_count_under_their_runs_cause_and_lost_firsts_as_unknown():
+    state = state_of([
+        _failure(1, 1, 100),
+        {"type": "repeat", "pid": 1, "tid": 1, "count": 41, "first_ts_ns": 100},
+        {"type": "repeat", "pid": 1, "tid": 2, "count": 7, "first_ts_ns": 50},
+    ])
+    text = text_of(state)
+    assert by_label(text, "uffdtrace_move_failures_total", "cause") == \
+        Counter({"dst_populated": 42, "unknown": 7})
+
+
+def test_comm_labels_are_capped_first_come():
+    state = state_of([_failure(pid, pid, pid, comm=f"c{pid}") for pid in range(1, 6)],
+                     comm_limit=2)
+    comms = by_label(text_of(state), "uffdtrace_move_failures_total", "comm")
+    assert comms == Counter({"c1": 1, "c2": 1, OTHER_COMM: 3})
+
+
+def test_a_retired_process_keeps_its_counts_under_its_comm():
+    """serve takes exited processes out of the kernel's outcome map: the
+    moves they made must not disappear from the counters."""
+    state = state_of([_failure(7, 7, 1, comm="gc"),
+                      _aggregates(1.0, [(7, None, 10), (7, "EEXIST", 1), (8, None, 5)]),
+                      _aggregates(2.0, [(8, None, 6)])])     # pid 7 exited, retired
+    moves = samples(text_of(state))
+    assert moves[("uffdtrace_moves_total", (("comm", "gc"), ("result", "ok")))] == 10
+    assert moves[("uffdtrace_moves_total", (("comm", "gc"), ("result", "EEXIST")))] == 1
+    assert state.tracked_pids() == 1
+
+
+def test_per_pid_series_are_capped_and_age_out():
+    records = [_failure(pid, pid, pid) for pid in range(1, 5)]
+    records.append(_aggregates(10.0, [(pid, "EEXIST", 1) for pid in range(1, 5)]))
+    state = state_of(records, per_pid=True, pid_limit=2, pid_ttl_s=30)
+    pids = by_label(text_of(state), "uffdtrace_process_move_failures_total", "pid")
+    assert set(pids) == {"1", "2"}          # first come; the others wait for a slot
+    # 90 s later nothing moved: their series go, their counts stay per comm
+    state.add(_aggregates(100.0, [(pid, "EEXIST", 1) for pid in range(1, 5)]))
+    text = text_of(state)
+    assert not [k for k in samples(text) if k[0].startswith("uffdtrace_process_")]
+    assert by_label(text, "uffdtrace_move_failures_total", "comm") == Counter({"w": 4})
+
+
+def test_a_long_run_of_failing_threads_does_not_pile_up_in_the_linker():
+    state = MetricsState()
+    second = 10 ** 9
+    for tid in range(1, 20_001):
+        state.add(_failure(1, tid, tid * second // 100))    # 100 threads a second
+    assert len(state.linker._latest) < 20_000 // 100 * 60 * 2 + 1024
+
+
+# --- the Grafana dashboard ----------------------------------------------------
+
+DASHBOARD = ROOT / "contrib/grafana/uffdtrace.json"
+
+
+def dashboard_metric_names() -> set[str]:
+    """The metric names the dashboard's queries use (tests/live/test_serve.py
+    checks them against a real serve's /metrics)."""
+    board = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", ())]
+    return {name for e in exprs for name in re.findall(r"\b(?:uffdtrace|process)_[a-z0-9_]+", e)}
+
+
+def test_the_dashboard_has_the_main_panels():
+    board = json.loads(DASHBOARD.read_text())
+    titles = " ".join(p["title"].lower() for p in board["panels"])
+    for panel in ("moves/s", "failures by cause", "latency heatmap", "drops"):
+        assert panel in titles
+    assert {"uffdtrace_moves_total", "uffdtrace_move_failures_total",
+            "uffdtrace_move_latency_seconds_bucket", "uffdtrace_drops_total"} <= \
+        dashboard_metric_names()
+
+
+@pytest.mark.parametrize("args", [["--listen", "nope"], ["--listen", "::1:80"],
+                                  ["--listen", "1:99999"], ["--max-comms", "0"]])
+def test_serve_refuses_bad_options_in_one_line(args):
+    proc = uffdtrace("serve", *args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("uffdtrace: ")
