@@ -258,7 +258,7 @@ struct ut_move_event {
 #define UT_RUN_CLOSED_DIFFERENT 1  /* the thread's next move failed differently */
 #define UT_RUN_CLOSED_SUCCESS 2    /* ... or succeeded */
 #define UT_RUN_CLOSED_TIME 3       /* the run reached UT_RUN_MAX_NS: the next one opens anew */
-#define UT_RUN_CLOSED_END 4        /* still open when tracing stopped */
+#define UT_RUN_CLOSED_END 4        /* still open when tracing stopped or its thread exited */
 #define UT_RUN_CLOSED_OVERFLOW 5   /* counted while `events` was full (struct ut_overflow) */
 
 struct ut_repeat_event {

@@ -167,12 +167,19 @@ class MetricsState:
         self.header = r
 
     def _comm(self, pid: int, comm: str | None = None) -> str:
-        """The label of process `pid`: the first name it was seen with."""
+        """The label of process `pid`: the first name it was seen with.
+        One not named yet is `unknown` for now but is not labelled so: the
+        kernel counts a move before its record arrives, and a process gone
+        by then has no /proc/PID/comm to read (move_counts() waits)."""
         label = self._pid_comm.get(pid)
         if label is None:
             if comm is None and self.comm_of is not None:
                 comm = self.comm_of(pid)
+            if comm is None:
+                return UNKNOWN
             label = self._pid_comm[pid] = self.comms.label(comm)
+            if pid in self.pids:
+                self.pids[pid].comm = label
         return label
 
     def _move(self, m: dict):
@@ -217,8 +224,8 @@ class MetricsState:
             result = row["errno"] or "ok"
             now.setdefault(row["pid"], Counter())[(result, bool(row["partial"]))] += row["count"]
         for pid, counts in now.items():
-            self._comm(pid)
-            entry = self._touch(pid, self._pid_comm[pid]) \
+            comm = self._comm(pid)
+            entry = self._touch(pid, comm) \
                 if self.per_pid and counts != self.outcomes.get(pid) else None
             if entry is not None:
                 entry.moves = Counter()
@@ -232,13 +239,21 @@ class MetricsState:
 
     def _retire(self, pid: int):
         """The kernel no longer counts `pid` (it exited and serve took its
-        counts out of the kernel's map): keep them under its comm."""
+        counts out of the kernel's map): keep them under its comm (`unknown`
+        if nothing ever named it)."""
         comm = self._pid_comm.pop(pid, UNKNOWN)
         for (result, partial), n in self.outcomes[pid].items():
             self._retired[(comm, result, partial)] += n
 
     def _footer(self, r: dict):
         self.finished = r["reason"]
+
+    def finish(self, reason: str):
+        """No more records (a trace without a footer): a process never
+        named counts as `unknown`."""
+        with self.lock:
+            if self.finished is None:
+                self.finished = reason
 
     def _touch(self, pid: int, comm: str) -> _Pid | None:
         """The process's per-pid entry, now active; None when pid_limit
@@ -269,14 +284,17 @@ class MetricsState:
         processes included."""
         out = Counter(self._retired)
         for pid, counts in self.outcomes.items():
-            comm = self._pid_comm.get(pid, UNKNOWN)
+            comm = self._pid_comm.get(pid, UNKNOWN if self.finished else None)
+            if comm is None:
+                continue        # not named yet: counted once named, retired or finished
             for (result, partial), n in counts.items():
                 out[(comm, result, partial)] += n
         return out
 
     def tracked_pids(self) -> int:
-        """Processes whose label the state holds (bounded: see the module)."""
-        return len(self._pid_comm)
+        """Processes the state holds a label or counts for (bounded: see
+        the module)."""
+        return len(self._pid_comm.keys() | self.outcomes.keys())
 
 
 def _counter(name: str, doc: str, labels: list[str] | None = None, unit: str = ""

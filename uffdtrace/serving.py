@@ -174,6 +174,7 @@ def serve(session: Session, endpoint: Endpoint, state: MetricsState, status: Tra
 
 
 def _trace(session: Session, state: MetricsState, status: TracerStatus, signalled, ready):
+    session.close_exited_runs = True    # or an exited thread's last repeats would never count
     with session:
         session.start()         # a signal meanwhile is kept in `signalled`
         if signalled:

@@ -44,6 +44,8 @@ POLL_BATCH = 4096
 # full (one map walk: a syscall per key, one when there is none).
 OVERFLOW_CHECK_S = 0.1
 STAT_PREFIX = "UT_STAT_"
+# How often poll() looks for runs of threads that have exited (close_exited_runs).
+EXITED_RUNS_CHECK_S = 1.0
 
 
 @lru_cache(maxsize=None)
@@ -171,6 +173,11 @@ class Session:
         self.rings: RingSet | None = None
         self._next_overflow_check = 0.0
         self.batch_successes = batch_successes
+        # A run is sent when its thread moves again, or when tracing ends:
+        # a tracer left running (`serve`) also sends the runs of threads
+        # that have exited, or their repeats would never be counted.
+        self.close_exited_runs = False
+        self._next_exited_check = 0.0
         # each thread's latest failure: the first of the run a repeat closes
         self._run_first: dict[int, TracedMove] = {}
         self.started_wall = self.started_ktime_ns = None
@@ -345,6 +352,37 @@ class Session:
                                                      "closed_by": lib().UT_RUN_CLOSED_END})))
         return sorted(out, key=lambda r: r.repeat.first_ts_ns)
 
+    def _exited_runs(self) -> list[TracedRepeat]:
+        """The open runs of threads that have exited (no /proc/PID/task/TID),
+        taken out of the kernel's `runs` map and sent as closed (`end`),
+        every EXITED_RUNS_CHECK_S.  An exited thread updates its run no
+        more; a new thread given its tid closes a leftover run itself
+        (run_account), so at worst, in the instant between our read and
+        delete, one run could be counted twice."""
+        if not self.close_exited_runs or self.bpf is None or not self.config.coalesce_ms:
+            return []
+        now = time.monotonic()
+        if now < self._next_exited_check:
+            return []
+        self._next_exited_check = now + EXITED_RUNS_CHECK_S
+        table, out = self.bpf[b"runs"], []
+        for key in list(table.keys()):
+            try:
+                run = table[key]
+            except KeyError:
+                continue
+            if os.path.exists(f"/proc/{run.rep.pid}/task/{key.value}"):
+                continue
+            try:
+                del table[key]
+            except KeyError:
+                continue
+            if run.rep.count:
+                repeat = decode_repeat(_struct_bytes(run.rep))
+                out.append(self._link(RepeatEvent(**{**vars(repeat),
+                                                     "closed_by": lib().UT_RUN_CLOSED_END})))
+        return out
+
     def finish(self) -> list[TracedMove | PinEvent | TracedRepeat]:
         """What is left when tracing ends: everything queued, then the runs
         still open and the failures counted while the ring buffer was full."""
@@ -403,7 +441,8 @@ class Session:
         Successes are mostly sent without waking us (bpf/uffdtrace.bpf.c):
         the wait also ends on records already in the buffers."""
         self.rings.wait(timeout_ms)
-        return self._in_time_order(self._failures() + self._overflowed(), self._successes())
+        return self._in_time_order(self._failures() + self._overflowed() + self._exited_runs(),
+                                   self._successes())
 
     def drain(self) -> list[TracedMove | PinEvent]:
         """Everything queued when called, without waiting.  Bounded by what

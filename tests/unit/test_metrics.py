@@ -149,6 +149,12 @@ def test_a_retired_process_keeps_its_counts_under_its_comm():
     assert moves[("uffdtrace_moves_total", (("comm", "gc"), ("result", "ok")))] == 10
     assert moves[("uffdtrace_moves_total", (("comm", "gc"), ("result", "EEXIST")))] == 1
     assert state.tracked_pids() == 1
+    # pid 8 was never named: while tracing it waits for a name, at the end
+    # it counts as unknown
+    assert ("uffdtrace_moves_total", (("comm", "unknown"), ("result", "ok"))) not in moves
+    state.finish("end")
+    assert samples(text_of(state))[
+        ("uffdtrace_moves_total", (("comm", "unknown"), ("result", "ok")))] == 6
 
 
 def test_per_pid_series_are_capped_and_age_out():

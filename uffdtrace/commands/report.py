@@ -43,6 +43,7 @@ def openmetrics(path: str) -> str:
     """The trace's records through the one rendering `serve` uses."""
     state = MetricsState()
     state.add_all(iter_records(path))
+    state.finish("end of trace")
     return render_openmetrics(registry_of(state))
 
 
