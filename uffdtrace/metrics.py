@@ -41,6 +41,10 @@ COMM_LIMIT = 50
 PID_LIMIT = 100
 PID_TTL_S = 300.0
 LINK_HORIZON_NS = 60 * 10 ** 9
+# A repeat whose first failure has not arrived waits this long (trace time)
+# for it, at most this many at once, before it counts under `unknown`.
+UNLINKED_WAIT_S = 10.0
+UNLINKED_MAX = 10_000
 
 # In-kernel counters exported one metric each: (counter, metric name
 # without _total, unit, help).  The loss counters go to one labelled metric
@@ -140,6 +144,8 @@ class MetricsState:
         # a repeat comes within coalesce_ms (at most 10 s) of its run's first
         # failure: older failures are let go, so that threads cannot pile up
         self.linker = records.RepeatLinker(max_age_ns=LINK_HORIZON_NS)
+        # (tid, first_ts_ns) -> (repeat, when it came): see _repeat
+        self._unlinked: dict[tuple[int, int], tuple[dict, float]] = {}
         # (comm, cause, errno, evidence, partial) -> failures
         self.failures: Counter = Counter()
         self.ksm_pages = self.livelocks = 0
@@ -188,6 +194,9 @@ class MetricsState:
             return          # successes are counted from the in-kernel aggregates
         self.linker.move(m)
         self._failure(m["pid"], comm, m, 1)
+        late = self._unlinked.pop((m["tid"], m["ts_ns"]), None)
+        if late is not None:
+            self._failure(m["pid"], comm, m, late[0]["count"])
 
     def _failure(self, pid: int, comm: str, m: dict | None, n: int):
         if m is None:       # a repeat whose first failure was not recorded
@@ -203,7 +212,22 @@ class MetricsState:
             entry.failures[key[1]] += n
 
     def _repeat(self, r: dict):
-        self._failure(r["pid"], self._comm(r["pid"]), self.linker.of(r), r["count"])
+        m = self.linker.of(r)
+        if m is None and len(self._unlinked) < UNLINKED_MAX:
+            # A run's first failure that met a full ring buffer is counted in
+            # the kernel's overflow map and sent when its period is over:
+            # after the run's own repeat, which then waits for it.
+            self._unlinked[(r["tid"], r["first_ts_ns"])] = (r, self.elapsed_s or 0.0)
+            return
+        self._failure(r["pid"], self._comm(r["pid"]), m, r["count"])
+
+    def _give_up_waiting(self, everything: bool = False):
+        """Repeats whose first failure never came count under `unknown`."""
+        oldest = (self.elapsed_s or 0.0) - UNLINKED_WAIT_S
+        for key, (r, came) in list(self._unlinked.items()):
+            if everything or came < oldest:
+                del self._unlinked[key]
+                self._failure(r["pid"], self._comm(r["pid"]), None, r["count"])
 
     def _ksm(self, r: dict):
         self.ksm_pages += 1
@@ -234,6 +258,7 @@ class MetricsState:
         for pid in set(self.outcomes) - set(now):
             self._retire(pid)
         self.outcomes = now
+        self._give_up_waiting()
         if self.per_pid:
             self._age_out()
 
@@ -246,14 +271,19 @@ class MetricsState:
             self._retired[(comm, result, partial)] += n
 
     def _footer(self, r: dict):
-        self.finished = r["reason"]
+        self._finish(r["reason"])
 
     def finish(self, reason: str):
-        """No more records (a trace without a footer): a process never
-        named counts as `unknown`."""
+        """No more records (a trace without a footer)."""
         with self.lock:
-            if self.finished is None:
-                self.finished = reason
+            self._finish(reason)
+
+    def _finish(self, reason: str):
+        """A process never named counts as `unknown`, so does a repeat whose
+        first failure never came."""
+        if self.finished is None:
+            self.finished = reason
+        self._give_up_waiting(everything=True)
 
     def _touch(self, pid: int, comm: str) -> _Pid | None:
         """The process's per-pid entry, now active; None when pid_limit

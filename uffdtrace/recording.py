@@ -125,14 +125,14 @@ def write_header(records: TraceRecords, session: Session, command: list[str],
 
 def write_aggregates(records: TraceRecords, session: Session, elapsed_s: float,
                      retire_exited: bool = False):
-    """retire_exited: then take the processes that had exited before the
-    snapshot out of the kernel's outcome counts (Session.forget_outcomes);
-    a reader sees each leave the outcomes with its final count."""
+    """retire_exited: then forget the processes that had exited before the
+    snapshot (Session.forget_processes): a reader sees each leave the
+    outcomes with its final count."""
     exited = session.exited_processes() if retire_exited else set()
     records.aggregates(elapsed_s=elapsed_s, counters=session.counters(),
                        outcomes=session.outcomes(), histograms=session.histograms())
     if exited:
-        session.forget_outcomes(exited)
+        session.forget_processes(exited)
 
 
 def record(session: Session, records: TraceRecords, *, command: list[str] = (),

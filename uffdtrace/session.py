@@ -178,6 +178,8 @@ class Session:
         # that have exited, or their repeats would never be counted.
         self.close_exited_runs = False
         self._next_exited_check = 0.0
+        self._exited_pending: list[tuple[float, RepeatEvent]] = []   # (taken at, run)
+        self._failures_empty_at = 0.0    # when a drain last began that emptied `events`
         # each thread's latest failure: the first of the run a repeat closes
         self._run_first: dict[int, TracedMove] = {}
         self.started_wall = self.started_ktime_ns = None
@@ -277,7 +279,11 @@ class Session:
         """Up to POLL_BATCH records of the failure ring, decoded and
         diagnosed one by one, in the order the kernel sent them."""
         out = []
-        view, _ = self.rings[FAILURE_RING].drain(POLL_BATCH * self._failure_frame_bytes())
+        began = time.monotonic()
+        cap = POLL_BATCH * self._failure_frame_bytes()
+        view, _ = self.rings[FAILURE_RING].drain(cap)
+        if len(view) + self._failure_frame_bytes() <= cap:
+            self._failures_empty_at = began     # all it held was read
         for _, raw in frames(view):
             item = decode(raw)
             if isinstance(item, PinEvent):
@@ -354,17 +360,34 @@ class Session:
 
     def _exited_runs(self) -> list[TracedRepeat]:
         """The open runs of threads that have exited (no /proc/PID/task/TID),
-        taken out of the kernel's `runs` map and sent as closed (`end`),
-        every EXITED_RUNS_CHECK_S.  An exited thread updates its run no
-        more; a new thread given its tid closes a leftover run itself
-        (run_account), so at worst, in the instant between our read and
-        delete, one run could be counted twice."""
+        taken out of the kernel's `runs` map every EXITED_RUNS_CHECK_S and
+        sent as closed (`end`).  An exited thread updates its run no more; a
+        new thread given its tid closes a leftover run itself (run_account),
+        so at worst, in the instant between our read and delete, one run
+        could be counted twice.
+
+        A run's first failure was sent before its thread exited, but may
+        not have been read yet (a backlog in `events`, or the overflow map
+        when it was full): each run waits until a drain that began after it
+        was taken emptied `events`, and until the overflow periods of its
+        time were read, so that its repeat follows the failure it repeats."""
         if not self.close_exited_runs or self.bpf is None or not self.config.coalesce_ms:
             return []
         now = time.monotonic()
-        if now < self._next_exited_check:
-            return []
-        self._next_exited_check = now + EXITED_RUNS_CHECK_S
+        if now >= self._next_exited_check:
+            self._next_exited_check = now + EXITED_RUNS_CHECK_S
+            self._exited_pending += [(now, run) for run in self._take_exited_runs()]
+        settled = now - 4 * self.config.coalesce_ms / 1000    # see _overflowed's last_closed
+        ready = [run for taken, run in self._exited_pending
+                 if taken < self._failures_empty_at and taken <= settled]
+        if ready:
+            self._exited_pending = self._exited_pending[len(ready):]   # oldest first
+        linked = [self._link(run) for run in ready]
+        for run in ready:
+            self._run_first.pop(run.tid, None)      # the thread is gone
+        return linked
+
+    def _take_exited_runs(self) -> list[RepeatEvent]:
         table, out = self.bpf[b"runs"], []
         for key in list(table.keys()):
             try:
@@ -377,16 +400,20 @@ class Session:
                 del table[key]
             except KeyError:
                 continue
+            if not run.rep.count:
+                self._run_first.pop(key.value, None)   # nothing will need the link
             if run.rep.count:
                 repeat = decode_repeat(_struct_bytes(run.rep))
-                out.append(self._link(RepeatEvent(**{**vars(repeat),
-                                                     "closed_by": lib().UT_RUN_CLOSED_END})))
+                out.append(RepeatEvent(**{**vars(repeat), "closed_by": lib().UT_RUN_CLOSED_END}))
         return out
 
     def finish(self) -> list[TracedMove | PinEvent | TracedRepeat]:
         """What is left when tracing ends: everything queued, then the runs
         still open and the failures counted while the ring buffer was full."""
-        return self.drain() + self.open_runs() + self._overflowed(everything=True)
+        items = self.drain()
+        exited, self._exited_pending = self._exited_pending, []
+        return items + [self._link(run) for _, run in exited] + self.open_runs() + \
+            self._overflowed(everything=True)
 
     def _overflowed(self, everything: bool = False) -> list[TracedMove | TracedRepeat]:
         """The failures `events` had no room for (struct ut_overflow), each
@@ -490,15 +517,18 @@ class Session:
         return sorted(rows, key=lambda r: (r["pid"], r["errno"] or ""))
 
     def exited_processes(self) -> set[int]:
-        """The processes in the kernel's outcome counts that have exited."""
-        return {k.pid for k in self.bpf[b"outcomes"].keys()
-                if not os.path.exists(f"/proc/{k.pid}")}
+        """The processes in the kernel's outcome counts, or with pins
+        remembered, that have exited."""
+        pids = {k.pid for k in self.bpf[b"outcomes"].keys()} | self.pins.pids()
+        return {pid for pid in pids if not os.path.exists(f"/proc/{pid}")}
 
-    def forget_outcomes(self, pids: set[int]):
-        """Take processes out of the kernel's outcome counts: the map holds
-        10,240 keys, and a tracer left running for days sees more processes
-        than that.  Only for processes that had exited before their counts
-        were last read (outcomes()), so that none is lost."""
+    def forget_processes(self, pids: set[int]):
+        """Take processes that exited out of the kernel's outcome counts and
+        the pins remembered: the map holds 10,240 keys, and a tracer left
+        running for days sees more processes than that.  Only for processes
+        that had exited before their counts were last read (outcomes()), so
+        that none is lost."""
+        self.pins.forget(pids)
         table = self.bpf[b"outcomes"]
         for key in list(table.keys()):
             if key.pid in pids:
