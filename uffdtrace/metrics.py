@@ -156,6 +156,9 @@ class MetricsState:
         self._pid_comm: dict[int, str] = {}        # pids the kernel counts: their label
         self.outcomes: dict[int, Counter] = {}    # pid -> (result, partial) -> count
         self._retired: Counter = Counter()         # (comm, result, partial) of retired pids
+        # retired before any record named them (their records are behind a
+        # backlog): pid -> (final counts, when), waiting for a name
+        self._unnamed_retired: dict[int, tuple[Counter, float]] = {}
         self.pids: OrderedDict[int, _Pid] = OrderedDict()   # least recently active first
 
     # --- feeding ------------------------------------------------------------
@@ -186,6 +189,9 @@ class MetricsState:
             label = self._pid_comm[pid] = self.comms.label(comm)
             if pid in self.pids:
                 self.pids[pid].comm = label
+            waiting = self._unnamed_retired.pop(pid, None)
+            if waiting is not None:
+                self._fold(label, waiting[0])
         return label
 
     def _move(self, m: dict):
@@ -222,8 +228,13 @@ class MetricsState:
         self._failure(r["pid"], self._comm(r["pid"]), m, r["count"])
 
     def _give_up_waiting(self, everything: bool = False):
-        """Repeats whose first failure never came count under `unknown`."""
+        """Repeats whose first failure never came count under `unknown`, so
+        do retired processes nothing named."""
         oldest = (self.elapsed_s or 0.0) - UNLINKED_WAIT_S
+        for pid, (counts, came) in list(self._unnamed_retired.items()):
+            if everything or came < oldest:
+                del self._unnamed_retired[pid]
+                self._fold(UNKNOWN, counts)
         for key, (r, came) in list(self._unlinked.items()):
             if everything or came < oldest:
                 del self._unlinked[key]
@@ -258,16 +269,25 @@ class MetricsState:
         for pid in set(self.outcomes) - set(now):
             self._retire(pid)
         self.outcomes = now
+        # labels only for the processes the kernel counts (and the retired
+        # that wait for one): a record of one long gone names it again
+        self._pid_comm = {pid: c for pid, c in self._pid_comm.items() if pid in now}
         self._give_up_waiting()
         if self.per_pid:
             self._age_out()
 
     def _retire(self, pid: int):
         """The kernel no longer counts `pid` (it exited and serve took its
-        counts out of the kernel's map): keep them under its comm (`unknown`
-        if nothing ever named it)."""
-        comm = self._pid_comm.pop(pid, UNKNOWN)
-        for (result, partial), n in self.outcomes[pid].items():
+        counts out of the kernel's map): keep them under its comm, once a
+        record names it (UNLINKED_WAIT_S at most, then `unknown`)."""
+        comm = self._pid_comm.pop(pid, None)
+        if comm is None:
+            self._unnamed_retired[pid] = (self.outcomes[pid], self.elapsed_s or 0.0)
+        else:
+            self._fold(comm, self.outcomes[pid])
+
+    def _fold(self, comm: str, counts: Counter):
+        for (result, partial), n in counts.items():
             self._retired[(comm, result, partial)] += n
 
     def _footer(self, r: dict):
@@ -324,7 +344,7 @@ class MetricsState:
     def tracked_pids(self) -> int:
         """Processes the state holds a label or counts for (bounded: see
         the module)."""
-        return len(self._pid_comm.keys() | self.outcomes.keys())
+        return len(self._pid_comm.keys() | self.outcomes.keys() | self._unnamed_retired.keys())
 
 
 def _counter(name: str, doc: str, labels: list[str] | None = None, unit: str = ""

@@ -162,6 +162,17 @@ def test_a_retired_process_keeps_its_counts_under_its_comm():
         ("uffdtrace_moves_total", (("comm", "unknown"), ("result", "ok")))] == 6
 
 
+def test_a_process_retired_before_its_records_came_counts_under_their_name():
+    """Behind a backlog of failure records, a short-lived process can leave
+    the kernel's counts before any record names it: its moves wait."""
+    state = state_of([_aggregates(1.0, [(9, "EEXIST", 1)]), _aggregates(2.0, [])])
+    assert not samples(text_of(state)).get(("uffdtrace_moves_total",
+                                            (("comm", "unknown"), ("result", "EEXIST"))))
+    state.add(_failure(9, 9, 5, comm="late"))
+    assert samples(text_of(state))[
+        ("uffdtrace_moves_total", (("comm", "late"), ("result", "EEXIST")))] == 1
+
+
 def test_per_pid_series_are_capped_and_age_out():
     records = [_failure(pid, pid, pid) for pid in range(1, 5)]
     records.append(_aggregates(10.0, [(pid, "EEXIST", 1) for pid in range(1, 5)]))
