@@ -198,6 +198,13 @@ class MetricsState:
         comm = self._comm(m["pid"], m["comm"])
         if m["ret"] == 0:
             return          # successes are counted from the in-kernel aggregates
+        # the linker keeps each failing thread's latest failure a minute:
+        # only what a repeat's labels need, not the whole record
+        d = m["diagnosis"] or {}
+        m = {"tid": m["tid"], "pid": m["pid"], "ts_ns": m["ts_ns"], "ret": m["ret"],
+             "errno": m["errno"], "move": m["move"], "comm": m["comm"],
+             "diagnosis": {"cause": d.get("cause"), "underlying": d.get("underlying"),
+                           "evidence": d.get("evidence")}}
         self.linker.move(m)
         self._failure(m["pid"], comm, m, 1)
         late = self._unlinked.pop((m["tid"], m["ts_ns"]), None)
@@ -225,7 +232,10 @@ class MetricsState:
             # after the run's own repeat, which then waits for it.
             self._unlinked[(r["tid"], r["first_ts_ns"])] = (r, self.elapsed_s or 0.0)
             return
-        self._failure(r["pid"], self._comm(r["pid"]), m, r["count"])
+        # named by the failure it repeats: the process may be long gone
+        # (a run of a thread that exited is sent seconds later)
+        comm = self._comm(r["pid"], m["comm"] if m is not None else None)
+        self._failure(r["pid"], comm, m, r["count"])
 
     def _give_up_waiting(self, everything: bool = False):
         """Repeats whose first failure never came count under `unknown`, so
