@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from collections import Counter
 
 import pytest
@@ -223,3 +224,34 @@ def test_serve_refuses_bad_options_in_one_line(args):
     proc = uffdtrace("serve", *args)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("uffdtrace: ")
+
+
+# --- the systemd unit -----------------------------------------------------------
+
+UNIT = ROOT / "contrib/systemd/uffdtrace.service"
+
+
+def test_the_systemd_units_command_is_one_serve_accepts():
+    import shlex
+    from uffdtrace.cli import build_parser
+    (line,) = [ln for ln in UNIT.read_text().splitlines() if ln.startswith("ExecStart=")]
+    argv = shlex.split(line[len("ExecStart="):])
+    assert argv[0].endswith("/.venv/bin/uffdtrace")
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "serve"
+    assert "Type=notify" in UNIT.read_text()
+
+
+def test_systemd_accepts_the_unit(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    script = Path(sys.executable).parent / "uffdtrace"
+    unit = tmp_path / "uffdtrace.service"
+    unit.write_text(UNIT.read_text().replace("/opt/uffdtrace/.venv/bin/uffdtrace", str(script)))
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                          text=True, timeout=60)
+    complaints = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "uffdtrace" in ln]
+    assert not complaints, complaints
