@@ -28,7 +28,7 @@ LIVELOCK_MIN_S = 1.0
 # other threads remembered per source page, and pages remembered
 MAX_PARTIES = 8
 MAX_PAGES = 4096
-MAX_CHAINS = 65536
+MAX_CHAINS = 4096     # threads followed at once; past it, those not flagged are let go
 
 
 @dataclass

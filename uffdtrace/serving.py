@@ -31,6 +31,9 @@ from .signals import stop_on_signals
 from .tracefile import TraceRecords
 
 
+SERVE_RUN_THREADS = 4096
+
+
 class MetricsSink(TraceRecords):
     """The records `record` would write, fed to the metrics state."""
 
@@ -175,6 +178,9 @@ def serve(session: Session, endpoint: Endpoint, state: MetricsState, status: Tra
 
 def _trace(session: Session, state: MetricsState, status: TracerStatus, signalled, ready):
     session.close_exited_runs = True    # or an exited thread's last repeats would never count
+    # each kept failure is a diagnosed move (KBs): days of threads that failed
+    # once must not add up (the metrics re-link repeats from the records)
+    session.max_run_threads = SERVE_RUN_THREADS
     with session:
         session.start()         # a signal meanwhile is kept in `signalled`
         if signalled:

@@ -177,6 +177,9 @@ class Session:
         # a tracer left running (`serve`) also sends the runs of threads
         # that have exited, or their repeats would never be counted.
         self.close_exited_runs = False
+        # threads whose latest failure is kept to link repeats to it: a
+        # thread that failed, then only succeeded, stays until this many
+        self.max_run_threads = MAX_RUN_THREADS
         self._next_exited_check = 0.0
         self._exited_pending: list[tuple[float, RepeatEvent]] = []   # (taken at, run)
         self._failures_empty_at = 0.0    # when a drain last began that emptied `events`
@@ -330,7 +333,8 @@ class Session:
         return out
 
     def _remember_failure(self, traced: TracedMove):
-        if len(self._run_first) >= MAX_RUN_THREADS and traced.event.tid not in self._run_first:
+        if len(self._run_first) >= self.max_run_threads and \
+                traced.event.tid not in self._run_first:
             self._run_first.clear()     # a repeat of a forgotten run: of=None, still counted
         self._run_first[traced.event.tid] = traced
 
