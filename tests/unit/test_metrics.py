@@ -255,3 +255,12 @@ def test_systemd_accepts_the_unit(tmp_path):
                           text=True, timeout=60)
     complaints = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "uffdtrace" in ln]
     assert not complaints, complaints
+
+
+def test_serve_without_root_gives_the_tracing_commands_one_line_reason():
+    import os
+    preexec = (lambda: os.setuid(65534)) if os.geteuid() == 0 else None
+    serve = uffdtrace("serve", preexec=preexec)
+    record = uffdtrace("record", "-o", "/dev/null", preexec=preexec)
+    assert serve.returncode == 2 and serve.stderr.count("\n") == 1, serve.stderr
+    assert serve.stderr == record.stderr
