@@ -60,32 +60,61 @@ def pin_registered_by_io_uring(pin: dict) -> bool:
     return _pin_method(pin) == lib().UT_PIN_IO_URING_REGISTER
 
 
-class RepeatLinker:
-    """Which move record a repeat record repeats: its thread's latest failure,
-    when that is the run's first (same ts_ns).  A repeat whose first failure
-    was lost (ring buffer full) links to nothing: its failures still count,
-    with no cause.  Feed every move record to move(), in file order.
+PURGE_AT = 1024
 
-    max_age_ns: forget failures that much older than the newest (a reader
-    that runs for days: `serve`); None keeps every thread's latest."""
+
+class LatestFailure:
+    """Which failure a repeat repeats: its thread's latest failure, when that
+    is the run's first (same ts_ns; a run's repeat comes before the thread's
+    next failure).  A repeat whose first failure was lost (ring buffer full)
+    links to nothing: its failures still count, with no cause.  `limit`
+    bounds the threads remembered (a live collector): past it all are
+    forgotten at once, and a repeat of a forgotten run links to nothing.
+    `max_age_ns` instead forgets failures that much older than the newest
+    (a repeat comes within coalesce_ms of its run's first failure)."""
+
+    def __init__(self, limit: int | None = None, max_age_ns: int | None = None):
+        self.limit, self.max_age_ns = limit, max_age_ns
+        self._latest: dict[int, tuple[int, object]] = {}   # tid -> (ts_ns, failure)
+        self._purge_at = PURGE_AT
+
+    def remember(self, tid: int, ts_ns: int, failure):
+        if self.limit is not None and len(self._latest) >= self.limit \
+                and tid not in self._latest:
+            self._latest.clear()
+        self._latest[tid] = (ts_ns, failure)
+        if self.max_age_ns is not None and len(self._latest) >= self._purge_at:
+            # purged when it doubles: amortized O(1) a failure
+            oldest = ts_ns - self.max_age_ns
+            self._latest = {t: f for t, f in self._latest.items() if f[0] >= oldest}
+            self._purge_at = max(PURGE_AT, 2 * len(self._latest))
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    def forget(self, tid: int):
+        """The thread is gone: nothing will repeat its failure."""
+        self._latest.pop(tid, None)
+
+    def of(self, tid: int, first_ts_ns: int):
+        got = self._latest.get(tid)
+        return got[1] if got is not None and got[0] == first_ts_ns else None
+
+
+class RepeatLinker:
+    """LatestFailure over a trace's records: feed every move record to
+    move(), in file order; of(repeat record) is the move record it repeats.
+    max_age_ns: see LatestFailure (a reader that runs for days: `serve`)."""
 
     def __init__(self, max_age_ns: int | None = None):
-        self._latest: dict[int, dict] = {}
-        self.max_age_ns = max_age_ns
-        self._purge_at = 1024      # purged when it doubles: amortized O(1) a move
+        self._latest = LatestFailure(max_age_ns=max_age_ns)
 
     def move(self, m: dict):
         if m["ret"] != 0:
-            self._latest[m["tid"]] = m
-            if self.max_age_ns is not None and len(self._latest) >= self._purge_at:
-                oldest = m["ts_ns"] - self.max_age_ns
-                self._latest = {tid: f for tid, f in self._latest.items()
-                                if f["ts_ns"] >= oldest}
-                self._purge_at = max(1024, 2 * len(self._latest))
+            self._latest.remember(m["tid"], m["ts_ns"], m)
 
     def of(self, repeat: dict) -> dict | None:
-        m = self._latest.get(repeat["tid"])
-        return m if m is not None and m["ts_ns"] == repeat["first_ts_ns"] else None
+        return self._latest.of(repeat["tid"], repeat["first_ts_ns"])
 
 
 def repeat_span_ns(repeat: dict) -> int:

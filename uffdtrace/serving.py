@@ -180,7 +180,7 @@ def _trace(session: Session, state: MetricsState, status: TracerStatus, signalle
     session.close_exited_runs = True    # or an exited thread's last repeats would never count
     # each kept failure is a diagnosed move (KBs): days of threads that failed
     # once must not add up (the metrics re-link repeats from the records)
-    session.max_run_threads = SERVE_RUN_THREADS
+    session.limit_run_links(SERVE_RUN_THREADS)
     with session:
         session.start()         # a signal meanwhile is kept in `signalled`
         if signalled:

@@ -177,14 +177,11 @@ class Session:
         # a tracer left running (`serve`) also sends the runs of threads
         # that have exited, or their repeats would never be counted.
         self.close_exited_runs = False
-        # threads whose latest failure is kept to link repeats to it: a
-        # thread that failed, then only succeeded, stays until this many
-        self.max_run_threads = MAX_RUN_THREADS
         self._next_exited_check = 0.0
         self._exited_pending: list[tuple[float, RepeatEvent]] = []   # (taken at, run)
         self._failures_empty_at = 0.0    # when a drain last began that emptied `events`
         # each thread's latest failure: the first of the run a repeat closes
-        self._run_first: dict[int, TracedMove] = {}
+        self._run_first = records.LatestFailure(MAX_RUN_THREADS)   # for the repeats that follow
         self.started_wall = self.started_ktime_ns = None
 
     @property
@@ -332,20 +329,19 @@ class Session:
                 out.append(record)
         return out
 
+    def limit_run_links(self, threads: int):
+        """Remember the latest failure (a diagnosed move: KBs) of at most
+        `threads` threads, to link repeats to it: a thread that failed, then
+        only succeeded, stays until the limit (a tracer left running)."""
+        self._run_first.limit = threads
+
     def _remember_failure(self, traced: TracedMove):
-        if len(self._run_first) >= self.max_run_threads and \
-                traced.event.tid not in self._run_first:
-            self._run_first.clear()     # a repeat of a forgotten run: of=None, still counted
-        self._run_first[traced.event.tid] = traced
+        self._run_first.remember(traced.event.tid, traced.event.ts_ns, traced)
 
     def _link(self, repeat: RepeatEvent) -> TracedRepeat:
-        """The repeat with the failure it repeats: its thread's latest one
-        (a run's repeat is sent before the failure that follows it, on the
-        same ring buffer), if that is the run's first."""
-        first = self._run_first.get(repeat.tid)
-        if first is not None and first.event.ts_ns != repeat.first_ts_ns:
-            first = None
-        return TracedRepeat(repeat, first)
+        """The repeat with the failure it repeats (a run's repeat is sent
+        before the failure that follows it, on the same ring buffer)."""
+        return TracedRepeat(repeat, self._run_first.of(repeat.tid, repeat.first_ts_ns))
 
     def open_runs(self) -> list[TracedRepeat]:
         """The runs still open in the kernel (failures counted, not yet sent):
@@ -388,7 +384,7 @@ class Session:
             self._exited_pending = self._exited_pending[len(ready):]   # oldest first
         linked = [self._link(run) for run in ready]
         for run in ready:
-            self._run_first.pop(run.tid, None)      # the thread is gone
+            self._run_first.forget(run.tid)         # the thread is gone
         return linked
 
     def _take_exited_runs(self) -> list[RepeatEvent]:
@@ -405,8 +401,8 @@ class Session:
             except KeyError:
                 continue
             if not run.rep.count:
-                self._run_first.pop(key.value, None)   # nothing will need the link
-            if run.rep.count:
+                self._run_first.forget(key.value)      # nothing will need the link
+            else:
                 repeat = decode_repeat(_struct_bytes(run.rep))
                 out.append(RepeatEvent(**{**vars(repeat), "closed_by": lib().UT_RUN_CLOSED_END}))
         return out
