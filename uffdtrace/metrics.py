@@ -10,15 +10,18 @@ Where each number comes from:
   filtered or dropped;
 * failures by cause, errno and evidence: the diagnosed `move` records plus
   the `repeat` counts of the runs they started (a repeat whose first
-  failure was lost counts under cause `unknown`).
+  failure never comes counts under cause `unknown`).
 
 Label sets are bounded by design: `comm` takes the first `comm_limit`
 process names seen, later ones are `other`; causes, errnos and evidence
 levels are the taxonomy's.  Per-process series exist only with per_pid, for
 at most `pid_limit` processes (first come; later ones get a slot when one
 frees), and a process that has not moved for `pid_ttl_s` seconds of trace
-time leaves them (its counts stay in the per-comm series).  A process the kernel no longer counts (serve retires the
-outcome counts of processes that exited) is folded into its comm's totals.
+time leaves them (its counts stay in the per-comm series).  A process the
+kernel no longer counts (serve retires the outcome counts of processes that
+exited) is folded into its comm's totals.  So is every other piece of state
+bounded: labels only for the processes the kernel counts, a minute of
+failures to link repeats to, UNLINKED_MAX repeats waiting for theirs.
 """
 from __future__ import annotations
 
