@@ -614,6 +614,14 @@ static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
 	log2_add(bpf_log2l(rec->ev.latency_ns), 0);
 	/* bpf_log2l(0) is 1, the bucket of len 1: a move of len 0 (EINVAL) has its own, 0 */
 	log2_add(rec->ev.len ? bpf_log2l(rec->ev.len) : 0, 1);
+	stat_add(UT_STAT_LATENCY_NS, rec->ev.latency_ns);
+	stat_add(UT_STAT_BYTES_REQUESTED, rec->ev.len);
+	stat_add(UT_STAT_TLB_FLUSHES, rec->ev.tlb_flushes);
+	/* as records.bytes_moved() reads a move record */
+	if (rec->ev.ret == 0)
+		stat_add(UT_STAT_BYTES_MOVED, rec->ev.move > 0 ? rec->ev.move : rec->ev.len);
+	else if (rec->ev.ret == -UT_EAGAIN && rec->ev.move > 0)
+		stat_add(UT_STAT_BYTES_MOVED, rec->ev.move);
 #if UT_STATE_AT_EXIT
 	if (rec->ev.ret < 0)
 		state_at_exit(&rec->ev);

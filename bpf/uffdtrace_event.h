@@ -64,7 +64,13 @@
 #define UT_STAT_RUNS_FULL 14        /* runs map full: failures sent one by one instead */
 #define UT_STAT_REPEAT_DROPS 15     /* failures lost with a repeat record: `events` full */
 #define UT_STAT_FAILURES_OVERFLOWED 16 /* failures counted in `overflow`: `events` was full */
-#define UT_STAT_MAX 17
+/* sums over every move that ended, exact whatever was sent: the log2
+ * histograms cannot give them back (`uffdtrace serve` exports them) */
+#define UT_STAT_BYTES_MOVED 17      /* bytes really moved: a success's len, a partial's move */
+#define UT_STAT_BYTES_REQUESTED 18  /* the len of every move: the size histogram's sum */
+#define UT_STAT_LATENCY_NS 19       /* the latency of every move: the latency histogram's sum */
+#define UT_STAT_TLB_FLUSHES 20      /* TLB flushes inside moves (0 with --no-cost-stats) */
+#define UT_STAT_MAX 21
 
 /* tlb:tlb_flush reasons, enum tlb_flush_reason (include/linux/mm_types.h:
  * not uapi, and the tracepoint tier may compile with another version's
@@ -290,7 +296,7 @@ struct ut_move_event {
 #define UT_RUN_CLOSED_DIFFERENT 1  /* the thread's next move failed differently */
 #define UT_RUN_CLOSED_SUCCESS 2    /* ... or succeeded */
 #define UT_RUN_CLOSED_TIME 3       /* the run reached UT_RUN_MAX_NS: the next one opens anew */
-#define UT_RUN_CLOSED_END 4        /* still open when tracing stopped */
+#define UT_RUN_CLOSED_END 4        /* still open when tracing stopped or its thread exited */
 #define UT_RUN_CLOSED_OVERFLOW 5   /* counted while `events` was full (struct ut_overflow) */
 
 struct ut_repeat_event {

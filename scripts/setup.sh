@@ -2,7 +2,8 @@
 # Set up everything uffdtrace needs on a Debian 12 (bookworm) machine, as root.
 # Idempotent: a second run only checks, and finishes in a few seconds.
 #
-#   1. apt packages (bcc from Debian's python3-bpfcc, compilers, venv)
+#   1. apt packages (bcc from Debian's python3-bpfcc, compilers, venv, and
+#      Debian's prometheus for the `serve` tests: its service is not left on)
 #   2. kernel headers for bcc: this kernel's own package when Debian has one;
 #      otherwise Debian's 6.12 headers from bookworm-backports, *unpacked*
 #      (not installed) under /var/cache/uffdtrace and linked as
@@ -25,7 +26,8 @@ APT_PACKAGES=(python3-bpfcc python3-venv python3-dev gcc make libc6-dev
               linux-libc-dev zstd xz-utils ca-certificates tmux
               qemu-system-x86 busybox-static kmod cpio gpgv debian-archive-keyring
               python3-apt   # tests/vm: dpkg's version order (apt_pkg)
-              bpftrace)   # bench/: the one-liner uffdtrace is compared with
+              bpftrace     # bench/: the one-liner uffdtrace is compared with
+              prometheus)  # tests/live/test_serve.py: a real server scrapes `serve` (+ promtool)
 FALLBACK_SUITE=bookworm-backports
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -60,6 +62,19 @@ install_apt_packages() {
         log "installing: $(echo $missing)"
         # shellcheck disable=SC2086
         apt-get install -y -q --no-install-recommends $missing >/dev/null
+        if printf '%s\n' $missing | grep -qx prometheus; then
+            stop_system_prometheus
+        fi
+    fi
+}
+
+# Debian's package starts a Prometheus server on :9090 under systemd.  The
+# tests start their own (own port, config and storage), so the one we just
+# installed is stopped and disabled rather than left running.
+stop_system_prometheus() {
+    if [ -d /run/systemd/system ]; then
+        log "stopping and disabling the prometheus service the package started"
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
     fi
 }
 

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import check, doctor, export, record, report, top, trace, workload
+from .commands import check, doctor, export, record, report, serve, top, trace, workload
 from .errors import UserError
 
-COMMANDS = [doctor, top, trace, record, report, export, check, workload]
+COMMANDS = [doctor, top, trace, record, report, export, serve, check, workload]
 
 EPILOG = """\
 examples:
@@ -20,6 +20,7 @@ examples:
   uffdtrace record -o t.jsonl -- uffdtrace workload --scenario pinned --hold 0.2
   uffdtrace report t.jsonl                # what the trace says (no root needed)
   uffdtrace export --perfetto t.jsonl -o t.json   # for ui.perfetto.dev
+  uffdtrace serve                         # Prometheus metrics on 127.0.0.1:9464/metrics
   uffdtrace workload --scenario mixed -d 30   # 30 s of every failure class
   uffdtrace top --replay t.jsonl          # browse a recorded trace in the TUI
   uffdtrace check -p 1234 0x7f0000000000 64K --dst 0x7f0000400000   # will this move work?

@@ -42,6 +42,14 @@ class PinTable:
         else:
             self._pins.setdefault(pin.pid, []).append(pin)
 
+    def pids(self) -> set[int]:
+        return set(self._pins)
+
+    def forget(self, pids: set[int]):
+        """Processes that exited: their pins went with them."""
+        for pid in pids:
+            self._pins.pop(pid, None)
+
     def covering(self, pid: int, addr: int) -> PinEvent | None:
         for pin in reversed(self._pins.get(pid, [])):
             if pin.addr <= addr < pin.addr + pin.len:

@@ -28,6 +28,7 @@ LIVELOCK_MIN_S = 1.0
 # other threads remembered per source page, and pages remembered
 MAX_PARTIES = 8
 MAX_PAGES = 4096
+MAX_CHAINS = 4096     # threads followed at once; past it, those not flagged are let go
 
 
 @dataclass
@@ -77,6 +78,7 @@ class LivelockDetector:
         # src page -> other threads that failed on it: {tid: (pid, tid, comm)}
         self._page_parties: dict[int, dict[int, tuple[int, int, str]]] = {}
         self._time = lib().UT_RUN_CLOSED_TIME
+        self._over = (lib().UT_RUN_CLOSED_SUCCESS, lib().UT_RUN_CLOSED_END)
 
     def feed(self, items: list) -> list[Livelock]:
         out: list[Livelock] = []
@@ -120,6 +122,10 @@ class LivelockDetector:
             return
         if chain is not None:
             self._end(tid, out)
+        if len(self._chains) >= MAX_CHAINS:
+            # threads that failed and went away (a tracer left running):
+            # forget the chains not flagged, which are no livelock yet
+            self._chains = {t: c for t, c in self._chains.items() if c.flagged}
         self._chains[tid] = _Chain(m, m.event.ts_ns, 1)
 
     def _repeat(self, r: TracedRepeat, out: list):
@@ -131,6 +137,10 @@ class LivelockDetector:
         chain.last_ns = max(chain.last_ns, r.repeat.last_ts_ns)
         chain.open_by_time = r.repeat.closed_by == self._time
         self._check(chain, out)
+        if r.repeat.closed_by in self._over:
+            # the thread succeeded (no success event comes with --failed-only)
+            # or is gone: the chain cannot go on
+            self._end(tid, out)
 
     def _check(self, chain: _Chain, out: list):
         if not chain.flagged and chain.last_ns - chain.first.event.ts_ns >= self.min_ns:

@@ -1,5 +1,5 @@
 """One tracing run, shared by every command that traces (`trace`, `record`,
-`top`'s live source; later `serve`): the run loop, the gate COMMAND waits
+`top`'s live source, `serve`): the run loop, the gate COMMAND waits
 behind, and the trace records (header, periodic aggregates, footer) a run
 writes.  Where the records go is the TraceRecords subclass: a file for
 `record`, the TUI's model for `top`, so both see the same records.
@@ -123,18 +123,27 @@ def write_header(records: TraceRecords, session: Session, command: list[str],
                    coalesce_ms=session.config.coalesce_ms)
 
 
-def write_aggregates(records: TraceRecords, session: Session, elapsed_s: float):
+def write_aggregates(records: TraceRecords, session: Session, elapsed_s: float,
+                     retire_exited: bool = False):
+    """retire_exited: then forget the processes that had exited before the
+    snapshot (Session.forget_processes): a reader sees each leave the
+    outcomes with its final count."""
+    exited = session.exited_processes() if retire_exited else set()
     records.aggregates(elapsed_s=elapsed_s, counters=session.counters(),
                        outcomes=session.outcomes(), histograms=session.histograms())
+    if exited:
+        session.forget_processes(exited)
 
 
 def record(session: Session, records: TraceRecords, *, command: list[str] = (),
            duration: float = 0, aggregate_every: float = AGGREGATE_EVERY_S,
            stop: threading.Event | None = None, command_output: IO | None = None,
-           on_header: Callable[[], None] | None = None) -> RunResult:
+           on_header: Callable[[], None] | None = None,
+           retire_exited: bool = False) -> RunResult:
     """A started session, recorded: header, every move and pin, aggregates
     every `aggregate_every` s and at the end, then the footer.  on_header
-    runs once the header is out (a banner that promises a readable file)."""
+    runs once the header is out (a banner that promises a readable file).
+    retire_exited: see write_aggregates (`serve`, which runs for days)."""
     command = list(command)
     # Records take successes in bulk: at 100,000+ moves/s there is no time
     # to make an object of each (successes.py).
@@ -143,7 +152,7 @@ def record(session: Session, records: TraceRecords, *, command: list[str] = (),
     if on_header:
         on_header()
     result = run_session(session, command, duration, records.items,
-                         tick=lambda t: write_aggregates(records, session, t),
+                         tick=lambda t: write_aggregates(records, session, t, retire_exited),
                          tick_every=aggregate_every, stop=stop, command_output=command_output)
     write_aggregates(records, session, result.elapsed_s)
     result.counters = session.counters()

@@ -60,23 +60,41 @@ def pin_registered_by_io_uring(pin: dict) -> bool:
     return _pin_method(pin) == lib().UT_PIN_IO_URING_REGISTER
 
 
+PURGE_AT = 1024
+
+
 class LatestFailure:
     """Which failure a repeat repeats: its thread's latest failure, when that
     is the run's first (same ts_ns; a run's repeat comes before the thread's
     next failure).  A repeat whose first failure was lost (ring buffer full)
     links to nothing: its failures still count, with no cause.  `limit`
     bounds the threads remembered (a live collector): past it all are
-    forgotten at once, and a repeat of a forgotten run links to nothing."""
+    forgotten at once, and a repeat of a forgotten run links to nothing.
+    `max_age_ns` instead forgets failures that much older than the newest
+    (a repeat comes within coalesce_ms of its run's first failure)."""
 
-    def __init__(self, limit: int | None = None):
-        self.limit = limit
+    def __init__(self, limit: int | None = None, max_age_ns: int | None = None):
+        self.limit, self.max_age_ns = limit, max_age_ns
         self._latest: dict[int, tuple[int, object]] = {}   # tid -> (ts_ns, failure)
+        self._purge_at = PURGE_AT
 
     def remember(self, tid: int, ts_ns: int, failure):
         if self.limit is not None and len(self._latest) >= self.limit \
                 and tid not in self._latest:
             self._latest.clear()
         self._latest[tid] = (ts_ns, failure)
+        if self.max_age_ns is not None and len(self._latest) >= self._purge_at:
+            # purged when it doubles: amortized O(1) a failure
+            oldest = ts_ns - self.max_age_ns
+            self._latest = {t: f for t, f in self._latest.items() if f[0] >= oldest}
+            self._purge_at = max(PURGE_AT, 2 * len(self._latest))
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    def forget(self, tid: int):
+        """The thread is gone: nothing will repeat its failure."""
+        self._latest.pop(tid, None)
 
     def of(self, tid: int, first_ts_ns: int):
         got = self._latest.get(tid)
@@ -85,10 +103,11 @@ class LatestFailure:
 
 class RepeatLinker:
     """LatestFailure over a trace's records: feed every move record to
-    move(), in file order; of(repeat record) is the move record it repeats."""
+    move(), in file order; of(repeat record) is the move record it repeats.
+    max_age_ns: see LatestFailure (a reader that runs for days: `serve`)."""
 
-    def __init__(self):
-        self._latest = LatestFailure()
+    def __init__(self, max_age_ns: int | None = None):
+        self._latest = LatestFailure(max_age_ns=max_age_ns)
 
     def move(self, m: dict):
         if m["ret"] != 0:
@@ -106,6 +125,15 @@ def repeat_span_ns(repeat: dict) -> int:
 # The in-kernel counters of moves lost to a full ring buffer (UT_STAT_*):
 # failures and pins, the failures a lost repeat record counted, successes.
 DROP_COUNTERS = ("ringbuf_drops", "repeat_drops", "success_drops")
+
+
+# In-kernel counts of what a full map kept from being recorded (UT_STAT_*_FULL).
+MAP_FULL_COUNTERS = ("outcomes_full", "follow_full", "saved_args_full")
+# Every in-kernel counter of something lost or left out (report's DROPS, the
+# exporter's uffdtrace_drops_total): ring buffers full, unreadable move
+# arguments, full maps (runs_full: failures then sent one by one instead).
+LOSS_COUNTERS = ("ringbuf_drops", "success_drops", "repeat_drops", "runs_full",
+                 "arg_read_fails", "inflight_full", *MAP_FULL_COUNTERS)
 
 
 def drops(counters: dict) -> int:

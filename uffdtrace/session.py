@@ -44,6 +44,8 @@ POLL_BATCH = 4096
 # full (one map walk: a syscall per key, one when there is none).
 OVERFLOW_CHECK_S = 0.1
 STAT_PREFIX = "UT_STAT_"
+# How often poll() looks for runs of threads that have exited (close_exited_runs).
+EXITED_RUNS_CHECK_S = 1.0
 
 
 @lru_cache(maxsize=None)
@@ -171,6 +173,13 @@ class Session:
         self.rings: RingSet | None = None
         self._next_overflow_check = 0.0
         self.batch_successes = batch_successes
+        # A run is sent when its thread moves again, or when tracing ends:
+        # a tracer left running (`serve`) also sends the runs of threads
+        # that have exited, or their repeats would never be counted.
+        self.close_exited_runs = False
+        self._next_exited_check = 0.0
+        self._exited_pending: list[tuple[float, RepeatEvent]] = []   # (taken at, run)
+        self._failures_empty_at = 0.0    # when a drain last began that emptied `events`
         # each thread's latest failure: the first of the run a repeat closes
         self._run_first = records.LatestFailure(MAX_RUN_THREADS)   # for the repeats that follow
         self.started_wall = self.started_ktime_ns = None
@@ -270,7 +279,11 @@ class Session:
         """Up to POLL_BATCH records of the failure ring, decoded and
         diagnosed one by one, in the order the kernel sent them."""
         out = []
-        view, _ = self.rings[FAILURE_RING].drain(POLL_BATCH * self._failure_frame_bytes())
+        began = time.monotonic()
+        cap = POLL_BATCH * self._failure_frame_bytes()
+        view, _ = self.rings[FAILURE_RING].drain(cap)
+        if len(view) + self._failure_frame_bytes() <= cap:
+            self._failures_empty_at = began     # all it held was read
         for _, raw in frames(view):
             item = decode(raw)
             if isinstance(item, PinEvent):
@@ -316,6 +329,12 @@ class Session:
                 out.append(record)
         return out
 
+    def limit_run_links(self, threads: int):
+        """Remember the latest failure (a diagnosed move: KBs) of at most
+        `threads` threads, to link repeats to it: a thread that failed, then
+        only succeeded, stays until the limit (a tracer left running)."""
+        self._run_first.limit = threads
+
     def _remember_failure(self, traced: TracedMove):
         self._run_first.remember(traced.event.tid, traced.event.ts_ns, traced)
 
@@ -339,10 +358,62 @@ class Session:
                                                      "closed_by": lib().UT_RUN_CLOSED_END})))
         return sorted(out, key=lambda r: r.repeat.first_ts_ns)
 
+    def _exited_runs(self) -> list[TracedRepeat]:
+        """The open runs of threads that have exited (no /proc/PID/task/TID),
+        taken out of the kernel's `runs` map every EXITED_RUNS_CHECK_S and
+        sent as closed (`end`).  An exited thread updates its run no more; a
+        new thread given its tid closes a leftover run itself (run_account),
+        so at worst, in the instant between our read and delete, one run
+        could be counted twice.
+
+        A run's first failure was sent before its thread exited, but may
+        not have been read yet (a backlog in `events`, or the overflow map
+        when it was full): each run waits until a drain that began after it
+        was taken emptied `events`, and until the overflow periods of its
+        time were read, so that its repeat follows the failure it repeats."""
+        if not self.close_exited_runs or self.bpf is None or not self.config.coalesce_ms:
+            return []
+        now = time.monotonic()
+        if now >= self._next_exited_check:
+            self._next_exited_check = now + EXITED_RUNS_CHECK_S
+            self._exited_pending += [(now, run) for run in self._take_exited_runs()]
+        settled = now - 4 * self.config.coalesce_ms / 1000    # see _overflowed's last_closed
+        ready = [run for taken, run in self._exited_pending
+                 if taken < self._failures_empty_at and taken <= settled]
+        if ready:
+            self._exited_pending = self._exited_pending[len(ready):]   # oldest first
+        linked = [self._link(run) for run in ready]
+        for run in ready:
+            self._run_first.forget(run.tid)         # the thread is gone
+        return linked
+
+    def _take_exited_runs(self) -> list[RepeatEvent]:
+        table, out = self.bpf[b"runs"], []
+        for key in list(table.keys()):
+            try:
+                run = table[key]
+            except KeyError:
+                continue
+            if os.path.exists(f"/proc/{run.rep.pid}/task/{key.value}"):
+                continue
+            try:
+                del table[key]
+            except KeyError:
+                continue
+            if not run.rep.count:
+                self._run_first.forget(key.value)      # nothing will need the link
+            else:
+                repeat = decode_repeat(_struct_bytes(run.rep))
+                out.append(RepeatEvent(**{**vars(repeat), "closed_by": lib().UT_RUN_CLOSED_END}))
+        return out
+
     def finish(self) -> list[TracedMove | PinEvent | TracedRepeat]:
         """What is left when tracing ends: everything queued, then the runs
         still open and the failures counted while the ring buffer was full."""
-        return self.drain() + self.open_runs() + self._overflowed(everything=True)
+        items = self.drain()
+        exited, self._exited_pending = self._exited_pending, []
+        return items + [self._link(run) for _, run in exited] + self.open_runs() + \
+            self._overflowed(everything=True)
 
     def _overflowed(self, everything: bool = False) -> list[TracedMove | TracedRepeat]:
         """The failures `events` had no room for (struct ut_overflow), each
@@ -397,7 +468,8 @@ class Session:
         Successes are mostly sent without waking us (bpf/uffdtrace.bpf.c):
         the wait also ends on records already in the buffers."""
         self.rings.wait(timeout_ms)
-        return self._in_time_order(self._failures() + self._overflowed(), self._successes())
+        return self._in_time_order(self._failures() + self._overflowed() + self._exited_runs(),
+                                   self._successes())
 
     def drain(self) -> list[TracedMove | PinEvent]:
         """Everything queued when called, without waiting.  Bounded by what
@@ -443,6 +515,27 @@ class Session:
             rows.append({"pid": k.pid, "errno": errno_name(k.err) if k.err else None,
                          "partial": bool(k.partial), "count": _total(v)})
         return sorted(rows, key=lambda r: (r["pid"], r["errno"] or ""))
+
+    def exited_processes(self) -> set[int]:
+        """The processes in the kernel's outcome counts, or with pins
+        remembered, that have exited."""
+        pids = {k.pid for k in self.bpf[b"outcomes"].keys()} | self.pins.pids()
+        return {pid for pid in pids if not os.path.exists(f"/proc/{pid}")}
+
+    def forget_processes(self, pids: set[int]):
+        """Take processes that exited out of the kernel's outcome counts and
+        the pins remembered: the map holds 10,240 keys, and a tracer left
+        running for days sees more processes than that.  Only for processes
+        that had exited before their counts were last read (outcomes()), so
+        that none is lost."""
+        self.pins.forget(pids)
+        table = self.bpf[b"outcomes"]
+        for key in list(table.keys()):
+            if key.pid in pids:
+                try:
+                    del table[key]
+                except KeyError:
+                    pass
 
     def histograms(self) -> dict[str, dict[int, int]]:
         """log2 buckets: bucket b counts values in [2**(b-1), 2**b); bucket 0

@@ -23,6 +23,10 @@ from .traceschema import FORMAT, FORMAT_VERSION
 
 
 MAX_COMMAND_ARGS = 256
+# KSM-merged pages remembered so that each gets one ksm record; past this
+# many (a tracer left running for days) they are forgotten, and a page may
+# get a second record.
+MAX_KSM_SEEN = 65536
 MAX_COMMAND_ARG_CHARS = 4096
 
 
@@ -120,6 +124,8 @@ class TraceRecords:
         key = (move.event.pid, addr, pfn, merge.merged_ts_ns)
         if key in self._ksm_seen:
             return None
+        if len(self._ksm_seen) >= MAX_KSM_SEEN:
+            self._ksm_seen.clear()
         self._ksm_seen.add(key)
         return {"type": "ksm", "pid": move.event.pid, "addr": addr, "pfn": pfn,
                 "merged_ts_ns": merge.merged_ts_ns, "ksmd_pid": merge.ksmd_pid,

@@ -21,8 +21,7 @@ from .taxonomy import CAUSES
 from .tracereader import ReadStatus, iter_records
 
 WORST_LATENCIES = 10
-# In-kernel counts of what a full map kept from being recorded (UT_STAT_*_FULL).
-MAP_FULL_COUNTERS = ("outcomes_full", "follow_full", "saved_args_full")
+MAP_FULL_COUNTERS = records.MAP_FULL_COUNTERS
 
 
 @dataclass
@@ -445,9 +444,7 @@ class TraceSummary:
 
     def _drops(self) -> dict:
         counters = self.last_aggregates["counters"] if self.last_aggregates else {}
-        out = {k: counters[k] for k in ("ringbuf_drops", "success_drops", "repeat_drops",
-                                        "runs_full", "arg_read_fails",
-                                        "inflight_full", *MAP_FULL_COUNTERS) if k in counters}
+        out = {k: counters[k] for k in records.LOSS_COUNTERS if k in counters}
         if self.footer is not None:
             out["footer_drops"] = self.footer["drops"]
         return out

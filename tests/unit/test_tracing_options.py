@@ -12,7 +12,9 @@ from uffdtrace.cli import build_parser
 from uffdtrace.commands.tracing import (SESSION_DEFAULTS, add_session_options,
                                         session_from_args)
 
-TRACING_COMMANDS = ("trace", "record", "top")
+TRACING_COMMANDS = ("trace", "record", "top", "serve")
+# serve asks the kernel for failures only (successes are counted there)
+SUCCESS_OPTIONS = ("failed_only", "sample_successes")
 
 
 def subparser(name: str) -> argparse.ArgumentParser:
@@ -39,11 +41,14 @@ def test_every_tracing_command_has_the_session_options(command):
     for dest, action in options(reference).items():
         if dest == "help" or (command == "top" and dest == "tid"):
             continue          # top has no -t: a replay cannot filter threads
+        if command == "serve" and dest in SUCCESS_OPTIONS:
+            assert dest not in have or not have[dest].option_strings
+            continue
         assert have[dest].option_strings == action.option_strings, (command, dest)
         assert have[dest].default == action.default and have[dest].choices == action.choices
 
 
-@pytest.mark.parametrize("command", TRACING_COMMANDS)
+@pytest.mark.parametrize("command", TRACING_COMMANDS[:3])
 def test_each_command_configures_the_same_session(command):
     argv = {"trace": [], "record": ["-o", "/dev/null"], "top": []}[command]
     args = build_parser().parse_args([command, *argv, "-p", "7", "--failed-only",
@@ -59,6 +64,14 @@ def test_each_command_configures_the_same_session(command):
     # ... and the trace header's filters say so, whichever command records
     assert recording.filters(s, [], 0) == {"pid": 7, "tid": 0, "failed_only": True,
                                            "duration": 0, "command": []}
+
+
+def test_serve_configures_a_failures_only_session():
+    args = build_parser().parse_args(["serve", "-p", "7", "--no-cost-stats", "--tier",
+                                      "tracepoint", "--coalesce-ms", "50"])
+    c = session_from_args(args, []).config
+    assert (c.pid, c.failed_only, c.success_sample, c.cost_stats, c.coalesce_ms) == \
+        (7, True, 1, False, 50)
 
 
 def test_top_help_lists_the_new_options_with_examples():

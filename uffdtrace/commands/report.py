@@ -7,6 +7,9 @@ import time
 
 from . import command_parser
 from .. import records
+from ..errors import UserError
+from ..metrics import MetricsState, registry_of, render_openmetrics
+from ..tracereader import iter_records
 from ..textsafe import printable
 from ..tracesummary import MAP_FULL_COUNTERS, summarize
 
@@ -16,6 +19,7 @@ examples:
   uffdtrace report t.jsonl -p 1234        # one process
   uffdtrace report t.jsonl --json | jq .causes
   uffdtrace report t.jsonl.gz             # gzip-compressed traces are read as they are
+  uffdtrace report --openmetrics t.jsonl > t.prom   # the final numbers as `serve` exposes them
 """
 RULE = "-" * 78
 
@@ -29,10 +33,26 @@ def add_parser(sub):
     p.add_argument("file", metavar="FILE", help="trace file (JSON Lines, optionally gzipped)")
     p.add_argument("-p", "--pid", type=int, metavar="PID", help="report on this process only")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--openmetrics", action="store_true",
+                   help="print the trace's final numbers as OpenMetrics text, rendered as "
+                   "`uffdtrace serve` renders them live")
     p.set_defaults(run=run)
 
 
+def openmetrics(path: str) -> str:
+    """The trace's records through the one rendering `serve` uses."""
+    state = MetricsState()
+    state.add_all(iter_records(path))
+    state.finish("end of trace")
+    return render_openmetrics(registry_of(state))
+
+
 def run(args) -> int:
+    if args.openmetrics:
+        if args.pid is not None or args.json:
+            raise UserError("--openmetrics takes neither -p nor --json")
+        print(openmetrics(args.file), end="")
+        return 0
     summary = summarize(args.file, args.pid)
     if args.json:
         print(json.dumps(summary, indent=2))

@@ -1,5 +1,5 @@
-"""The options of every command that traces (`trace`, `record`, `top`, and a
-future `serve`), built in one place so they cannot drift apart, and the
+"""The options of every command that traces (`trace`, `record`, `top`,
+`serve`), built in one place so they cannot drift apart, and the
 Session they configure.  The run itself is uffdtrace/recording.py.
 
 Two groups: the session options (what to trace and how: any tracing
@@ -27,9 +27,11 @@ SESSION_DEFAULTS = {"pid": 0, "tid": 0, "failed_only": False, "sample_successes"
 
 
 def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
-                        help: dict[str, str] | None = None):
-    """-p, -t (unless tid=False), --failed-only, --sample-successes,
-    --no-cost-stats, --tier, --kernel-hooks, --no-state-at-exit, --coalesce-ms.  `help` rewords an option for a
+                        successes: bool = True, help: dict[str, str] | None = None):
+    """-p, -t (unless tid=False), --failed-only, --sample-successes (unless
+    successes=False: a command that has no use for success events, `serve`,
+    asks for failures only), --no-cost-stats, --tier, --kernel-hooks,
+    --no-state-at-exit, --coalesce-ms.  `help` rewords an option for a
     command where it means a little more (top: -p also filters a replay)."""
     text = {
         "pid": "trace this process only",
@@ -61,9 +63,12 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
         p.add_argument("-t", "--tid", type=int, default=d["tid"], help=text["tid"])
     else:
         p.set_defaults(tid=d["tid"])
-    p.add_argument("--failed-only", action="store_true", help=text["failed_only"])
-    p.add_argument("--sample-successes", type=int, default=d["sample_successes"], metavar="N",
-                   help=text["sample_successes"])
+    if successes:
+        p.add_argument("--failed-only", action="store_true", help=text["failed_only"])
+        p.add_argument("--sample-successes", type=int, default=d["sample_successes"],
+                       metavar="N", help=text["sample_successes"])
+    else:
+        p.set_defaults(failed_only=True, sample_successes=d["sample_successes"])
     p.add_argument("--no-cost-stats", action="store_true", help=text["no_cost_stats"])
     p.add_argument("--tier", choices=REQUESTS, default=d["tier"], help=text["tier"])
     p.add_argument("--kernel-hooks", choices=KERNEL_HOOKS, default=d["kernel_hooks"],

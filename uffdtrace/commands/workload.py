@@ -1,10 +1,13 @@
 """`uffdtrace workload`: make the kernel produce each UFFDIO_MOVE outcome."""
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import sys
 
 from . import command_parser
+from ..errors import UserError
 from ..workload.runner import SPECIAL, WorkloadResult, run_workload, scenario_names
 from ..workload.scenarios import SCENARIOS
 
@@ -59,8 +62,25 @@ def add_parser(sub):
                    help="before each move of a scenario round, print `before-move {JSON}` "
                    "(dst, src, len, mode, pid) on stderr and wait for a line on stdin: "
                    "time to run `uffdtrace check` on the exact range")
+    p.add_argument("--comm", metavar="NAME",
+                   help="name the process NAME (at most 15 bytes; its children inherit it): "
+                   "what a machine-wide tracer labels its moves with (`serve`'s comm label)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
+
+
+PR_SET_NAME = 15
+COMM_BYTES = 15     # TASK_COMM_LEN - 1
+
+
+def set_comm(name: str):
+    """--comm: prctl(PR_SET_NAME), before any move and any child."""
+    raw = name.encode()
+    if not raw or len(raw) > COMM_BYTES:
+        raise UserError(f"--comm takes 1 to {COMM_BYTES} bytes, not {len(raw)}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NAME, ctypes.c_char_p(raw), 0, 0, 0) != 0:
+        raise UserError(f"--comm: prctl(PR_SET_NAME): {os.strerror(ctypes.get_errno())}")
 
 
 def pause_before_move(planned) -> None:
@@ -127,6 +147,8 @@ def run(args) -> int:
     if not args.scenario:
         print("uffdtrace: workload needs --scenario NAME (or --list)", file=sys.stderr)
         return 2
+    if args.comm is not None:
+        set_comm(args.comm)
     progress = _progress if sys.stderr.isatty() and not args.json else None
     result = run_workload(args.scenario, pages=args.pages, iterations=args.iterations,
                           rate=args.rate, duration=args.duration, hold=args.hold,

@@ -1,0 +1,50 @@
+"""What the loaded BPF programs cost the machine, as the kernel measures it:
+each program's run time and run count from /proc/self/fdinfo (the kernel
+only counts while the sysctl kernel.bpf_stats_enabled is 1: it costs every
+program run a clock read, so uffdtrace never turns it on itself)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+@dataclass(frozen=True)
+class ProgramStats:
+    name: str
+    run_time_ns: int
+    run_count: int
+
+
+def stats_enabled() -> bool | None:
+    """kernel.bpf_stats_enabled, None where the kernel has no such sysctl."""
+    try:
+        with open(STATS_SYSCTL) as f:
+            return f.read().strip() != "0"
+    except OSError:
+        return None
+
+
+def program_fds(bpf) -> dict[str, int]:
+    """The programs a bcc BPF object loaded: name -> fd."""
+    return {name.decode() if isinstance(name, bytes) else name: fn.fd
+            for name, fn in bpf.funcs.items()}
+
+
+def read_stats(programs: dict[str, int]) -> list[ProgramStats]:
+    """Each program's counters (programs: name -> fd of this process); a
+    program whose fd is gone (closed at shutdown) is left out."""
+    out = []
+    for name, fd in sorted(programs.items()):
+        fields = {}
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    fields[key] = value.strip()
+        except OSError:
+            continue
+        if "run_time_ns" in fields:
+            out.append(ProgramStats(name, int(fields["run_time_ns"]),
+                                    int(fields.get("run_cnt", 0))))
+    return out
