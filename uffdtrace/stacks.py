@@ -43,6 +43,9 @@ _WRAPPER_MODULE = re.compile(r"(^|/)(libc|libpthread)([.-][^/]*)?\.so[^/]*$")
 # are reused: a bound, not only memory)
 MAX_CACHED_FRAMES = 200_000
 ISSUER_FRAMES = 4   # frames an "issued by" line shows
+# what report counts a stack under when no frame of the program's own is named
+UNKNOWN_ISSUER = "(not symbolized)"
+OTHER_ISSUERS = "(other stacks)"
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,24 @@ def issued_by(stack: dict | None, frames: int = ISSUER_FRAMES) -> str | None:
     chain = user[user.index(first):]
     names = [function(fr) or frame_label(fr) for fr in chain[:frames]]
     return " ← ".join(names) + (" ← …" if len(chain) > frames else "")
+
+
+def kernel_path(stack: dict | None, frames: int = ISSUER_FRAMES) -> str | None:
+    """The innermost kernel frames, "pin_user_pages_fast ← ...": the path a
+    GUP hook saw a pin taken on (None: no kernel frame)."""
+    kernel = [fr for fr in (stack or {}).get("frames", ()) if fr["space"] == "kernel"]
+    if not kernel:
+        return None
+    names = [function(fr) or frame_label(fr) for fr in kernel[:frames]]
+    return " ← ".join(names) + (" ← …" if len(kernel) > frames else "")
+
+
+def args(stack: dict | None) -> dict:
+    """A record's stack as the export's slice args: the issuing chain and
+    every frame as a line (nothing when no stack was taken)."""
+    if not stack:
+        return {}
+    return {"issued_by": issued_by(stack), "stack": lines(stack)}
 
 
 def lines(stack: dict | None) -> list[str]:
