@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
+import os
 import re
+import subprocess
 
 import jsonschema
 import pytest
@@ -137,3 +140,101 @@ def test_stacks_compile_out_when_off(plan):
     on = preprocessed(plan, bpfprog.ProgramConfig(stacks=True))
     for text in ("stack_traces", "get_stackid", "take_stacks"):
         assert text not in off and text in on, text
+
+
+class _StackMap:
+    """A stand-in for bcc's `stack_traces` table: ids -> addresses, as
+    StackTrace.walk() yields them (the kernel fills the real one)."""
+
+    def __init__(self, stacks_by_id: dict[int, list[int]]):
+        self.stacks, self.deleted = stacks_by_id, []
+
+    def walk(self, stack_id):
+        return iter(self.stacks[stack_id])
+
+    def Key(self, stack_id):   # noqa: N802  (bcc's name)
+        return stack_id
+
+    def __delitem__(self, key):
+        self.deleted.append(key)
+
+
+def _resolver(stacks_by_id, entries=64):
+    pytest.importorskip("bcc")
+    table = _StackMap(stacks_by_id)
+    return stacks.StackResolver({b"stack_traces": table}, entries), table
+
+
+def _ioctl_return_point() -> tuple[int, int]:
+    """The address after libc's ioctl() syscall in this process, and where
+    its return address sits above the stack pointer there."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    start = ctypes.cast(libc.ioctl, ctypes.c_void_p).value
+    code = ctypes.string_at(start, 128)
+    at = code.find(b"\x0f\x05")
+    path, off = _file_offset(start + at + 2)
+    return start + at + 2, cfi.return_address_slot(path, off)
+
+
+def _uffdw_move() -> int:
+    fn = int(ffi().cast("uintptr_t", ffi().addressof(lib(), "uffdw_move")))
+    head = ctypes.string_at(fn, 5)
+    return fn + 5 + int.from_bytes(head[1:], "little", signed=True) if head[0] == 0xe9 else fn
+
+
+def _ids(user_id, sp_words=(), flags=None):
+    words = list(sp_words) + [0] * (16 - len(sp_words))
+    L = lib()
+    return stacks.StackIds(b"".join(w.to_bytes(8, "little") for w in words), user_id, 0,
+                           L.UT_STACK_USER | L.UT_STACK_SP_WORDS if flags is None else flags)
+
+
+def test_the_resolver_puts_back_the_caller_the_walk_skipped():
+    """Real symbols of this process: a stack walked from libc's ioctl()
+    (whose frame-pointer walk skipped uffdw_move) gets uffdw_move back from
+    the words at the stack pointer, where libc's unwind table says."""
+    import os
+    ip, slot = _ioctl_return_point()
+    if slot is None:
+        pytest.skip("this libc's ioctl() has no plain unwind rule at its syscall")
+    caller = _uffdw_move() + 0x40       # a return address inside uffdw_move
+    outer = _uffdw_move() + 0x10
+    resolver, _ = _resolver({7: [ip, outer]})
+    words = [0x1111] * 16
+    words[slot // 8] = caller
+    stack = resolver.resolve(_ids(7, words), os.getpid())
+    names = [stacks.function(fr) for fr in stack["frames"]]
+    assert names == ["ioctl", "uffdw_move", "uffdw_move"], stack
+    assert stack["frames"][1]["source"] == stacks.STACK_POINTER and stack["notes"] == []
+    assert stacks.issuer(stack) == "uffdw_move"
+    # the stack pointer's words were not read: the walk's frames only, said
+    stack = resolver.resolve(_ids(7, flags=lib().UT_STACK_USER), os.getpid())
+    assert [stacks.function(fr) for fr in stack["frames"]] == ["ioctl", "uffdw_move"]
+
+
+def test_a_process_gone_keeps_raw_addresses_and_says_so():
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    resolver, _ = _resolver({3: [0x7f0000001000, 0x7f0000002000]})
+    stack = resolver.resolve(_ids(3, flags=lib().UT_STACK_USER), gone.pid)
+    assert [fr["addr"] for fr in stack["frames"]] == [0x7f0000001000, 0x7f0000002000]
+    assert all(fr["sym"] is None for fr in stack["frames"])
+    assert any("exited before its stack was symbolized" in n for n in stack["notes"])
+
+
+def test_lost_and_uncaptured_stacks_are_said_not_guessed():
+    resolver, _ = _resolver({}, entries=4)
+    stack = resolver.resolve(_ids(-errno.EEXIST, flags=lib().UT_STACK_USER), os.getpid())
+    assert stack["frames"] == [] and "EEXIST" in stack["notes"][0]
+    stack = resolver.resolve(_ids(5, flags=lib().UT_STACK_USER), os.getpid())
+    assert stack["frames"] == [] and "lost" in stack["notes"][0]
+    assert resolver.resolve(None, os.getpid()) is None
+
+
+def test_read_ids_are_deleted_once_half_the_map_is_used():
+    fn = _uffdw_move()
+    resolver, table = _resolver({i: [fn] for i in range(4)}, entries=4)
+    resolver.resolve(_ids(0, flags=lib().UT_STACK_USER), os.getpid())
+    assert table.deleted == []
+    resolver.resolve(_ids(1, flags=lib().UT_STACK_USER), os.getpid())
+    assert sorted(table.deleted) == [0, 1]
