@@ -42,6 +42,7 @@ _WRAPPER_MODULE = re.compile(r"(^|/)(libc|libpthread)([.-][^/]*)?\.so[^/]*$")
 # (pid, address) symbolizations kept before the cache starts anew (pids
 # are reused: a bound, not only memory)
 MAX_CACHED_FRAMES = 200_000
+MAX_CACHED_STACKS = 10_000
 ISSUER_FRAMES = 4   # frames an "issued by" line shows
 # what report counts a stack under when no frame of the program's own is named
 UNKNOWN_ISSUER = "(not symbolized)"
@@ -205,6 +206,9 @@ class StackResolver:
         self._frames: dict[tuple[int, int], dict] = {}
         self._caches: dict[int, object] = {}   # pid -> bcc SymbolCache (-1: the kernel)
         self._slots: dict[tuple[int, int], int | None] = {}   # (pid, ip) -> cfi slot
+        # (pid, StackIds) -> the stack resolved: a failure storm's records
+        # share a handful of stacks (read-only: every record holds the same)
+        self._stacks: dict[tuple[int, StackIds], dict] = {}
 
     def _walk(self, stack_id: int) -> tuple[int, ...] | None:
         addrs = self._addrs.get(stack_id)
@@ -264,10 +268,21 @@ class StackResolver:
         record it belongs to matters more than its stack)."""
         if ids is None or not ids.flags:
             return None
+        key = (pid, ids)
+        stack = self._stacks.get(key)
+        if stack is not None:
+            return stack
         try:
-            return self._resolve(ids, pid)
+            stack = self._resolve(ids, pid)
         except Exception as exc:   # noqa: BLE001  (see above)
             return {"frames": [], "notes": [f"stack not resolved: {type(exc).__name__}: {exc}"]}
+        if stack["frames"] and not stack["notes"]:
+            # complete: the same ids of the same process resolve the same
+            # (until the ids are deleted from the map: _bound)
+            if len(self._stacks) >= MAX_CACHED_STACKS:
+                self._stacks.clear()
+            self._stacks[key] = stack
+        return stack
 
     def _resolve(self, ids: StackIds, pid: int) -> dict:
         L = lib()
@@ -336,6 +351,7 @@ class StackResolver:
             except KeyError:
                 pass
         self._addrs.clear()
+        self._stacks.clear()
 
     def close(self):
         for pid in list(self._caches):
