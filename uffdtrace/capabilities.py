@@ -113,6 +113,7 @@ class Capabilities:
     layout_lines: list[str] = field(default_factory=list)   # where each layout fact comes from
     state_reader: str = "not probed"
     vma_reader: str = "not probed"      # the VMAs at exit (bpf/ut_vmastate.h)
+    stacks: str = "not probed"          # --stacks (bpfcaps.probe_stacks)
 
     def to_json(self) -> dict:
         return {
@@ -131,6 +132,7 @@ class Capabilities:
             "attachable_functions": self.attachable_functions,
             "kernel_tier": self.kernel_plan.to_json() if self.kernel_plan else None,
             "kernel_layout": self.layout_lines,
+            "stacks": self.stacks,
             "state_at_exit": self.state_reader,
             "vmas_at_exit": self.vma_reader,
             "tracepoints": self.tracepoints,
@@ -211,6 +213,7 @@ def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities
                                  if info["fentry"]["attaches"] or info["kprobe"]["attaches"]]
     caps.kernel_plan = kernel_tier.plan(probed=probed)
     caps.layout_lines, caps.state_reader, caps.vma_reader = _layout_and_reader(caps.euid == 0)
+    caps.stacks = bpfcaps.probe_stacks()
     decision = tiers.decide(caps.tier_facts(probed))
     caps.tier, caps.tier_reason = decision.tier, decision.reason
     caps.probe_seconds = time.monotonic() - started
