@@ -261,7 +261,8 @@ struct ut_move_event {
 	struct ut_vma_state src_vma_state;
 	struct ut_vma_state dst_vma_state;
 	/* UT_STACKS: the caller's user stack, for a failure that is sent (a
-	 * run's first: its repeats were issued alike) */
+	 * run's first: its repeats take none, so a storm pays for one; the run
+	 * shape does not compare stacks) */
 	struct ut_stack_ids stack_ids;
 };
 
