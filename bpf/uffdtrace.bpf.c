@@ -42,6 +42,9 @@
 #ifndef UT_VMAS_AT_EXIT
 #define UT_VMAS_AT_EXIT 0
 #endif
+#ifndef UT_UFFD_AT_EXIT
+#define UT_UFFD_AT_EXIT 0
+#endif
 /* include/uapi/asm-generic/errno-base.h (uffdtrace_kernel.bpf.c, appended
  * to this file, uses them too) */
 #define UT_ENOENT 2
@@ -52,6 +55,9 @@
 #endif
 #if UT_VMAS_AT_EXIT
 #include "ut_vmastate.h"        /* ... and its VMA_READER_FACTS */
+#endif
+#if UT_UFFD_AT_EXIT
+#include "ut_uffdstate.h"       /* ... and its UFFD_READER_FACTS (needs ut_vmastate.h) */
 #endif
 
 #ifndef UT_PID
@@ -350,6 +356,18 @@ static __always_inline void vmas_at_exit(struct ut_move_event *ev)
 	ut_vma_state_read(&ev->src_vma_state, mm, ev->src + done, uffd_ctx);
 	ut_vma_state_read(&ev->dst_vma_state, mm, ev->dst + done, uffd_ctx);
 	ev->flags |= UT_F_VMAS_AT_EXIT;
+}
+#endif
+
+#if UT_UFFD_AT_EXIT
+/* The moving uffd's mmap_changing and unread events, for the one failure
+ * they explain: EAGAIN with nothing moved.  Every other failure skips it. */
+static __always_inline void uffd_at_exit(struct ut_move_event *ev)
+{
+	if (ev->ret != -UT_EAGAIN || ev->move > 0)
+		return;
+	ut_uffd_state_read(&ev->uffd_state, ut_vs_uffd_ctx(ev->fd));
+	ev->flags |= UT_F_UFFD_AT_EXIT;
 }
 #endif
 
@@ -654,6 +672,10 @@ static __always_inline void move_end(void *ctx, struct ut_move_inflight *rec, s6
 	if (rec->ev.ret < 0)
 		vmas_at_exit(&rec->ev);
 #endif
+#if UT_UFFD_AT_EXIT
+	if (rec->ev.ret < 0)
+		uffd_at_exit(&rec->ev);
+#endif
 #if UT_KERNEL_TIER
 	ut_kernel_finish(rec);
 #endif
@@ -666,7 +688,7 @@ static __always_inline void move_end(void *ctx, struct ut_move_inflight *rec, s6
 #endif
 #if UT_STATE_AT_EXIT || UT_VMAS_AT_EXIT
 	/* what a failure read at exit: zero again for the next move */
-	if (rec->ev.flags & (UT_F_STATE_AT_EXIT | UT_F_VMAS_AT_EXIT))
+	if (rec->ev.flags & (UT_F_STATE_AT_EXIT | UT_F_VMAS_AT_EXIT | UT_F_UFFD_AT_EXIT))
 		__builtin_memset(&rec->ev.src_state, 0, sizeof(struct ut_move_event) -
 				 offsetof(struct ut_move_event, src_state));
 #endif

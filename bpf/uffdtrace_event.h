@@ -20,6 +20,7 @@
 #define UT_F_COST_STATS 0x10      /* TLB-flush and lock-wait fields were measured (else left 0) */
 #define UT_F_STATE_AT_EXIT 0x20   /* a failed move: src_state/dst_state read before it returned */
 #define UT_F_VMAS_AT_EXIT 0x40    /* an EINVAL/ENOENT move: src_vma_state/dst_vma_state read before it returned */
+#define UT_F_UFFD_AT_EXIT 0x80    /* an EAGAIN move that moved nothing: uffd_state read before it returned */
 
 /* ut_move_event.folio_flags: the folio where a failed move stopped (kernel
  * tier; its state is in src_state) */
@@ -203,6 +204,41 @@ struct ut_vma_state {
 };
 
 /*
+ * The moving fd's userfaultfd context, read by bpf/ut_uffdstate.h when a
+ * move failed with EAGAIN having moved nothing (the errno of
+ * ctx->mmap_changing): the counter itself, and the non-cooperative events
+ * queued on ctx->event_wqh that the monitor has not read yet -- each one
+ * holds a thread of the process inside fork/mremap/madvise/munmap until it
+ * is read.  No kernel pointer is stored.
+ */
+
+/* ut_uffd_state.where */
+#define UT_USW_UNREAD 0          /* never read */
+#define UT_USW_READ 1            /* mmap_changing and the queue were read */
+#define UT_USW_NO_CTX 2          /* the fd's userfaultfd context could not be found */
+#define UT_USW_READ_FAILED 3     /* the context could not be read */
+#define UT_USW_RACED 4           /* the queue changed while walked (an entry not an event) */
+
+#define UT_UFFD_PENDING_MAX 4    /* events described; more are only counted */
+
+struct ut_uffd_pending {
+	__u32 pid;              /* the thread that raised it, waiting for it to be read: tgid */
+	__u32 tid;
+	__u8 event;             /* uffd_msg.event: UFFD_EVENT_FORK/REMAP/REMOVE/UNMAP */
+	__u8 pad[7];
+	char comm[16];
+};
+
+struct ut_uffd_state {
+	__s32 mmap_changing;    /* ctx->mmap_changing: events raised and not yet read */
+	__u8 where;             /* UT_USW_* */
+	__u8 queued;            /* events on ctx->event_wqh, counted up to the walk's bound */
+	__u8 more;              /* 1: the queue goes on past that bound */
+	__u8 pad;
+	struct ut_uffd_pending events[4];  /* the first UT_UFFD_PENDING_MAX, oldest first */
+};
+
+/*
  * One UFFDIO_MOVE ioctl, from its entry (sys_enter_ioctl, or
  * userfaultfd_ioctl() in the kernel tier) to its exit: the record sent to
  * userspace, at most once per ioctl.  While the thread is inside the ioctl
@@ -260,6 +296,8 @@ struct ut_move_event {
 	 * failures: the errnos VMAs explain) */
 	struct ut_vma_state src_vma_state;
 	struct ut_vma_state dst_vma_state;
+	/* UT_F_UFFD_AT_EXIT: the uffd's pending events (EAGAIN, nothing moved) */
+	struct ut_uffd_state uffd_state;
 	/* UT_STACKS: the caller's user stack, for a failure that is sent (a
 	 * run's first: its repeats take none, so a storm pays for one; the run
 	 * shape does not compare stacks) */
@@ -337,6 +375,24 @@ struct ut_pin_event {
 	 * where a GUP hook saw the pin (the tracepoint tier's is only the
 	 * syscall entry: not taken) */
 	struct ut_stack_ids stack_ids;
+};
+
+/*
+ * `uffdtrace check`'s view of another process's pages (bpf/ut_peek.bpf.c):
+ * the checking thread arms a request, then reads /proc/PID/mem at address
+ * 0, which takes that process's mmap_lock in its context and fails without
+ * touching a page; the program walks the request's addresses in the mm
+ * whose lock it saw taken, and disarms.
+ */
+#define UT_PEEK_BATCH 8
+
+struct ut_peek_req {
+	__u32 tid;              /* the checking thread */
+	__u32 armed;            /* set by the checker, cleared by the walk */
+	__u32 self;             /* 1: the checked process is the checker's own */
+	__u32 n;                /* addresses to walk (<= UT_PEEK_BATCH) */
+	__u64 walks;            /* requests served */
+	__u64 addrs[8];
 };
 
 /* In-kernel counter key: errno-level outcome per process. */

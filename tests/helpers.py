@@ -60,11 +60,8 @@ def evidence_of(scenario: str, tier: str) -> str:
     """The evidence level `scenario`'s diagnosis has in `tier`."""
     if scenario == "cross_mm" and tier == "tracepoint":
         return "inferred"       # no ioctl hook: the unwritten `move` says it
-    if scenario == "mmap_changing" and tier == "tracepoint":
-        # EAGAIN with nothing moved and pages that stop nothing: the ioctl's
-        # own check, or a VMA-lock retry (6.15+), which nothing here tells
-        # apart; the kernel tier sees move_pages() never entered
-        return "errno"
+    # mmap_changing too: the uffd's counter and its unread event are read
+    # when the move returns (bpf/ut_uffdstate.h), in both tiers
     return "observed"
 
 

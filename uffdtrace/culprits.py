@@ -95,8 +95,35 @@ class KsmCulprit:
         return f"merged by {who} while tracing"
 
 
-Culprit = PinCulprit | KsmCulprit
-_KINDS = {PinCulprit.kind: PinCulprit, KsmCulprit.kind: KsmCulprit}
+@dataclass(frozen=True)
+class UffdEventCulprit:
+    """A non-cooperative userfaultfd event (fork, remap, remove, unmap)
+    raised and not yet read by the monitor, which keeps mmap_changing up;
+    the thread that raised it sleeps until it is read."""
+
+    event: str          # fork, remap, remove, unmap (UFFD_EVENT_*, lower-cased)
+    pid: int
+    tid: int
+    comm: str
+
+    kind = "uffd_event"
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "event": self.event, "pid": self.pid, "tid": self.tid,
+                "comm": self.comm}
+
+    @classmethod
+    def from_json(cls, d: dict) -> UffdEventCulprit:
+        return cls(event=d["event"], pid=d["pid"], tid=d["tid"], comm=d["comm"])
+
+    def describe(self) -> str:
+        """One line of plain text (untrusted comm: escape before markup)."""
+        return (f"UFFD_EVENT_{self.event.upper()} raised by pid {self.pid} tid {self.tid} "
+                f"({self.comm}), unread by the monitor")
+
+
+Culprit = PinCulprit | KsmCulprit | UffdEventCulprit
+_KINDS = {c.kind: c for c in (PinCulprit, KsmCulprit, UffdEventCulprit)}
 
 
 def culprit_from_json(d: dict | None) -> Culprit | None:

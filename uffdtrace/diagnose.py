@@ -18,6 +18,7 @@ from .native import PAGE_SIZE, lib
 from .state_evidence import Finding, diagnose_at_exit
 from .taxonomy import (ERRNO, INFERRED, OBSERVED, PARTIAL_STOPS, CauseCode as C,
                        allowed_causes, contradiction, errno_default)
+from .uffd_evidence import diagnose_pending_events
 from .vma_evidence import fallback_note, invalid_at_exit, no_vma_at_exit
 from .vma_rules import invalid_from_vmas
 
@@ -198,6 +199,11 @@ def diagnose(move: MoveEvent, en: Enrichment | None, pins: PinTable,
 
 def _diagnose_failure(move: MoveEvent, en: Enrichment | None, pins: PinTable,
                       ksm_lookup: KsmLookup | None) -> Diagnosis:
+    # the uffd's unread events at exit: mmap_changing, with who raised it
+    # (the kernel tier sees the same rejection without the who)
+    pending = diagnose_pending_events(move)
+    if pending is not None:
+        return pending
     if move.kernel_tier:
         observed = diagnose_observed(move)
         if observed is not None:

@@ -17,6 +17,7 @@ from operator import itemgetter
 from .native import errno_name, ffi, lib
 from .stacks import StackIds
 from .walkstate import WalkedPage
+from .walkuffd import UffdState
 from .walkvma import WalkedVma
 
 
@@ -68,6 +69,8 @@ class MoveEvent:
     # UT_F_VMAS_AT_EXIT: the VMAs there, as the kernel had them then
     src_vma_state: WalkedVma | None = None
     dst_vma_state: WalkedVma | None = None
+    # UT_F_UFFD_AT_EXIT: the moving uffd's mmap_changing and unread events
+    uffd_state: UffdState | None = None
     # --stacks: the stack ids taken for a sent failure (None: none taken);
     # resolved by the collector (TracedMove.stack), never written as such
     stack_ids: StackIds | None = None
@@ -112,7 +115,7 @@ class MoveEvent:
         # vars(), not asdict(): no recursive deep copy for a flat record.
         out = {**vars(self), "errno": self.errno}
         del out["stack_ids"]   # ids of a map that dies with the session
-        for name in ("src_state", "dst_state", "src_vma_state", "dst_vma_state"):
+        for name in ("src_state", "dst_state", "src_vma_state", "dst_vma_state", "uffd_state"):
             state = out[name]
             out[name] = state.to_json() if state is not None else None
         return out
@@ -198,9 +201,11 @@ def pin_method_name(method: int) -> str:
 
 _STRUCT_CODES = {"uint8_t": "B", "int8_t": "b", "uint16_t": "H", "int16_t": "h",
                  "uint32_t": "I", "int32_t": "i", "uint64_t": "Q", "int64_t": "q"}
-# The Python class each nested C struct decodes to.
+# The Python class each nested C struct decodes to: by the struct's own
+# layout, or (a struct with arrays) by the class's from_bytes, through cffi.
 _NESTED = {"struct ut_page_state": WalkedPage, "struct ut_vma_state": WalkedVma,
-           "struct ut_stack_ids": StackIds}
+           "struct ut_uffd_state": UffdState, "struct ut_stack_ids": StackIds}
+_NESTED_FROM_BYTES = {"struct ut_uffd_state"}
 
 
 # Every record starts with it (uffdtrace_event.h): decode() dispatches on it,
@@ -287,8 +292,20 @@ class _Layout:
         return self.decode(raw) if any(raw) else None
 
 
+class _FromBytes:
+    """A nested record decoded by its class's from_bytes."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def decode_nested(self, raw: bytes):
+        return self.cls.from_bytes(raw) if any(raw) else None
+
+
 @lru_cache(maxsize=None)
-def _nested_layout(cname: str) -> _Layout:
+def _nested_layout(cname: str) -> _Layout | _FromBytes:
+    if cname in _NESTED_FROM_BYTES:
+        return _FromBytes(_NESTED[cname])
     return _Layout(cname, _NESTED[cname])
 
 

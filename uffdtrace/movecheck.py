@@ -1,5 +1,5 @@
-"""Will this range move?  A pre-flight verdict per page (`check`) and a
-movability census of a whole process (`census`), from what /proc shows now.
+"""Will this range move?  A pre-flight verdict per page (`check`), from what
+/proc shows now and, where BPF is allowed, the kernel itself.
 
 The rules follow the kernel's order of checks in mm/userfaultfd.c
 (move_pages(), validate_move_areas(), move_pages_ptes(), move_pages_huge_pmd();
@@ -30,33 +30,35 @@ Evidence, as in a diagnosis: *observed* for what the kernel exports itself
 (pagemap bits, kpageflags, VmFlags, the io_uring buffer table), *inferred*
 for deductions (a page mapped once is assumed anon-exclusive and unpinned:
 PageAnonExclusive and the refcount are not exported; a swap entry's
-exclusive bit is not either; whether a huge page is PMD-mapped).
+exclusive bit is not either; whether a huge page is PMD-mapped).  Where
+root and BPF allow, the kernel's own page state (checkkernel.py: the
+tracer's page-table walk run on the checked process's mm) settles the
+first two at evidence observed.
 
-Where the kernel tier's page-state reader (bpf/ut_pagestate.h: refcount,
-pincount, PG_anon_exclusive, swap-entry exclusive bit) can be run on the
-target mm, its result would replace the inferred verdicts of step 5
-(`_page_verdict`'s "movable" and "swapped" branches) at evidence observed.
-It reads `current->mm` today, so it only sees the calling process.
+The census of a whole process is census.py.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
-import heapq
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .diagnose import invalid_from_request
+from .checkkernel import with_kernel_view
 from .enrich import Vma, iter_vmas
 from .errors import UserError
-from .native import PAGE_SIZE, Mapping, Uffd, hpage_size, lib
+from .kernel.pageview import PageViewError
+from .native import PAGE_SIZE, Mapping, PendingRemoveEvent, Uffd, hpage_size, lib
 from .pagestate import (PM_EXCLUSIVE, PM_PFN_MASK, PM_PRESENT, PM_SWAP, PagemapReader,
                         ProcessGone, kpageflags)
 from .procpins import RegisteredBuffer, comm_of, io_uring_buffers
+from .procview import open_reader, read_vmas, require_process, unseen_by
 from .taxonomy import INFERRED, OBSERVED, CauseCode as C, cause
-from .vma_rules import SPECIAL_VMFLAGS, invalid_from_vmas
+from .uffdwaiters import event_waiters
+from .vma_rules import invalid_from_vmas
 
 # --- verdicts ---------------------------------------------------------------------
 
@@ -115,9 +117,10 @@ FIXES = {
 
 CHECK_EVIDENCE = {
     OBSERVED: "read from what the kernel exports (pagemap, kpageflags, VmFlags, io_uring "
-              "fdinfo)",
-    INFERRED: "deduced: what the kernel does not export (anon-exclusive, refcount, the "
-              "swap entry's exclusive bit, PMD mapping) is assumed from what it does",
+              "fdinfo), or in the kernel by BPF (anon-exclusive, maybe-DMA-pinned)",
+    INFERRED: "deduced: what neither /proc nor the kernel view shows (a swap entry's "
+              "exclusive bit, PMD mapping, which uffd holds an unread event; anon-exclusive "
+              "and pins too when the kernel view is off) is assumed from what they do",
 }
 
 
@@ -270,30 +273,46 @@ def _kernel_moves_zero_page() -> bool | None:
         return None
 
 
-def _require_process(pid: int) -> str:
-    if pid <= 0 or not os.path.isdir(f"/proc/{pid}"):
-        raise UserError(f"no process with pid {pid}")
-    return comm_of(pid)
-
-
-def _open_reader(pid: int) -> PagemapReader:
+@functools.cache
+def _mmap_changing_after_vma_lookup() -> bool | None:
+    """Ask the running kernel where it checks mmap_changing: move a page
+    here while a UFFD_EVENT_REMOVE of our own is unread.  True: after the
+    VMA lookup, writing -EAGAIN to `move` (move_pages(), the 2025 fix);
+    False: before it, `move` untouched (userfaultfd_move(), 6.12); None:
+    no userfaultfd to ask with."""
     try:
-        return PagemapReader(pid)
-    except ProcessGone:
-        raise UserError(f"process {pid} exited") from None
-    except PermissionError:
-        raise UserError(f"no permission to read /proc/{pid}/pagemap (another user's "
-                        "process: run as root or as its owner)") from None
+        with Uffd(features=lib().UFFD_FEATURE_EVENT_REMOVE) as uffd, \
+                Mapping(PAGE_SIZE) as src, Mapping(PAGE_SIZE) as dst, \
+                Mapping(PAGE_SIZE) as removed:
+            src.fill()
+            for m in (dst, removed):
+                uffd.register(m)
+            with PendingRemoveEvent(uffd, removed.addr, PAGE_SIZE):
+                call = uffd.move(dst.addr, src.addr, PAGE_SIZE)
+            if call.errno != "EAGAIN":
+                return None
+            return call.move == -_errno_value("EAGAIN")
+    except (OSError, UserError):
+        return None
 
 
-def _vmas(pid: int, stats: dict | None = None) -> list[Vma]:
-    try:
-        return list(iter_vmas(pid, vm_flags=True, stats=stats))
-    except ProcessGone:
-        raise UserError(f"process {pid} exited") from None
-    except PermissionError:
-        raise UserError(f"no permission to read /proc/{pid}/smaps (another user's process: "
-                        "run as root or as its owner)") from None
+def _pending_event(pid, comm, req, dst_given, src_vma, dst_vma, unseen,
+                   move_written: bool) -> CheckResult | None:
+    """EAGAIN with nothing moved, if a thread of pid waits for its uffd
+    event to be read (uffdwaiters.py): inferred, since /proc does not say
+    which of the process's uffds holds the event."""
+    waiters, why_not = event_waiters(pid)
+    if why_not:
+        unseen.append(f"unread uffd events: {why_not}")
+    if not waiters:
+        return None
+    first = waiters[0]
+    verdict = Verdict(C.MMAP_CHANGING, INFERRED, first.describe()
+                      + "; until then every move on that uffd fails (mmap_changing)",
+                      culprit=f"pid {first.pid} tid {first.tid} ({first.comm})")
+    return _refused(pid, comm, req, dst_given, verdict, src_vma, dst_vma, unseen,
+                    move_written=move_written,
+                    notes=[w.describe() for w in waiters[1:]])
 
 
 def _vma_at(vmas: list[Vma], addr: int) -> Vma | None:
@@ -301,22 +320,6 @@ def _vma_at(vmas: list[Vma], addr: int) -> Vma | None:
         if v.start <= addr < v.end:
             return v
     return None
-
-
-def _unseen(reader: PagemapReader) -> list[str]:
-    out = []
-    if reader.pfns_visible is False:
-        out.append("page frame numbers (zeroed for readers without CAP_SYS_ADMIN): KSM, "
-                   "zero pages and huge pages cannot be told apart, sharers not named")
-    if not reader.kpageflags_readable:
-        out.append("/proc/kpageflags (root only): KSM, THP and zero-page flags")
-    if not reader.kpagecount_readable:
-        out.append("/proc/kpagecount (root only): how many times a shared page is mapped")
-    out.append("pins other than io_uring fixed buffers (O_DIRECT in flight, VFIO, RDMA): "
-               "no /proc file lists them")
-    out.append("PG_anon_exclusive: a page shared with a child that has exited stays "
-               "non-exclusive (EBUSY) until written, yet reads as mapped once")
-    return out
 
 
 def _fork_relatives(pid: int) -> list[int]:
@@ -402,18 +405,20 @@ def _runs(start: int, verdicts: list[Verdict]) -> list[Run]:
 
 
 def check(pid: int, src: int, length: int, dst: int | None = None, mode: int = 0,
-          caller: int | None = None) -> CheckResult:
+          caller: int | None = None, kernel_view: bool | None = None) -> CheckResult:
     """What UFFDIO_MOVE(dst, src, length, mode) issued now by `caller`
     (default: pid itself, the owner of the userfaultfd) would meet, page by
-    page.  Without dst only the source side is judged."""
-    comm = _require_process(pid)
+    page.  Without dst only the source side is judged.  kernel_view: read
+    what /proc does not export in BPF (checkkernel.py); None: where root
+    and BPF allow it, False: never, True: or fail with UserError."""
+    comm = require_process(pid)
     dst_given = dst is not None
     req = MoveRequest(dst if dst_given else src, src, length, mode)
     L = lib()
     holes_ok = bool(mode & L.UFFDT_MOVE_MODE_ALLOW_SRC_HOLES)
-    reader = _open_reader(pid)
+    reader = open_reader(pid)
     with reader:
-        unseen = _unseen(reader)
+        unseen = unseen_by(reader)
         code = invalid_from_request(req)
         if code:
             return _refused(pid, comm, req, dst_given,
@@ -424,15 +429,27 @@ def check(pid: int, src: int, length: int, dst: int | None = None, mode: int = 0
                 C.INVALID_CROSS_MM, OBSERVED, f"the caller (pid {caller}) is not pid {pid}, "
                 "whose memory moves: a userfaultfd only moves its creator's pages"),
                 None, None, unseen, move_written=False)
-        vmas = _vmas(pid)
+        vmas = read_vmas(pid)
         if not any(v.start < src + length and src < v.end for v in vmas):
             raise UserError(f"{src:#x}+{length} is not mapped in pid {pid}")
         src_vma, dst_vma = _vma_at(vmas, src), _vma_at(vmas, req.dst)
+        # mmap_changing: checked before the VMA lookup (6.12) or after it
+        after_lookup = _mmap_changing_after_vma_lookup()
+        if after_lookup is False:
+            pending = _pending_event(pid, comm, req, dst_given, src_vma, dst_vma, unseen,
+                                     move_written=False)
+            if pending is not None:
+                return pending
         for vma, name in ((dst_vma, "dst"), (src_vma, "src")):   # uffd_move_lock: dst first
             if vma is None:
                 return _refused(pid, comm, req, dst_given, Verdict(
                     "no_vma", OBSERVED, f"no VMA at {name} {getattr(req, name):#x}"),
                     src_vma, dst_vma, unseen, move_written=True)
+        if after_lookup is not False:
+            pending = _pending_event(pid, comm, req, dst_given, src_vma, dst_vma, unseen,
+                                     move_written=True)
+            if pending is not None:
+                return pending
         # Without a dst, judge the src VMA as if a compatible registered dst existed.
         as_dst = dst_vma if dst_given else Vma(src_vma.start, src_vma.end, src_vma.perms,
                                                 src_vma.path, src_vma.flags | {"um"})
@@ -446,6 +463,12 @@ def check(pid: int, src: int, length: int, dst: int | None = None, mode: int = 0
             unseen.append(f"io_uring buffers: {why_not}")
         verdicts, notes = _page_verdicts(pid, reader, req, dst_given, holes_ok, src_vma,
                                          pins)
+        try:
+            verdicts = with_kernel_view(pid, src, verdicts, PAGE_SIZE, Verdict, kernel_view,
+                                        unseen, notes)
+        except PageViewError as exc:
+            raise UserError(f"the kernel view: {exc}") from None
+        verdicts = _whole_pmds(req, verdicts)
     runs = _runs(src, verdicts)
     return CheckResult(pid, comm, req, dst_given, _predict(req, verdicts, holes_ok), runs,
                        src_vma, dst_vma if dst_given else None, pins, unseen, notes)
@@ -565,19 +588,25 @@ def _page_verdicts(pid: int, reader: PagemapReader, req: MoveRequest, dst_given:
             pinned=pin_at(addr, region) if w & PM_PRESENT else None,
             pmd_move=pmd_move, mapcount=mapcounts.get(w & PM_PFN_MASK),
             sharers=sharers.get(addr), ksm_in_vma=ksm_in_vma))
-    # A PMD moves or fails as one: a blocked page blocks its whole PMD.
-    for i in range(npages):
-        v = verdicts[i]
+    return verdicts, notes
+
+
+def _whole_pmds(req: MoveRequest, verdicts: list[Verdict]) -> list[Verdict]:
+    """A PMD moves or fails as one: a blocked page blocks its whole PMD."""
+    per_pmd = hpage_size() // PAGE_SIZE
+    off = req.src % hpage_size() // PAGE_SIZE
+    out = list(verdicts)
+    for i, v in enumerate(verdicts):
         if v.kind == "movable_thp":
             base = i - (off + i) % per_pmd
-            unit = verdicts[base:base + per_pmd]
+            unit = verdicts[max(base, 0):base + per_pmd]
             blocker = next((u for u in unit if not u.moves), None)
             if blocker is not None:
-                verdicts[i] = Verdict(blocker.kind, INFERRED,
-                                      f"in the huge page at {req.src + base * PAGE_SIZE:#x}, "
-                                      f"which moves or fails as one: {blocker.why}",
-                                      blocker.culprit)
-    return verdicts, notes
+                out[i] = Verdict(blocker.kind, INFERRED,
+                                 f"in the huge page at {req.src + base * PAGE_SIZE:#x}, "
+                                 f"which moves or fails as one: {blocker.why}",
+                                 blocker.culprit)
+    return out
 
 
 def _page_verdict(addr: int, w: int, dw: int | None, holes_ok: bool, *,
@@ -640,219 +669,3 @@ def _page_verdict(addr: int, w: int, dw: int | None, holes_ok: bool, *,
 
 def _sharers_text(pids: list[int]) -> str:
     return "also mapped by " + ", ".join(f"pid {p} ({comm_of(p)})" for p in pids[:8])
-
-
-# --- census -------------------------------------------------------------------------
-
-CENSUS_CHUNK_PAGES = 1 << 16          # 512 KiB of pagemap per read
-CENSUS_BLOCKERS = 5                   # the largest runs kept of each blocking class
-BLOCKING = ("ksm", "pinned", "shared", "not_exclusive", "refused")
-CENSUS_KINDS = ("movable", "thp", "zero_page", "swapped", "ksm", "pinned", "shared",
-                "not_exclusive", "refused")
-CENSUS_LABELS = {
-    "movable": "moves",
-    "thp": "moves; in huge pages (whole aligned 2 MiB moves keep them huge, others split)",
-    "zero_page": "the zero page (moves on 6.9+)",
-    "swapped": "swapped out (moves if the swap entry is exclusive)",
-    "ksm": "KSM-merged: EBUSY",
-    "pinned": "pinned by an io_uring fixed buffer: EBUSY",
-    "shared": "shared after fork (mapped more than once): EBUSY",
-    "not_exclusive": "not exclusive (KSM or fork; kpageflags unreadable): EBUSY",
-    "refused": "in a VMA a move refuses (EINVAL)",
-}
-CENSUS_CAUSE = {"movable": C.OK, "thp": C.OK, "zero_page": C.OK, "swapped": C.OK,
-                "ksm": C.PAGE_KSM, "pinned": C.PAGE_PINNED, "shared": C.PAGE_SHARED,
-                "not_exclusive": C.BUSY_UNKNOWN}
-
-
-@dataclass
-class VmaCensus:
-    vma: Vma
-    bytes: Counter
-    refusal: str | None = None     # a cause code when the whole VMA refuses moves
-    skipped: bool = False          # nothing populated (smaps Rss and Swap 0): not read
-
-    def to_json(self) -> dict:
-        return {"start": self.vma.start, "end": self.vma.end, "perms": self.vma.perms,
-                "path": self.vma.path, "refusal": self.refusal, "skipped": self.skipped,
-                "bytes": dict(self.bytes)}
-
-
-@dataclass
-class CensusResult:
-    pid: int
-    comm: str
-    vmas: list[VmaCensus]
-    # the largest runs of each blocking class: (bytes, start, kind, culprit)
-    blockers: list[tuple[int, int, str, str | None]]
-    pins: list[RegisteredBuffer]
-    excluded: dict[str, int]       # VMAs not private anonymous: count and Rss
-    unseen: list[str]
-    pages_read: int
-    ksm_stat: dict[str, str]
-
-    def totals(self) -> Counter:
-        total: Counter = Counter()
-        for v in self.vmas:
-            total.update(v.bytes)
-        return total
-
-    def fixes(self) -> dict[str, dict]:
-        out = {}
-        total = self.totals()
-        for kind in CENSUS_KINDS:
-            if not total.get(kind) or kind in ("movable", "zero_page"):
-                continue
-            code = CENSUS_CAUSE.get(kind)
-            entry = {"bytes": total[kind]}
-            if code:
-                entry["cause"] = code
-                entry["remedy"] = cause(code).remedy
-            fix = FIXES.get({"thp": "thp_split", "swapped": "swap_shared"}.get(kind, kind))
-            if kind == "refused":
-                codes = sorted({v.refusal for v in self.vmas if v.refusal})
-                entry["causes"] = codes
-                entry["remedy"] = "; ".join(f"{c}: {cause(c).remedy}" for c in codes)
-            if kind == "pinned" and self.pins:
-                rings = sorted({(p.pid, p.fd) for p in self.pins})
-                fix += "; rings: " + ", ".join(f"pid {p} fd {fd}" for p, fd in rings)
-            if kind == "ksm" and self.ksm_stat.get("ksm_merge_any") == "yes":
-                fix = ("prctl(PR_SET_MEMORY_MERGE, 0) in the process (it merges all its "
-                       "memory: ksm_merge_any), then " + fix)
-            entry["fix"] = fix
-            out[kind] = entry
-        return out
-
-    def to_json(self) -> dict:
-        return {
-            "pid": self.pid, "comm": self.comm,
-            "totals": dict(self.totals()),
-            "vmas": [v.to_json() for v in self.vmas],
-            "blockers": [{"bytes": b, "start": s, "end": s + b, "kind": k, "culprit": c}
-                         for b, s, k, c in self.blockers],
-            "fixes": self.fixes(),
-            "io_uring_buffers": [p.to_json() for p in self.pins],
-            "excluded_vmas": self.excluded, "unseen": self.unseen,
-            "pages_read": self.pages_read, "ksm_stat": self.ksm_stat,
-            "labels": CENSUS_LABELS,
-        }
-
-
-def _ksm_stat(pid: int) -> dict[str, str]:
-    try:
-        with open(f"/proc/{pid}/ksm_stat") as f:
-            return dict(line.rstrip("\n").split(None, 1) for line in f if " " in line)
-    except OSError:
-        return {}
-
-
-def census(pid: int, chunk_pages: int = CENSUS_CHUNK_PAGES) -> CensusResult:
-    """Bytes per verdict of every private anonymous VMA of pid: pagemap read
-    in chunks of `chunk_pages` (memory stays bounded by the chunk, whatever
-    the process maps), VMAs with nothing populated skipped."""
-    comm = _require_process(pid)
-    stats: dict = {}
-    vmas = _vmas(pid, stats)
-    reader = _open_reader(pid)
-    F = kpageflags()
-    ksm_bit, thp_bit, zero_bit = 1 << F["ksm"], 1 << F["thp"], 1 << F["zero_page"]
-    flags_known = None
-    pins, why_not = io_uring_buffers(pid)
-    result = CensusResult(pid, comm, [], [], pins, {"vmas": 0, "rss": 0}, [], 0,
-                          _ksm_stat(pid))
-    blockers: dict[str, list[tuple[int, int, str, str | None]]] = {}
-
-    def keep(entry):
-        heap = blockers.setdefault(entry[2], [])
-        heapq.heappush(heap, entry)
-        if len(heap) > CENSUS_BLOCKERS:
-            heapq.heappop(heap)
-
-    with reader:
-        for vma in vmas:
-            st = stats.get(vma.start, {})
-            if vma.shared or not vma.anonymous or vma.flags & set(SPECIAL_VMFLAGS):
-                result.excluded["vmas"] += 1
-                result.excluded["rss"] += st.get("Rss", 0)
-                continue
-            vc = VmaCensus(vma, Counter())
-            result.vmas.append(vc)
-            if "wr" not in vma.flags:
-                vc.refusal = C.INVALID_SRC_NOT_WRITABLE
-                populated = st.get("Rss", 0) + st.get("Swap", 0)
-                if populated:
-                    vc.bytes["refused"] = populated
-                    keep((populated, vma.start, "refused", vc.refusal))
-                continue
-            if not st.get("Rss") and not st.get("Swap"):
-                vc.skipped = True
-                continue
-            vma_pins = [p for p in pins if p.addr < vma.end and vma.start < p.addr + p.len]
-            run_kind, run_start, run_culprit = None, 0, None
-
-            def close_run(end):
-                if run_kind is not None:
-                    keep((end - run_start, run_start, run_kind, run_culprit))
-
-            counts = vc.bytes
-            addr = vma.start
-            while addr < vma.end:
-                n = min(chunk_pages, (vma.end - addr) // PAGE_SIZE)
-                words = reader.entries(addr, n)
-                result.pages_read += n
-                if words.count(0) == n:      # nothing populated in this chunk
-                    close_run(addr)
-                    run_kind = None
-                    addr += n * PAGE_SIZE
-                    continue
-                kflags = reader.flags([w & PM_PFN_MASK for w in words
-                                       if w & PM_PRESENT and w & PM_PFN_MASK])
-                chunk_pins = [p for p in vma_pins
-                              if p.addr < addr + n * PAGE_SIZE and addr < p.addr + p.len]
-                if flags_known is None and reader.pfns_visible is not None:
-                    flags_known = reader.kpageflags_readable and reader.pfns_visible
-                not_excl = "shared" if flags_known or st.get("KSM") == 0 else "not_exclusive"
-                local = Counter()
-                for i, w in enumerate(words):
-                    if w & PM_PRESENT:
-                        f = kflags.get(w & PM_PFN_MASK, 0)
-                        if f & zero_bit:
-                            kind = "zero_page"
-                        elif f & ksm_bit:
-                            kind = "ksm"
-                        elif not w & PM_EXCLUSIVE:
-                            kind = not_excl
-                        elif chunk_pins and any(p.covers(addr + i * PAGE_SIZE)
-                                                for p in chunk_pins):
-                            kind = "pinned"
-                        elif f & thp_bit:
-                            kind = "thp"
-                        else:
-                            kind = "movable"
-                    elif w & PM_SWAP:
-                        kind = "swapped"
-                    else:
-                        kind = None
-                    if kind is not None:
-                        local[kind] += 1
-                    blocking = kind if kind in ("ksm", "pinned", "shared",
-                                                "not_exclusive") else None
-                    if blocking != run_kind:
-                        close_run(addr + i * PAGE_SIZE)
-                        run_kind, run_start = blocking, addr + i * PAGE_SIZE
-                        run_culprit = None
-                        if blocking == "pinned":
-                            run_culprit = next(p.describe() for p in chunk_pins
-                                               if p.covers(run_start))
-                for kind, pages in local.items():
-                    counts[kind] += pages * PAGE_SIZE
-                addr += n * PAGE_SIZE
-            close_run(vma.end)
-            run_kind = None
-        result.unseen = _unseen(reader)
-    if why_not:
-        result.unseen.append(f"io_uring buffers: {why_not}")
-    result.unseen.append("a VMA's registration and protections matter only against a "
-                         "destination: run `check --dst` for a planned move")
-    result.blockers = sorted((b for heap in blockers.values() for b in heap), reverse=True)
-    return result

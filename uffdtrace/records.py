@@ -60,22 +60,42 @@ def pin_registered_by_io_uring(pin: dict) -> bool:
     return _pin_method(pin) == lib().UT_PIN_IO_URING_REGISTER
 
 
+class LatestFailure:
+    """Which failure a repeat repeats: its thread's latest failure, when that
+    is the run's first (same ts_ns; a run's repeat comes before the thread's
+    next failure).  A repeat whose first failure was lost (ring buffer full)
+    links to nothing: its failures still count, with no cause.  `limit`
+    bounds the threads remembered (a live collector): past it all are
+    forgotten at once, and a repeat of a forgotten run links to nothing."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = limit
+        self._latest: dict[int, tuple[int, object]] = {}   # tid -> (ts_ns, failure)
+
+    def remember(self, tid: int, ts_ns: int, failure):
+        if self.limit is not None and len(self._latest) >= self.limit \
+                and tid not in self._latest:
+            self._latest.clear()
+        self._latest[tid] = (ts_ns, failure)
+
+    def of(self, tid: int, first_ts_ns: int):
+        got = self._latest.get(tid)
+        return got[1] if got is not None and got[0] == first_ts_ns else None
+
+
 class RepeatLinker:
-    """Which move record a repeat record repeats: its thread's latest failure,
-    when that is the run's first (same ts_ns).  A repeat whose first failure
-    was lost (ring buffer full) links to nothing: its failures still count,
-    with no cause.  Feed every move record to move(), in file order."""
+    """LatestFailure over a trace's records: feed every move record to
+    move(), in file order; of(repeat record) is the move record it repeats."""
 
     def __init__(self):
-        self._latest: dict[int, dict] = {}
+        self._latest = LatestFailure()
 
     def move(self, m: dict):
         if m["ret"] != 0:
-            self._latest[m["tid"]] = m
+            self._latest.remember(m["tid"], m["ts_ns"], m)
 
     def of(self, repeat: dict) -> dict | None:
-        m = self._latest.get(repeat["tid"])
-        return m if m is not None and m["ts_ns"] == repeat["first_ts_ns"] else None
+        return self._latest.of(repeat["tid"], repeat["first_ts_ns"])
 
 
 def repeat_span_ns(repeat: dict) -> int:

@@ -179,7 +179,7 @@ class Session:
         self._next_overflow_check = 0.0
         self.batch_successes = batch_successes
         # each thread's latest failure: the first of the run a repeat closes
-        self._run_first: dict[int, TracedMove] = {}
+        self._run_first = records.LatestFailure(MAX_RUN_THREADS)   # for the repeats that follow
         self.started_wall = self.started_ktime_ns = None
 
     @property
@@ -328,18 +328,12 @@ class Session:
         return out
 
     def _remember_failure(self, traced: TracedMove):
-        if len(self._run_first) >= MAX_RUN_THREADS and traced.event.tid not in self._run_first:
-            self._run_first.clear()     # a repeat of a forgotten run: of=None, still counted
-        self._run_first[traced.event.tid] = traced
+        self._run_first.remember(traced.event.tid, traced.event.ts_ns, traced)
 
     def _link(self, repeat: RepeatEvent) -> TracedRepeat:
-        """The repeat with the failure it repeats: its thread's latest one
-        (a run's repeat is sent before the failure that follows it, on the
-        same ring buffer), if that is the run's first."""
-        first = self._run_first.get(repeat.tid)
-        if first is not None and first.event.ts_ns != repeat.first_ts_ns:
-            first = None
-        return TracedRepeat(repeat, first)
+        """The repeat with the failure it repeats (a run's repeat is sent
+        before the failure that follows it, on the same ring buffer)."""
+        return TracedRepeat(repeat, self._run_first.of(repeat.tid, repeat.first_ts_ns))
 
     def open_runs(self) -> list[TracedRepeat]:
         """The runs still open in the kernel (failures counted, not yet sent):

@@ -51,13 +51,24 @@ class StateReader:
     def vmas_usable(self) -> bool:
         return not self.vma_reason
 
+    @property
+    def uffd_reason(self) -> str:
+        """Why the uffd reader is off ("" when it is on): it finds the
+        moving fd's context the VMA reader's way (ut_vs_uffd_ctx)."""
+        if not self.vmas_usable:
+            return self.vma_reason
+        lacking = self.layout.lacks(layout.UFFD_READER_FACTS)
+        if lacking:
+            return "this kernel's BTF lacks " + ", ".join(layout.PREFIX + n for n in lacking)
+        return ""
+
     def defines(self) -> dict[str, int]:
         """#defines for the tracer's program: the layout (struct offsets, no
         secrets; the kernel tier reads structures at them too) and whether
         the readers run."""
         layout_defines = self.layout.defines() if self.layout is not None else {}
         return {"UT_STATE_AT_EXIT": int(self.usable), "UT_VMAS_AT_EXIT": int(self.vmas_usable),
-                **layout_defines}
+                "UT_UFFD_AT_EXIT": int(not self.uffd_reason), **layout_defines}
 
     def install(self, bpf) -> None:
         """Give the loaded program its walk bases (before any move is traced
@@ -86,6 +97,13 @@ class StateReader:
         ctx = "" if not self.layout.lacks(layout.UFFD_CTX_FACTS) else \
             " (the moving fd's userfaultfd context not readable: registration seen, not whose)"
         return "on: the VMAs of EINVAL/ENOENT failures, from mm->mm_mt (maple tree)" + ctx
+
+    def describe_uffd(self) -> str:
+        """The uffd reader, for doctor."""
+        if self.uffd_reason:
+            return f"off: {self.uffd_reason}"
+        return ("on: mmap_changing and the unread events of the moving uffd, for EAGAIN "
+                "failures that moved nothing")
 
 
 def _layout() -> tuple[layout.Layout | None, str]:

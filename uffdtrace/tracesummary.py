@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import records, stacks
-from .culprits import KsmCulprit, PinCulprit
+from .culprits import KsmCulprit, PinCulprit, UffdEventCulprit
 from .taxonomy import CAUSES
 from .tracereader import ReadStatus, iter_records
 
@@ -77,6 +77,8 @@ class TraceSummary:
         self.causes: dict[str, _Cause] = {}
         self.pinners: dict[int, _Pinner] = {}
         self.ksm: dict[int | None, dict] = {}
+        # (moving pid, event, raiser pid, raiser tid) -> what that unread event blocked
+        self.unread_events: dict[tuple, dict] = {}
         self.worst: list = []            # min-heap of (latency_ns, -seq, summary)
         self.last_aggregates: dict | None = None
         self.after_aggregates: dict[int, Counter] = {}   # pid -> outcomes since the snapshot
@@ -133,6 +135,9 @@ class TraceSummary:
         # Identical in request and result (so in bytes moved), not in TLB
         # flushes or lock waits, which the kernel does not compare.
         self._tally(m, r["count"], tlb=False, late=False)
+        blocked = self._unread_event(m)
+        if blocked is not None:
+            blocked["last_ns"] = max(blocked["last_ns"], r["last_ts_ns"])
 
     def _move(self, m: dict):
         self.moves += 1
@@ -205,6 +210,11 @@ class TraceSummary:
             pinner.victims_comm.setdefault(m["pid"], m["comm"])
             if culprit.range is not None:
                 self._add_range(pinner, culprit.range)
+        elif isinstance(culprit, UffdEventCulprit):
+            blocked = self.unread_events.setdefault(self._unread_key(m, culprit), {
+                "moves": 0, "first_ns": m["ts_ns"], "last_ns": m["ts_ns"]})
+            blocked["moves"] += n
+            blocked["last_ns"] = max(blocked["last_ns"], m["ts_ns"])
         elif isinstance(culprit, KsmCulprit):
             merges = self.ksm.setdefault(culprit.ksmd_pid, {"blocked": Counter(),
                                                             "first_merge_ns": None})
@@ -213,6 +223,17 @@ class TraceSummary:
             if ts is not None and (merges["first_merge_ns"] is None
                                    or ts < merges["first_merge_ns"]):
                 merges["first_merge_ns"] = ts
+
+    @staticmethod
+    def _unread_key(m: dict, culprit: UffdEventCulprit) -> tuple:
+        return (m["pid"], culprit.event, culprit.pid, culprit.tid, culprit.comm)
+
+    def _unread_event(self, m: dict) -> dict | None:
+        """What the unread uffd event that failed move `m` blocked, if one did."""
+        culprit = records.culprit(m["diagnosis"])
+        if not isinstance(culprit, UffdEventCulprit):
+            return None
+        return self.unread_events.get(self._unread_key(m, culprit))
 
     def _pinner(self, pid: int, comm: str, method: str) -> _Pinner:
         pinner = self.pinners.get(pid)
@@ -424,6 +445,22 @@ class TraceSummary:
                              for v, n in m["blocked"].most_common(10)]}
                 for ksmd, m in self.ksm.items()]
 
+    def _unread_event_rows(self) -> list[dict]:
+        """Q8: each unread non-cooperative event that kept mmap_changing up,
+        who raised it, whose moves it failed, and for how long at least
+        (from the first failure that met it to the last)."""
+        rows = []
+        for (pid, event, raiser_pid, raiser_tid, raiser_comm), b in sorted(
+                self.unread_events.items(), key=lambda kv: (-kv[1]["moves"], kv[0][:4])):
+            rows.append({"event": event, "raised_by": {"pid": raiser_pid, "tid": raiser_tid,
+                                                       "comm": raiser_comm},
+                         "pid": pid, "comm": self._comm(pid), "blocked_moves": b["moves"],
+                         "first_s": self._rel_s(b["first_ns"]),
+                         # one failure met it: how long it stayed unread is unknown
+                         "unread_at_least_ms": round((b["last_ns"] - b["first_ns"]) / 1e6, 3)
+                         if b["last_ns"] > b["first_ns"] else None})
+        return rows
+
     def _drops(self) -> dict:
         counters = self.last_aggregates["counters"] if self.last_aggregates else {}
         out = {k: counters[k] for k in ("ringbuf_drops", "success_drops", "repeat_drops",
@@ -478,6 +515,7 @@ class TraceSummary:
                     if pages else None},
             "pinners": self._pinner_rows(),
             "ksm": self._ksm_rows(),
+            "unread_events": self._unread_event_rows(),
             "drops": self._drops(),
             "latency_histogram": self._histogram("latency_log2"),
         }

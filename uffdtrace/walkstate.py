@@ -38,9 +38,10 @@ def record_from_bytes(cls, ctype: str, raw: bytes):
 
 
 @lru_cache(maxsize=None)
-def flag_bits() -> dict[str, int]:
-    """UT_PS_* flag name (without UT_PS_) -> bit."""
-    return {name: bit for bit, name in codes("UT_PS_").items()}
+def flag_bits(prefix: str = "UT_PS_") -> dict[str, int]:
+    """The header's flag #defines PREFIX*: name (without the prefix) -> bit
+    (UT_PS_: a page state's, UT_VS_: a VMA state's)."""
+    return {name: bit for bit, name in codes(prefix).items()}
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,14 @@ through the same rules (vma_rules.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 from . import vmaflags
 from .native import lib
-from .walkstate import codes, record_from_bytes
+from .walkstate import codes, flag_bits, record_from_bytes
 
 
-@lru_cache(maxsize=None)
-def flag_bits() -> dict[str, int]:
-    """UT_VS_* flag name (without UT_VS_) -> bit."""
-    return {name: bit for bit, name in codes("UT_VS_").items()}
+VMA_FLAGS = "UT_VS_"
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,7 @@ class WalkedVma:
 
     def has(self, flag: str) -> bool:
         """flag: a UT_VS_* name without the prefix, e.g. "UFFD_CTX"."""
-        return bool(self.flags & flag_bits()[flag])
+        return bool(self.flags & flag_bits(VMA_FLAGS)[flag])
 
     # ---- the questions vma_rules.py asks (enrich.Vma answers them too) ----
     @property
@@ -99,7 +96,7 @@ class WalkedVma:
         return {"addr": self.addr, "where": self.where_name.lower(),
                 "vm_start": self.vm_start, "vm_end": self.vm_end, "vm_flags": self.vm_flags,
                 "vm_flag_names": sorted(self.vm_flag_names) if self.found else [],
-                "flags": sorted(n.lower() for n, bit in flag_bits().items() if self.flags & bit),
+                "flags": sorted(n.lower() for n, bit in flag_bits(VMA_FLAGS).items() if self.flags & bit),
                 "depth": self.depth}
 
     def describe(self, name: str) -> str:

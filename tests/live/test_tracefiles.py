@@ -85,6 +85,11 @@ def test_record_report_export(live, schema, tmp_path, scenario):
     if scenario == "pinned":
         (pinner,) = report["pinners"]
         assert pinner["pid"] == workload["pid"] and pinner["blocked_moves"] == 1
+    if scenario == "mmap_changing":
+        (unread,) = report["unread_events"]
+        raiser = workload["setup"][0]["pending_event"]["tid"]
+        assert (unread["event"], unread["raised_by"]["tid"], unread["pid"],
+                unread["blocked_moves"]) == ("remove", raiser, workload["pid"], 1)
     if scenario == "ksm":
         assert report["ksm"] and report["ksm"][0]["blocked_moves"] == made["failed"]
         assert sum(r["type"] == "ksm" for r in records) == made["failed"]

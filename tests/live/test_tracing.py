@@ -78,6 +78,19 @@ def test_ksm_names_the_merge(session):
         assert m.diagnosis.culprit.merged_ts_ns < m.event.ts_ns
 
 
+def test_mmap_changing_names_the_unread_event_and_the_thread_that_raised_it(session):
+    out, (move,) = traced_workload(session, "-s", "mmap_changing", "--hold", "0")
+    (setup,) = out["setup"]
+    pending = setup["pending_event"]
+    d = move.diagnosis
+    assert (d.cause, d.evidence) == ("mmap_changing", "observed")
+    # the madvise(MADV_DONTNEED) thread, asleep until the event is read
+    assert (d.culprit.kind, d.culprit.event, d.culprit.pid, d.culprit.tid) == \
+        ("uffd_event", "remove", out["pid"], pending["tid"])
+    us = move.event.uffd_state
+    assert (us.where, us.mmap_changing, us.queued, us.more) == ("read", 1, 1, False)
+
+
 def test_storm_no_silent_loss(root_required):
     # A session of its own that follows only the workload: other processes
     # moving pages on this machine must not blur the count.

@@ -8,6 +8,7 @@ the memory was made (and smaps, read independently)."""
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import subprocess
@@ -19,16 +20,14 @@ import pytest
 
 from tests.helpers import ROOT, SCENARIO_CAUSES
 from uffdtrace.errors import UserError
-from uffdtrace.movecheck import census, check
+from uffdtrace.census import census
+from uffdtrace.movecheck import check
 from uffdtrace.native import PAGE_SIZE, ForkHolder, IoUringPin, Mapping, Uffd, hpage_size, lib
 from uffdtrace.workload.runner import run_workload
 from uffdtrace.workload.scenarios import SCENARIOS, ksm_merged
 
 HUGE = hpage_size()
-# What /proc cannot show, so `check` cannot predict it: a non-cooperative
-# uffd event pending and unread (the uffd's fdinfo counts page faults only).
-CHECK_BLIND = {"mmap_changing"}
-SCENARIO_NAMES = [name for name in SCENARIOS if name not in CHECK_BLIND]
+SCENARIO_NAMES = list(SCENARIOS)
 
 
 def _ksm_ok(name):
@@ -121,6 +120,12 @@ def test_cli_check_predicts_each_scenario_of_a_held_workload(name):
         assert (p["cause"], p["underlying"]) == SCENARIO_CAUSES[name], p
         # runs cover the range, page by page
         assert sum(r["pages"] for r in checked["runs"]) == max(1, -(-call["len"] // PAGE_SIZE))
+        if name == "mmap_changing":
+            # the thread asleep until its event is read, and the event (its stack)
+            (waiter,) = [s["pending_event"] for s in out["setup"]]
+            (run,) = checked["runs"]
+            assert f"tid {waiter['tid']} " in run["culprit"], run
+            assert "UFFD_EVENT_REMOVE" in run["why"] and run["evidence"] == "inferred", run
 
 
 # --- cases no scenario makes ------------------------------------------------------
@@ -256,10 +261,7 @@ def test_swap_entries_move_when_exclusive_and_not_after_fork(swap):
         _move_and_compare(uffd, dst.page(2), src.page(2), 2 * PAGE_SIZE)
 
 
-@pytest.mark.xfail(strict=True, reason="PG_anon_exclusive is not exported: a page once "
-                   "shared with a child that has exited reads as mapped once (pagemap) but "
-                   "the kernel still refuses it until it is written (needs the BPF reader)")
-def test_blind_spot_shared_with_an_exited_child():
+def _shared_with_an_exited_child(kernel_view):
     with ExitStack() as stack, Uffd() as uffd:
         src = stack.enter_context(Mapping(PAGE_SIZE))
         dst = stack.enter_context(Mapping(PAGE_SIZE))
@@ -267,7 +269,59 @@ def test_blind_spot_shared_with_an_exited_child():
         uffd.register(dst)
         with ForkHolder():
             pass
-        _move_and_compare(uffd, dst.addr, src.addr, PAGE_SIZE)
+        checked = check(os.getpid(), src.addr, PAGE_SIZE, dst=dst.addr, kernel_view=kernel_view)
+        assert_predicted(checked.prediction, uffd.move(dst.addr, src.addr, PAGE_SIZE))
+        return checked
+
+
+def test_kernel_view_sees_a_page_shared_with_an_exited_child():
+    """pagemap reads it mapped once; the kernel still refuses it (not
+    PageAnonExclusive until written): the BPF view sees that bit."""
+    if os.geteuid() != 0:
+        pytest.skip("the kernel view needs root (BPF)")
+    checked = _shared_with_an_exited_child(kernel_view=True)
+    (run,) = checked.runs
+    assert (run.verdict.kind, run.verdict.evidence) == ("shared", "observed"), run
+    assert "not PageAnonExclusive" in run.verdict.why
+
+
+def test_kernel_view_sees_a_pin_no_proc_file_lists():
+    """1,280 vmsplice references to one page: folio_maybe_dma_pinned() (the
+    kernel cannot tell them from a pin) refuses the move; nothing in /proc
+    lists them, the BPF view reads the refcount."""
+    if os.geteuid() != 0:
+        pytest.skip("the kernel view needs root (BPF)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    iov = (ctypes.c_void_p * 2)()
+    with ExitStack() as stack, Uffd() as uffd:
+        src = stack.enter_context(Mapping(PAGE_SIZE))
+        dst = stack.enter_context(Mapping(PAGE_SIZE))
+        src.fill()
+        uffd.register(dst)
+        iov[0], iov[1] = src.addr, 1
+        refs = 0
+        while refs < 1100:
+            r, w = os.pipe()
+            stack.callback(os.close, r)
+            stack.callback(os.close, w)
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
+            while libc.vmsplice(w, iov, 1, os.SPLICE_F_NONBLOCK) > 0:
+                refs += 1
+        checked = check(os.getpid(), src.addr, PAGE_SIZE, dst=dst.addr, kernel_view=True)
+        (run,) = checked.runs
+        assert (run.verdict.kind, run.verdict.evidence) == ("pinned", "observed"), run
+        assert "folio_maybe_dma_pinned" in run.verdict.why
+        assert_predicted(checked.prediction, uffd.move(dst.addr, src.addr, PAGE_SIZE))
+        # from /proc alone it looks movable
+        assert check(os.getpid(), src.addr, PAGE_SIZE, dst=dst.addr,
+                     kernel_view=False).prediction.errno is None
+
+
+@pytest.mark.xfail(strict=True, reason="PG_anon_exclusive is not exported in /proc: a page "
+                   "once shared with a child that has exited reads as mapped once (pagemap) "
+                   "but the kernel still refuses it until it is written")
+def test_blind_spot_of_proc_alone_shared_with_an_exited_child():
+    _shared_with_an_exited_child(kernel_view=False)
 
 
 # --- census -----------------------------------------------------------------------
@@ -348,16 +402,17 @@ def test_census_of_ksm_pinned_forked_and_thp_memory():
     assert "MADV_POPULATE_WRITE" in fixes["shared"]["fix"]
 
 
-def test_census_cli_runs_without_root_and_says_what_it_cannot_see():
-    """As nobody, on a process of its own: PFNs are hidden, kpageflags
-    closed; the census still runs and says so."""
+def _check_as_nobody(args: str) -> dict:
+    """`uffdtrace check -p <its own pid> ARGS --json` run by nobody on 64
+    pages of its own (ARGS may name them: {addr})."""
     if os.geteuid() != 0:
         pytest.skip("needs root to become another user")
     code = ("import os, sys, subprocess;"
             "from uffdtrace.native import Mapping;"
             "m = Mapping(64 * 4096); m.fill();"
             "r = subprocess.run([sys.executable, '-m', 'uffdtrace', 'check', '-p',"
-            " str(os.getpid()), '--census', '--json'], capture_output=True, text=True);"
+            f" str(os.getpid()), *{args!r}.format(addr=hex(m.addr)).split(), '--json'],"
+            " capture_output=True, text=True);"
             "print(r.stdout); sys.stderr.write(r.stderr)")
 
     def drop():
@@ -368,7 +423,21 @@ def test_census_cli_runs_without_root_and_says_what_it_cannot_see():
     if "Permission denied" in proc.stderr and "uffdtrace" not in proc.stdout:
         pytest.skip(f"nobody cannot run this checkout: {proc.stderr[-200:]}")
     assert "Traceback" not in proc.stderr, proc.stderr
-    out = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_census_cli_runs_without_root_and_says_what_it_cannot_see():
+    """As nobody, on a process of its own: PFNs are hidden, kpageflags
+    closed; the census still runs and says so."""
+    out = _check_as_nobody("--census")
     unseen = " ".join(out["unseen"])
     assert "kpageflags" in unseen and "zeroed" in unseen
     assert out["totals"].get("movable", 0) >= 64 * 4096
+
+
+def test_check_without_root_says_the_kernel_view_is_off():
+    out = _check_as_nobody("{addr} 16K")
+    unseen = " ".join(out["unseen"])
+    assert "the kernel's own view (the kernel view needs root" in unseen, unseen
+    assert {r["kind"] for r in out["runs"]} == {"movable"}
+    assert {r["evidence"] for r in out["runs"]} == {"inferred"}

@@ -15,7 +15,8 @@ import jsonschema
 import pytest
 
 from tests.tracegen import PAGE, T0, move_event, pin
-from uffdtrace.culprits import GUP_HOOK, PIN_REGISTRATION, KsmCulprit, PinCulprit
+from uffdtrace.culprits import (GUP_HOOK, PIN_REGISTRATION, KsmCulprit, PinCulprit,
+                                UffdEventCulprit)
 from uffdtrace.diagnose import PinTable, diagnose
 from uffdtrace.enrich import Enrichment, Vma
 from uffdtrace.native import lib
@@ -26,6 +27,7 @@ from uffdtrace.tracefile import TraceWriter
 from uffdtrace.traceschema import strict_schema
 from uffdtrace import vmaflags
 from uffdtrace.walkstate import WalkedPage
+from uffdtrace.walkuffd import UffdState
 from uffdtrace.walkvma import WalkedVma
 
 L = lib()
@@ -509,6 +511,41 @@ KERNEL_ROWS += [
         note="move_pages() returned -EEXIST"),
 ]
 
+
+# -- mmap_changing from the uffd's own state at exit (bpf/ut_uffdstate.h) --
+REMOVER = UffdEventCulprit("remove", 100, 101, "madviser")
+FORKER = UffdEventCulprit("fork", 100, 100, "[x]'\\")   # untrusted comm, as sent
+
+
+def uffd_at_exit(err=E.EAGAIN, *, mmap_changing=1, pending=(REMOVER,), where="read",
+                 more=False, **kw):
+    """A failed move whose uffd was read before it returned (and, as the
+    program does for every failure, its pages)."""
+    ev = at_exit(err, **kw)
+    state = UffdState(mmap_changing, where, len(pending), more, tuple(pending))
+    return replace(ev, flags=ev.flags | L.UT_F_UFFD_AT_EXIT, uffd_state=state)
+
+
+UFFD_ROWS = [
+    Row("EAGAIN, nothing moved, an unread REMOVE: observed, its raiser the culprit",
+        uffd_at_exit(), None, "mmap_changing", "observed", culprit=UffdEventCulprit,
+        note="mmap_changing = 1 at exit"),
+    Row("two unread events: the oldest is the culprit, the other in the notes", uffd_at_exit(
+        mmap_changing=2, pending=(FORKER, REMOVER), more=True), None, "mmap_changing",
+        "observed", culprit=UffdEventCulprit, note="UFFD_EVENT_REMOVE raised by pid 100 tid 101"),
+    Row("counter up, the queue raced empty: observed, no culprit", uffd_at_exit(
+        pending=(), where="raced"), None, "mmap_changing", "observed",
+        note="changed while it was read"),
+    Row("counter back at 0 by exit: says nothing, the errno decides", uffd_at_exit(
+        mmap_changing=0, pending=()), None, "mmap_changing", "errno"),
+    Row("the fd's context not found: the errno decides", uffd_at_exit(
+        mmap_changing=0, pending=(), where="no_ctx"), None, "mmap_changing", "errno"),
+    Row("kernel tier: the uffd state names who raised it", uffd_at_exit(
+        move_unwritten=True, kernel=True), None, "mmap_changing", "observed",
+        culprit=UffdEventCulprit),
+]
+
+
 @pytest.fixture(scope="module")
 def strict():
     return jsonschema.Draft7Validator(strict_schema())
@@ -569,6 +606,18 @@ def test_vmas_at_exit_rule(row, strict, tmp_path):
         assert record["src_vma_state"]["where"] == e.src_vma_state.where_name.lower()
         assert record["dst_vma_state"]["vm_flag_names"] == sorted(
             e.dst_vma_state.vm_flag_names)
+
+
+@pytest.mark.parametrize("row", UFFD_ROWS, ids=lambda r: r.name)
+def test_uffd_at_exit_rule(row, strict, tmp_path):
+    d, record = check(row, strict, tmp_path)
+    e = row.event
+    assert record["uffd_state"] == e.uffd_state.to_json()
+    assert UffdState.from_json(record["uffd_state"]) == e.uffd_state
+    if d.culprit is not None:
+        assert d.culprit == e.uffd_state.pending[0]
+        assert record["diagnosis"]["culprit"] == {"kind": "uffd_event", **{
+            k: getattr(d.culprit, k) for k in ("event", "pid", "tid", "comm")}}
 
 
 @pytest.mark.parametrize("row", KERNEL_ROWS, ids=lambda r: r.name)

@@ -61,9 +61,30 @@ def test_move_event_every_field_from_its_offset():
             nested = getattr(rec, f.name)
             assert isinstance(getattr(e, f.name), NESTED[f.name])
             _same_nested(getattr(e, f.name), nested)
+        elif f.name == "uffd_state":     # arrays of structs: its own test below
+            assert e.uffd_state is not None
         elif f.name not in ("comm", "pinner_comm"):
             assert getattr(e, f.name) == getattr(rec, f.name), f.name
     assert e.comm == "mover" and e.pinner_comm == "pinner"
+
+
+def test_uffd_state_pending_events_from_their_offsets():
+    L = lib()
+    events = [{"pid": 1000 + i, "tid": 2000 + i, "event": L.UFFD_EVENT_FORK + i,
+               "comm": f"raiser{i}".encode() + b"\0junk"} for i in range(L.UT_UFFD_PENDING_MAX)]
+    state = {"mmap_changing": 3, "where": L.UT_USW_READ, "queued": 6, "more": 1,
+             "events": events}
+    _, raw, size = _record("struct ut_move_event", {"type": L.UT_EV_MOVE, "ret": -11,
+                                                    "uffd_state": state})
+    us = decode(raw[:size]).uffd_state
+    assert (us.mmap_changing, us.where, us.queued, us.more) == (3, "read", 6, True)
+    # the first UT_UFFD_PENDING_MAX of the 6 queued, in queue order
+    assert [(p.pid, p.tid, p.event, p.comm) for p in us.pending] == [
+        (1000, 2000, "fork", "raiser0"), (1001, 2001, "remap", "raiser1"),
+        (1002, 2002, "remove", "raiser2"), (1003, 2003, "unmap", "raiser3")]
+    # a move whose uffd was never read carries none
+    _, raw, size = _record("struct ut_move_event", {"type": L.UT_EV_MOVE, "ret": -11})
+    assert decode(raw[:size]).uffd_state is None
 
 
 def test_decoded_move_is_still_frozen_and_comparable():

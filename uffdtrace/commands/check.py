@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from . import command_parser
-from ..movecheck import CENSUS_KINDS, CENSUS_LABELS, CHECK_EVIDENCE, CensusResult, CheckResult, \
-    census, check
+from ..census import CENSUS_KINDS, CENSUS_LABELS, CensusResult, census
+from ..movecheck import CHECK_EVIDENCE, CheckResult, check
 from ..errors import UserError
 from ..native import PAGE_SIZE, lib
 from ..textsafe import one_line, printable
@@ -24,10 +24,12 @@ examples:
 
 ADDR and LEN take hex or decimal, LEN also K, M, G suffixes (KiB...).
 Each verdict carries its evidence: observed (what the kernel exports:
-pagemap, kpageflags, VmFlags, io_uring fdinfo) or inferred (what it does
-not: anon-exclusive, the refcount, a swap entry's exclusive bit, PMD
-mapping).  Without root, PFNs read 0 and kpageflags cannot be opened: the
-output says what could not be seen.
+pagemap, kpageflags, VmFlags, io_uring fdinfo; and, as root, what a BPF
+program reads in the kernel for the range's pages: PageAnonExclusive,
+folio_maybe_dma_pinned(), refcount) or inferred (what neither shows: a swap
+entry's exclusive bit, PMD mapping, which uffd an unread event is on).
+Without root, PFNs read 0, kpageflags cannot be opened and the kernel view
+is off: the output says what could not be seen.
 
 exit status: 0 when the move would move every byte (or, for --census,
 always), 1 when it would fail or stop part way, 2 on bad usage.
@@ -72,6 +74,9 @@ def add_parser(sub):
     p.add_argument("--census", action="store_true",
                    help="bytes per verdict of every private anonymous VMA, the largest "
                    "blockers and how to fix each class")
+    p.add_argument("--no-kernel-view", dest="kernel_view", action="store_false", default=None,
+                   help="judge from /proc alone: do not read anon-exclusive and pins in "
+                   "the kernel (BPF; root; ~2 s to compile)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
@@ -90,7 +95,7 @@ def run(args) -> int:
         mode |= lib().UFFDT_MOVE_MODE_ALLOW_SRC_HOLES
     result = check(args.pid, _number(args.addr), _number(args.len),
                    dst=_number(args.dst) if args.dst else None, mode=mode,
-                   caller=args.caller)
+                   caller=args.caller, kernel_view=args.kernel_view)
     print(json.dumps(result.to_json(), indent=2) if args.json else render(result))
     p = result.prediction
     return 0 if p.errno is None and not p.hangs else 1
@@ -139,8 +144,7 @@ def render(r: CheckResult) -> str:
                 out.append(f"      how: {rem['fix']}")
     for note in r.notes:
         out.append(f"note: {note}")
-    out.append("NOT VISIBLE from /proc here:")
-    out.extend(f"  - {u}" for u in r.unseen)
+    out += _unseen_lines(r.unseen)
     out.append("evidence: " + "; ".join(f"{k}: {v}" for k, v in CHECK_EVIDENCE.items()))
     return "\n".join(out)
 
@@ -182,6 +186,11 @@ def render_census(c: CensusResult) -> str:
             out.append(f"  {kind} ({size(f['bytes'])}): {f.get('remedy', '')}")
             if f.get("fix"):
                 out.append(f"      how: {f['fix']}")
-    out += ["", f"read {c.pages_read} pagemap entries", "NOT VISIBLE from /proc here:"]
-    out.extend(f"  - {u}" for u in c.unseen)
+    out += ["", f"read {c.pages_read} pagemap entries", *_unseen_lines(c.unseen)]
     return "\n".join(out)
+
+
+def _unseen_lines(unseen: list[str]) -> list[str]:
+    if not unseen:
+        return ["NOT VISIBLE here: nothing this check needs"]
+    return ["NOT VISIBLE here:", *(f"  - {u}" for u in unseen)]

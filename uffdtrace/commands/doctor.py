@@ -66,6 +66,7 @@ def render(c: Capabilities) -> str:
             f"attach {'/'.join(how) or 'no'}")
     add(f"  state at exit     {c.state_reader}")
     add(f"  VMAs at exit      {c.vma_reader}")
+    add(f"  uffd at exit      {c.uffd_reader}")
     add(f"  stacks (--stacks) {c.stacks}")
     add("  kernel layout (offsets, enum values and maple-tree facts the BPF code reads, "
         "from this kernel's BTF):")

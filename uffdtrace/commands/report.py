@@ -249,6 +249,22 @@ def _ksm(s: dict) -> list[str]:
     return lines
 
 
+def _unread_events(s: dict) -> list[str]:
+    rows = s.get("unread_events") or []
+    if not rows:
+        return []
+    lines = ["", "UNREAD UFFD EVENTS (mmap_changing: moves refused until the monitor reads them)"]
+    for r in rows:
+        by = r["raised_by"]
+        lines.append(f"  UFFD_EVENT_{r['event'].upper()} raised by "
+                     f"{proc(by['pid'], by['comm'])} tid {by['tid']}: "
+                     f"blocked {plural(r['blocked_moves'], 'move')} of {proc(r['pid'], r['comm'])}"
+                     f" from {r['first_s']:.6f} s" + (
+                         f", unread for at least {r['unread_at_least_ms']:g} ms"
+                         if r["unread_at_least_ms"] is not None else ""))
+    return lines
+
+
 def _drops(s: dict) -> list[str]:
     d = s["drops"]
     if "ringbuf_drops" not in d:
@@ -279,5 +295,5 @@ def _drops(s: dict) -> list[str]:
 
 def render(s: dict) -> str:
     lines = _header(s) + _totals(s) + _processes(s) + _causes(s) + _latencies(s) + _tlb(s) \
-        + _pinners(s) + _ksm(s) + _drops(s)
+        + _pinners(s) + _ksm(s) + _unread_events(s) + _drops(s)
     return "\n".join(lines)

@@ -120,6 +120,27 @@ OFFSETS = (
            required=False),
     Offset("FDTABLE_FD", "fdtable", ("fd",), "the moving fd's file (VMA reader)",
            required=False),
+    # the uffd reader (bpf/ut_uffdstate.h): mmap_changing and the events
+    # queued on ctx->event_wqh, each a userfaultfd_wait_queue on the stack
+    # of the thread that raised it
+    Offset("UFFD_CTX_MMAP_CHANGING", "userfaultfd_ctx", ("mmap_changing",),
+           "mmap_changing of the moving uffd (uffd reader)", required=False),
+    Offset("UFFD_CTX_EVENT_WQH_HEAD", "userfaultfd_ctx", ("event_wqh.head",),
+           "the queue of unread non-cooperative events (uffd reader)", required=False),
+    Offset("WQ_ENTRY_PRIVATE", "wait_queue_entry", ("private",),
+           "the thread waiting for its event to be read (uffd reader)", required=False),
+    Offset("WQ_ENTRY_ENTRY", "wait_queue_entry", ("entry",),
+           "the queue's list links (uffd reader)", required=False),
+    Offset("UWQ_MSG_EVENT", "userfaultfd_wait_queue", ("msg.event",),
+           "the event's type, UFFD_EVENT_* (uffd reader)", required=False),
+    Offset("UWQ_WQ", "userfaultfd_wait_queue", ("wq",),
+           "the event's queue entry (uffd reader)", required=False),
+    Offset("TASK_PID", "task_struct", ("pid",), "the raising thread (uffd reader)",
+           required=False),
+    Offset("TASK_TGID", "task_struct", ("tgid",), "the raising process (uffd reader)",
+           required=False),
+    Offset("TASK_COMM", "task_struct", ("comm",), "the raising thread's name (uffd reader)",
+           required=False),
 )
 
 
@@ -192,6 +213,10 @@ VMA_READER_FACTS = ("TASK_MM", "MM_MT_ROOT", "MT_NODE_PARENT", "MT_R64_PIVOT", "
                     "VMA_VM_OPS", "VMA_UFFD_CTX", "VMA_ANON_VMA", "VMA_VM_FILE")
 UFFD_CTX_FACTS = ("TASK_FILES", "FILES_FDT", "FDTABLE_MAX_FDS", "FDTABLE_FD",
                   "FILE_PRIVATE_DATA")
+# What the uffd reader (bpf/ut_uffdstate.h) needs besides UFFD_CTX_FACTS.
+UFFD_READER_FACTS = UFFD_CTX_FACTS + (
+    "UFFD_CTX_MMAP_CHANGING", "UFFD_CTX_EVENT_WQH_HEAD", "WQ_ENTRY_PRIVATE", "WQ_ENTRY_ENTRY",
+    "UWQ_MSG_EVENT", "UWQ_WQ", "TASK_PID", "TASK_TGID", "TASK_COMM")
 
 # include/linux/swap.h: swap types [0, MAX_SWAPFILES) are swap devices; above
 # them, in this order: one hwpoison type (CONFIG_MEMORY_FAILURE), three

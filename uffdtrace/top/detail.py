@@ -4,7 +4,7 @@ remedies come from the taxonomy, so they read the same everywhere."""
 from __future__ import annotations
 
 from .. import records, stacks
-from ..culprits import KsmCulprit, PinCulprit
+from ..culprits import KsmCulprit, PinCulprit, UffdEventCulprit
 from ..native import lib
 from ..taxonomy import CAUSES, EVIDENCE_MEANING
 from ..textsafe import printable
@@ -97,6 +97,9 @@ def _culprit(d: dict, t0_ns: int | None) -> Section:
         lines += [("pinned", when(c.ts_ns)), ("seen by", printable(c.source))]
         lines += _stack_lines(c.stack, "pinner stack")
         return "Culprit", lines
+    if isinstance(c, UffdEventCulprit):
+        return "Culprit", [("event", f"UFFD_EVENT_{c.event.upper()}, unread by the monitor"),
+                           ("raised by", f"pid {c.pid} tid {c.tid} ({printable(c.comm)})")]
     if isinstance(c, KsmCulprit):
         who = "KSM (ksmd)" + (f", pid {c.ksmd_pid}" if c.ksmd_pid is not None else "")
         return "Culprit", [("merged by", who), ("merged", when(c.merged_ts_ns))]

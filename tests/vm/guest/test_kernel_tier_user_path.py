@@ -88,6 +88,14 @@ def test_every_scenario_recorded_observed_with_its_cause(recorded):
             assert c["method"].startswith("pin_user_pages"), c
         if call["scenario"] == "ksm" and m["ret"]:
             assert d["culprit"]["kind"] == "ksm"
+        if call["scenario"] == "mmap_changing":
+            # the uffd's unread event, read at exit: who raised it
+            (pending,) = [s["pending_event"] for s in call["setup"]
+                          if s["scenario"] == "mmap_changing"]
+            c = d["culprit"]
+            assert (c["kind"], c["event"], c["pid"], c["tid"]) == \
+                ("uffd_event", "remove", call["pid"], pending["tid"]), c
+            assert m["uffd_state"]["mmap_changing"] == 1, m["uffd_state"]
 
 
 def test_report_text_and_json(recorded):
