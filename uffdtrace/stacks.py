@@ -114,19 +114,20 @@ def issued_by(stack: dict | None, frames: int = ISSUER_FRAMES) -> str | None:
     first = issuer_frame(stack)
     if first is None:
         return None
-    chain = user[user.index(first):]
-    names = [function(fr) or frame_label(fr) for fr in chain[:frames]]
-    return " ← ".join(names) + (" ← …" if len(chain) > frames else "")
+    return _chain(user[user.index(first):], frames)
 
 
 def kernel_path(stack: dict | None, frames: int = ISSUER_FRAMES) -> str | None:
     """The innermost kernel frames, "pin_user_pages_fast ← ...": the path a
     GUP hook saw a pin taken on (None: no kernel frame)."""
     kernel = [fr for fr in (stack or {}).get("frames", ()) if fr["space"] == "kernel"]
-    if not kernel:
-        return None
-    names = [function(fr) or frame_label(fr) for fr in kernel[:frames]]
-    return " ← ".join(names) + (" ← …" if len(kernel) > frames else "")
+    return _chain(kernel, frames) if kernel else None
+
+
+def _chain(frames: list[dict], n: int) -> str:
+    """The first n frames' functions, innermost first, "a ← b ← …"."""
+    names = [function(fr) or frame_label(fr) for fr in frames[:n]]
+    return " ← ".join(names) + (" ← …" if len(frames) > n else "")
 
 
 def args(stack: dict | None) -> dict:
