@@ -22,12 +22,13 @@ from .tracers import (Untraced, bpftrace_one_liner, hook_floor, uffdtrace_all,
                       uffdtrace_sampled)
 from .workloads import bystander_workloads, move_workloads
 
-SECTIONS = ["move-overhead", "bystander", "collector", "failure-rate", "startup", "kernel-tier",
-            "kernel-paths", "hook-costs", "census"]
+SECTIONS = ["move-overhead", "bystander", "collector", "failure-rate", "stacks", "startup",
+            "kernel-tier", "kernel-paths", "hook-costs", "census"]
 DEFAULT_SAMPLE = 100
 SECTION_TITLES = {
     "move-overhead": "move overhead", "bystander": "bystander overhead",
     "collector": "collector throughput", "failure-rate": "failure recording rate",
+    "stacks": "--stacks: failure recording with and without stacks",
     "startup": "startup", "kernel-tier": "kernel tier: move and bystander overhead",
     "kernel-paths": "kernel paths of the bystanders", "hook-costs": "hook costs",
     "census": "census of a multi-GiB process",
@@ -149,6 +150,10 @@ def _run_section(name: str, args, tier: str, tier_reason: str) -> tuple[dict, li
     if name == "failure-rate":
         return failures.run(args.seconds * 5, max(1, args.reps // 3), log,
                             tuple(args.uffdtrace_arg)), []
+    if name == "stacks":
+        return failures.run(args.seconds * 5, max(1, args.reps // 3), log,
+                            plan=failures.stacks_configs(tuple(args.uffdtrace_arg)),
+                            rates=failures.STACK_RATES), []
     if name == "startup":
         return startup.run(max(3, args.reps // 2), log), []
     if name == "kernel-tier":
@@ -168,7 +173,7 @@ def _run_section(name: str, args, tier: str, tier_reason: str) -> tuple[dict, li
 
 # The table's order: what a reader looks for first.
 RENDER_ORDER = ["census", "move-overhead", "kernel-tier", "bystander", "kernel-paths",
-                "collector", "failure-rate", "startup", "hook-costs"]
+                "collector", "failure-rate", "stacks", "startup", "hook-costs"]
 
 
 def render(results: dict) -> list[str]:
@@ -204,6 +209,8 @@ def render_section(name: str, results: dict) -> list[str]:
         return report.collector(data)
     if name == "failure-rate":
         return report.failure_rate(data)
+    if name == "stacks":
+        return report.stacks(data)
     if name == "startup":
         return report.startup(data)
     if name == "hook-costs":

@@ -91,6 +91,51 @@ def configs(extra: tuple[str, ...] = ()) -> list[tuple[Uffdtrace, tuple[str, ...
              ("eexist",))]
 
 
+# --stacks side by side: a stack walk per failure sent, so storms whose
+# every failure is sent (coalescing off; failures that differ in turn)
+STACK_RATES = [10_000, 50_000, 0]
+
+
+def stacks_configs(extra: tuple[str, ...] = ()) -> list[tuple[Uffdtrace, tuple[str, ...]]]:
+    """Failure recording without and with --stacks, on the storms where
+    every failure is sent (and so takes its stacks): EEXIST with coalescing
+    off, and the three kinds in turn (as uffdtrace records by default)."""
+    pid = ("-p", str(os.getpid()))
+    each = ("--coalesce-ms", "0")
+    return [(Uffdtrace("each", "uffdtrace record --coalesce-ms 0", (*each, *pid, *extra),
+                       keep_moves=True), ("eexist",)),
+            (Uffdtrace("each-stacks", "uffdtrace record --coalesce-ms 0 --stacks",
+                       (*each, "--stacks", *pid, *extra), keep_moves=True), ("eexist",)),
+            (Uffdtrace("default", "uffdtrace record", (*pid, *extra), keep_moves=True),
+             ("mixed",)),
+            (Uffdtrace("stacks", "uffdtrace record --stacks", ("--stacks", *pid, *extra),
+                       keep_moves=True), ("mixed",))]
+
+
+# (without, with) --stacks: the pairs stacks_cost() compares
+STACK_PAIRS = [("each", "each-stacks", "eexist"), ("default", "stacks", "mixed")]
+
+
+def stacks_cost(res: dict) -> list[dict]:
+    """What --stacks adds per failure, from the flat-out points of each
+    pair: in the failing thread (its moves' time, BPF included) and in the
+    collector (CPU per failure recorded)."""
+    flat = {(r["config"], r["storm"]): r for r in res["rows"] if r["target_rate"] == 0}
+    out = []
+    for plain, stacked, storm in STACK_PAIRS:
+        a, b = flat.get((plain, storm)), flat.get((stacked, storm))
+        if a is None or b is None or not a["achieved_rate"] or not b["achieved_rate"]:
+            continue
+        out.append({"storm": storm, "storm_label": a["storm_label"], "without": a["label"],
+                    "with": b["label"],
+                    "thread_us": (1e6 / b["achieved_rate"]) - (1e6 / a["achieved_rate"]),
+                    "thread_us_without": 1e6 / a["achieved_rate"],
+                    "collector_us": b["collector_us"] - a["collector_us"],
+                    "collector_us_without": a["collector_us"],
+                    "lossless": (a["lossless_all"], b["lossless_all"])})
+    return out
+
+
 @dataclass
 class Point:
     config: str
@@ -147,9 +192,10 @@ def _point(tracer: Uffdtrace, storm: FailureStorm, rate: int, count: int) -> Poi
 
 
 def run(seconds: float, reps: int, log: Callable[[str], None], extra: tuple[str, ...] = (),
-        rates: list[int] = RATES) -> dict:
+        rates: list[int] = RATES, plan: list | None = None) -> dict:
+    """plan: the recorders and their storms (default: configs(extra))."""
     seconds = max(seconds, MIN_SECONDS)
-    plan = configs(extra)
+    plan = configs(extra) if plan is None else plan
     skipped = {t.key: why for t, _ in plan if (why := t.unavailable())}
     by_key = {s.key: s for s in storms()}
     points: dict[tuple[str, str, int], list[Point]] = {}

@@ -138,8 +138,8 @@ def failure_figures(res: dict) -> list[dict]:
              "rate": lossless_rate(rows)} for (config, storm), rows in groups.items()]
 
 
-def failure_rate(res: dict) -> list[str]:
-    lines = [f"Failure recording (paced storms of one failing 4 KiB move; {res['seconds']:g} s per "
+def failure_rate(res: dict, title: str = "Failure recording") -> list[str]:
+    lines = [f"{title} (paced storms of one failing 4 KiB move; {res['seconds']:g} s per "
              f"point, {res['reps']} repetition(s); `-p` = the bench process; rates above the "
              "first that lost a failure are not run)"]
     rows = [["", "", "target", "achieved", "recorded/made", "drops", "diagnosed as",
@@ -160,6 +160,21 @@ def failure_rate(res: dict) -> list[str]:
         lines.append(f"    {_with_tier(f['label'], f['tier'])}, {f['storm_label']}: "
                      f"{si(f['rate'], '/s') if f['rate'] else 'none (the lowest rate lost)'}")
     lines += [f"  ! {p}" for p in res["problems"]]
+    return lines
+
+
+def stacks(res: dict) -> list[str]:
+    """--stacks side by side (bench/failures.py stacks_configs)."""
+    from .failures import stacks_cost   # noqa: PLC0415  (report.py imports no section)
+
+    lines = failure_rate(res, "--stacks: failure recording with and without stacks")
+    lines.append("  what --stacks adds per failure sent (flat out):")
+    for c in stacks_cost(res):
+        lost = "" if all(c["lossless"]) else " (a flat-out point lost failures: a bound only)"
+        lines.append(f"    {c['storm_label']}: {c['thread_us']:+.2f} us in the failing thread "
+                     f"(of {c['thread_us_without']:.2f} us without), "
+                     f"{c['collector_us']:+.1f} us of collector CPU "
+                     f"(of {c['collector_us_without']:.1f} us without){lost}")
     return lines
 
 

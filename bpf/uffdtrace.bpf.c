@@ -112,6 +112,17 @@
 #define UT_OVERFLOW_MAX 4096
 #endif
 #define UT_MAX_IOVECS 16
+/* --stacks: the user stack of each sent failure's caller and of each
+ * long-term pinner (+ the pinner's kernel stack in the kernel tier).  Off:
+ * no map, no helper call, nothing taken (struct ut_stack_ids stays zero). */
+#ifndef UT_STACKS
+#define UT_STACKS 0
+#endif
+/* distinct stacks the map holds; the collector deletes the ids it has
+ * resolved once half of them are used (uffdtrace/stacks.py) */
+#ifndef UT_STACK_ENTRIES
+#define UT_STACK_ENTRIES 4096
+#endif
 /* io_uring's uapi (opcodes, struct io_uring_rsrc_register offsets) comes as
  * UT_IORING_* from uffdtrace/bpfprog.py, which reads the system's
  * <linux/io_uring.h> through cffi: the kernel's own uapi/linux/io_uring.h
@@ -148,6 +159,34 @@ BPF_TABLE("lru_hash", u64, struct ut_ksm_merge, ksm_merges, 65536);
 BPF_PERCPU_ARRAY(sample_countdown, u64, 1);
 /* processes being traced when following a command and its children */
 BPF_HASH(traced, u32, u8, 65536);
+#if UT_STACKS
+BPF_STACK_TRACE(stack_traces, UT_STACK_ENTRIES);
+
+/* The calling thread's stacks into `s` (struct ut_stack_ids): its user
+ * stack, its kernel stack if `kernel`, and the words at its user stack
+ * pointer.  `ctx` is the program's context (what bpf_get_stackid needs).
+ * Only for records that are sent: a failure storm coalesced into a run
+ * pays for one stack, not one per failure. */
+static __always_inline void take_stacks(void *ctx, struct ut_stack_ids *s, int kernel)
+{
+	/* the user registers the thread entered the kernel with */
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	u64 sp = 0;
+
+	s->flags = UT_STACK_USER;
+	s->user_id = stack_traces.get_stackid(ctx, BPF_F_USER_STACK);
+	s->kernel_id = 0;
+	if (kernel) {
+		s->kernel_id = stack_traces.get_stackid(ctx, 0);
+		s->flags |= UT_STACK_KERNEL;
+	}
+	if (!bpf_probe_read_kernel(&sp, sizeof(sp), &regs->sp) && sp &&
+	    !bpf_probe_read_user(s->sp_words, sizeof(s->sp_words), (void *)sp))
+		s->flags |= UT_STACK_SP_WORDS;
+	else
+		__builtin_memset(s->sp_words, 0, sizeof(s->sp_words));
+}
+#endif
 
 /* Per-CPU counters: tracepoint programs do not nest on a CPU, so a plain
  * add is exact.  Returns the new value. */
@@ -588,8 +627,19 @@ static __always_inline void move_begin(u32 fd, u64 argp)
 	rec->ev.type = UT_EV_MOVE;   /* last: the record is now in flight */
 }
 
-/* The thread's move ends with `ret`: complete the record, count it, send it. */
-static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
+/* Send the finished move; a failure with its caller's stacks. */
+static __always_inline void move_send(void *ctx, struct ut_move_inflight *rec)
+{
+#if UT_STACKS
+	if (rec->ev.ret < 0)
+		take_stacks(ctx, &rec->ev.stack_ids, 0);
+#endif
+	send_move(&rec->ev);
+}
+
+/* The thread's move ends with `ret`: complete the record, count it, send it.
+ * `ctx`: the calling program's context. */
+static __always_inline void move_end(void *ctx, struct ut_move_inflight *rec, s64 ret)
 {
 	rec->ev.latency_ns = bpf_ktime_get_ns() - rec->ev.ts_ns;
 	rec->ev.ret = ret;
@@ -640,9 +690,9 @@ static __always_inline void move_end(struct ut_move_inflight *rec, s64 ret)
 
 #if UT_RUN_MAX_NS
 	if (!run_account(rec))
-		send_move(&rec->ev);
+		move_send(ctx, rec);
 #else
-	send_move(&rec->ev);
+	move_send(ctx, rec);
 #endif
 #if UT_STATE_AT_EXIT || UT_VMAS_AT_EXIT
 	/* what a failure read at exit: zero again for the next move */
@@ -670,7 +720,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_ioctl)
 	struct ut_move_inflight *rec = current_move();
 
 	if (rec)
-		move_end(rec, args->ret);
+		move_end(args, rec, args->ret);
 	return 0;
 }
 #endif
@@ -791,7 +841,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 	return 0;
 }
 
-static __always_inline void send_pin(u32 type, u32 fd, u32 opcode, u32 index, u64 addr, u64 len)
+static __always_inline void send_pin(u32 type, u32 fd, u32 opcode, u32 index, u64 addr, u64 len,
+				    const struct ut_stack_ids *stack)
 {
 	struct ut_pin_event *e = events.ringbuf_reserve(sizeof(struct ut_pin_event));
 	u64 id = bpf_get_current_pid_tgid();
@@ -812,6 +863,7 @@ static __always_inline void send_pin(u32 type, u32 fd, u32 opcode, u32 index, u6
 	e->method = UT_PIN_IO_URING_REGISTER;
 	e->gup_flags = 0;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	__builtin_memcpy(&e->stack_ids, stack, sizeof(e->stack_ids));
 	events.ringbuf_submit(e, 0);
 	stat_add(UT_STAT_PINS_SEEN, 1);
 }
@@ -825,10 +877,12 @@ TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_register)
 	u32 opcode = args->opcode, fd = args->fd, nr = args->nr_args;
 	u64 iovecs = (u64)args->arg;
 
+	struct ut_stack_ids stack = {};
+
 	if (!wanted(id >> 32, (u32)id))
 		return 0;
 	if (opcode == UT_IORING_UNREGISTER_BUFFERS) {
-		send_pin(UT_EV_UNPIN, fd, opcode, 0, 0, 0);
+		send_pin(UT_EV_UNPIN, fd, opcode, 0, 0, 0, &stack);
 		return 0;
 	}
 	if (opcode == UT_IORING_REGISTER_BUFFERS2) {
@@ -841,6 +895,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_register)
 	} else if (opcode != UT_IORING_REGISTER_BUFFERS) {
 		return 0;
 	}
+#if UT_STACKS
+	/* the registering thread's: its kernel stack is only the syscall entry */
+	take_stacks(args, &stack, 0);
+#endif
 #pragma unroll
 	for (u32 i = 0; i < UT_MAX_IOVECS; i++) {
 		struct iovec iov = {};
@@ -849,7 +907,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_io_uring_register)
 			break;
 		if (bpf_probe_read_user(&iov, sizeof(iov), (void *)(iovecs + i * sizeof(iov))))
 			break;
-		send_pin(UT_EV_PIN, fd, opcode, i, (u64)iov.iov_base, iov.iov_len);
+		send_pin(UT_EV_PIN, fd, opcode, i, (u64)iov.iov_base, iov.iov_len, &stack);
 	}
 	return 0;
 }

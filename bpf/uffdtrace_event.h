@@ -43,6 +43,30 @@
 #define UT_PIN_METHOD_MASK 0xff
 #define UT_PIN_LONGTERM 0x100          /* or'ed in: FOLL_LONGTERM was asked for */
 
+/*
+ * Who issued it (--stacks, UT_STACKS): the stacks of a sent failure's
+ * caller and of a long-term pinner, as ids in the `stack_traces` map
+ * (BPF_STACK_TRACE), which the collector resolves and symbolizes.  All
+ * zero when stacks were not asked for.
+ */
+/* ut_stack_ids.flags: what was taken */
+#define UT_STACK_USER 0x1     /* user_id: bpf_get_stackid(BPF_F_USER_STACK)'s result */
+#define UT_STACK_KERNEL 0x2   /* kernel_id: bpf_get_stackid()'s result, the kernel stack */
+#define UT_STACK_SP_WORDS 0x4 /* sp_words were read at the user stack pointer */
+
+struct ut_stack_ids {
+	/* The words at the user stack pointer in the syscall.  A syscall
+	 * wrapper (glibc's ioctl(), syscall()) keeps no frame pointer, so a
+	 * frame-pointer walk goes from it straight to its caller's caller:
+	 * the function that made the call is skipped.  Its return address is
+	 * among these words, where the wrapper's unwind table (.eh_frame) says
+	 * (uffdtrace/cfi.py): glibc 2.36's ioctl() keeps 0x58 bytes below it. */
+	__u64 sp_words[16];
+	__s32 user_id;        /* a `stack_traces` id (>= 0), or -errno */
+	__s32 kernel_id;
+	__u32 flags;          /* UT_STACK_* */
+};
+
 /* indexes of the `stats` array map */
 #define UT_STAT_MOVES_ENTERED 0
 #define UT_STAT_EVENTS_SENT 1      /* move events sent (both ring buffers) */
@@ -280,6 +304,10 @@ struct ut_move_event {
 	struct ut_vma_state dst_vma_state;
 	/* UT_F_UFFD_AT_EXIT: the uffd's pending events (EAGAIN, nothing moved) */
 	struct ut_uffd_state uffd_state;
+	/* UT_STACKS: the caller's user stack, for a failure that is sent (a
+	 * run's first: its repeats take none, so a storm pays for one; the run
+	 * shape does not compare stacks) */
+	struct ut_stack_ids stack_ids;
 };
 
 /*
@@ -349,6 +377,10 @@ struct ut_pin_event {
 	__u32 method;           /* UT_PIN_* */
 	__u32 gup_flags;        /* FOLL_* the caller passed (GUP hooks) */
 	char comm[16];
+	/* UT_STACKS, pins only: the pinner's user stack, and its kernel stack
+	 * where a GUP hook saw the pin (the tracepoint tier's is only the
+	 * syscall entry: not taken) */
+	struct ut_stack_ids stack_ids;
 };
 
 /*

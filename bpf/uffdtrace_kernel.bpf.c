@@ -346,7 +346,7 @@ UT_ON_EXIT(userfaultfd_ioctl)
 	struct ut_move_inflight *rec = current_move();
 
 	if (rec)
-		move_end(rec, (s64)(long)UT_RET());
+		move_end(ctx, rec, (s64)(long)UT_RET());
 	return 0;
 }
 #endif
@@ -407,7 +407,7 @@ UT_ON_EXIT(split_folio_to_list)
  * released it.  Long-term pins are rare and decisive: reported as they
  * happen. */
 static __always_inline void ut_send_gup_pin(u32 type, struct ut_pinner *who, u64 ts_ns,
-					    u64 addr, u64 len)
+					    u64 addr, u64 len, const struct ut_stack_ids *stack)
 {
 	struct ut_pin_event *e = events.ringbuf_reserve(sizeof(struct ut_pin_event));
 
@@ -425,12 +425,14 @@ static __always_inline void ut_send_gup_pin(u32 type, struct ut_pinner *who, u64
 	e->method = who->method;
 	e->gup_flags = who->gup_flags;
 	__builtin_memcpy(e->comm, who->comm, sizeof(e->comm));
+	if (stack)
+		__builtin_memcpy(&e->stack_ids, stack, sizeof(e->stack_ids));
 	events.ringbuf_submit(e, 0);
 	stat_add(UT_STAT_PINS_SEEN, 1);
 }
 
-static __always_inline void ut_pinned(u32 method, u64 start, s64 pinned, u32 gup_flags,
-				      u64 pages)
+static __always_inline void ut_pinned(void *ctx, u32 method, u64 start, s64 pinned,
+				      u32 gup_flags, u64 pages)
 {
 	u64 id = bpf_get_current_pid_tgid();
 	u32 pid = id >> 32;
@@ -466,8 +468,14 @@ static __always_inline void ut_pinned(u32 method, u64 start, s64 pinned, u32 gup
 				ut_pins_tracked(1);
 		}
 	}
-	if (longterm)
-		ut_send_gup_pin(UT_EV_PIN, &who, who.ts_ns, start, (u64)pinned * UT_PAGE_SIZE);
+	if (longterm) {
+		struct ut_stack_ids stack = {};
+#if UT_STACKS
+		/* here, in the pinning call: who pinned, down to the kernel path */
+		take_stacks(ctx, &stack, 1);
+#endif
+		ut_send_gup_pin(UT_EV_PIN, &who, who.ts_ns, start, (u64)pinned * UT_PAGE_SIZE, &stack);
+	}
 }
 
 /* Each pin_user_pages* variant: its method code and where its arguments sit. */
@@ -475,7 +483,7 @@ static __always_inline void ut_pinned(u32 method, u64 start, s64 pinned, u32 gup
 	UT_SAVE_ARGS(fn)                                                       \
 	UT_ON_EXIT(fn)                                                         \
 	{                                                                      \
-		ut_pinned(method, UT_EXIT_ARG(fn, start_arg), (s64)(long)UT_RET(), \
+		ut_pinned(ctx, method, UT_EXIT_ARG(fn, start_arg), (s64)(long)UT_RET(), \
 			  (u32)UT_EXIT_ARG(fn, flags_arg), UT_EXIT_ARG(fn, pages_arg)); \
 		UT_EXIT_DONE(fn);                                              \
 		return 0;                                                      \
@@ -516,7 +524,7 @@ static __always_inline int ut_unpinned_page(u64 page, int report)
 		return 0;
 	report = report && (p->method & UT_PIN_LONGTERM);
 	if (report)
-		ut_send_gup_pin(UT_EV_UNPIN, p, bpf_ktime_get_ns(), p->uaddr, UT_PAGE_SIZE);
+		ut_send_gup_pin(UT_EV_UNPIN, p, bpf_ktime_get_ns(), p->uaddr, UT_PAGE_SIZE, 0);
 	if (!pinned_folios.delete(&folio))
 		ut_pins_tracked(-1);
 	return report;

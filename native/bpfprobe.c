@@ -95,6 +95,18 @@ int bpfp_attach_raw(int prog_fd, const char *name)
 	return sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &attr);
 }
 
+int bpfp_stack_map(uint32_t max_depth)
+{
+	union bpf_attr attr;
+
+	memset(&attr, 0, sizeof(attr));
+	attr.map_type = BPF_MAP_TYPE_STACK_TRACE;
+	attr.key_size = sizeof(uint32_t);
+	attr.value_size = max_depth * sizeof(uint64_t);
+	attr.max_entries = 1;
+	return sys_bpf(BPF_MAP_CREATE, &attr);
+}
+
 int bpfp_close(int fd)
 {
 	return close(fd) < 0 ? -errno : 0;

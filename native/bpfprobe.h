@@ -15,4 +15,7 @@ int bpfp_attach_kprobe(int prog_fd, int pmu_type, const char *func);
 /* BPF_RAW_TRACEPOINT_OPEN: a raw tracepoint by name, or (name == NULL) the
  * fentry/fexit target that was fixed at load time by attach_btf_id. */
 int bpfp_attach_raw(int prog_fd, const char *name);
+/* BPF_MAP_CREATE a one-entry stack-trace map (what --stacks needs), frames
+ * of max_depth words: a stack map needs the kernel's perf callchains. */
+int bpfp_stack_map(uint32_t max_depth);
 int bpfp_close(int fd);

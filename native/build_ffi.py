@@ -81,7 +81,11 @@ ffibuilder.set_source(
     """,
     sources=SOURCES,
     include_dirs=["."],
-    extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+    # -fno-omit-frame-pointer: `--stacks` walks user stacks by frame
+    # pointers (bpf_get_stackid); without them the walk stops in, or skips,
+    # the workload's own functions that issue each move.
+    extra_compile_args=["-O2", "-fno-omit-frame-pointer", "-Wall", "-Wextra",
+                        "-Wno-unused-parameter"],
 )
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def move_event(**kw) -> MoveEvent:
     # read only at the end of a failed move
     fields["src_state"] = fields["dst_state"] = None
     fields["src_vma_state"] = fields["dst_vma_state"] = fields["uffd_state"] = None
+    fields["stack_ids"] = None      # taken only with --stacks, for a sent failure
     fields.update(pid=100, tid=100, comm="mover", fd=3, ts_ns=T0 + 1_000_000,
                   latency_ns=5_000, dst=0x7f0000000000, src=0x7f1000000000, len=PAGE, mode=0,
                   ret=0, move=PAGE, move_before=0, flags=0, tlb_flushes=1, tlb_full_flushes=0,

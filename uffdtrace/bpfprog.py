@@ -21,6 +21,9 @@ DEFAULT_RINGBUF_PAGES = 1024
 # 100,000 moves/s, and a quarter of the ring's ~16,000 successes a CPU.
 WAKEUP_BATCH = 1024
 DEFAULT_COALESCE_MS = 100
+# distinct stacks the `stack_traces` map holds (--stacks): a stack is up to
+# 127 frames of 8 bytes, so 4096 of them take 4 MiB of locked memory
+STACK_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class ProgramConfig:
     # identical failures of a thread within this many ms are sent as one
     # move and one repeat count (struct ut_repeat_event); 0: each by itself
     coalesce_ms: int = DEFAULT_COALESCE_MS
+    # the caller's user stack of each sent failure, the pinner's of each
+    # long-term pin (--stacks; compiled out when off)
+    stacks: bool = False
 
 
 def defines(config: ProgramConfig, kernel_defines: dict[str, int] | None = None) -> dict:
@@ -49,6 +55,7 @@ def defines(config: ProgramConfig, kernel_defines: dict[str, int] | None = None)
         "UT_SUCCESS_RINGBUF_PAGES": config.success_ringbuf_pages,
         "UT_WAKEUP_BATCH": WAKEUP_BATCH,
         "UT_RUN_MAX_NS": config.coalesce_ms * 1_000_000,
+        "UT_STACKS": int(config.stacks), "UT_STACK_ENTRIES": STACK_ENTRIES,
         **io_uring_defines(),
         **(kernel_defines or {}),
     }

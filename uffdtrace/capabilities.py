@@ -114,6 +114,7 @@ class Capabilities:
     state_reader: str = "not probed"
     vma_reader: str = "not probed"      # the VMAs at exit (bpf/ut_vmastate.h)
     uffd_reader: str = "not probed"     # the uffd's pending events at exit (bpf/ut_uffdstate.h)
+    stacks: str = "not probed"          # --stacks (bpfcaps.probe_stacks)
 
     def to_json(self) -> dict:
         return {
@@ -132,6 +133,7 @@ class Capabilities:
             "attachable_functions": self.attachable_functions,
             "kernel_tier": self.kernel_plan.to_json() if self.kernel_plan else None,
             "kernel_layout": self.layout_lines,
+            "stacks": self.stacks,
             "state_at_exit": self.state_reader,
             "vmas_at_exit": self.vma_reader,
             "uffd_at_exit": self.uffd_reader,
@@ -215,6 +217,7 @@ def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities
     caps.kernel_plan = kernel_tier.plan(probed=probed)
     caps.layout_lines, caps.state_reader, caps.vma_reader, caps.uffd_reader = \
         _layout_and_readers(caps.euid == 0)
+    caps.stacks = bpfcaps.probe_stacks()
     decision = tiers.decide(caps.tier_facts(probed))
     caps.tier, caps.tier_reason = decision.tier, decision.reason
     caps.probe_seconds = time.monotonic() - started

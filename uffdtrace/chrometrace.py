@@ -24,7 +24,7 @@ from typing import IO
 
 import orjson
 
-from . import records
+from . import records, stacks
 from .culprits import PinCulprit
 from .taxonomy import CAUSES, cause_label
 from .tracereader import ReadStatus, iter_records
@@ -121,7 +121,7 @@ class ChromeTraceExporter:
                      "tlb_flushes": m["tlb_flushes"], "tlb_pages": m["tlb_pages"],
                      "mmap_lock_wait_ns": m["mmap_lock_wait_ns"],
                      "lock_wait_ns": m["lock_wait_ns"], "retries": m["retries"],
-                     "thp_splits": m["thp_splits"]}})
+                     "thp_splits": m["thp_splits"], **stacks.args(m.get("stack"))}})
         end_ns = m["ts_ns"] + m["latency_ns"]
         if failed:
             self._failure(m, d, cause, end_ns)
@@ -188,6 +188,7 @@ class ChromeTraceExporter:
         args = {"method": records.pin_label(p), "addr": _hex(p["addr"]), "len": p["len"]}
         if records.pin_registered_by_io_uring(p):
             args.update(io_uring_fd=p["fd"], index=p["index"])
+        args.update(stacks.args(p.get("stack")))
         self._emit({"name": name, "cat": "pin", "ph": "i", "s": "t", "pid": p["pid"],
                     "tid": p["tid"], "ts": self._us(p["ts_ns"]), "args": args})
 

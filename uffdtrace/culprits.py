@@ -9,7 +9,7 @@ tier has no ksmd pid -- is optional everywhere, never a KeyError somewhere.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # How a pin was seen (the schema's pin_culprit.source).
 PIN_REGISTRATION = "pin registration"   # io_uring_register(2) fixed buffers (tracepoint)
@@ -29,14 +29,20 @@ class PinCulprit:
     ts_ns: int | None = None             # when the pin was taken
     tid: int | None = None               # the pinning thread, where known
     range: tuple[int, int] | None = None  # (address, length) pinned, where known
+    # --stacks: the pinner's stack when it pinned (stacks.py), where the pin
+    # record had one; not part of what makes two culprits the same
+    stack: dict | None = field(default=None, compare=False)
 
     kind = "pin"
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "pid": self.pid, "tid": self.tid, "comm": self.comm,
-                "method": self.method, "longterm": self.longterm, "ts_ns": self.ts_ns,
-                "range": list(self.range) if self.range is not None else None,
-                "source": self.source}
+        out = {"kind": self.kind, "pid": self.pid, "tid": self.tid, "comm": self.comm,
+               "method": self.method, "longterm": self.longterm, "ts_ns": self.ts_ns,
+               "range": list(self.range) if self.range is not None else None,
+               "source": self.source}
+        if self.stack is not None:
+            out["stack"] = self.stack
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> PinCulprit:
@@ -44,7 +50,8 @@ class PinCulprit:
         return cls(pid=d["pid"], comm=d["comm"], method=d["method"],
                    longterm=bool(d.get("longterm", d.get("source") == PIN_REGISTRATION)),
                    source=d.get("source") or PIN_REGISTRATION, ts_ns=d.get("ts_ns"),
-                   tid=d.get("tid"), range=(rng[0], rng[1]) if rng else None)
+                   tid=d.get("tid"), range=(rng[0], rng[1]) if rng else None,
+                   stack=d.get("stack"))
 
     @property
     def method_label(self) -> str:

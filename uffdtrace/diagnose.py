@@ -73,7 +73,8 @@ def pin_culprit(pin: PinEvent) -> PinCulprit:
                       method=pin_method_name(pin.method & L.UT_PIN_METHOD_MASK),
                       longterm=registered or bool(pin.method & L.UT_PIN_LONGTERM),
                       source=PIN_REGISTRATION if registered else GUP_HOOK,
-                      ts_ns=pin.ts_ns, tid=pin.tid, range=(pin.addr, pin.len))
+                      ts_ns=pin.ts_ns, tid=pin.tid, range=(pin.addr, pin.len),
+                      stack=pin.stack)
 
 
 def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,

@@ -15,6 +15,7 @@ from functools import lru_cache
 from operator import itemgetter
 
 from .native import errno_name, ffi, lib
+from .stacks import StackIds
 from .walkstate import WalkedPage
 from .walkuffd import UffdState
 from .walkvma import WalkedVma
@@ -70,6 +71,9 @@ class MoveEvent:
     dst_vma_state: WalkedVma | None = None
     # UT_F_UFFD_AT_EXIT: the moving uffd's mmap_changing and unread events
     uffd_state: UffdState | None = None
+    # --stacks: the stack ids taken for a sent failure (None: none taken);
+    # resolved by the collector (TracedMove.stack), never written as such
+    stack_ids: StackIds | None = None
 
     @property
     def kernel_tier(self) -> bool:
@@ -110,6 +114,7 @@ class MoveEvent:
     def to_json(self) -> dict:
         # vars(), not asdict(): no recursive deep copy for a flat record.
         out = {**vars(self), "errno": self.errno}
+        del out["stack_ids"]   # ids of a map that dies with the session
         for name in ("src_state", "dst_state", "src_vma_state", "dst_vma_state", "uffd_state"):
             state = out[name]
             out[name] = state.to_json() if state is not None else None
@@ -132,9 +137,13 @@ class PinEvent:
     index: int
     method: int          # UT_PIN_* (bpf/uffdtrace_event.h)
     gup_flags: int
+    stack_ids: StackIds | None = None   # --stacks: as taken
+    stack: dict | None = None           # ... and resolved (stacks.py; the collector sets it)
 
     def to_json(self) -> dict:
-        return dict(vars(self))
+        out = dict(vars(self))
+        del out["stack_ids"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -195,7 +204,7 @@ _STRUCT_CODES = {"uint8_t": "B", "int8_t": "b", "uint16_t": "H", "int16_t": "h",
 # The Python class each nested C struct decodes to: by the struct's own
 # layout, or (a struct with arrays) by the class's from_bytes, through cffi.
 _NESTED = {"struct ut_page_state": WalkedPage, "struct ut_vma_state": WalkedVma,
-           "struct ut_uffd_state": UffdState}
+           "struct ut_uffd_state": UffdState, "struct ut_stack_ids": StackIds}
 _NESTED_FROM_BYTES = {"struct ut_uffd_state"}
 
 
@@ -216,8 +225,8 @@ def _record_format(ctype: str, end: int | None = None) -> tuple[str, list[str]]:
             break
         if field.offset > pos:
             fmt += f"{field.offset - pos}x"
-        if field.type.kind == "array":   # char[16]: task comms
-            fmt += f"{field.type.length}s"
+        if field.type.kind == "array":   # char[16]: task comms; other arrays as bytes
+            fmt += f"{F.sizeof(field.type)}s"
         elif field.type.kind == "struct":   # decoded by its own layout
             fmt += f"{F.sizeof(field.type)}s"
         else:
@@ -250,9 +259,11 @@ class _Layout:
         self.cls, self.order = cls, order
         # every dataclass field comes from the record: positional (fastest)
         self.positional = order == [f.name for f in fields(cls)]
-        # char arrays (comm, pinner_comm) are decoded as text
+        # char arrays (comm, pinner_comm) are decoded as text; other arrays
+        # (ut_stack_ids.sp_words) stay bytes, for their class to read
         self.text_at = [i for i, n in enumerate(order)
-                        if dict(ct.fields)[n].type.kind == "array"]
+                        if dict(ct.fields)[n].type.kind == "array"
+                        and dict(ct.fields)[n].type.item.cname == "char"]
         # nested structs by their own layout
         self.nested_at = [(i, _nested_layout(dict(ct.fields)[n].type.cname))
                           for i, n in enumerate(order)

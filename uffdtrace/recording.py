@@ -120,7 +120,7 @@ def write_header(records: TraceRecords, session: Session, command: list[str],
                    filters=filters(session, command, duration),
                    start_wall=session.started_wall, start_ktime_ns=session.started_ktime_ns,
                    success_sample=session.config.success_sample,
-                   coalesce_ms=session.config.coalesce_ms)
+                   coalesce_ms=session.config.coalesce_ms, stacks=session.config.stacks)
 
 
 def write_aggregates(records: TraceRecords, session: Session, elapsed_s: float,

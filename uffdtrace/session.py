@@ -21,10 +21,11 @@ import errno
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from . import bpfprog, kernel_tier, records, stateatexit, tiers, vma_evidence
+from .stacks import StackResolver
 from .diagnose import PinTable, diagnose
 from .diagnosis import Diagnosis
 from .enrich import Enrichment, enrich
@@ -66,11 +67,13 @@ class TracedMove:
     event: MoveEvent
     diagnosis: Diagnosis
     enrichment: Enrichment | None
+    stack: dict | None = None    # --stacks: who issued a failure (stacks.py)
 
     def to_json(self) -> dict:
         return {"type": "move", **self.event.to_json(),
                 "diagnosis": self.diagnosis.to_json(),
-                "enrichment": self.enrichment.to_json() if self.enrichment else None}
+                "enrichment": self.enrichment.to_json() if self.enrichment else None,
+                "stack": self.stack}
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ class Session:
                  success_ringbuf_pages: int = bpfprog.DEFAULT_RINGBUF_PAGES,
                  tier: str = "auto", kernel_hooks: str = "auto",
                  state_at_exit: bool = True, coalesce_ms: int = bpfprog.DEFAULT_COALESCE_MS,
-                 batch_successes: bool = False):
+                 batch_successes: bool = False, stacks: bool = False):
         """success_sample=N sends 1 in N successful moves (at random intervals) as
         events; every failure is sent; counters(), outcomes() and histograms()
         count every move whatever N is.  cost_stats=False leaves out the
@@ -145,7 +148,10 @@ class Session:
         coalesce_ms: a thread's identical failures within this time are sent
         as its first failure and one repeat count (TracedRepeat); 0: each.
         batch_successes: poll() hands successes back as SuccessBatch items
-        (see the module's docstring), else as one TracedMove each."""
+        (see the module's docstring), else as one TracedMove each.
+        stacks: take the caller's user stack of each failure sent and the
+        pinner's of each long-term pin, symbolized (TracedMove.stack,
+        PinEvent.stack; stacks.py)."""
         if not isinstance(success_sample, int) or success_sample < 1:
             raise UserError(f"success sampling must be a whole number >= 1, not {success_sample!r}")
         self.config = bpfprog.ProgramConfig(pid=pid, tid=tid, follow=follow,
@@ -154,7 +160,7 @@ class Session:
                                             cost_stats=cost_stats,
                                             ringbuf_pages=ringbuf_pages,
                                             success_ringbuf_pages=success_ringbuf_pages,
-                                            coalesce_ms=coalesce_ms)
+                                            coalesce_ms=coalesce_ms, stacks=stacks)
         self.enrich_failures = enrich_failures
         if tier not in TIERS:
             raise UserError(f"unknown tier {tier!r} (choose from {', '.join(TIERS)})")
@@ -170,6 +176,7 @@ class Session:
         self.state_reader = stateatexit.StateReader(reason="not prepared yet")   # choose_tier()
         self.pins = PinTable()
         self.bpf = None
+        self.stacks: StackResolver | None = None   # start(), with config.stacks
         self.rings: RingSet | None = None
         self._next_overflow_check = 0.0
         self.batch_successes = batch_successes
@@ -257,6 +264,8 @@ class Session:
                 os.dup2(saved, 2)
                 os.close(saved)
         self.state_reader.install(self.bpf)
+        if self.config.stacks:
+            self.stacks = StackResolver(self.bpf, bpfprog.STACK_ENTRIES)
         self._attach_kprobes()
         self.rings = RingSet([RingReader(name, self.bpf[name.encode()].map_fd)
                               for name in (FAILURE_RING, SUCCESS_RING)])
@@ -287,6 +296,8 @@ class Session:
         for _, raw in frames(view):
             item = decode(raw)
             if isinstance(item, PinEvent):
+                if self.stacks is not None and item.stack_ids is not None:
+                    item = replace(item, stack=self.stacks.resolve(item.stack_ids, item.pid))
                 self.pins.add(item)
                 out.append(item)
             elif isinstance(item, MoveEvent):
@@ -457,7 +468,9 @@ class Session:
             # other failures need the VMAs' extent and the pages, not smaps.
             en = enrich(move.pid, move.src + offset, move.dst + offset,
                         vm_flags=move.ret == -errno.EINVAL)
-        return TracedMove(move, diagnose(move, en, self.pins, self.ksm_lookup), en)
+        stack = self.stacks.resolve(move.stack_ids, move.pid) \
+            if self.stacks is not None and move.stack_ids is not None else None
+        return TracedMove(move, diagnose(move, en, self.pins, self.ksm_lookup), en, stack)
 
     def poll(self, timeout_ms: int = 100) -> list[TracedMove | PinEvent | TracedRepeat |
                                                   SuccessBatch]:
@@ -547,6 +560,9 @@ class Session:
         return out
 
     def close(self):
+        if self.stacks is not None:
+            self.stacks.close()
+            self.stacks = None
         if self.rings is not None:
             self.rings.close()
             self.rings = None

@@ -64,7 +64,7 @@ class TraceRecords:
 
     def header(self, *, tier: str, probes: list[str], filters: dict, start_wall: float,
                start_ktime_ns: int, success_sample: int | None = None,
-               coalesce_ms: int | None = None):
+               coalesce_ms: int | None = None, stacks: bool | None = None):
         record = {
             "type": "header", "format": FORMAT, "version": FORMAT_VERSION,
             "uffdtrace_version": __version__, "kernel_release": os.uname().release,
@@ -77,6 +77,8 @@ class TraceRecords:
             record["success_sample"] = success_sample
         if coalesce_ms is not None:
             record["coalesce_ms"] = coalesce_ms
+        if stacks is not None:
+            record["stacks"] = stacks
         self.write(record)
         self.flush()
 

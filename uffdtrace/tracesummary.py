@@ -15,13 +15,16 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import records
+from . import records, stacks
 from .culprits import KsmCulprit, PinCulprit, UffdEventCulprit
 from .taxonomy import CAUSES
 from .tracereader import ReadStatus, iter_records
 
 WORST_LATENCIES = 10
 MAP_FULL_COUNTERS = records.MAP_FULL_COUNTERS
+# distinct issuing stacks counted per cause (--stacks); the rest as "other"
+MAX_ISSUERS = 64
+ISSUER_ROWS = 3
 
 
 @dataclass
@@ -44,6 +47,7 @@ class _Cause:
     evidence: Counter = field(default_factory=Counter)
     processes: Counter = field(default_factory=Counter)
     example: dict | None = None          # the first move with this cause
+    issuers: Counter = field(default_factory=Counter)   # issued_by chain -> failed moves
     trace_texts: tuple[str, str] | None = None   # for a code this version does not know
 
 
@@ -56,6 +60,7 @@ class _Pinner:
     blocked: Counter = field(default_factory=Counter)   # victim pid -> moves
     victims_comm: dict = field(default_factory=dict)
     registrations: int = 0
+    stack: dict | None = None    # --stacks: the first pin's (user, and kernel where seen)
 
 
 class TraceSummary:
@@ -192,6 +197,11 @@ class TraceSummary:
         cause.errnos[m["errno"]] += n
         cause.evidence[d["evidence"]] += n
         cause.processes[m["pid"]] += n
+        if m.get("stack") is not None:
+            chain = stacks.issued_by(m["stack"]) or stacks.UNKNOWN_ISSUER
+            if chain not in cause.issuers and len(cause.issuers) >= MAX_ISSUERS:
+                chain = stacks.OTHER_ISSUERS
+            cause.issuers[chain] += n
         culprit = records.culprit(d)
         if isinstance(culprit, PinCulprit):
             pinner = self._pinner(culprit.pid, culprit.comm, culprit.method)
@@ -241,6 +251,8 @@ class TraceSummary:
             return
         pinner = self._pinner(p["pid"], p["comm"], records.pin_label(p))
         pinner.registrations += 1
+        if pinner.stack is None:
+            pinner.stack = p.get("stack")
         self._add_range(pinner, [p["addr"], p["len"]])
 
     def _rel_s(self, ts_ns: int) -> float:
@@ -401,7 +413,11 @@ class TraceSummary:
                 "processes": [{"pid": pid, "comm": self._comm(pid), "moves": n}
                               for pid, n in c.processes.most_common(5)],
                 "more_processes": max(len(c.processes) - 5, 0),
-                "example": c.example})
+                "example": c.example,
+                # --stacks: the stacks that issued these failures, most first
+                "issuers": [{"stack": chain, "moves": n}
+                            for chain, n in c.issuers.most_common(ISSUER_ROWS)],
+                "more_issuers": max(len(c.issuers) - ISSUER_ROWS, 0)})
         return rows
 
     def _pinner_rows(self) -> list[dict]:
@@ -412,6 +428,8 @@ class TraceSummary:
                 continue
             rows.append({"pid": p.pid, "comm": p.comm, "method": p.method,
                          "registrations": p.registrations, "ranges": p.ranges,
+                         "pinned_by": stacks.issued_by(p.stack),
+                         "kernel_path": stacks.kernel_path(p.stack),
                          "blocked_moves": sum(p.blocked.values()),
                          "blocked": [{"pid": v, "comm": p.victims_comm.get(v), "moves": n,
                                       "same_process": v == p.pid}
@@ -467,6 +485,7 @@ class TraceSummary:
                 "duration_s": round(end - h["start_wall"], 3) if end is not None else
                 (self.last_aggregates["elapsed_s"] if self.last_aggregates else None),
                 "filters": h["filters"], "success_sample": h.get("success_sample", 1),
+                "stacks": h.get("stacks", False),
                 "page_size": self.page_size, "page_size_known": "page_size" in h,
                 "complete": f is not None, "end_reason": f["reason"] if f else None,
                 "command_status": f["command_status"] if f else None,

@@ -123,3 +123,9 @@ def test_vma_reader_and_its_maple_tree_facts_are_listed(report):
     assert any(line.startswith("  UT_L_MAPLE_ARANGE_64 = ") and "enum maple_type" in line
                for line in lines)
     assert report["vmas_at_exit"].startswith("on: ")
+
+
+def test_stacks_are_available_where_they_work(report):
+    """--stacks needs a stack-trace map: doctor creates one for real (the
+    live --stacks tests, tests/live/test_stacks.py, take stacks here)."""
+    assert report["stacks"].startswith("available: a stack-trace map is created")

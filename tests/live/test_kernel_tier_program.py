@@ -28,12 +28,15 @@ def all_hooks_plan(mechanism: str) -> kernel_tier.KernelPlan:
     return kernel_tier.KernelPlan(mechanism, {n: n for n in kernel_tier.HOOKED_FUNCTIONS})
 
 
-def test_every_kprobe_hook_passes_the_verifier(bcc):
+@pytest.mark.parametrize("stacks", [False, True], ids=["", "stacks"])
+def test_every_kprobe_hook_passes_the_verifier(bcc, stacks):
     plan = all_hooks_plan(kernel_tier.KPROBE)
-    # with the state-at-exit reader, as the tracer compiles it here
+    # with the state-at-exit reader, as the tracer compiles it here; and
+    # with --stacks (the pinner's kernel + user stacks in the GUP hooks)
     reader = stateatexit.prepare()
     assert reader.usable, reader.reason
-    text = bpfprog.program_text(bpfprog.ProgramConfig(), {**plan.defines(), **reader.defines()})
+    text = bpfprog.program_text(bpfprog.ProgramConfig(stacks=stacks),
+                                {**plan.defines(), **reader.defines()})
     b = bcc.BPF(text=text.encode(), cflags=bpfprog.cflags())
     try:
         attachments = plan.kprobe_attachments()

@@ -302,3 +302,29 @@ async def test_a_kernel_tier_replay_shows_gup_pins_and_ksm(tmp_path):
         await pilot.press("enter")
         await pilot.pause()
         assert "before tracing started" in screen_text(app)
+
+
+async def test_the_detail_view_shows_a_stack_literally(tmp_path):
+    """--stacks: the issuing stack in the detail view, its symbols (which
+    come from the traced program's files: untrusted) shown as written."""
+    evil = "[@click=app.quit]uffdw_move"
+    recs = records()
+    target = next(r for r in recs if r["type"] == "move" and r["ret"] < 0)
+    target["stack"] = {"frames": [
+        {"space": "user", "sym": "ioctl+0x3b", "module": "/usr/lib/libc.so.6",
+         "addr": 0x7f0000001000, "offset": None, "source": "unwind"},
+        {"space": "user", "sym": evil + "+0x6e", "module": "/x/[b]evil.so",
+         "addr": 0x7f0000002000, "offset": None, "source": "stack pointer"}], "notes": []}
+    path = write_trace(tmp_path / "stack.jsonl", recs)
+    async with running(path) as (app, pilot):
+        row = next(f for f in app.snapshot.failures_recent if f.record["ts_ns"] ==
+                   target["ts_ns"] and f.record["pid"] == target["pid"])
+        await pilot.press("tab")
+        app.focused.move_to_item(str(row.seq))
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = screen_text(app)
+        assert "Issued by" in screen
+        assert f"issued by        {evil}" in screen, screen
+        assert f"u {evil}+0x6e [[b]evil.so] (return address at the stack pointer)" in screen
+        assert app.is_running and app.return_code is None

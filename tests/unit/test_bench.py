@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import report
+from bench import failures, report
 from bench.__main__ import render
 from bench.stats import paired_ratios
 
@@ -116,6 +116,27 @@ def test_the_failure_figure_is_the_highest_rate_before_the_first_loss():
     text = "\n".join(report.failure_rate(res))
     assert "uffdtrace record (tracepoint tier), pinned: 10k/s" in text
     assert "150000/200000" in text and "dst_populated observed 100%" in text
+
+
+def test_stacks_cost_is_the_flat_out_difference_of_each_pair():
+    def row(config, storm, rate, achieved, collector_us, made=100_000, recorded=100_000):
+        return {**_failure_row("uffdtrace", storm, rate, made, recorded), "config": config,
+                "label": f"record {config}", "achieved_rate": achieved,
+                "collector_us": collector_us}
+    res = _failure_rate(row("each", "eexist", 10_000, 10_000, 30.0),
+                        row("each", "eexist", 0, 400_000, 20.0),          # 2.5 us a failure
+                        row("each-stacks", "eexist", 0, 250_000, 26.0),   # 4 us a failure
+                        row("default", "mixed", 0, 200_000, 40.0),
+                        row("stacks", "mixed", 0, 100_000, 50.0, recorded=90_000))
+    (eexist, mixed) = failures.stacks_cost(res)
+    assert (eexist["storm"], round(eexist["thread_us"], 6), eexist["collector_us"]) == \
+        ("eexist", 1.5, 6.0)
+    assert (mixed["thread_us"], mixed["collector_us"], mixed["lossless"]) == (5.0, 10.0,
+                                                                            (True, False))
+    text = "\n".join(report.stacks(res))
+    assert "eexist: +1.50 us in the failing thread (of 2.50 us without), +6.0 us of " \
+        "collector CPU (of 20.0 us without)" in text
+    assert "mixed: +5.00 us" in text and "a bound only" in text
 
 
 def test_kernel_tier_failure_figures_are_reported_without_a_target():

@@ -8,11 +8,23 @@ import pytest
 
 from uffdtrace.events import TAG_FIELD, MoveEvent, PinEvent, _Layout, decode
 from uffdtrace.native import ffi, lib
+from uffdtrace.stacks import StackIds
 from uffdtrace.walkstate import WalkedPage
 from uffdtrace.walkvma import WalkedVma
 
 NESTED = {"src_state": WalkedPage, "dst_state": WalkedPage, "src_vma_state": WalkedVma,
-          "dst_vma_state": WalkedVma}
+          "dst_vma_state": WalkedVma, "stack_ids": StackIds}
+# the words at the user stack pointer: each one distinct, so a word read
+# from the wrong index cannot go unnoticed
+SP_WORDS = [0x1000 + i for i in range(16)]
+
+
+def _same_nested(decoded, nested):
+    for g in dataclasses.fields(decoded):
+        if g.name == "sp_words":   # an array: kept as its bytes
+            assert decoded.words() == tuple(nested.sp_words)
+        else:
+            assert getattr(decoded, g.name) == getattr(nested, g.name), g.name
 
 
 def _record(ctype: str, values: dict):
@@ -40,6 +52,7 @@ def _distinct_values(ctype: str) -> dict:
 def test_move_event_every_field_from_its_offset():
     values = _distinct_values("struct ut_move_event")
     values.update(type=lib().UT_EV_MOVE, comm=b"mover\0junk", pinner_comm=b"pinner\0x")
+    values["stack_ids"]["sp_words"] = SP_WORDS
     rec, raw, size = _record("struct ut_move_event", values)
     e = decode(raw[:size])
     assert isinstance(e, MoveEvent)
@@ -47,8 +60,7 @@ def test_move_event_every_field_from_its_offset():
         if f.name in NESTED:      # nested: field by field too
             nested = getattr(rec, f.name)
             assert isinstance(getattr(e, f.name), NESTED[f.name])
-            for g in dataclasses.fields(NESTED[f.name]):
-                assert getattr(getattr(e, f.name), g.name) == getattr(nested, g.name), g.name
+            _same_nested(getattr(e, f.name), nested)
         elif f.name == "uffd_state":     # arrays of structs: its own test below
             assert e.uffd_state is not None
         elif f.name not in ("comm", "pinner_comm"):
@@ -88,11 +100,14 @@ def test_decoded_move_is_still_frozen_and_comparable():
 def test_pin_event_fields_and_release(kind, released):
     values = _distinct_values("struct ut_pin_event")
     values.update(type=getattr(lib(), kind), comm=b"ring")
+    values["stack_ids"]["sp_words"] = SP_WORDS
     rec, raw, size = _record("struct ut_pin_event", values)
     p = decode(raw[:size])
     assert isinstance(p, PinEvent) and p.released is released and p.comm == "ring"
+    assert p.stack is None      # resolved by the collector, not decoded
+    _same_nested(p.stack_ids, rec.stack_ids)
     for f in dataclasses.fields(PinEvent):
-        if f.name not in ("comm", "released"):
+        if f.name not in ("comm", "released", "stack_ids", "stack"):
             assert getattr(p, f.name) == getattr(rec, f.name), f.name
 
 
@@ -118,7 +133,7 @@ def test_a_success_is_sent_without_its_page_states():
 
 # Fields a decoded event has beyond its record: PinEvent.released is the tag
 # (UT_EV_UNPIN), not a field of its own.
-DERIVED = {"MoveEvent": set(), "PinEvent": {"released"}}
+DERIVED = {"MoveEvent": set(), "PinEvent": {"released", "stack"}}   # stack: resolved from stack_ids
 
 
 @pytest.mark.parametrize("ctype, cls", [("struct ut_move_event", MoveEvent),

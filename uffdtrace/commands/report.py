@@ -109,7 +109,8 @@ def _header(s: dict) -> list[str]:
     what = [f"pid {f['pid']}" if f["pid"] else "", f"tid {f['tid']}" if f["tid"] else "",
             "failed moves only" if f["failed_only"] else "",
             "command: " + printable(" ".join(f["command"])) if f["command"] else "",
-            f"successes sampled 1 in {t['success_sample']}" if t["success_sample"] > 1 else ""]
+            f"successes sampled 1 in {t['success_sample']}" if t["success_sample"] > 1 else "",
+            "caller stacks" if t.get("stacks") else ""]
     lines.append("  traced: " + ("; ".join(w for w in what if w) or "every process"))
     if t["complete"]:
         status = f"complete ({printable(t['end_reason'])}"
@@ -177,6 +178,11 @@ def _causes(s: dict) -> list[str]:
         if c["more_processes"]:
             who += f", and {c['more_processes']} more"
         lines.append(f"     processes: {who}")
+        for i in c.get("issuers", []):
+            lines.append(f"     issued by: {printable(i['stack'])} "
+                         f"({plural(i['moves'], 'move')})")
+        if c.get("more_issuers"):
+            lines.append(f"       and {plural(c['more_issuers'], 'other stack')}")
         e = c["example"]
         at = f" at {e['fail_addr']:#x}" if e["fail_addr"] is not None else ""
         lines.append(f"     first: {e['t_s']:.6f} s {proc(e['pid'], e['comm'])} moved "
@@ -239,6 +245,10 @@ def _pinners(s: dict) -> list[str]:
         ranges = ", ".join(f"{a:#x}+{size(n)}" for a, n in p["ranges"][:3])
         lines.append(f"  {proc(p['pid'], p['comm'])} via {printable(p['method'])} "
                      f"[{ranges}] blocked {plural(p['blocked_moves'], 'move')}:")
+        if p.get("pinned_by"):
+            lines.append(f"    pinned by: {printable(p['pinned_by'])}")
+        if p.get("kernel_path"):
+            lines.append(f"    in the kernel: {printable(p['kernel_path'])}")
         for v in p["blocked"]:
             own = " (its own pages)" if v["same_process"] else ""
             lines.append(f"    {proc(v['pid'], v['comm'])}: {plural(v['moves'], 'move')}{own}")

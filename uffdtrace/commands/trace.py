@@ -5,6 +5,7 @@ import sys
 from collections import Counter
 
 from . import command_parser
+from .. import stacks
 from ..livelock import Livelock
 from ..recording import run_session
 from ..session import TracedMove, TracedRepeat
@@ -48,6 +49,9 @@ def format_move(m: TracedMove, t0_ns: int) -> str:
         line += f" [{d.evidence}]"
         if d.culprit is not None:
             line += f" {printable(d.culprit.describe())}"
+        who = stacks.issuer(m.stack)
+        if who:
+            line += f" by {printable(who)}"
     return line
 
 

@@ -23,7 +23,8 @@ MAX_COALESCE_MS = 10_000
 # they do not apply (top --replay) can tell which the user set.
 SESSION_DEFAULTS = {"pid": 0, "tid": 0, "failed_only": False, "sample_successes": 1,
                     "no_cost_stats": False, "tier": "auto", "kernel_hooks": "auto",
-                    "no_state_at_exit": False, "coalesce_ms": DEFAULT_COALESCE_MS}
+                    "no_state_at_exit": False, "coalesce_ms": DEFAULT_COALESCE_MS,
+                    "stacks": False}
 
 
 def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
@@ -31,7 +32,7 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
     """-p, -t (unless tid=False), --failed-only, --sample-successes (unless
     successes=False: a command that has no use for success events, `serve`,
     asks for failures only), --no-cost-stats, --tier, --kernel-hooks,
-    --no-state-at-exit, --coalesce-ms.  `help` rewords an option for a
+    --no-state-at-exit, --coalesce-ms, --stacks.  `help` rewords an option for a
     command where it means a little more (top: -p also filters a replay)."""
     text = {
         "pid": "trace this process only",
@@ -55,6 +56,9 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
                        "every failure recorded by itself).  A failure storm then cannot fill "
                        "the ring buffer; failures that differ, when it is full, are counted "
                        "the same way per thread, shape and MS period instead of dropped",
+        "stacks": "who issued it: record the user stack of each failed move's caller and of "
+                  "each long-term pinner (+ its kernel stack in the kernel tier), symbolized; "
+                  "off by default (a stack walk per failure recorded: see bench/)",
         **(help or {}),
     }
     d = SESSION_DEFAULTS
@@ -76,6 +80,7 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
     p.add_argument("--no-state-at-exit", action="store_true", help=text["no_state_at_exit"])
     p.add_argument("--coalesce-ms", type=int, default=d["coalesce_ms"], metavar="MS",
                    help=text["coalesce_ms"])
+    p.add_argument("--stacks", action="store_true", help=text["stacks"])
 
 
 def add_run_options(p: argparse.ArgumentParser):
@@ -111,7 +116,7 @@ def session_from_args(args, command: list[str]) -> Session:
                    failed_only=args.failed_only, success_sample=args.sample_successes,
                    cost_stats=not args.no_cost_stats, tier=args.tier,
                    kernel_hooks=args.kernel_hooks, state_at_exit=not args.no_state_at_exit,
-                   coalesce_ms=args.coalesce_ms)
+                   coalesce_ms=args.coalesce_ms, stacks=args.stacks)
 
 
 def sampling_note(session: Session) -> str:
@@ -125,6 +130,8 @@ def sampling_note(session: Session) -> str:
         note = "every move"
     if session.config.coalesce_ms:
         note += f"; identical failures within {session.config.coalesce_ms} ms as repeat counts"
+    if session.config.stacks:
+        note += "; caller stacks of failures and pinners"
     return note if session.config.cost_stats else note + "; no TLB/lock-wait counts"
 
 

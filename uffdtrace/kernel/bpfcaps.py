@@ -56,6 +56,19 @@ def _attach_result(rc: int, what: str) -> Probe:
     return Probe(True, False, _why(rc, f"loaded; attach to {what} failed"))
 
 
+STACK_DEPTH = 127   # bcc's BPF_STACK_TRACE frames (PERF_MAX_STACK_DEPTH)
+
+
+def probe_stacks() -> str:
+    """Can --stacks run here: is a stack-trace map created for real?"""
+    fd = lib().bpfp_stack_map(STACK_DEPTH)
+    if fd < 0:
+        return "unavailable: " + _why(fd, "creating a stack-trace map")
+    lib().bpfp_close(fd)
+    return ("available: a stack-trace map is created; user stacks are walked by frame "
+            "pointers (code built without them shows part of its stack)")
+
+
 def probe_tracepoint(tracepoint_id: int | None, name: str) -> Probe:
     with _Loaded(lib().BPF_PROG_TYPE_TRACEPOINT) as prog:
         if prog.fd < 0:

@@ -3,7 +3,7 @@ lines (plain strings: the UI renders them literally).  Explanations and
 remedies come from the taxonomy, so they read the same everywhere."""
 from __future__ import annotations
 
-from .. import records
+from .. import records, stacks
 from ..culprits import KsmCulprit, PinCulprit, UffdEventCulprit
 from ..native import lib
 from ..taxonomy import CAUSES, EVIDENCE_MEANING
@@ -95,6 +95,7 @@ def _culprit(d: dict, t0_ns: int | None) -> Section:
         if c.range is not None:
             lines.append(("pinned range", f"{_addr(c.range[0])} + {c.range[1]:,} bytes"))
         lines += [("pinned", when(c.ts_ns)), ("seen by", printable(c.source))]
+        lines += _stack_lines(c.stack, "pinner stack")
         return "Culprit", lines
     if isinstance(c, UffdEventCulprit):
         return "Culprit", [("event", f"UFFD_EVENT_{c.event.upper()}, unread by the monitor"),
@@ -103,6 +104,24 @@ def _culprit(d: dict, t0_ns: int | None) -> Section:
         who = "KSM (ksmd)" + (f", pid {c.ksmd_pid}" if c.ksmd_pid is not None else "")
         return "Culprit", [("merged by", who), ("merged", when(c.merged_ts_ns))]
     return "Culprit", [("culprit", "none identified")]
+
+
+def _stack_lines(stack: dict | None, label: str) -> list[tuple[str, str]]:
+    """A stack's frames, one labelled line each (symbols are untrusted:
+    printable here, and the UI renders them literally)."""
+    return [(label if i == 0 else "", printable(line))
+            for i, line in enumerate(stacks.lines(stack))]
+
+
+def _issued_by(r: dict) -> Section | None:
+    """--stacks: who issued the move, the program's own function first."""
+    stack = r.get("stack")
+    if stack is None:
+        return None
+    who = stacks.issued_by(stack)
+    return "Issued by", [("issued by", printable(who) if who else
+                          "not known: no frame of the program's own was symbolized")] + \
+        _stack_lines(stack, "stack")
 
 
 def _page(p: dict | None) -> str:
@@ -144,6 +163,9 @@ def describe_failure(record: dict, t: float | None = None, t0_ns: int | None = N
     d = record.get("diagnosis") or {}
     sections = [_diagnosis(record, d), _culprit(d, t0_ns), _request(record, t, page_size),
                 _page_state(record.get("enrichment"))]
+    issued = _issued_by(record)
+    if issued is not None:
+        sections.insert(2, issued)
     if repeats:
         text = (f"{repeats:,} more failures of this thread identical to this one (request, "
                 "errno, progress, page state), counted in the kernel; the time is the last one's"
