@@ -62,16 +62,17 @@ def with_kernel_view(pid: int, src: int, verdicts: list, page_size: int, verdict
         unseen.append("the kernel's own view (--no-kernel-view): PageAnonExclusive and "
                       "pins other than io_uring fixed buffers are inferred")
         return verdicts
+    at = [i for i, v in enumerate(verdicts) if v.kind in REFINABLE][:KERNEL_VIEW_MAX_PAGES]
+    if not at:
+        return verdicts          # holes, swap entries, refusals: nothing it could change
     try:
-        view = pageview.shared()
+        states = pageview.shared().read(pid, [src + i * page_size for i in at])
     except pageview.PageViewError as exc:
         if wanted:
             raise
         unseen.append(f"the kernel's own view ({exc}): PageAnonExclusive and pins other "
                       "than io_uring fixed buffers are inferred")
         return verdicts
-    at = [i for i, v in enumerate(verdicts) if v.kind in REFINABLE][:KERNEL_VIEW_MAX_PAGES]
-    states = view.read(pid, [src + i * page_size for i in at])
     out = list(verdicts)
     for i, ps in zip(at, states):
         out[i] = refine(verdicts[i], ps, verdict_cls)
