@@ -19,6 +19,7 @@ from uffdtrace import stacks
 from uffdtrace.tracereader import iter_records
 
 SCENARIOS = ("dst_populated", "pinned")
+HOLD_S = 5
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,11 @@ def recorded(tmp_path_factory):
     d = tmp_path_factory.mktemp("stacks")
     trace = d / "stacks.jsonl"
     py = sys.executable
-    script = " && ".join(f"{py} -m uffdtrace workload -s {s} --json > {d}/{s}.json"
-                         for s in SCENARIOS)
+    # --hold: stacks are symbolized while their process lives; under TCG the
+    # collector reaches them later than a short workload lives (a process
+    # gone first leaves raw addresses and says so: tests/unit/test_stacks.py)
+    script = " && ".join(f"{py} -m uffdtrace workload -s {s} --hold {HOLD_S} --json "
+                         f"> {d}/{s}.json" for s in SCENARIOS)
     proc = uffdtrace("record", "--stacks", "--tier", "kernel", "-o", str(trace), "--",
                      "sh", "-c", script, timeout=1200)
     assert proc.returncode == 0, proc.stderr
