@@ -35,7 +35,7 @@ class _Reader:
         self.pos += struct.calcsize(fmt)
         return value
 
-    def uleb(self) -> int:
+    def _leb128(self, signed: bool) -> int:
         value = shift = 0
         while True:
             byte = self.data[self.pos]
@@ -43,17 +43,13 @@ class _Reader:
             value |= (byte & 0x7f) << shift
             shift += 7
             if byte < 0x80:
-                return value
+                return value - (1 << shift) if signed and byte & 0x40 else value
+
+    def uleb(self) -> int:
+        return self._leb128(signed=False)
 
     def sleb(self) -> int:
-        value = shift = 0
-        while True:
-            byte = self.data[self.pos]
-            self.pos += 1
-            value |= (byte & 0x7f) << shift
-            shift += 7
-            if byte < 0x80:
-                return value - (1 << shift) if byte & 0x40 else value
+        return self._leb128(signed=True)
 
     def pointer(self, encoding: int, section_vaddr: int, section_off: int) -> int:
         """A DW_EH_PE_* encoded pointer (absolute or pc-relative)."""
