@@ -56,7 +56,7 @@ def add_parser(sub):
     p.add_argument("--pid-ttl", type=float, default=PID_TTL_S, metavar="SECONDS",
                    help="with --per-pid: a process that has not moved for this long loses its "
                    f"series (default {PID_TTL_S:g}); its counts stay in its comm's")
-    add_session_options(p, successes=False)
+    add_session_options(p, successes=False, stacks=False)
     p.set_defaults(run=run)
 
 

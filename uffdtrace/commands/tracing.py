@@ -28,11 +28,13 @@ SESSION_DEFAULTS = {"pid": 0, "tid": 0, "failed_only": False, "sample_successes"
 
 
 def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
-                        successes: bool = True, help: dict[str, str] | None = None):
+                        successes: bool = True, stacks: bool = True,
+                        help: dict[str, str] | None = None):
     """-p, -t (unless tid=False), --failed-only, --sample-successes (unless
     successes=False: a command that has no use for success events, `serve`,
     asks for failures only), --no-cost-stats, --tier, --kernel-hooks,
-    --no-state-at-exit, --coalesce-ms, --stacks.  `help` rewords an option for a
+    --no-state-at-exit, --coalesce-ms, --stacks (unless stacks=False: `serve`
+    exports numbers, never a stack).  `help` rewords an option for a
     command where it means a little more (top: -p also filters a replay)."""
     text = {
         "pid": "trace this process only",
@@ -80,7 +82,10 @@ def add_session_options(p: argparse.ArgumentParser, *, tid: bool = True,
     p.add_argument("--no-state-at-exit", action="store_true", help=text["no_state_at_exit"])
     p.add_argument("--coalesce-ms", type=int, default=d["coalesce_ms"], metavar="MS",
                    help=text["coalesce_ms"])
-    p.add_argument("--stacks", action="store_true", help=text["stacks"])
+    if stacks:
+        p.add_argument("--stacks", action="store_true", help=text["stacks"])
+    else:
+        p.set_defaults(stacks=False)
 
 
 def add_run_options(p: argparse.ArgumentParser):
