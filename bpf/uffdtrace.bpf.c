@@ -140,6 +140,7 @@ struct ut_move_inflight {
 	u64 argp;                    /* user address of struct uffdio_move */
 	u64 mmap_lock_start_ns;      /* start of the pending mmap_lock wait */
 	u64 lock_start_ns;           /* start of the pending lock contention */
+	u64 split_pages;             /* kernel tier: size of the folio being split */
 	/* kept from move to move (move_begin() clears only what is above) */
 	u32 run_open;                /* this thread has a run in `runs` */
 };

@@ -33,6 +33,11 @@
 #define UT_K_IOCTL_SEEN 0x4            /* userfaultfd_ioctl() entered for this move */
 #define UT_K_CROSS_MM 0x8              /* the uffd belongs to another mm */
 #define UT_K_STEP_FAILED 0x10          /* a move step failed: step_err, fail_addr */
+#define UT_K_PTE_STEPS 0x20            /* the PTE step function was hooked: path_* count its
+					* steps (else move_pages_pte is inlined: PTE pages
+					* are only bytes moved minus PMDs) */
+#define UT_K_PATHS_READ 0x40           /* each step's destination entry was read: zero
+					* pages, swap entries and holes told apart */
 
 /* ut_pin_event.method: how the pages were pinned */
 #define UT_PIN_IO_URING_REGISTER 1     /* io_uring_register(2) fixed buffers */
@@ -290,6 +295,18 @@ struct ut_move_event {
 	__u64 pinner_ts_ns;
 	__u32 pinner_method;    /* UT_PIN_* */
 	__u32 pinner_gup_flags;
+	/* kernel tier: the path each moved page took (user question 6), from
+	 * each successful step and the destination entry it left -- disjoint
+	 * counts (uffdtrace/movepaths.py) */
+	__u32 path_pte_pages;       /* present pages moved by PTE steps (batched from 6.18) */
+	__u32 path_zero_pages;      /* the zero page (move_zeropage_pte) */
+	__u32 path_swap_pages;      /* swap entries (move_swap_pte) */
+	__u32 path_hole_pages;      /* src holes skipped (UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES) */
+	__u32 path_pmds;            /* whole PMD-mapped THPs (move_pages_huge_pmd) */
+	__u32 path_huge_zero_pmds;  /* the huge zero page, by PMD */
+	/* ... and the large folios it split (question 7): thp_splits folios of
+	 * split_pages base pages in all (0 if their order could not be read) */
+	__u32 split_pages;
 	char pinner_comm[16];
 	char comm[16];
 	/* UT_F_STATE_AT_EXIT: the page tables and folio at the address where a

@@ -260,15 +260,66 @@ static __always_inline void ut_step_failed(struct ut_move_inflight *rec, u64 src
 	rec->ev.fail_addr = src_addr;
 }
 
+/* The step functions, by what their success returns */
+#define UT_STEP_PTES 1   /* move_pages_ptes(): the bytes it moved (a batch from 6.18) */
+#define UT_STEP_PTE 2    /* move_pages_pte(): 0, one page moved */
+#define UT_STEP_PMD 3    /* move_pages_huge_pmd(): 0, one PMD moved */
+
+/* The path a successful step took (user question 6).  The step functions
+ * that tell a zero page, a swap entry or a hole from a present page
+ * (move_zeropage_pte, move_swap_pte) are inlined, so the destination entry
+ * the step left says it: a step moves one kind (a batch stops at the first
+ * page unlike the first).  Only the moving thread pays: one page-table walk
+ * per step. */
+static __always_inline void ut_step_path(struct ut_move_inflight *rec, u64 mm, u64 dst_addr,
+					 u64 pages, int kind)
+{
+	int where = 0, flags = 0;
+#if UT_STATE_AT_EXIT
+	u32 zero = 0;
+	struct ut_walk_cfg *cfg = walk_cfg.lookup(&zero);
+
+	if (cfg && cfg->page_offset_base) {
+		struct ut_page_state ps = {};
+
+		ut_ps_walk_tables(&ps, mm, dst_addr, cfg);
+		where = ps.where;
+		flags = ps.flags;
+		rec->ev.kflags |= UT_K_PATHS_READ;
+	}
+#endif
+	if (kind == UT_STEP_PMD) {
+		if (flags & UT_PS_HUGE_ZERO_PAGE)
+			rec->ev.path_huge_zero_pmds++;
+		else
+			rec->ev.path_pmds++;
+	} else if (where == UT_PSW_PTE_PRESENT && (flags & UT_PS_ZERO_PAGE)) {
+		rec->ev.path_zero_pages += pages;
+	} else if (where == UT_PSW_PTE_SWAP) {
+		rec->ev.path_swap_pages += pages;
+	} else if (where == UT_PSW_PTE_NONE) {
+		rec->ev.path_hole_pages += pages;
+	} else {
+		/* present, or not read (then zero pages and swap entries count
+		 * here too: UT_K_PATHS_READ is clear) */
+		rec->ev.path_pte_pages += pages;
+	}
+}
+
 /* One move step (a PTE batch or a PMD) returned `ret`: bytes or 0 on
- * success, -errno on failure; -EAGAIN is retried by move_pages(). */
-static __always_inline void ut_step_done(struct ut_move_inflight *rec, u64 src_addr, s64 ret)
+ * success, -errno on failure; -EAGAIN is retried by move_pages().  mm and
+ * the addresses are the step's arguments. */
+static __always_inline void ut_step_done(struct ut_move_inflight *rec, u64 mm, u64 dst_addr,
+					 u64 src_addr, s64 ret, int kind)
 {
 	rec->ev.steps++;
 	if (ret == -UT_EAGAIN)
 		rec->ev.retries++;
 	else if (ret < 0)
 		ut_step_failed(rec, src_addr, ret);
+	else
+		ut_step_path(rec, mm, dst_addr,
+			     kind == UT_STEP_PTES ? (u64)ret >> UT_X86_PAGE_SHIFT : 1, kind);
 }
 
 /* Called by move_end() after the state at exit was read, before the record
@@ -276,6 +327,9 @@ static __always_inline void ut_step_done(struct ut_move_inflight *rec, u64 src_a
 static __always_inline void ut_kernel_finish(struct ut_move_inflight *rec)
 {
 	rec->ev.flags |= UT_F_KERNEL_TIER;
+#if defined(UT_HOOK_move_pages_ptes) || defined(UT_HOOK_move_pages_pte)
+	rec->ev.kflags |= UT_K_PTE_STEPS;
+#endif
 	if (rec->ev.ret < 0)
 		ut_pinner_at_exit(rec);
 }
@@ -353,16 +407,19 @@ UT_ON_EXIT(userfaultfd_ioctl)
 
 /* ---- move steps ---- */
 /* A step function: its result is a byte count or 0 on success, -errno on
- * failure (an int on older kernels, hence ret_type); src_addr is argument
- * src_arg.  Saved arguments exist only for threads inside a move. */
-#define UT_STEP_HOOK(fn, src_arg, ret_type)                                    \
+ * failure (an int on older kernels, hence ret_type); mm is argument 0,
+ * dst_addr and src_addr arguments dst_arg and src_arg; kind: UT_STEP_*.
+ * Saved arguments exist only for threads inside a move. */
+#define UT_STEP_HOOK(fn, dst_arg, src_arg, ret_type, kind)                     \
 	UT_SAVE_ARGS_IN_MOVE(fn)                                               \
 	UT_ON_EXIT(fn)                                                         \
 	{                                                                      \
 		struct ut_move_inflight *rec = current_move();                    \
 		if (rec) {                                                     \
-			ut_step_done(rec, UT_EXIT_ARG(fn, src_arg),            \
-				     (s64)(ret_type)UT_RET());                 \
+			ut_step_done(rec, UT_EXIT_ARG(fn, 0),                  \
+				     UT_EXIT_ARG(fn, dst_arg),                 \
+				     UT_EXIT_ARG(fn, src_arg),                 \
+				     (s64)(ret_type)UT_RET(), kind);           \
 			UT_EXIT_DONE(fn);                                      \
 		}                                                              \
 		return 0;                                                      \
@@ -371,31 +428,57 @@ UT_ON_EXIT(userfaultfd_ioctl)
 #ifdef UT_HOOK_move_pages_ptes
 /* 6.18+: (mm, dst_pmd, src_pmd, dst_vma, src_vma, dst_addr, src_addr, len,
  * mode) -> bytes moved or -errno */
-UT_STEP_HOOK(move_pages_ptes, 6, long)
+UT_STEP_HOOK(move_pages_ptes, 5, 6, long, UT_STEP_PTES)
 #endif
 #ifdef UT_HOOK_move_pages_pte
 /* up to 6.17 where not inlined: (mm, dst_pmd, src_pmd, dst_vma, src_vma,
  * dst_addr, src_addr, mode) -> 0 or -errno */
-UT_STEP_HOOK(move_pages_pte, 6, int)
+UT_STEP_HOOK(move_pages_pte, 5, 6, int, UT_STEP_PTE)
 #endif
 #ifdef UT_HOOK_move_pages_huge_pmd
 /* (mm, dst_pmd, src_pmd, dst_pmdval, dst_vma, src_vma, dst_addr, src_addr)
  * -> 0 or -errno */
-UT_STEP_HOOK(move_pages_huge_pmd, 7, int)
+UT_STEP_HOOK(move_pages_huge_pmd, 6, 7, int, UT_STEP_PMD)
 #endif
 
 /* ---- folio splits while inside a move ---- */
 #ifdef UT_HOOK_split_folio_to_list
+/* The base pages of a large folio (0: its order cannot be read here). */
+static __always_inline u64 ut_folio_pages(u64 folio)
+{
+	if (!(ut_read_u64((void *)folio, UT_L_FOLIO_FLAGS) & (1ULL << UT_L_PG_HEAD)))
+		return 1;
+#if UT_L_HAS_FOLIO_FLAGS_1
+	return 1ULL << (ut_read_u64((void *)folio, UT_L_FOLIO_FLAGS_1) & 0xff);
+#else
+	return 0;
+#endif
+}
+
+/* split_folio_to_list(folio, list): the folio's size before the split
+ * leaves it order 0 -- the huge-page coverage a split loses (question 7) */
+UT_ON_ENTRY(split_folio_to_list)
+{
+	struct ut_move_inflight *rec = current_move();
+
+	if (rec)
+		rec->split_pages = ut_folio_pages(UT_ARG(0));
+	return 0;
+}
+
 UT_ON_EXIT(split_folio_to_list)
 {
 	struct ut_move_inflight *rec = current_move();
 	int ret = (int)UT_RET();
 
 	if (rec) {
-		if (ret == 0)
+		if (ret == 0) {
 			rec->ev.thp_splits++;
-		else if (!rec->ev.split_err)
+			rec->ev.split_pages += rec->split_pages;
+		} else if (!rec->ev.split_err) {
 			rec->ev.split_err = ret;
+		}
+		rec->split_pages = 0;
 	}
 	return 0;
 }

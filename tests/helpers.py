@@ -36,7 +36,48 @@ SCENARIO_CAUSES = {
     "crosses_vma": ("invalid_crosses_vma", None),
     "dst_thp": ("dst_populated", None),        # the dst PMD is a huge page
     "huge_zero_page": ("ok", None),            # moved whole (6.9+: zero pages move)
+    # the move paths (questions 6, 7)
+    "zero_page": ("ok", None),
+    "thp_split": ("ok", None),
 }
+
+
+# Question 6: the one path each successful move of these scenarios takes,
+# given what its setup found (the workload's facts); None: not asserted
+def scenario_path(scenario: str, facts: dict) -> str | None:
+    needs = {"thp": ("src_thp", "pmd"), "huge_zero_page": ("src_huge_zero", "huge_zero_pmd"),
+             "zero_page": ("src_zero_page", "zero_page")}
+    if scenario in needs:
+        fact, path = needs[scenario]
+        return path if facts.get(fact) else None
+    return {"ok": "pte", "thp_split": "pte", "src_hole_allowed": "src_hole",
+            "swapped": "swap_entry"}.get(scenario)
+
+
+def assert_move_path(scenario: str, facts: dict, move: dict, splits_hooked: bool):
+    """A successful kernel-tier move record of `scenario` counts its pages
+    on its scenario's path alone (question 6) -- or, where this kernel
+    inlines the PTE step (6.12), as pages no step was seen moving -- and a
+    thp_split move the one THP it split (question 7)."""
+    from uffdtrace import movepaths
+    from uffdtrace.native import lib
+    path = scenario_path(scenario, facts)
+    if path is None:
+        return
+    p = movepaths.paths(move, 4096)
+    assert p is not None, move
+    pmd = path in ("pmd", "huge_zero_pmd")
+    units = move["len"] // (movepaths.HUGE_PAGES * 4096 if pmd else 4096)
+    want = dict.fromkeys(p.counts, 0)
+    if pmd or move["kflags"] & lib().UT_K_PTE_STEPS:
+        want[path] = units
+        assert (p.counts, p.unseen_pages) == (want, 0), (scenario, move)
+        assert p.kinds_told_apart, move
+    else:
+        assert (p.counts, p.unseen_pages) == (want, units), (scenario, move)
+    split = scenario == "thp_split" and facts.get("src_thp") and splits_hooked
+    assert (p.thp_splits, p.split_pages) == ((1, movepaths.HUGE_PAGES) if split else (0, 0)), \
+        (scenario, move)
 
 
 # EINVAL from the VMAs: explained by the VMAs the kernel's VMA tree held

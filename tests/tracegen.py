@@ -278,9 +278,13 @@ def kernel_items() -> list:
             fields["flags"] = L.UT_F_KERNEL_TIER
         return move_event(**fields)
 
+    # each step counted by the path its destination entry shows (question 6)
+    paths = L.UT_K_PTE_STEPS | L.UT_K_PATHS_READ
     moves = [
-        k(ts_ns=t, steps=1),
-        k(E.EAGAIN, 4 * PAGE, L.UT_K_STEP_FAILED, ts_ns=t + 100_000, steps=2,
+        k(ts_ns=t, steps=3, kflags=paths, path_pte_pages=6, path_zero_pages=1,
+          path_swap_pages=1),
+        k(E.EAGAIN, 4 * PAGE, L.UT_K_STEP_FAILED | paths, ts_ns=t + 100_000, steps=2,
+          path_pte_pages=4, thp_splits=1, split_pages=512,
           step_err=-E.EBUSY, fail_addr=pinned_at, pinner_pid=300, pinner_comm="fio",
           pinner_ts_ns=T0 + 600_000, pinner_method=gup,
           folio_flags=L.UT_FOLIO_SEEN | L.UT_FOLIO_PINNED_SEEN,

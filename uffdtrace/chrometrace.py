@@ -24,7 +24,7 @@ from typing import IO
 
 import orjson
 
-from . import records, stacks
+from . import movepaths, records, stacks
 from .culprits import PinCulprit
 from .taxonomy import CAUSES, cause_label
 from .tracereader import ReadStatus, iter_records
@@ -121,11 +121,18 @@ class ChromeTraceExporter:
                      "tlb_flushes": m["tlb_flushes"], "tlb_pages": m["tlb_pages"],
                      "mmap_lock_wait_ns": m["mmap_lock_wait_ns"],
                      "lock_wait_ns": m["lock_wait_ns"], "retries": m["retries"],
-                     "thp_splits": m["thp_splits"], **stacks.args(m.get("stack"))}})
+                     "thp_splits": m["thp_splits"], **self._paths(m),
+                     **stacks.args(m.get("stack"))}})
         end_ns = m["ts_ns"] + m["latency_ns"]
         if failed:
             self._failure(m, d, cause, end_ns)
         self._count(pid, end_ns, failed, moved, m["tlb_flushes"])
+
+    def _paths(self, m: dict) -> dict:
+        """The kernel tier's path per moved page and folio splits, as args."""
+        paths = movepaths.paths(m, records.page_size(self.header))
+        return {} if paths is None else {"paths": movepaths.describe(paths),
+                                         "split_pages": paths.split_pages}
 
     def _repeat(self, r: dict):
         """A run's repeats: one slice from its first failure's end to its last

@@ -62,6 +62,15 @@ class MoveEvent:
     pinner_method: int
     pinner_gup_flags: int
     pinner_comm: str
+    # kernel tier: the path each moved page took, the folios split
+    # (uffdtrace/movepaths.py reads them; zero in the tracepoint tier)
+    path_pte_pages: int = 0
+    path_zero_pages: int = 0
+    path_swap_pages: int = 0
+    path_hole_pages: int = 0
+    path_pmds: int = 0
+    path_huge_zero_pmds: int = 0
+    split_pages: int = 0
     # UT_F_STATE_AT_EXIT: the pages where a failed move stopped, as the
     # kernel had them when the call returned (None: not read)
     src_state: WalkedPage | None = None

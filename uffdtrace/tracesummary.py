@@ -15,7 +15,7 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import records, stacks
+from . import movepaths, records, stacks
 from .culprits import KsmCulprit, PinCulprit, UffdEventCulprit
 from .taxonomy import CAUSES
 from .tracereader import ReadStatus, iter_records
@@ -37,6 +37,7 @@ class _Process:
     bytes_requested: int = 0
     tlb_flushes: int = 0
     tlb_pages: int = 0
+    paths: movepaths.Tally | None = None    # kernel tier: paths and splits (questions 6, 7)
 
 
 @dataclass
@@ -172,6 +173,11 @@ class TraceSummary:
             self.after_aggregates.setdefault(m["pid"], Counter())[outcome] += recorded
         moved = records.bytes_moved(m) * w
         proc.bytes_moved += moved
+        paths = movepaths.paths(m, self.page_size)
+        if paths is not None:
+            if proc.paths is None:
+                proc.paths = movepaths.Tally()
+            proc.paths.add(paths, w)
         proc.bytes_requested += m["len"] * w
         if tlb:
             proc.tlb_flushes += m["tlb_flushes"] * w
@@ -460,6 +466,17 @@ class TraceSummary:
                          if b["last_ns"] > b["first_ns"] else None})
         return rows
 
+    def _move_paths(self) -> dict:
+        """Questions 6 and 7 per process: the path each moved page took and
+        the huge-page coverage the moves' folio splits lost (kernel tier)."""
+        rows = [{"pid": pid, "comm": p.comm, **p.paths.result().to_json(),
+                 "split_bytes": p.paths.split_pages * self.page_size,
+                 "summary": movepaths.describe(p.paths.result())}
+                for pid, p in sorted(self.processes.items()) if p.paths is not None]
+        seen = bool(rows) or self.header.get("tier") == "kernel"
+        return {"seen": seen, "note": None if seen else movepaths.NOT_SEEN,
+                "estimate": self._estimate_note(), "processes": rows}
+
     def _drops(self) -> dict:
         counters = self.last_aggregates["counters"] if self.last_aggregates else {}
         out = {k: counters[k] for k in records.LOSS_COUNTERS if k in counters}
@@ -513,6 +530,7 @@ class TraceSummary:
             "pinners": self._pinner_rows(),
             "ksm": self._ksm_rows(),
             "unread_events": self._unread_event_rows(),
+            "move_paths": self._move_paths(),
             "drops": self._drops(),
             "latency_histogram": self._histogram("latency_log2"),
         }

@@ -78,6 +78,10 @@ EXPECTED = {
     "dst_thp": ("EEXIST", 1, HPAGE, neg(errno.EEXIST)),
     # move_pages_huge_pmd(): the huge zero PMD moves whole (6.9+)
     "huge_zero_page": (None, 1, HPAGE, everything),
+    # the move paths (questions 6, 7): move_zeropage_pte moves the zero page
+    # (6.9+); a 4 KiB move out of a THP splits it first
+    "zero_page": (None, 4, PAGE, everything),
+    "thp_split": (None, 1, PAGE, everything),
 }
 # Scenarios that set up a swap device: root, and a test of their own.
 SWAP_SCENARIOS = ("swapped", "swap_shared")
@@ -176,6 +180,18 @@ def test_huge_zero_page_moves_as_one_pmd():
     (facts,) = out["setup"]
     assert facts["src_huge_zero"] is True, "the read fault did not map the huge zero page"
     assert facts["dst_huge_zero_after"] is True, "dst is not the huge zero page after the move"
+
+
+def test_zero_page_and_thp_split_set_up_what_they_say():
+    if os.geteuid() != 0:
+        pytest.skip("kpageflags (zero page, THP) needs root")
+    (facts,) = uffdtrace_json("workload", "-s", "zero_page")["setup"]
+    assert facts["src_zero_page"] is True, "the read faults did not map the zero page"
+    out = uffdtrace_json("workload", "-s", "thp_split", "--pages", "2")
+    assert [c["move"] for c in out["calls"]] == [PAGE, PAGE]
+    (facts,) = out["setup"]
+    assert facts["src_thp"] is True, "src was not a THP before the move"
+    assert facts["src_thp_after"] is False, "the 4 KiB move left src a THP: nothing split"
 
 
 def test_pinned_move_stops_at_the_first_pinned_page():

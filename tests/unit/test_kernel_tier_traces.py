@@ -92,6 +92,65 @@ def test_top_model_and_detail_view(trace):
     assert detail["pinned by"] == "pid 300 (fio)"
     assert detail["method"] == "pin_user_pages_fast(), long-term (FOLL_LONGTERM)"
     assert detail["seen by"] == "GUP hook" and "pinned range" not in detail
+    assert detail["paths"] == ("4 pages by PTE; split 1 large folio: 512 pages of huge-page "
+                               "coverage lost")
     ksm = {label: value for _, lines in describe_failure(rows["page_ksm"].record)
            for label, value in lines}
     assert ksm["merged by"] == "KSM (ksmd)" and ksm["merged"] == "before tracing started"
+
+
+# --- questions 6 and 7: the path each page took, the folios split -------------------
+
+# the last partial move is of a kernel without a PTE step hook: its 2 pages unseen
+PATHS_TEXT = ("10 pages by PTE, 1 zero page, 1 swap entry, 2 pages by PTE steps this kernel "
+              "inlines (zero page and swap entries not told apart); split 1 large folio: 512 "
+              "pages of huge-page coverage lost")
+
+
+def test_report_sums_each_process_paths_and_splits(trace):
+    proc = uffdtrace("report", trace)
+    assert proc.returncode == 0, proc.stderr
+    section = proc.stdout.split("MOVE PATHS")[1].split("\n\n")[0]
+    # the success's 6 + 1 + 1 pages and the partial move's 4 pages and split
+    assert PATHS_TEXT in section
+    s = json.loads(uffdtrace("report", trace, "--json").stdout)
+    mp = s["move_paths"]
+    assert mp["seen"] and mp["note"] is None
+    [row] = mp["processes"]
+    assert row["counts"] == {"pte": 10, "zero_page": 1, "swap_entry": 1, "src_hole": 0,
+                             "pmd": 0, "huge_zero_pmd": 0}
+    assert (row["thp_splits"], row["split_pages"], row["split_bytes"]) == (1, 512, 512 * 4096)
+    assert row["kinds_told_apart"] and row["unseen_pages"] == 2
+
+
+def test_export_carries_each_moves_path(trace, tmp_path):
+    out = tmp_path / "k.json"
+    assert uffdtrace("export", "--perfetto", trace, "-o", str(out)).returncode == 0
+    moves = [e for e in check_trace_events(out)["traceEvents"] if e.get("ph") == "X"
+             and e["name"].startswith("UFFDIO_MOVE")]
+    ok = next(e for e in moves if e["args"]["result"] == "ok")
+    assert ok["args"]["paths"] == "6 pages by PTE, 1 zero page, 1 swap entry"
+    assert ok["args"]["split_pages"] == 0
+
+
+def test_tracepoint_tier_report_says_it_cannot_see_paths(tmp_path):
+    from tests.tracegen import mixed_items
+    path = tmp_path / "tp.jsonl"
+    write_trace(path, mixed_items())
+    out = uffdtrace("report", str(path)).stdout
+    assert "MOVE PATHS" in out and "seen by the kernel tier only" in out
+    assert "pages by PTE" not in out
+
+
+def test_a_kernel_that_inlines_the_pte_step_counts_only_what_it_sees():
+    """6.12: move_pages_pte is inlined, only PMD steps are hooked: the PTE
+    pages are what was moved beyond the PMDs, their kind unknown."""
+    from uffdtrace import movepaths
+    from uffdtrace.native import lib
+    move = {"flags": lib().UT_F_KERNEL_TIER, "kflags": lib().UT_K_PATHS_READ, "ret": 0,
+            "errno": None, "len": (512 + 3) * 4096, "move": (512 + 3) * 4096,
+            "path_pmds": 1, "thp_splits": 0, "split_pages": 0}
+    p = movepaths.paths(move, 4096)
+    assert p.unseen_pages == 3 and p.counts["pmd"] == 1 and p.counts["pte"] == 0
+    assert movepaths.describe(p) == ("1 whole THP by PMD, 3 pages by PTE steps this kernel "
+                                     "inlines (zero page and swap entries not told apart)")

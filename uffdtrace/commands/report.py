@@ -285,6 +285,25 @@ def _unread_events(s: dict) -> list[str]:
     return lines
 
 
+def _move_paths(s: dict, limit: int = 20) -> list[str]:
+    mp = s.get("move_paths")
+    if mp is None:
+        return []
+    lines = ["", "MOVE PATHS (the path each moved page took, and the large folios split)"]
+    if not mp["seen"]:
+        return lines + [f"  {mp['note']}"]
+    if mp["estimate"]:
+        lines.append(f"  note: {printable(mp['estimate'])}")
+    for r in mp["processes"][:limit]:
+        lines.append(f"  {proc(r['pid'], r['comm'])}: {r['summary']}")
+    if len(mp["processes"]) > limit:
+        lines.append(f"  ... and {len(mp['processes']) - limit} more processes "
+                     "(--json lists them all)")
+    if not mp["processes"]:
+        lines.append("  no move recorded")
+    return lines
+
+
 def _drops(s: dict) -> list[str]:
     d = s["drops"]
     if "ringbuf_drops" not in d:
@@ -315,5 +334,5 @@ def _drops(s: dict) -> list[str]:
 
 def render(s: dict) -> str:
     lines = _header(s) + _totals(s) + _processes(s) + _causes(s) + _latencies(s) + _tlb(s) \
-        + _pinners(s) + _ksm(s) + _unread_events(s) + _drops(s)
+        + _move_paths(s) + _pinners(s) + _ksm(s) + _unread_events(s) + _drops(s)
     return "\n".join(lines)

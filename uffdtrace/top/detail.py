@@ -3,7 +3,7 @@ lines (plain strings: the UI renders them literally).  Explanations and
 remedies come from the taxonomy, so they read the same everywhere."""
 from __future__ import annotations
 
-from .. import records, stacks
+from .. import movepaths, records, stacks
 from ..culprits import KsmCulprit, PinCulprit, UffdEventCulprit
 from ..native import lib
 from ..taxonomy import CAUSES, EVIDENCE_MEANING
@@ -55,6 +55,9 @@ def _request(r: dict, t: float | None, page_size: int) -> Section:
     lines.append(("cost", cost))
     if r.get("retries"):
         lines.append(("retries", f"{r['retries']} internal retries"))
+    paths = movepaths.paths(r, page_size)
+    if paths is not None:   # the kernel tier's: the tracepoint tier does not see steps
+        lines.append(("paths", movepaths.describe(paths)))
     return "Request", lines
 
 

@@ -444,6 +444,30 @@ def _huge_zero_page(r: Round):
     r.facts["dst_huge_zero_after"] = _all_have(_heads(dst, r.pages), "thp", "zero_page")
 
 
+def _zero_page(r: Round):
+    # a read fault of an anonymous page maps the shared zero page, which
+    # 6.9+ moves as such (move_zeropage_pte): the zero-page path (question 6)
+    src, dst = r.pair(r.pages, fill_src=False, advice=lib().MADV_NOHUGEPAGE)
+    pages = [src.page(i) for i in range(r.pages)]
+    for page in pages:
+        ctypes.string_at(page, 1)
+    r.facts["src_zero_page"] = _all_have(pages, "zero_page")
+    r.move_pages_one_by_one(src, dst, r.pages)
+
+
+def _thp_split(r: Round):
+    # a 4 KiB move out of a THP: move_pages splits the PMD, move_pages_ptes
+    # then splits the folio and moves one page -- the huge page is lost for
+    # good (question 7: the coverage a compacting GC's small moves cost)
+    huge = hpage_size()
+    src, dst = _huge_pair(r)
+    heads = _heads(src, r.pages)
+    r.facts["src_thp"] = _all_have(heads, "thp")
+    for i, head in enumerate(heads):
+        r.move(dst.addr + i * huge, head, PAGE_SIZE)
+    r.facts["src_thp_after"] = _all_have(heads, "thp")
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("ok", "4 KiB pages moved one call per page", _ok, default_pages=4),
     Scenario("thp", "2 MiB PMD moves of MADV_HUGEPAGE memory (--pages counts 2 MiB pages)",
@@ -492,6 +516,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "(--pages counts 2 MiB pages)", _dst_thp, expect_errno="EEXIST"),
     Scenario("huge_zero_page", "2 MiB move of a read-faulted MADV_HUGEPAGE area (the huge "
              "zero page) (--pages counts 2 MiB pages)", _huge_zero_page),
+    Scenario("zero_page", "4 KiB moves of read-faulted pages (the zero page)", _zero_page,
+             default_pages=4),
+    Scenario("thp_split", "the first 4 KiB of a THP moved: its folio is split (--pages "
+             "counts 2 MiB pages)", _thp_split),
 ]}
 
 # What `mixed` cycles through: mostly healthy moves, every failure class now
@@ -500,8 +528,9 @@ MIXED_CYCLE = ["ok", "ok", "ok", "thp", "partial", "ok", "dst_populated", "src_h
                "ok", "src_hole_allowed", "pinned", "ok", "fork_shared", "misaligned",
                "ok", "dst_not_registered", "vma_shared", "src_readonly", "cross_mm",
                "ok", "mmap_changing",
-               # issue 16: request, VMA and huge-page classes
-               "ok", "zero_len", "bad_mode", "crosses_vma", "dst_thp", "huge_zero_page"]
+               # issue 16: request, VMA and huge-page classes, and the move paths
+               "ok", "zero_len", "bad_mode", "crosses_vma", "dst_thp", "huge_zero_page",
+               "zero_page", "thp_split"]
 # Scenarios `mixed` leaves out, and why.
 OUTSIDE_MIXED = {
     "ksm": "changes machine-wide ksmd settings",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (SCENARIO_CAUSES, VMA_SCENARIOS, evidence_of, traced_workload,
-                           trace_records, uffdtrace)
+from tests.helpers import (SCENARIO_CAUSES, VMA_SCENARIOS, assert_move_path, evidence_of,
+                           scenario_path, traced_workload, trace_records, uffdtrace)
 
 # What a hook on them would cost every page fault, fork or munmap on the
 # machine: the kernel tier must attach none (the state at exit replaces them).
@@ -107,6 +107,16 @@ def test_every_scenario_is_observed(session):
     page_state = [(c, m) for c, m in zip(out["calls"], sorted(moves, key=lambda m: m.event.ts_ns))
                   if c["scenario"] not in VMA_SCENARIOS]
     _assert_observed({"calls": [c for c, _ in page_state]}, [m for _, m in page_state])
+    # questions 6 and 7: each success counted on its scenario's path
+    facts = {f["scenario"]: f for f in out["setup"]}
+    splits = "split_folio_to_list" in session.kernel_plan.hooks
+    paths = [(c, m) for c, m in page_state if not m.event.failed]
+    for call, m in paths:
+        assert_move_path(call["scenario"], facts.get(call["scenario"], {}),
+                         m.to_json(), splits)
+    taken = {scenario_path(c["scenario"], facts.get(c["scenario"], {})) for c, _ in paths}
+    print("paths checked:", sorted(p for p in taken if p))
+    assert {"pte", "pmd", "src_hole"} <= taken
 
 
 def test_vma_causes_are_observed_at_exit(session):
@@ -307,6 +317,8 @@ def test_swap_scenarios_are_observed(session, scenario):
         if m.event.failed:
             assert m.event.src_state.where_name == "PTE_SWAP"
             assert not m.event.src_state.has("SWP_EXCLUSIVE")
+        else:   # question 6: moved as a swap entry
+            assert_move_path(scenario, out["setup"][0], m.to_json(), False)
 
 
 def test_thp_pinned_is_what_this_kernel_does(session):

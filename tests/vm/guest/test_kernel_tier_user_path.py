@@ -16,7 +16,8 @@ from collections import Counter
 
 import pytest
 
-from tests.helpers import SCENARIO_CAUSES, evidence_of, uffdtrace
+from tests.helpers import SCENARIO_CAUSES, assert_move_path, evidence_of, uffdtrace
+from uffdtrace import movepaths
 from tests.traceevents import check_trace_events
 from uffdtrace.tracereader import iter_records
 
@@ -98,7 +99,14 @@ def test_every_scenario_recorded_observed_with_its_cause(recorded):
                 ("uffd_event", pending["event"], call["pid"]), c
             assert m["uffd_state"]["mmap_changing"] == 1, m["uffd_state"]
             seen_events.add(c["event"])
+        if not m["ret"]:   # question 6: the path it took, question 7: what it split
+            facts = next((f for f in call["setup"] if f["scenario"] == call["scenario"]), {})
+            assert_move_path(call["scenario"], facts, m, _splits_hooked(records))
     assert seen_events == {"remove", "unmap", "remap", "fork"}
+
+
+def _splits_hooked(records) -> bool:
+    return any(p.endswith(":split_folio_to_list") for p in records[0]["probes"])
 
 
 def test_report_text_and_json(recorded):
@@ -132,6 +140,19 @@ def test_report_text_and_json(recorded):
     pinners = {p["pid"]: p for p in s["pinners"]}
     assert pinners[pinned["pid"]]["method"].startswith("pin_user_pages")
     assert pinners[pinned["pid"]]["blocked_moves"] == 1
+    # questions 6, 7: the mixed workload's paths, summed from its records
+    mixed_pid = next(c["pid"] for c in calls if c["scenario"] == "thp")
+    tally = movepaths.Tally()
+    for r in moves:
+        if r["pid"] == mixed_pid:
+            tally.add(movepaths.paths(r, 4096))
+    want = tally.result()
+    row = next(r for r in s["move_paths"]["processes"] if r["pid"] == mixed_pid)
+    assert (row["counts"], row["thp_splits"], row["split_pages"]) == \
+        (want.counts, want.thp_splits, want.split_pages)
+    assert row["counts"]["src_hole"] > 0 and row["counts"]["pmd"] > 0, row
+    section = text.stdout.split("MOVE PATHS")[1].split("\n\n")[0]
+    assert f"pid {mixed_pid} " in section and movepaths.describe(want) in section
 
 
 def test_export_perfetto(recorded, tmp_path):
@@ -149,6 +170,11 @@ def test_export_perfetto(recorded, tmp_path):
     pinned = [a for a in failures if a["underlying"] == "page_pinned"]
     assert pinned and all(a["culprit"]["source"] == "GUP hook" and a["evidence"] == "observed"
                           for a in pinned)
+    # each move's path (question 6), as its record says ("count": a repeat's slice)
+    slices = [e for e in events if e["ph"] == "X" and "count" not in e["args"]]
+    assert slices and all(e["args"]["paths"] for e in slices)
+    holes = [e for e in slices if "src holes skipped" in e["args"]["paths"]]
+    assert len(holes) == sum(c["scenario"] == "src_hole_allowed" for c in calls)
 
 
 @pytest.mark.asyncio
