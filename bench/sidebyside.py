@@ -152,7 +152,12 @@ def _measure(cond, workloads, rep, cells, reports, problems) -> int:
             if w.makes_moves:
                 moves += sample.ops
             if sample.failed:
-                problems.append(f"{w.label} under {cond.label}: {sample.failed} moves failed")
+                # which errno, and from which call on: one early failure
+                # desynchronizes a ping-pong for good, a planned failure
+                # storm fails throughout
+                problems.append(f"{w.label} under {cond.label}: {sample.failed} of "
+                                f"{sample.ops} moves failed ({sample.errors}), the first at "
+                                f"call {sample.first_error_call}")
     finally:
         reports[cond.key].append(cond.stop())
     return moves

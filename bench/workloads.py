@@ -21,6 +21,8 @@ class Sample:
     wall_ns: int
     cpu_ns: int          # CPU time of the measuring thread
     failed: int = 0
+    errors: dict[str, int] | None = None   # failed moves by errno
+    first_error_call: int | None = None    # the first one's index in the loop
 
     @property
     def rate(self) -> float:
@@ -62,7 +64,7 @@ class MoveWorkload:
         s = self._uffd.move_loop(self._a, self._b, self.chunk, count or self.count,
                                  rate=rate, fail_every=fail_every, first_step=self._step)
         self._step = s.next_step     # the next loop resumes the ping-pong here
-        return Sample(s.calls, s.ns, s.cpu_ns, s.failed)
+        return Sample(s.calls, s.ns, s.cpu_ns, s.failed, s.errors, s.first_error_call)
 
     def calibrate(self, seconds: float):
         """Pick the count that takes about `seconds` untraced."""
