@@ -7,6 +7,7 @@ the median over repetitions is reported.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -138,12 +139,44 @@ def side_by_side(conditions: list, workloads: list, reps: int, seconds: float,
                       skipped_workloads, busy, problems)
 
 
+SETTLE_WINDOW_S = 0.2
+SETTLE_LIMIT_S = 60.0
+
+
+def _tracer_cores(cond, window_s: float = SETTLE_WINDOW_S) -> float:
+    """The tracer's CPU use over the next `window_s`, in cores."""
+    cpu0 = cond.cpu_ns()
+    time.sleep(window_s)
+    return (cond.cpu_ns() - cpu0) / (window_s * 1e9)
+
+
+def settle(cond, idle_cores: float, limit_s: float = SETTLE_LIMIT_S) -> float | None:
+    """Wait until the tracer has caught up with what the previous workload
+    made: its CPU use over a window no more than twice its idle use (and a
+    twentieth of a core).  A collector slower than the moves it follows (under
+    QEMU TCG it drained a backlog for seconds) would otherwise charge that
+    backlog to the next workload -- a bystander that triggers nothing
+    measured 0.5-0.9 cores of tracer.  Seconds waited, None if it never
+    settled within limit_s."""
+    quiet, t0 = max(2 * idle_cores, 0.05), time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        if _tracer_cores(cond) <= quiet:
+            return time.monotonic() - t0
+    return None
+
+
 def _measure(cond, workloads, rep, cells, reports, problems) -> int:
-    """Start `cond`, run every workload under it, stop it; moves made."""
+    """Start `cond`, run every workload under it (each once the tracer has
+    settled), stop it; moves made."""
     moves = 0
     cond.start()
     try:
+        idle = _tracer_cores(cond, 2 * SETTLE_WINDOW_S)
         for w in workloads:
+            if settle(cond, idle) is None:
+                problems.append(f"{w.label} under {cond.label}: the tracer still used more "
+                                f"than twice its idle CPU ({idle:.3f} cores) after "
+                                f"{SETTLE_LIMIT_S:.0f} s: measured while it catches up")
             cpu0 = cond.cpu_ns()
             sample = w.run()
             cell = cells[(cond.key, w.key)]

@@ -208,3 +208,46 @@ def test_kernel_paths_show_calls_per_operation_and_what_is_hooked():
     assert "hooked calls per operation: fault 16.0, direct_read 1.0" in "\n".join(lines)
     assert "gup_put_folio (not in kallsyms" in lines[-1]
     assert report.kernel_paths({"skipped": "no kprobes"})[1] == "  not run here: no kprobes"
+
+
+# --- settling: a tracer behind on its backlog is not charged to the next workload ---
+
+class _BusyThenIdle:
+    """A real process standing in for a tracer: it burns CPU for `busy_s`
+    (a backlog being drained), then sleeps; cpu_ns() as the bench reads a
+    tracer's."""
+
+    def __init__(self, busy_s: float):
+        import subprocess
+        import sys
+        code = ("import time; t = time.monotonic()\n"
+                f"while time.monotonic() - t < {busy_s}: pass\n"
+                "time.sleep(60)")
+        self.proc = subprocess.Popen([sys.executable, "-c", code])
+
+    def cpu_ns(self) -> int:
+        from bench.tracers import process_cpu_ns
+        return process_cpu_ns(self.proc.pid)
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_settle_waits_for_the_tracer_to_catch_up():
+    from bench.sidebyside import settle
+    tracer = _BusyThenIdle(busy_s=1.0)
+    try:
+        waited = settle(tracer, idle_cores=0.0, limit_s=20)
+    finally:
+        tracer.close()
+    assert waited is not None and waited >= 0.5
+
+
+def test_settle_gives_up_on_a_tracer_that_never_catches_up():
+    from bench.sidebyside import settle
+    tracer = _BusyThenIdle(busy_s=60.0)
+    try:
+        assert settle(tracer, idle_cores=0.0, limit_s=1.0) is None
+    finally:
+        tracer.close()
