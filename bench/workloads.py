@@ -56,6 +56,11 @@ class MoveWorkload:
             # small-page workloads stay small: khugepaged collapsing a
             # populated range into a THP would make a ping-pong move fail
             m.madvise(lib().MADV_HUGEPAGE if self.thp else lib().MADV_NOHUGEPAGE)
+            # bystanders run in forked children of this process: a fork
+            # leaves every page it shared not anon-exclusive, even after the
+            # child exits, and every later move fails EBUSY (the 7.3 guest's
+            # kernel-tier run failed all its moves so, under every condition)
+            m.madvise(lib().MADV_DONTFORK)
         self._a.fill()
         self._uffd.register(self._a)
         self._uffd.register(self._b)
