@@ -58,6 +58,8 @@ HOOKS = (
     Hook("move_pages_pte", "each PTE step's result (where not inlined)",
          exit=True, saved_args=True, anchor=True),
     Hook("move_pages_huge_pmd", "each PMD step's result", exit=True, saved_args=True),
+    Hook("handle_userfault", "when each thread faulting on a uffd began to wait "
+         "(exact waits of the threads a move wakes)", entry=True),
     Hook("split_folio_to_list", "folio splits", exit=True),
     Hook("pin_user_pages_fast", "GUP pins (io_uring, O_DIRECT, drivers)",
          exit=True, saved_args=True),
