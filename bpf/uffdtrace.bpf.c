@@ -92,7 +92,7 @@ static __always_inline u64 ut_task_switches(u64 task)
 static __always_inline void ut_fault_waited(struct ut_fault_waiter *fw, u64 task, u64 now)
 {
 	u64 switches = ut_task_switches(task);
-	u32 tid = fw->tid;      /* a key on the stack, not in ring-buffer memory */
+	u32 tid = fw->tid;
 	struct ut_fault_since *seen = fault_since.lookup(&tid);
 
 	if (seen && (seen->addr & ~0xfffULL) == (fw->addr & ~0xfffULL) &&

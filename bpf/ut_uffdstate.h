@@ -63,26 +63,27 @@ struct ut_wq_walk {
 #if UT_WAITERS
 /* ut_fault_waited(): defined by the including program (bcc rewrites map
  * calls in its main file only), uffdtrace.bpf.c. */
-/* The fault waiter at `task`, its entry at `entry`: if its address is in
- * ev's range, counted and (the first UT_WAKE_WAITERS_MAX) described. */
+/* The fault waiter at `task`, its entry at `entry`: its wait stamped
+ * (every waiter a walk sees, in range or not: a later walk then knows it
+ * was already asleep); if its address is in ev's range, counted and (the
+ * first UT_WAKE_WAITERS_MAX) described. */
 static __always_inline void ut_uffd_fault_entry(struct ut_wake_event *ev, u64 entry, u64 task,
 						u8 queue)
 {
-	u64 addr = 0;
+	struct ut_fault_waiter fw = {};
 
-	ut_ps_read_u64(entry - UT_L_UWQ_WQ + UT_L_UWQ_MSG_ADDRESS, &addr);
-	if (ev->len && (addr < ev->start || addr - ev->start >= ev->len))
+	ut_ps_read_u64(entry - UT_L_UWQ_WQ + UT_L_UWQ_MSG_ADDRESS, &fw.addr);
+	bpf_probe_read_kernel(&fw.tid, sizeof(fw.tid), (const void *)(task + UT_L_TASK_PID));
+	ut_fault_waited(&fw, task, ev->ts_ns);
+	if (ev->len && (fw.addr < ev->start || fw.addr - ev->start >= ev->len))
 		return;
 	u32 n = ev->in_range++;
 	if (n >= UT_WAKE_WAITERS_MAX)
 		return;
-	struct ut_fault_waiter *fw = &ev->waiters[n & (UT_WAKE_WAITERS_MAX - 1)];
-	fw->addr = addr;
-	fw->queue = queue;
-	bpf_probe_read_kernel(&fw->pid, sizeof(fw->pid), (const void *)(task + UT_L_TASK_TGID));
-	bpf_probe_read_kernel(&fw->tid, sizeof(fw->tid), (const void *)(task + UT_L_TASK_PID));
-	bpf_probe_read_kernel(fw->comm, sizeof(fw->comm), (const void *)(task + UT_L_TASK_COMM));
-	ut_fault_waited(fw, task, ev->ts_ns);
+	fw.queue = queue;
+	bpf_probe_read_kernel(&fw.pid, sizeof(fw.pid), (const void *)(task + UT_L_TASK_TGID));
+	bpf_probe_read_kernel(fw.comm, sizeof(fw.comm), (const void *)(task + UT_L_TASK_COMM));
+	__builtin_memcpy(&ev->waiters[n & (UT_WAKE_WAITERS_MAX - 1)], &fw, sizeof(fw));
 }
 #endif
 
