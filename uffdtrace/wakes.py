@@ -209,6 +209,22 @@ class WakeLinker:
     def rows(self) -> list[dict]:
         return sorted(self.rows_, key=lambda r: (r["ts_ns"], r["tid"]))
 
+    def summary(self, rel_s) -> dict:
+        """What `report` shows (after finish()); rel_s: a ts_ns -> seconds
+        since the trace began."""
+        def row(r: dict) -> dict:
+            out = {k: r[k] for k in ("tid", "pid", "comm", "addr", "queue", "wait_evidence",
+                                     "by", "outcome", "by_tid", "by_pid", "by_comm")}
+            out["waited_ms"] = round(r["waited_ns"] / 1e6, 3)
+            out["at_s"] = rel_s(r["ts_ns"])
+            dw = r.get("after_dontwake_move")
+            out["after_dontwake_move"] = None if dw is None else \
+                {"at_s": rel_s(dw["ts_ns"]), "tid": dw["tid"], "comm": dw["comm"]}
+            return out
+        return {"counts": dict(self.counts), "raced": self.raced,
+                "undescribed": self.undescribed, "rows_dropped": self.rows_dropped,
+                "rows": [row(r) for r in self.rows()]}
+
 
 def _bounded_put(d: OrderedDict, key, value):
     d[key] = value
