@@ -142,8 +142,9 @@ class WakeLinker:
     entry): it waits in `pending` for it.  A DONTWAKE move's waiters wait in
     `asleep` for the UFFDIO_WAKE that wakes them."""
 
-    def __init__(self, max_rows: int = MAX_ROWS):
+    def __init__(self, max_rows: int = MAX_ROWS, on_row=None):
         self.max_rows = max_rows
+        self.on_row = on_row            # called with each row as it is decided
         self.rows_: list[dict] = []
         self.counts = {"woken_by_move": 0, "woken_by_wake": 0, "left_by_dontwake": 0,
                        "not_moved": 0, "unknown": 0}
@@ -201,6 +202,8 @@ class WakeLinker:
         key = {"woken": f"woken_by_{row['by']}", "dontwake": "left_by_dontwake"}.get(
             row["outcome"], row["outcome"])
         self.counts[key] += 1
+        if self.on_row is not None:
+            self.on_row(row)
         if len(self.rows_) < self.max_rows:
             self.rows_.append(row)
         else:
