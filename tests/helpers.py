@@ -36,6 +36,8 @@ SCENARIO_CAUSES = {
     "crosses_vma": ("invalid_crosses_vma", None),
     "dst_thp": ("dst_populated", None),        # the dst PMD is a huge page
     "huge_zero_page": ("ok", None),            # moved whole (6.9+: zero pages move)
+    # issue 16, question 9: threads faulting on the pages it moves
+    "fault_wake": ("ok", None),
 }
 
 

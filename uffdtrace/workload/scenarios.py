@@ -372,6 +372,11 @@ def _fault_wake(r: Round):
     # FAULT_HOLD_MS later: the tracer must tell who each move or wake woke,
     # and how long they had waited.
     src, dst = r.pair(r.pages)
+    # the moves are issued by native code, between the faults: each planned
+    # before the threads fault (the pages it moves stay as planned till then)
+    for i in range(r.pages):
+        r.planned(dst.page(i), src.page(i), PAGE_SIZE,
+                  lib().UFFDT_MOVE_MODE_DONTWAKE if i % 2 else 0)
     waiters, served = r.uffd.serve_faults(dst.addr, src.addr, r.pages, hold_ms=FAULT_HOLD_MS)
     r.facts["waiters"] = [w.to_json() for w in waiters]
     r.facts["served"] = [{k: v for k, v in s.to_json().items() if k != "move"} for s in served]
