@@ -30,6 +30,9 @@ class StateReader:
     # the VMA reader (bpf/ut_vmastate.h) needs the layout only, no
     # calibration: it is on unless turned off or this kernel lacks a fact
     vmas_wanted: bool = True
+    # the fault-waiter reader (who a move or UFFDIO_WAKE wakes): on unless
+    # turned off (bench/hookcosts.py measures the move's entry check so)
+    waiters_wanted: bool = True
 
     @property
     def usable(self) -> bool:
@@ -67,6 +70,8 @@ class StateReader:
         """Why the waiter reader is off ("" when it is on).  It reads the
         uffd's fault queues at a move's or UFFDIO_WAKE's entry: a feature of
         its own, on whenever the layout allows, whatever the readers at exit."""
+        if not self.waiters_wanted:
+            return "turned off"
         if self.layout is None:
             return self.reason or "kernel layout unknown"
         lacking = self.layout.lacks(layout.WAITER_READER_FACTS)
