@@ -535,6 +535,7 @@ OUTSIDE_MIXED = {
     "swapped": "adds a swap device to the machine (root)",
     "swap_shared": "adds a swap device to the machine (root)",
     "thp_pinned": "a kernel that retries the split stalls it until its mover is killed",
+    "fault_wake": f"paced by its own faults ({FAULT_HOLD_MS} ms a page), not by --rate",
 }
 
 
