@@ -815,6 +815,9 @@ static __always_inline void move_waiters(u32 fd, u64 uctx)
 		return;
 	rec->woke = wake_check(UT_WAKE_BY_MOVE, fd, uctx ? uctx : ut_vs_uffd_ctx(fd),
 			       rec->ev.dst, rec->ev.len, rec->ev.mode, rec->ev.ts_ns);
+	/* readers link the two whichever comes first (the rings drain apart) */
+	if (rec->woke)
+		rec->ev.flags |= UT_F_WAKE_SENT;
 }
 
 /* A UFFDIO_WAKE ioctl enters: who it wakes (a DONTWAKE move's waiters). */

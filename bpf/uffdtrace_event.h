@@ -22,6 +22,7 @@
 #define UT_F_STATE_AT_EXIT 0x20   /* a failed move: src_state/dst_state read before it returned */
 #define UT_F_VMAS_AT_EXIT 0x40    /* an EINVAL/ENOENT move: src_vma_state/dst_vma_state read before it returned */
 #define UT_F_UFFD_AT_EXIT 0x80    /* an EAGAIN move that moved nothing: uffd_state read before it returned */
+#define UT_F_WAKE_SENT 0x100      /* threads were asleep in its range: a ut_wake_event was sent at its entry */
 
 /* ut_move_event.folio_flags: the folio where a failed move stopped (kernel
  * tier; its state is in src_state) */

@@ -243,11 +243,12 @@ def wake_items(since: str = "first_seen") -> list:
     t = T0 + 3_000_000_000
     fault = t - 50_000_000
     waiters = [waiter(FAULTER + i, DST + i * PAGE, fault, since=since) for i in range(3)]
-    m0 = ok(pid=MONITOR, tid=MONITOR, comm="monitor", ts_ns=t, dst=DST)
+    sent = lib().UT_F_WAKE_SENT       # as the kernel marks a move that sent one
+    m0 = ok(pid=MONITOR, tid=MONITOR, comm="monitor", ts_ns=t, dst=DST, flags=sent)
     m1 = ok(pid=MONITOR, tid=MONITOR, comm="monitor", ts_ns=t + 20_000_000, dst=DST + PAGE,
-            mode=lib().UFFDT_MOVE_MODE_DONTWAKE)
+            mode=lib().UFFDT_MOVE_MODE_DONTWAKE, flags=sent)
     m2 = failed(E.EEXIST, "dst_populated", pid=MONITOR, tid=MONITOR, comm="monitor",
-                ts_ns=t + 60_000_000, dst=DST + 2 * PAGE)
+                ts_ns=t + 60_000_000, dst=DST + 2 * PAGE, flags=sent)
     return [
         wake(t, DST, (waiters[0],), waiting=3), m0,
         wake(t + 20_000_000, DST + PAGE, (waiters[1],), dontwake=True, waiting=2), m1,

@@ -115,6 +115,11 @@ def decode_wake(raw: bytes) -> WakeEvent | None:
 
 # --- linking records: who was woken, by what, after how long -------------------
 
+def wake_sent(move: dict) -> bool:
+    """Was a wake record sent at this move record's entry?"""
+    return bool(move.get("flags", 0) & lib().UT_F_WAKE_SENT)
+
+
 def waited(waiter: dict, until_ns: int) -> dict:
     """The wait of a waiter record until `until_ns` (the waking call's
     entry), with its evidence."""
@@ -143,6 +148,9 @@ class WakeLinker:
     `asleep` for the UFFDIO_WAKE that wakes them."""
 
     def __init__(self, max_rows: int = MAX_ROWS, on_row=None):
+        # moves whose wake record has not come yet (the two are drained from
+        # different ring buffers, so either can come first)
+        self.moved: OrderedDict[tuple, dict] = OrderedDict()
         self.max_rows = max_rows
         self.on_row = on_row            # called with each row as it is decided
         self.rows_: list[dict] = []
@@ -158,7 +166,11 @@ class WakeLinker:
         self.raced += w["raced"]
         self.undescribed += max(0, w["in_range"] - len(w["waiters"]))
         if w["cause"] == "move" and not w["dontwake"]:
-            _bounded_put(self.pending, (w["tid"], w["ts_ns"]), w)
+            m = self.moved.pop((w["tid"], w["ts_ns"]), None)
+            if m is not None:
+                self._moved(w, m)
+            else:
+                _bounded_put(self.pending, (w["tid"], w["ts_ns"]), w)
             return
         for waiter in w["waiters"]:
             if w["cause"] == "move":      # DONTWAKE: asleep until a UFFDIO_WAKE
@@ -174,9 +186,12 @@ class WakeLinker:
             self._add(row)
 
     def move(self, m: dict):
-        w = self.pending.pop((m["tid"], m["ts_ns"]), None)
+        key = (m["tid"], m["ts_ns"])
+        w = self.pending.pop(key, None)
         if w is not None:
             self._moved(w, m)
+        elif wake_sent(m) and not m["mode"] & lib().UFFDT_MOVE_MODE_DONTWAKE:
+            _bounded_put(self.moved, key, m)
 
     def finish(self):
         """Moves whose record never came, and DONTWAKE waiters no UFFDIO_WAKE

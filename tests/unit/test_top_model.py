@@ -264,3 +264,20 @@ def test_a_faulting_threads_comm_is_made_printable(tmp_path):
     row = next(r for r in m.snapshot().failures_recent if r.cause == "woke_threads")
     text = "\n".join(v for _, lines in describe_failure(row.record, row.t) for _, v in lines)
     assert "\x1b" not in text and "[red]x\\x1b" in text
+
+
+def test_woken_threads_reach_the_detail_whichever_record_comes_first(tmp_path):
+    from tests.tracegen import wake_items, write_trace
+    from tests.unit.test_wakes import moves_first
+    from uffdtrace.tracereader import iter_records
+
+    def woken(items):
+        path = tmp_path / "w.jsonl"
+        write_trace(path, items)
+        m = TopModel()
+        m.feed(list(iter_records(str(path))))
+        return [(r.cause, [w["tid"] for w in r.record["woken_threads"]])
+                for r in m.snapshot().failures_recent if "woken_threads" in r.record]
+
+    assert woken(moves_first(wake_items())) == woken(wake_items())
+    assert [tids for _, tids in woken(wake_items())] == [[610], [611], [612]]

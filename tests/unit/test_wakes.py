@@ -127,3 +127,26 @@ def test_a_wake_links_to_its_own_threads_move_only():
     other = ok(pid=MONITOR, tid=MONITOR + 1, ts_ns=T0, dst=DST)
     linker = linked([wake(T0, DST, (waiter(FAULTER, DST, T0),)), other])
     assert [r["outcome"] for r in linker.rows()] == ["unknown"]
+
+
+def moves_first(items) -> list:
+    """Each move record before its wake record: the two come from different
+    ring buffers, and a backlog in one can put either first."""
+    out = list(items)
+    for i in range(len(out) - 1):
+        if isinstance(out[i], WakeEvent) and not isinstance(out[i + 1], WakeEvent):
+            out[i], out[i + 1] = out[i + 1], out[i]
+    return out
+
+
+def test_a_move_record_before_its_wake_record_links_the_same():
+    reordered = moves_first(wake_items())
+    assert not isinstance(reordered[0], WakeEvent)
+    assert linked(reordered).rows() == linked(wake_items()).rows()
+
+
+def test_a_move_without_the_flag_waits_for_no_wake_record():
+    linker = WakeLinker()
+    for item in records([ok(pid=MONITOR, tid=MONITOR, ts_ns=T0, dst=DST)]):
+        linker.move(item)
+    assert not linker.moved

@@ -14,7 +14,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .. import records
-from ..wakes import WakeLinker
+from ..wakes import WakeLinker, wake_sent
 from .stats import LatencyHistogram, RateMeter, log2_bucket
 
 MIB = 1 << 20
@@ -212,11 +212,12 @@ class TopModel:
         if t > self.now:
             self.now = t
         key = (int(r["tid"]), int(r["ts_ns"]))
-        if key in self._waking:
+        if key in self._waking or wake_sent(r):
             # before the linker decides (it calls _woken at once): the
             # record collects its woken threads; a success gets a row of
             # its own to open them from
             r = self._waking[key] = {**r, "woken_threads": []}
+            self._trim_waking()
             if ret == 0:
                 self._row(p, t, r, "woke_threads", "observed")
         self._wakes.move(r)
@@ -261,10 +262,14 @@ class TopModel:
 
     def _wake(self, r: dict):
         if r["cause"] == "move":
-            self._waking[(int(r["tid"]), int(r["ts_ns"]))] = None
-            while len(self._waking) > WAKING_MOVES:
-                self._waking.popitem(last=False)
+            # its move record may have come first (another ring buffer)
+            self._waking.setdefault((int(r["tid"]), int(r["ts_ns"])), None)
+            self._trim_waking()
         self._wakes.wake(r)
+
+    def _trim_waking(self):
+        while len(self._waking) > WAKING_MOVES:
+            self._waking.popitem(last=False)
 
     def _woken(self, row: dict):
         """A faulting thread a move woke or left asleep (or a UFFDIO_WAKE
