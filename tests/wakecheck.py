@@ -36,29 +36,32 @@ def check_wake_records(trace, out: dict, tier: str) -> list[dict]:
         expect.append(("move", bool(i % 2), i, s["move_ns"]))
         if i % 2:
             expect.append(("wake", False, i, s["wake_ns"]))
-    assert [(w["cause"], w["dontwake"]) for w in wakes] == [(c, d) for c, d, _, _ in expect]
+    assert [(w["cause"], w["dontwake"]) for w in wakes] == \
+        [(c, d) for c, d, _, _ in expect], wakes
     first_walk = wakes[0]["ts_ns"]
     for w, (cause, _, i, user_ns) in zip(wakes, expect):
         waiter = waiters[i]
         (seen,) = w["waiters"]
-        assert (w["tid"], w["in_range"], w["raced"], w["more"]) == (calls[i]["tid"], 1, False, False)
-        assert (seen["tid"], seen["addr"], seen["pid"]) == (waiter["tid"], waiter["addr"], pid)
-        assert seen["queue"] == "read"          # the monitor read every fault first
+        why = (i, w, waiter)
+        assert (w["tid"], w["in_range"], w["raced"], w["more"]) == \
+            (calls[i]["tid"], 1, False, False), why
+        assert (seen["tid"], seen["addr"], seen["pid"]) == (waiter["tid"], waiter["addr"], pid), why
+        assert seen["queue"] == "read", why    # the monitor read every fault first
         # every thread still asleep is on the queue: page i's and the later ones
-        assert w["waiting"] == len(waiters) - i
+        assert w["waiting"] == len(waiters) - i, why
         # the waker's entry: after the workload issued the call, before the
         # thread resumed
-        assert user_ns <= w["ts_ns"] <= waiter["resumed_ns"]
+        assert user_ns <= w["ts_ns"] <= waiter["resumed_ns"], why
         if cause == "move":
-            assert moves[w["ts_ns"]]["dst"] == waiter["addr"]    # linked to its move
+            assert moves[w["ts_ns"]]["dst"] == waiter["addr"], why   # linked to its move
         if tier == "kernel":
             # exact: its entry into handle_userfault(), after the thread
             # touched the page, before the monitor began serving
-            assert seen["since"] == "fault_entry"
-            assert waiter["fault_ns"] <= seen["since_ns"] <= served[0]["move_ns"]
+            assert seen["since"] == "fault_entry", why
+            assert waiter["fault_ns"] <= seen["since_ns"] <= served[0]["move_ns"], why
         else:
             # at least: first seen by the first walk, which saw every thread
-            assert seen["since"] == "first_seen" and seen["since_ns"] == first_walk
+            assert seen["since"] == "first_seen" and seen["since_ns"] == first_walk, why
     return wakes
 
 
@@ -120,7 +123,9 @@ async def check_top_replay(trace, out: dict):
         assert app.model.malformed == 0 and app.model.error is None
         rows = [f for f in app.snapshot.failures_recent
                 if f.pid == out["pid"] and f.cause == "woke_threads"]
-        assert len(rows) == len(waiters)     # every move found its thread asleep
+        # every move found its thread asleep
+        assert len(rows) == len(waiters), [(f.pid, f.cause) for f in
+                                           app.snapshot.failures_recent][-20:]
         await pilot.press("tab")
         app.focused.move_to_item(str(rows[1].seq))   # a DONTWAKE move
         await pilot.press("enter")
