@@ -54,14 +54,19 @@ def check_wake_records(trace, out: dict, tier: str) -> list[dict]:
         assert user_ns <= w["ts_ns"] <= waiter["resumed_ns"], why
         if cause == "move":
             assert moves[w["ts_ns"]]["dst"] == waiter["addr"], why   # linked to its move
-        if tier == "kernel":
-            # exact: its entry into handle_userfault(), after the thread
-            # touched the page, before the monitor began serving
-            assert seen["since"] == "fault_entry", why
+        if seen["since"] == "fault_entry":
+            # exact (kernel tier): its entry into handle_userfault(), after
+            # the thread touched the page, before the monitor began serving
+            assert tier == "kernel", why
             assert waiter["fault_ns"] <= seen["since_ns"] <= served[0]["move_ns"], why
         else:
-            # at least: first seen by the first walk, which saw every thread
+            # at least: first seen by the first walk, which saw every thread.
+            # The kernel tier falls back to it for a fault whose hook did not
+            # run: fentry skips a program already running on that CPU (the
+            # threads fault together; one may be preempted inside it)
             assert seen["since"] == "first_seen" and seen["since_ns"] == first_walk, why
+    if tier == "kernel":
+        assert any(w["waiters"][0]["since"] == "fault_entry" for w in wakes), wakes
     return wakes
 
 
@@ -84,7 +89,9 @@ def check_report(trace, out: dict, tier: str):
         assert (r["addr"], r["by"], r["outcome"], r["by_tid"]) == \
             (waiter["addr"], by, "woken", calls[i]["tid"])
         assert r["waited_ms"] == round((wake["ts_ns"] - since) / 1e6, 3)
-        assert r["wait_evidence"] == ("exact" if tier == "kernel" else "at_least")
+        assert r["wait_evidence"] == ("exact" if wake["waiters"][0]["since"] == "fault_entry"
+                                      else "at_least")
+        assert tier == "kernel" or r["wait_evidence"] == "at_least"
         # never more than the thread really waited (the workload's clock)
         assert r["waited_ms"] * 1e6 <= waiter["resumed_ns"] - waiter["fault_ns"]
         if i % 2:
@@ -97,7 +104,8 @@ def check_report(trace, out: dict, tier: str):
     assert "WOKEN FAULTING THREADS" in text.stdout
     assert f"tid {waiters[1]['tid']} of pid {out['pid']}" in text.stdout
     assert "after a DONTWAKE move" in text.stdout
-    assert ("at least" in text.stdout) == (tier != "kernel")
+    if tier != "kernel":
+        assert "at least" in text.stdout
 
 
 def check_export(trace, out: dict, tmp_path):
