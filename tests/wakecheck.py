@@ -62,8 +62,9 @@ def check_wake_records(trace, out: dict, tier: str) -> list[dict]:
         else:
             # at least: first seen by the first walk, which saw every thread.
             # The kernel tier falls back to it for a fault whose hook did not
-            # run: fentry skips a program already running on that CPU (the
-            # threads fault together; one may be preempted inside it)
+            # stamp it (seen once in the 7.3 guest; the likely reason: fentry
+            # skips a program already running on that CPU, and the threads
+            # fault together, one preempted inside it)
             assert seen["since"] == "first_seen" and seen["since_ns"] == first_walk, why
     if tier == "kernel":
         assert any(w["waiters"][0]["since"] == "fault_entry" for w in wakes), wakes
