@@ -10,6 +10,7 @@ of the looping thread.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Callable
 
@@ -93,6 +94,11 @@ def variants(sample: int, reader: stateatexit.StateReader
         (cheapest(sample) + off, *_uffdtrace(reader, success_sample=sample, cost_stats=False)),
         (cheapest(sample) + NO_READER_FLAG,
          *_uffdtrace(no_reader, success_sample=sample, cost_stats=False)),
+        # the fault-waiter check at each move's entry (who it wakes: the
+        # fd's uffd context, two queue heads), off: its cost is the difference
+        (cheapest(sample) + NO_READER_FLAG + ", no fault-waiter check",
+         *_uffdtrace(dataclasses.replace(no_reader, waiters_wanted=False),
+                     success_sample=sample, cost_stats=False)),
         (f"uffdtrace --sample-successes {sample}" + off,
          *_uffdtrace(reader, success_sample=sample)),
     ]

@@ -15,6 +15,10 @@
 #define UFFDT_IOC_MOVE_NR 0x05
 #define UFFDT_MOVE_MODE_DONTWAKE 0x1
 #define UFFDT_MOVE_MODE_ALLOW_SRC_HOLES 0x2
+/* _IOR(0xAA, _UFFDIO_WAKE = 0x02, struct uffdio_range { __u64 start, len; }):
+ * wakes the threads faulting in [start, start+len) (len 0: all of them),
+ * e.g. after a move with UFFDIO_MOVE_MODE_DONTWAKE */
+#define UFFDT_IOC_WAKE 0x8010AA02
 /* UFFD_FEATURE_MOVE, advertised by UFFDIO_API */
 #define UFFDT_FEATURE_MOVE 0x10000
 /* offset of the kernel-written `move` field inside the argument */

@@ -45,18 +45,74 @@
 #ifndef UT_UFFD_AT_EXIT
 #define UT_UFFD_AT_EXIT 0
 #endif
+/* who a move or UFFDIO_WAKE wakes, read at its entry (ut_uffdstate.h) */
+#ifndef UT_WAITERS
+#define UT_WAITERS 0
+#endif
 /* include/uapi/asm-generic/errno-base.h (uffdtrace_kernel.bpf.c, appended
  * to this file, uses them too) */
 #define UT_ENOENT 2
 #define UT_EAGAIN 11
 #define UT_EINVAL 22
-#if UT_STATE_AT_EXIT || UT_VMAS_AT_EXIT
+#if UT_STATE_AT_EXIT || UT_VMAS_AT_EXIT || UT_WAITERS
 #include "ut_pagestate.h"       /* needs the UT_L_* layout of this kernel */
 #endif
-#if UT_VMAS_AT_EXIT
+#if UT_VMAS_AT_EXIT || UT_WAITERS
 #include "ut_vmastate.h"        /* ... and its VMA_READER_FACTS */
 #endif
-#if UT_UFFD_AT_EXIT
+#if UT_WAITERS
+/*
+ * How long a waiter has waited.  The kernel tier stamps each thread's entry
+ * into handle_userfault() here (uffdtrace_kernel.bpf.c): the wait is then
+ * exact.  Without it (the tracepoint tier adds no hook on page faults, which
+ * every process on the machine takes), a waiter is stamped the first time a
+ * walk sees it asleep at that address: the wait is at least that long.  Its
+ * context switches are kept with the stamp: a thread asleep all along has
+ * not run, so a different count means it was woken and faulted anew, and
+ * the old stamp is not its.
+ */
+struct ut_fault_since {
+	u64 addr;               /* the page it faulted on */
+	u64 since_ns;
+	u64 switches;           /* nvcsw + nivcsw when first seen (UT_WAIT_FIRST_SEEN) */
+	u32 since;              /* UT_WAIT_* */
+	u32 pad;
+};
+BPF_TABLE("lru_hash", u32, struct ut_fault_since, fault_since, 10240);
+
+static __always_inline u64 ut_task_switches(u64 task)
+{
+	u64 nv = 0, niv = 0;
+
+	ut_ps_read_u64(task + UT_L_TASK_NVCSW, &nv);
+	ut_ps_read_u64(task + UT_L_TASK_NIVCSW, &niv);
+	return nv + niv;
+}
+
+static __always_inline void ut_fault_waited(struct ut_fault_waiter *fw, u64 task, u64 now)
+{
+	u64 switches = ut_task_switches(task);
+	u32 tid = fw->tid;
+	struct ut_fault_since *seen = fault_since.lookup(&tid);
+
+	if (seen && (seen->addr & ~0xfffULL) == (fw->addr & ~0xfffULL) &&
+	    (seen->since == UT_WAIT_FAULT_ENTRY || seen->switches == switches)) {
+		fw->since_ns = seen->since_ns;
+		fw->since = seen->since;
+		return;
+	}
+	struct ut_fault_since first = {};
+	first.addr = fw->addr;
+	first.since_ns = now;
+	first.switches = switches;
+	first.since = UT_WAIT_FIRST_SEEN;
+	fault_since.update(&tid, &first);
+	fw->since_ns = now;
+	fw->since = UT_WAIT_FIRST_SEEN;
+}
+
+#endif
+#if UT_UFFD_AT_EXIT || UT_WAITERS
 #include "ut_uffdstate.h"       /* ... and its UFFD_READER_FACTS (needs ut_vmastate.h) */
 #endif
 
@@ -141,6 +197,8 @@ struct ut_move_inflight {
 	u64 mmap_lock_start_ns;      /* start of the pending mmap_lock wait */
 	u64 lock_start_ns;           /* start of the pending lock contention */
 	u64 split_pages;             /* kernel tier: size of the folio being split */
+	u32 woke;                    /* threads were asleep in its range: a wake event was sent */
+	u32 pad;
 	/* kept from move to move (move_begin() clears only what is above) */
 	u32 run_open;                /* this thread has a run in `runs` */
 };
@@ -273,7 +331,7 @@ static __always_inline int overflow_account(const struct ut_move_event *ev);
 #endif
 
 /* The wire record only: the in-flight state around it stays in the kernel. */
-static __always_inline void send_move(const struct ut_move_event *ev)
+static __always_inline void send_move(const struct ut_move_event *ev, int always)
 {
 	struct ut_move_event *e;
 
@@ -295,7 +353,9 @@ static __always_inline void send_move(const struct ut_move_event *ev)
 		stat_add(UT_STAT_EVENTS_SENT, 1);
 		return;
 	}
-	if (!success_sampled()) {
+	/* a success that had threads asleep in its range is always sent: its
+	 * wake event (which tells who) links to it, and says nothing alone */
+	if (!always && !success_sampled()) {
 		stat_add(UT_STAT_SUCCESSES_UNSENT, 1);
 		return;
 	}
@@ -635,7 +695,7 @@ static __always_inline void move_send(void *ctx, struct ut_move_inflight *rec)
 	if (rec->ev.ret < 0)
 		take_stacks(ctx, &rec->ev.stack_ids, 0);
 #endif
-	send_move(&rec->ev);
+	send_move(&rec->ev, rec->woke);
 }
 
 /* The thread's move ends with `ret`: complete the record, count it, send it.
@@ -704,6 +764,77 @@ static __always_inline void move_end(void *ctx, struct ut_move_inflight *rec, s6
 	rec->ev.type = 0;   /* no longer in flight */
 }
 
+#if UT_WAITERS
+/*
+ * Who an ioctl about to wake faulting threads wakes: a UFFDIO_MOVE without
+ * DONTWAKE wakes the waiters of the range it moves, a UFFDIO_WAKE its
+ * range.  Read at ENTRY: by the exit the woken are off the queues.  The
+ * common case, no thread asleep on this uffd, costs the two reads of
+ * ut_uffd_has_fault_waiters(); a record is sent only when a waiter is in
+ * the range.  Returns 1 when one was sent.
+ */
+static __always_inline int wake_check(u32 cause, u32 fd, u64 uctx, u64 start, u64 len,
+				      u64 mode, u64 ts_ns)
+{
+	if (!uctx || !ut_uffd_has_fault_waiters(uctx))
+		return 0;
+	struct ut_wake_event *e = events.ringbuf_reserve(sizeof(struct ut_wake_event));
+	if (!e) {
+		stat_add(UT_STAT_WAKE_DROPS, 1);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	u64 id = bpf_get_current_pid_tgid();
+	e->type = UT_EV_WAKE;
+	e->pid = id >> 32;
+	e->tid = (u32)id;
+	e->fd = fd;
+	e->ts_ns = ts_ns;
+	e->start = start;
+	e->len = len;
+	e->cause = cause;
+	if (cause == UT_WAKE_BY_MOVE && (mode & UFFDT_MOVE_MODE_DONTWAKE))
+		e->flags |= UT_WK_DONTWAKE;
+	ut_uffd_waiters_read(e, uctx);
+	if (!e->in_range) {
+		events.ringbuf_discard(e, BPF_RB_NO_WAKEUP);
+		return 0;
+	}
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	events.ringbuf_submit(e, 0);
+	return 1;
+}
+
+/* The move just opened on this thread (move_begin()): who it would wake.
+ * uctx: the fd's struct userfaultfd_ctx if the caller has it, else 0. */
+static __always_inline void move_waiters(u32 fd, u64 uctx)
+{
+	struct ut_move_inflight *rec = current_move();
+
+	/* a move of len 0 (EINVAL) wakes nobody; len 0 would mean "all" here */
+	if (!rec || !rec->ev.len || (rec->ev.flags & UT_F_ARG_UNREADABLE))
+		return;
+	rec->woke = wake_check(UT_WAKE_BY_MOVE, fd, uctx ? uctx : ut_vs_uffd_ctx(fd),
+			       rec->ev.dst, rec->ev.len, rec->ev.mode, rec->ev.ts_ns);
+	/* readers link the two whichever comes first (the rings drain apart) */
+	if (rec->woke)
+		rec->ev.flags |= UT_F_WAKE_SENT;
+}
+
+/* A UFFDIO_WAKE ioctl enters: who it wakes (a DONTWAKE move's waiters). */
+static __always_inline void wake_waiters(u32 fd, u64 uctx, u64 argp)
+{
+	u64 id = bpf_get_current_pid_tgid();
+	struct { u64 start, len; } range = {};
+
+	if (!wanted(id >> 32, (u32)id) ||
+	    bpf_probe_read_user(&range, sizeof(range), (void *)argp))
+		return;
+	wake_check(UT_WAKE_BY_WAKE, fd, uctx ? uctx : ut_vs_uffd_ctx(fd), range.start, range.len,
+		   0, bpf_ktime_get_ns());
+}
+#endif
+
 #if !UT_MOVES_FROM_HANDLER
 /* The tracepoint tier follows moves through the ioctl syscall.  Both
  * tracepoints fire for every ioctl of the machine, and enabling any syscall
@@ -711,8 +842,19 @@ static __always_inline void move_end(void *ctx, struct ut_move_inflight *rec, s6
  * follows userfaultfd_ioctl() instead when it can (uffdtrace_kernel.bpf.c). */
 TRACEPOINT_PROBE(syscalls, sys_enter_ioctl)
 {
-	if ((u32)args->cmd == UFFDT_IOC_MOVE)
+	u32 cmd = args->cmd;
+
+	if (cmd == UFFDT_IOC_MOVE) {
 		move_begin(args->fd, args->arg);
+#if UT_WAITERS
+		move_waiters(args->fd, 0);
+#endif
+	}
+#if UT_WAITERS
+	else if (cmd == UFFDT_IOC_WAKE) {
+		wake_waiters(args->fd, 0, args->arg);
+	}
+#endif
 	return 0;
 }
 

@@ -11,6 +11,7 @@
 #define UT_EV_PIN 2
 #define UT_EV_UNPIN 3
 #define UT_EV_REPEAT 4
+#define UT_EV_WAKE 5
 
 /* ut_move_event.flags */
 #define UT_F_ARG_UNREADABLE 0x1   /* struct uffdio_move could not be read at entry */
@@ -21,6 +22,7 @@
 #define UT_F_STATE_AT_EXIT 0x20   /* a failed move: src_state/dst_state read before it returned */
 #define UT_F_VMAS_AT_EXIT 0x40    /* an EINVAL/ENOENT move: src_vma_state/dst_vma_state read before it returned */
 #define UT_F_UFFD_AT_EXIT 0x80    /* an EAGAIN move that moved nothing: uffd_state read before it returned */
+#define UT_F_WAKE_SENT 0x100      /* threads were asleep in its range: a ut_wake_event was sent at its entry */
 
 /* ut_move_event.folio_flags: the folio where a failed move stopped (kernel
  * tier; its state is in src_state) */
@@ -99,7 +101,8 @@ struct ut_stack_ids {
 #define UT_STAT_BYTES_REQUESTED 18  /* the len of every move: the size histogram's sum */
 #define UT_STAT_LATENCY_NS 19       /* the latency of every move: the latency histogram's sum */
 #define UT_STAT_TLB_FLUSHES 20      /* TLB flushes inside moves (0 with --no-cost-stats) */
-#define UT_STAT_MAX 21
+#define UT_STAT_WAKE_DROPS 21       /* wake records lost: `events` ring buffer full */
+#define UT_STAT_MAX 22
 
 /* tlb:tlb_flush reasons, enum tlb_flush_reason (include/linux/mm_types.h:
  * not uapi, and the tracepoint tier may compile with another version's
@@ -325,6 +328,62 @@ struct ut_move_event {
 	 * run's first: its repeats take none, so a storm pays for one; the run
 	 * shape does not compare stacks) */
 	struct ut_stack_ids stack_ids;
+};
+
+/*
+ * Threads a UFFDIO_MOVE or a UFFDIO_WAKE wakes: who was asleep in
+ * handle_userfault() on the uffd at an address of the range it wakes, read
+ * by bpf/ut_uffdstate.h at the ioctl's ENTRY (by its exit the woken are off
+ * the queues).  Sent only when there is such a waiter, to the `events` ring,
+ * next to the move event it belongs to (same tid and ts_ns).  A move wakes
+ * the waiters of [dst, dst + bytes moved) unless it asked DONTWAKE, so
+ * whether each one was really woken is decided with the move's result; a
+ * UFFDIO_WAKE wakes its whole range (len 0: every waiter).
+ */
+/* ut_wake_event.cause */
+#define UT_WAKE_BY_MOVE 1        /* a UFFDIO_MOVE entered; range: its dst, len */
+#define UT_WAKE_BY_WAKE 2        /* a UFFDIO_WAKE entered; range: its start, len */
+
+/* ut_wake_event.flags */
+#define UT_WK_DONTWAKE 0x1       /* the move asked UFFDIO_MOVE_MODE_DONTWAKE: it wakes nobody */
+#define UT_WK_RACED 0x2          /* a queue changed while walked: waiters may be missing */
+#define UT_WK_MORE 0x4           /* more waiters in range than described, or a queue past its bound */
+
+/* ut_fault_waiter.since: what since_ns is */
+#define UT_WAIT_FAULT_ENTRY 1    /* entry of its handle_userfault() call (kernel tier): the wait is exact */
+#define UT_WAIT_FIRST_SEEN 2     /* first seen asleep there, with no switch since: the wait is at least this */
+
+/* ut_fault_waiter.queue: where the fault was queued */
+#define UT_WQ_PENDING 1          /* ctx->fault_pending_wqh: the monitor has not read the fault yet */
+#define UT_WQ_READ 2             /* ctx->fault_wqh: read by the monitor, waiting to be resolved */
+
+#define UT_WAKE_WAITERS_MAX 4    /* waiters described; more are only counted */
+
+struct ut_fault_waiter {
+	__u64 addr;             /* uffd_msg.arg.pagefault.address: the page it faulted on */
+	__u64 since_ns;         /* bpf_ktime_get_ns(); what it marks: `since` */
+	__u32 pid;              /* the faulting thread: tgid */
+	__u32 tid;
+	__u8 since;             /* UT_WAIT_* */
+	__u8 queue;             /* UT_WQ_* */
+	__u8 pad[6];
+	char comm[16];
+};
+
+struct ut_wake_event {
+	__u32 type;             /* UT_EV_WAKE */
+	__u32 pid;              /* the waker (mover, or caller of UFFDIO_WAKE) */
+	__u32 tid;
+	__u32 fd;
+	__u64 ts_ns;            /* a move's: its move event's ts_ns; a wake's: its entry */
+	__u64 start;            /* the range it wakes (a move's dst) */
+	__u64 len;
+	__u32 cause;            /* UT_WAKE_BY_* */
+	__u32 flags;            /* UT_WK_* */
+	__u32 waiting;          /* threads asleep on the uffd's fault queues (walked) */
+	__u32 in_range;         /* ... of which in the range: the first UT_WAKE_WAITERS_MAX below */
+	struct ut_fault_waiter waiters[4];
+	char comm[16];
 };
 
 /*

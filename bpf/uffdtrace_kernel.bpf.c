@@ -377,10 +377,20 @@ static __always_inline u32 ut_syscall_fd(void)
 /* userfaultfd_ioctl(file, cmd, arg) */
 UT_ON_ENTRY(userfaultfd_ioctl)
 {
+	u32 cmd = (u32)UT_ARG(1);
+
 	ut_uffd_user();
-	if ((u32)UT_ARG(1) != UFFDT_IOC_MOVE)
+#if UT_WAITERS
+	if (cmd == UFFDT_IOC_WAKE) {
+		wake_waiters(ut_syscall_fd(), ut_read_u64((void *)UT_ARG(0), UT_L_FILE_PRIVATE_DATA),
+			     UT_ARG(2));
 		return 0;
-	move_begin(ut_syscall_fd(), UT_ARG(2));
+	}
+#endif
+	if (cmd != UFFDT_IOC_MOVE)
+		return 0;
+	u32 fd = ut_syscall_fd();
+	move_begin(fd, UT_ARG(2));
 	struct ut_move_inflight *rec = current_move();
 
 	if (!rec)
@@ -392,6 +402,9 @@ UT_ON_ENTRY(userfaultfd_ioctl)
 	rec->ev.kflags |= UT_K_IOCTL_SEEN;
 	if (owner != mine)
 		rec->ev.kflags |= UT_K_CROSS_MM;
+#if UT_WAITERS
+	move_waiters(fd, uctx);
+#endif
 	return 0;
 }
 
@@ -401,6 +414,30 @@ UT_ON_EXIT(userfaultfd_ioctl)
 
 	if (rec)
 		move_end(ctx, rec, (s64)(long)UT_RET());
+	return 0;
+}
+#endif
+
+/* ---- faulting threads: when each began to wait ---- */
+/* handle_userfault(vmf, reason): a thread faulted on a page registered with
+ * a userfaultfd and is about to sleep until it is resolved.  Stamped here,
+ * a woken waiter's wait is exact (ut_uffdstate.h, fault_since).  Only
+ * processes using userfaultfd get here: no other process pays for it. */
+#ifdef UT_HOOK_handle_userfault
+UT_ON_ENTRY(handle_userfault)
+{
+#if UT_WAITERS
+	u64 id = bpf_get_current_pid_tgid();
+	u32 tid = (u32)id;
+
+	if (!wanted(id >> 32, tid))
+		return 0;
+	struct ut_fault_since s = {};
+	s.addr = ut_read_u64((void *)UT_ARG(0), UT_L_VM_FAULT_ADDRESS);
+	s.since_ns = bpf_ktime_get_ns();
+	s.since = UT_WAIT_FAULT_ENTRY;
+	fault_since.update(&tid, &s);
+#endif
 	return 0;
 }
 #endif

@@ -37,6 +37,8 @@ _Static_assert(UFFDT_IOC_MOVE == _IOWR(UFFDIO, UFFDT_IOC_MOVE_NR, struct uffdt_m
 	       "UFFDT_IOC_MOVE is not _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)");
 _Static_assert(UFFDT_MOVE_FIELD_OFFSET == offsetof(struct uffdt_move_arg, move),
 	       "UFFDT_MOVE_FIELD_OFFSET is not the offset of `move`");
+/* UFFDIO_WAKE is as old as userfaultfd: every header has it */
+_Static_assert(UFFDT_IOC_WAKE == UFFDIO_WAKE, "UFFDT_IOC_WAKE");
 #ifdef UFFDIO_MOVE   /* system headers newer than Debian 12's have the real ones */
 _Static_assert(UFFDT_IOC_MOVE == UFFDIO_MOVE, "UFFDT_IOC_MOVE");
 _Static_assert(UFFDT_MOVE_MODE_DONTWAKE == UFFDIO_MOVE_MODE_DONTWAKE, "DONTWAKE");
@@ -799,4 +801,94 @@ int uffdw_settle_event(struct uffdw_pending_event *ev)
 	pthread_join((pthread_t)ev->thread, NULL);
 	ev->joined = 1;
 	return 0;
+}
+
+/* --- threads faulting on missing pages, served by moves ----------------------- */
+
+struct fault_thread {
+	struct uffdw_waiter *w;
+	pthread_t th;
+};
+
+static void *fault_thread_main(void *p)
+{
+	struct uffdw_waiter *w = p;
+
+	w->tid = (int32_t)syscall(SYS_gettid);
+	w->fault_ns = now_ns();
+	/* sleeps in handle_userfault() until the page is moved in and woken */
+	(void)*(volatile char *)w->addr;
+	w->resumed_ns = now_ns();
+	return NULL;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+int uffdw_fault_wake(int fd, uint64_t dst, uint64_t src, int threads, int hold_ms,
+		     int timeout_ms, struct uffdw_waiter *waiters, struct uffdw_served *served)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	uint64_t ps = page_size();
+	pthread_t th[64];
+	int started = 0, faults = 0, rc = 0;
+
+	if (threads < 1 || threads > 64)
+		return -EINVAL;
+	memset(waiters, 0, sizeof(*waiters) * threads);
+	memset(served, 0, sizeof(*served) * threads);
+	for (; started < threads; started++) {
+		waiters[started].addr = dst + started * ps;
+		rc = pthread_create(&th[started], NULL, fault_thread_main, &waiters[started]);
+		if (rc) {
+			rc = -rc;
+			break;
+		}
+	}
+	/* the monitor's read: every thread is then asleep on the uffd */
+	while (!rc && faults < started) {
+		struct uffd_msg msg;
+		int n = poll(&pfd, 1, timeout_ms);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -ETIMEDOUT;
+			break;
+		}
+		if (read(fd, &msg, sizeof(msg)) != (ssize_t)sizeof(msg))
+			continue;   /* EAGAIN: another reader was first (none here) */
+		if (msg.event == UFFD_EVENT_PAGEFAULT)
+			faults++;
+	}
+	for (int i = 0; !rc && i < started; i++) {
+		struct uffdw_served *s = &served[i];
+		struct uffdt_move_arg arg = { .dst = dst + i * ps, .src = src + i * ps, .len = ps,
+					      .mode = i % 2 ? UFFDT_MOVE_MODE_DONTWAKE : 0 };
+		struct uffdio_range range = { .start = dst + i * ps, .len = ps };
+		long ret;
+
+		sleep_ms(hold_ms);
+		s->move_ns = now_ns();
+		ret = ioctl(fd, UFFDT_IOC_MOVE, &arg);
+		call_record(&s->move, &arg, now_ns() - s->move_ns, ret, ret < 0 ? errno : 0,
+			    getpid(), gettid());
+		if (!(arg.mode & UFFDT_MOVE_MODE_DONTWAKE))
+			continue;
+		sleep_ms(hold_ms);
+		s->wake_ns = now_ns();
+		s->wake_rc = ioctl(fd, UFFDIO_WAKE, &range) < 0 ? -errno : 0;
+	}
+	for (int i = 0; i < started; i++) {
+		if (rc)
+			pthread_detach(th[i]);
+		else
+			pthread_join(th[i], NULL);
+	}
+	return rc;
 }

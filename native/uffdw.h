@@ -121,6 +121,34 @@ int uffdw_raise_event(int fd, int event, uint64_t addr, uint64_t len, uint64_t a
  * closing the uffd releases it. */
 int uffdw_settle_event(struct uffdw_pending_event *ev);
 
+/*
+ * Threads faulting on missing pages, served by moves: `threads` threads
+ * each read page i of dst (registered MISSING on fd) and sleep in the
+ * kernel (handle_userfault()) until it is filled.  The calling thread, the
+ * monitor, reads every fault first (so all of them sleep at once), then
+ * fills page i with a UFFDIO_MOVE from src page i, hold_ms after the
+ * previous one; odd pages with UFFDIO_MOVE_MODE_DONTWAKE, their threads
+ * then woken hold_ms later by a UFFDIO_WAKE of that page.  -ETIMEDOUT if
+ * not every fault arrived within timeout_ms (the threads are then detached:
+ * closing the uffd releases them).
+ */
+struct uffdw_waiter {
+	int32_t tid;
+	int32_t pad;
+	uint64_t addr;        /* the page it faulted on */
+	uint64_t fault_ns;    /* CLOCK_MONOTONIC right before the read that faulted */
+	uint64_t resumed_ns;  /* ... and right after it returned */
+};
+struct uffdw_served {
+	struct uffdw_call move;  /* the move that filled the page */
+	uint64_t move_ns;     /* CLOCK_MONOTONIC when it was issued */
+	uint64_t wake_ns;     /* DONTWAKE: when the UFFDIO_WAKE was issued, else 0 */
+	int32_t wake_rc;      /* DONTWAKE: the UFFDIO_WAKE's result (0 or -errno) */
+	int32_t pad;
+};
+int uffdw_fault_wake(int fd, uint64_t dst, uint64_t src, int threads, int hold_ms,
+                     int timeout_ms, struct uffdw_waiter *waiters, struct uffdw_served *served);
+
 /* Anonymous mapping aligned to `align` (a power of two >= page size). */
 int64_t uffdw_map(uint64_t len, int prot, int flags, uint64_t align);
 int uffdw_unmap(uint64_t addr, uint64_t len);

@@ -39,6 +39,8 @@ SCENARIO_CAUSES = {
     # the move paths (questions 6, 7)
     "zero_page": ("ok", None),
     "thp_split": ("ok", None),
+    # issue 16, question 9: threads faulting on the pages it moves
+    "fault_wake": ("ok", None),
 }
 
 

@@ -23,6 +23,7 @@ from uffdtrace.session import TracedMove, TracedRepeat
 from uffdtrace.taxonomy import ERRNO, INFERRED, OBSERVED
 from uffdtrace.tracefile import TraceWriter
 from uffdtrace.walkstate import WalkedPage
+from uffdtrace.wakes import Waiter, WakeEvent
 
 T0 = 5_000_000_000_000          # start_ktime_ns of every generated trace
 PAGE = 4096
@@ -215,6 +216,45 @@ def src_page(**kw) -> PageState:
 
 def enrichment(page: PageState | None = None) -> Enrichment:
     return Enrichment(0x7f1000000000, 0x7f0000000000, None, None, page, None)
+
+
+MONITOR, FAULTER = 600, 610      # pid of the monitor (mover), first faulting tid
+DST = 0x7f2000000000
+
+
+def waiter(tid: int, addr: int, since_ns: int, *, since: str = "first_seen",
+           queue: str = "read") -> Waiter:
+    return Waiter(pid=MONITOR, tid=tid, comm="faulter", addr=addr, since_ns=since_ns,
+                  since=since, queue=queue)
+
+
+def wake(ts_ns: int, start: int, waiters: tuple, *, cause: str = "move", dontwake=False,
+         length: int = PAGE, waiting: int | None = None) -> WakeEvent:
+    return WakeEvent(pid=MONITOR, tid=MONITOR, comm="monitor", fd=3, ts_ns=ts_ns, cause=cause,
+                     start=start, len=length, dontwake=dontwake, raced=False, more=False,
+                     waiting=len(waiters) if waiting is None else waiting,
+                     in_range=len(waiters), waiters=waiters)
+
+
+def wake_items(since: str = "first_seen") -> list:
+    """A monitor serving three faulting threads: a move that wakes its page's
+    thread; a DONTWAKE move, then the UFFDIO_WAKE that wakes its thread;
+    and a move that fails (EEXIST) before its page: its thread sleeps on."""
+    t = T0 + 3_000_000_000
+    fault = t - 50_000_000
+    waiters = [waiter(FAULTER + i, DST + i * PAGE, fault, since=since) for i in range(3)]
+    sent = lib().UT_F_WAKE_SENT       # as the kernel marks a move that sent one
+    m0 = ok(pid=MONITOR, tid=MONITOR, comm="monitor", ts_ns=t, dst=DST, flags=sent)
+    m1 = ok(pid=MONITOR, tid=MONITOR, comm="monitor", ts_ns=t + 20_000_000, dst=DST + PAGE,
+            mode=lib().UFFDT_MOVE_MODE_DONTWAKE, flags=sent)
+    m2 = failed(E.EEXIST, "dst_populated", pid=MONITOR, tid=MONITOR, comm="monitor",
+                ts_ns=t + 60_000_000, dst=DST + 2 * PAGE, flags=sent)
+    return [
+        wake(t, DST, (waiters[0],), waiting=3), m0,
+        wake(t + 20_000_000, DST + PAGE, (waiters[1],), dontwake=True, waiting=2), m1,
+        wake(t + 40_000_000, DST + PAGE, (waiters[1],), cause="wake", waiting=2),
+        wake(t + 60_000_000, DST + 2 * PAGE, (waiters[2],)), m2,
+    ]
 
 
 def mixed_items() -> list:

@@ -114,6 +114,7 @@ class Capabilities:
     state_reader: str = "not probed"
     vma_reader: str = "not probed"      # the VMAs at exit (bpf/ut_vmastate.h)
     uffd_reader: str = "not probed"     # the uffd's pending events at exit (bpf/ut_uffdstate.h)
+    waiter_reader: str = "not probed"   # who a move or UFFDIO_WAKE wakes (bpf/ut_uffdstate.h)
     stacks: str = "not probed"          # --stacks (bpfcaps.probe_stacks)
 
     def to_json(self) -> dict:
@@ -137,6 +138,7 @@ class Capabilities:
             "state_at_exit": self.state_reader,
             "vmas_at_exit": self.vma_reader,
             "uffd_at_exit": self.uffd_reader,
+            "fault_waiters": self.waiter_reader,
             "tracepoints": self.tracepoints,
             "ksm": self.ksm,
             "thp": self.thp,
@@ -157,18 +159,20 @@ class Capabilities:
             kernel_plan=self.kernel_plan, probed=probed)
 
 
-def _layout_and_readers(root: bool) -> tuple[list[str], str, str, str]:
+def _layout_and_readers(root: bool) -> tuple[list[str], str, str, tuple[str, str]]:
     """Where the kernel structures' layout comes from (BTF, fact by fact:
     the maple-tree facts of the VMA reader among them), whether the
     state-at-exit reader can run (its calibration loads BPF: root only),
-    and whether the VMA and uffd readers can (the layout alone decides)."""
+    and whether the VMA, uffd and fault-waiter readers can (the layout
+    alone decides)."""
     try:
         lines = layout.running().describe()
     except layout.LayoutError as exc:
         off = f"off: kernel layout unknown: {exc}"
-        return [f"unknown: {exc}"], off, off, off
+        return [f"unknown: {exc}"], off, off, (off, off)
     by_layout = stateatexit.StateReader(layout=layout.running())
     vmas, uffd = by_layout.describe_vmas(), by_layout.describe_uffd()
+    uffd = (uffd, by_layout.describe_waiters())
     if not root:
         return lines, "not probed: calibrating the page-table walk needs root", vmas, uffd
     return lines, stateatexit.prepare().describe(), vmas, uffd
@@ -215,8 +219,8 @@ def probe(*, mount_tracefs: bool = True, check_bcc: bool = True) -> Capabilities
     caps.attachable_functions = [f for f, info in functions.items()
                                  if info["fentry"]["attaches"] or info["kprobe"]["attaches"]]
     caps.kernel_plan = kernel_tier.plan(probed=probed)
-    caps.layout_lines, caps.state_reader, caps.vma_reader, caps.uffd_reader = \
-        _layout_and_readers(caps.euid == 0)
+    caps.layout_lines, caps.state_reader, caps.vma_reader, \
+        (caps.uffd_reader, caps.waiter_reader) = _layout_and_readers(caps.euid == 0)
     caps.stacks = bpfcaps.probe_stacks()
     decision = tiers.decide(caps.tier_facts(probed))
     caps.tier, caps.tier_reason = decision.tier, decision.reason

@@ -28,6 +28,7 @@ from . import movepaths, records, stacks
 from .culprits import PinCulprit
 from .taxonomy import CAUSES, cause_label
 from .tracereader import ReadStatus, iter_records
+from .wakes import WakeLinker
 
 COUNTER_BIN_NS = 100_000_000   # 100 ms
 # Moves are written in the order they return; a bin is final once moves
@@ -53,8 +54,10 @@ class ChromeTraceExporter:
         self._max_bin = -1
         self.stats = {"moves": 0, "failures": 0, "pins": 0, "ksm_merges": 0,
                       "repeat_runs": 0, "repeated_failures": 0,
-                      "counter_events": 0, "events_before_start": 0, "late_counter_moves": 0}
+                      "counter_events": 0, "events_before_start": 0, "late_counter_moves": 0,
+                      "fault_waits": 0}
         self.linker = records.RepeatLinker()
+        self.wakes = WakeLinker(max_rows=0, on_row=self._fault_wait)
         self.header: dict | None = None
         self.footer: dict | None = None
 
@@ -99,12 +102,15 @@ class ChromeTraceExporter:
             self._ksm(record)
         elif kind == "repeat":
             self._repeat(record)
+        elif kind == "wake":
+            self.wakes.wake(record)
         elif kind == "footer":
             self.footer = record
 
     def _move(self, m: dict):
         self.stats["moves"] += 1
         self.linker.move(m)
+        self.wakes.move(m)
         pid, tid = m["pid"], m["tid"]
         self._name_thread(pid, tid, m["comm"])
         d = m["diagnosis"]
@@ -199,6 +205,24 @@ class ChromeTraceExporter:
         self._emit({"name": name, "cat": "pin", "ph": "i", "s": "t", "pid": p["pid"],
                     "tid": p["tid"], "ts": self._us(p["ts_ns"]), "args": args})
 
+    def _fault_wait(self, r: dict):
+        """A thread asleep in a uffd page fault until the move or UFFDIO_WAKE
+        that woke it (or left it asleep) began: a slice on its own track.
+        A wait the tracer only bounds starts when it was first seen."""
+        self.stats["fault_waits"] += 1
+        self._name_thread(r["pid"], r["tid"], r["comm"])
+        bound = r["wait_evidence"] != "exact"
+        dw = r.get("after_dontwake_move")
+        self._emit({
+            "name": "uffd fault wait" + (" (at least)" if bound else ""),
+            "cat": "fault_wait", "ph": "X", "pid": r["pid"], "tid": r["tid"],
+            "ts": self._us(r["ts_ns"] - r["waited_ns"]), "dur": round(r["waited_ns"] / 1000, 3),
+            "args": {"addr": _hex(r["addr"]), "outcome": r["outcome"],
+                     "by": "UFFDIO_WAKE" if r["by"] == "wake" else "UFFDIO_MOVE",
+                     "waker": {"pid": r["by_pid"], "tid": r["by_tid"], "comm": r["by_comm"]},
+                     "wait_evidence": r["wait_evidence"], "queue": r["queue"],
+                     "after_dontwake_move_ts_us": self._us(dw["ts_ns"]) if dw else None}})
+
     def _ksm(self, k: dict):
         if k["merged_ts_ns"] is None or k["ksmd_pid"] is None:
             return   # merged before tracing: no moment to show
@@ -245,6 +269,7 @@ class ChromeTraceExporter:
             self.stats["counter_events"] += 1
 
     def finish(self, status: ReadStatus | None = None):
+        self.wakes.finish()
         self._flush_bins(self._max_bin)
         for pid, last in sorted(self._last_bin.items()):
             self._counter_events(pid, last + 1, [0, 0, 0, 0])

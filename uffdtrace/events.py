@@ -19,6 +19,7 @@ from .stacks import StackIds
 from .walkstate import WalkedPage
 from .walkuffd import UffdState
 from .walkvma import WalkedVma
+from .wakes import WakeEvent, decode_wake
 
 
 @dataclass(frozen=True)
@@ -347,7 +348,7 @@ def decode_repeat(raw: bytes) -> RepeatEvent:
     return _repeat_layout().decode(raw)
 
 
-def decode(raw: bytes) -> MoveEvent | PinEvent | RepeatEvent | None:
+def decode(raw: bytes) -> MoveEvent | PinEvent | RepeatEvent | WakeEvent | None:
     """A record from the ring buffer (ringbuf.frames), or None if unknown."""
     move, pin, ev_move, ev_pin, ev_unpin = _layouts()
     raw, size = bytes(raw), len(raw)
@@ -361,6 +362,8 @@ def decode(raw: bytes) -> MoveEvent | PinEvent | RepeatEvent | None:
         return move.decode(raw + bytes(move.size - size))
     if kind in (ev_pin, ev_unpin) and size >= pin.size:
         return pin.decode(raw, released=kind == ev_unpin)
+    if kind == lib().UT_EV_WAKE:
+        return decode_wake(raw)
     return None
 
 

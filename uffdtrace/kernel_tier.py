@@ -60,6 +60,8 @@ HOOKS = (
          exit=True, saved_args=True, anchor=True),
     Hook("move_pages_huge_pmd", "each PMD step's result: a whole THP or the huge zero page",
          exit=True, saved_args=True),
+    Hook("handle_userfault", "when each thread faulting on a uffd began to wait "
+         "(exact waits of the threads a move wakes)", entry=True),
     Hook("split_folio_to_list", "folio splits, and the huge-page coverage each lost",
          entry=True, exit=True),
     Hook("pin_user_pages_fast", "GUP pins (io_uring, O_DIRECT, drivers)",

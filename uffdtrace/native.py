@@ -85,6 +85,35 @@ class MoveCall:
 
 
 @dataclass(frozen=True)
+class FaultWaiter:
+    """A thread that faulted on a missing page and slept until it was filled
+    (CLOCK_MONOTONIC: the clock of bpf_ktime_get_ns)."""
+
+    tid: int
+    addr: int
+    fault_ns: int       # right before the read that faulted
+    resumed_ns: int     # right after it returned
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ServedFault:
+    """The move that filled a faulting thread's page, and for a DONTWAKE
+    move the UFFDIO_WAKE after it."""
+
+    move: MoveCall
+    move_ns: int        # CLOCK_MONOTONIC when issued
+    wake_ns: int        # the UFFDIO_WAKE's, 0 without one
+    wake_errno: int     # its errno, 0 if it succeeded
+
+    def to_json(self) -> dict:
+        return {"move": self.move.to_json(), "move_ns": self.move_ns, "wake_ns": self.wake_ns,
+                "wake_errno": self.wake_errno}
+
+
+@dataclass(frozen=True)
 class LoopStats:
     """Aggregate of a native move loop."""
 
@@ -204,6 +233,21 @@ class Uffd:
         out = ffi().new("struct uffdw_call *")
         check(lib().uffdw_move_in_child(self.fd, dst, src, length, mode, out), "fork")
         return MoveCall.from_native(out)
+
+    def serve_faults(self, dst: int, src: int, threads: int, *, hold_ms: int,
+                     timeout_ms: int = 5000) -> tuple[list[FaultWaiter], list[ServedFault]]:
+        """`threads` threads fault on dst's first pages (registered with this
+        uffd) and sleep until this thread fills page i with a move from src
+        page i, hold_ms apart; odd pages with DONTWAKE, then UFFDIO_WAKE
+        (native/uffdw.h, uffdw_fault_wake)."""
+        F = ffi()
+        waiters = F.new("struct uffdw_waiter[]", threads)
+        served = F.new("struct uffdw_served[]", threads)
+        check(lib().uffdw_fault_wake(self.fd, dst, src, threads, hold_ms, timeout_ms,
+                                     waiters, served), "threads faulting on the uffd")
+        return ([FaultWaiter(w.tid, w.addr, w.fault_ns, w.resumed_ns) for w in waiters],
+                [ServedFault(MoveCall.from_native(s.move), s.move_ns, s.wake_ns,
+                             -s.wake_rc if s.wake_rc < 0 else 0) for s in served])
 
     def move_in_vm_child(self, dst: int, src: int, length: int, mode: int = 0, *,
                          timeout_s: float) -> tuple[MoveCall, bool]:

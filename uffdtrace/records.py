@@ -133,7 +133,7 @@ MAP_FULL_COUNTERS = ("outcomes_full", "follow_full", "saved_args_full")
 # exporter's uffdtrace_drops_total): ring buffers full, unreadable move
 # arguments, full maps (runs_full: failures then sent one by one instead).
 LOSS_COUNTERS = ("ringbuf_drops", "success_drops", "repeat_drops", "runs_full",
-                 "arg_read_fails", "inflight_full", *MAP_FULL_COUNTERS)
+                 "arg_read_fails", "inflight_full", "wake_drops", *MAP_FULL_COUNTERS)
 
 
 def drops(counters: dict) -> int:

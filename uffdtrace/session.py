@@ -31,6 +31,7 @@ from .diagnosis import Diagnosis
 from .enrich import Enrichment, enrich
 from .errors import UserError
 from .events import MoveEvent, PinEvent, RepeatEvent, SuccessBatch, decode, decode_repeat
+from .wakes import WakeEvent
 from .kernel import headers, tracefs
 from .native import errno_name, ffi, lib
 from .ringbuf import RingReader, RingSet, frames
@@ -307,6 +308,8 @@ class Session:
                 out.append(traced)
             elif isinstance(item, RepeatEvent):
                 out.append(self._link(item))
+            elif isinstance(item, WakeEvent):
+                out.append(item)
         return out
 
     @staticmethod

@@ -30,6 +30,9 @@ class StateReader:
     # the VMA reader (bpf/ut_vmastate.h) needs the layout only, no
     # calibration: it is on unless turned off or this kernel lacks a fact
     vmas_wanted: bool = True
+    # the fault-waiter reader (who a move or UFFDIO_WAKE wakes): on unless
+    # turned off (bench/hookcosts.py measures the move's entry check so)
+    waiters_wanted: bool = True
 
     @property
     def usable(self) -> bool:
@@ -62,13 +65,28 @@ class StateReader:
             return "this kernel's BTF lacks " + ", ".join(layout.PREFIX + n for n in lacking)
         return ""
 
+    @property
+    def waiters_reason(self) -> str:
+        """Why the waiter reader is off ("" when it is on).  It reads the
+        uffd's fault queues at a move's or UFFDIO_WAKE's entry: a feature of
+        its own, on whenever the layout allows, whatever the readers at exit."""
+        if not self.waiters_wanted:
+            return "turned off"
+        if self.layout is None:
+            return self.reason or "kernel layout unknown"
+        lacking = self.layout.lacks(layout.WAITER_READER_FACTS)
+        if lacking:
+            return "this kernel's BTF lacks " + ", ".join(layout.PREFIX + n for n in lacking)
+        return ""
+
     def defines(self) -> dict[str, int]:
         """#defines for the tracer's program: the layout (struct offsets, no
         secrets; the kernel tier reads structures at them too) and whether
         the readers run."""
         layout_defines = self.layout.defines() if self.layout is not None else {}
         return {"UT_STATE_AT_EXIT": int(self.usable), "UT_VMAS_AT_EXIT": int(self.vmas_usable),
-                "UT_UFFD_AT_EXIT": int(not self.uffd_reason), **layout_defines}
+                "UT_UFFD_AT_EXIT": int(not self.uffd_reason),
+                "UT_WAITERS": int(not self.waiters_reason), **layout_defines}
 
     def install(self, bpf) -> None:
         """Give the loaded program its walk bases (before any move is traced
@@ -97,6 +115,13 @@ class StateReader:
         ctx = "" if not self.layout.lacks(layout.UFFD_CTX_FACTS) else \
             " (the moving fd's userfaultfd context not readable: registration seen, not whose)"
         return "on: the VMAs of EINVAL/ENOENT failures, from mm->mm_mt (maple tree)" + ctx
+
+    def describe_waiters(self) -> str:
+        """The waiter reader, for doctor."""
+        if self.waiters_reason:
+            return f"off: {self.waiters_reason}"
+        return ("on: the threads asleep in a uffd page fault that each UFFDIO_MOVE or "
+                "UFFDIO_WAKE wakes, read at its entry")
 
     def describe_uffd(self) -> str:
         """The uffd reader, for doctor."""

@@ -16,6 +16,7 @@ from . import __version__, successes
 from .culprits import KsmCulprit
 from .errors import UserError
 from .events import PinEvent, SuccessBatch
+from .wakes import WakeEvent
 from .scrub import KernelValueScrubber
 from .livelock import Livelock
 from .session import TracedRepeat
@@ -53,6 +54,7 @@ class TraceRecords:
 
     def __init__(self):
         self.moves = self.pins = self.ksm = self.repeats = self.repeated_failures = 0
+        self.wakes = 0
         self.livelocks = 0
         self._ksm_seen: set[tuple] = set()
 
@@ -95,6 +97,10 @@ class TraceRecords:
             if isinstance(item, PinEvent):
                 self.write({"type": "pin", **item.to_json()})
                 self.pins += 1
+                continue
+            if isinstance(item, WakeEvent):
+                self.write({"type": "wake", **item.to_json()})
+                self.wakes += 1
                 continue
             if isinstance(item, TracedRepeat):
                 self.write(item.to_json())
@@ -146,7 +152,7 @@ class TraceRecords:
         self.write({"type": "footer", "reason": reason, "command_status": command_status,
                     "moves": self.moves, "pins": self.pins, "ksm": self.ksm,
                     "repeats": self.repeats, "repeated_failures": self.repeated_failures,
-                    "livelocks": self.livelocks,
+                    "livelocks": self.livelocks, "wakes": self.wakes,
                     "drops": drops,
                     "end_wall": time.time()})
         self.flush()

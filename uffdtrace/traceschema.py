@@ -20,7 +20,7 @@ FORMAT = "uffdtrace-trace"
 # without one, so the reader reads both.
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-RECORD_TYPES = ("header", "move", "successes", "pin", "ksm", "repeat", "livelock", "aggregates", "footer")
+RECORD_TYPES = ("header", "move", "successes", "pin", "ksm", "repeat", "wake", "livelock", "aggregates", "footer")
 
 
 @functools.cache

@@ -19,6 +19,7 @@ from . import movepaths, records, stacks
 from .culprits import KsmCulprit, PinCulprit, UffdEventCulprit
 from .taxonomy import CAUSES
 from .tracereader import ReadStatus, iter_records
+from .wakes import WakeLinker
 
 WORST_LATENCIES = 10
 MAP_FULL_COUNTERS = records.MAP_FULL_COUNTERS
@@ -90,6 +91,7 @@ class TraceSummary:
         self.linker = records.RepeatLinker()
         self.repeated = 0                # failures counted by repeat records (selected process)
         self.unlinked_repeated = 0       # ... of which the first failure was not recorded
+        self.wakes = WakeLinker()        # Q9: who each move or UFFDIO_WAKE woke
 
     # --- feeding ----------------------------------------------------------------
     def add(self, record: dict):
@@ -97,6 +99,7 @@ class TraceSummary:
         if kind == "move":
             self.all_moves += 1
             self.linker.move(record)
+            self.wakes.move(record)
             if self.pid is None or record["pid"] == self.pid:
                 self._move(record)
         elif kind == "repeat":
@@ -105,6 +108,9 @@ class TraceSummary:
                 self._repeat(record)
         elif kind == "pin":
             self._pin(record)
+        elif kind == "wake":
+            if self.pid is None or record["pid"] == self.pid:
+                self.wakes.wake(record)
         elif kind == "aggregates":
             self.last_aggregates = record
             self.after_aggregates = {}
@@ -477,6 +483,12 @@ class TraceSummary:
         return {"seen": seen, "note": None if seen else movepaths.NOT_SEEN,
                 "estimate": self._estimate_note(), "processes": rows}
 
+    def _woken_threads(self) -> dict:
+        """Q9: the faulting threads each move or UFFDIO_WAKE woke (or left
+        asleep), how long they had waited, with the wait's evidence."""
+        self.wakes.finish()
+        return self.wakes.summary(self._rel_s)
+
     def _drops(self) -> dict:
         counters = self.last_aggregates["counters"] if self.last_aggregates else {}
         out = {k: counters[k] for k in records.LOSS_COUNTERS if k in counters}
@@ -531,6 +543,7 @@ class TraceSummary:
             "ksm": self._ksm_rows(),
             "unread_events": self._unread_event_rows(),
             "move_paths": self._move_paths(),
+            "woken_threads": self._woken_threads(),
             "drops": self._drops(),
             "latency_histogram": self._histogram("latency_log2"),
         }

@@ -105,7 +105,12 @@ def test_record_report_export(live, schema, tmp_path, scenario):
     # a run in a row is a slice; failures counted while the ring buffer was
     # full are not in a row: an instant each (chrometrace._repeat)
     in_a_row = [r for r in repeats if r["closed_by"] != "overflow"]
-    assert sum(e["ph"] == "X" for e in events) == len(moves) + len(in_a_row)
+    # slices: the moves and runs (a woken faulting thread's wait is its own)
+    waits = [e for e in events if e.get("cat") == "fault_wait"]
+    # one per sleeping thread (a DONTWAKE move's thread: at its UFFDIO_WAKE)
+    assert len(waits) == len({(w["tid"], w["addr"]) for r in records if r["type"] == "wake"
+                              for w in r["waiters"]})
+    assert sum(e["ph"] == "X" for e in events) - len(waits) == len(moves) + len(in_a_row)
     counted = [e for e in events if "count" in e.get("args", {})]
     assert sum(e["args"]["count"] for e in counted) == repeated
     failures = [e for e in events if e.get("cat") == "uffd_move_failure"]

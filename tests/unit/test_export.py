@@ -148,3 +148,26 @@ def test_perfetto_trace_processor_loads_the_export(tmp_path):
         assert {"mover", "fio", "ksmd"} <= names
         (counters,) = tp.query("select count(*) as n from counter")
         assert counters.n > 0
+
+
+def test_woken_faulting_threads_are_wait_slices_on_their_tracks(tmp_path):
+    from tests.tracegen import FAULTER, MONITOR, wake_items
+    src, out = tmp_path / "wake.jsonl", tmp_path / "wake.json"
+    write_trace(src, wake_items())
+    proc = uffdtrace("export", "--perfetto", str(src), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    trace = check_trace_events(out)
+    waits = {e["tid"]: e for e in events(trace, "X", cat="fault_wait")}
+    assert set(waits) == {FAULTER, FAULTER + 1, FAULTER + 2}
+    woken = waits[FAULTER]
+    assert woken["name"] == "uffd fault wait (at least)" and woken["dur"] == 50_000.0
+    # it ends where the move that woke it begins, on the monitor's track
+    move = next(e for e in events(trace, "X", cat="uffd_move", tid=MONITOR)
+                if e["args"]["dst"] == woken["args"]["addr"])
+    assert woken["ts"] + woken["dur"] == move["ts"]
+    assert woken["args"]["by"] == "UFFDIO_MOVE" and woken["args"]["outcome"] == "woken"
+    late = waits[FAULTER + 1]
+    assert late["args"]["by"] == "UFFDIO_WAKE" and late["dur"] == 90_000.0
+    assert late["args"]["after_dontwake_move_ts_us"] == late["ts"] + 70_000.0
+    assert waits[FAULTER + 2]["args"]["outcome"] == "not_moved"
+    assert trace["otherData"]["fault_waits"] == 3

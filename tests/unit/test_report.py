@@ -247,3 +247,37 @@ def test_full_kernel_maps_are_reported_and_close_the_accounting(tmp_path):
     assert s["drops"]["outcomes_full"] == 3
     assert not any("enter" in n for n in s["totals"]["notes"])   # 5 entered, 2 + 3 ended
     assert "3 moves missing from the per-process counts, 1 children" in render(s)
+
+
+def test_woken_faulting_threads(tmp_path):
+    from tests.tracegen import FAULTER, wake_items
+    path = tmp_path / "t.jsonl"
+    write_trace(path, wake_items())
+    s = summarize(str(path))
+    w = s["woken_threads"]
+    assert w["counts"] == {"woken_by_move": 1, "woken_by_wake": 1, "left_by_dontwake": 0,
+                           "not_moved": 1, "unknown": 0}
+    rows = {r["tid"]: r for r in w["rows"]}
+    assert (rows[FAULTER]["waited_ms"], rows[FAULTER]["wait_evidence"]) == (50.0, "at_least")
+    assert rows[FAULTER + 1]["after_dontwake_move"]["at_s"] == pytest.approx(
+        rows[FAULTER + 1]["at_s"] - 0.02)
+    text = render(s)
+    assert "WOKEN FAULTING THREADS" in text
+    assert f"tid {FAULTER + 1} of pid 600 (faulter) at 0x7f2000001000: waited at least 90 ms; " \
+        "woken by the UFFDIO_WAKE of pid 600 (monitor) tid 600" in text
+    assert "after a DONTWAKE move by tid 600 (monitor)" in text
+    assert "left asleep (the move failed before its page)" in text
+
+
+def test_woken_faulting_threads_exact_in_the_kernel_tier(tmp_path):
+    from tests.tracegen import wake_items
+    path = tmp_path / "t.jsonl"
+    write_trace(path, wake_items(since="fault_entry"), tier="kernel")
+    text = render(summarize(str(path)))
+    assert "waited 50 ms; woken by the move" in text and "at least" not in text
+
+
+def test_no_woken_section_without_wake_records(tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_trace(path, mixed_items())
+    assert "WOKEN FAULTING THREADS" not in render(summarize(str(path)))

@@ -220,3 +220,64 @@ def test_failure_and_error_states():
     m.fail("boom")
     s = m.snapshot()
     assert (s.finished, s.error) == ("end of trace", "boom")
+
+
+def test_the_detail_of_a_move_says_which_faulting_threads_it_woke(tmp_path):
+    from tests.tracegen import FAULTER, T0, wake_items, write_trace
+    from uffdtrace.top.detail import describe_failure
+    from uffdtrace.tracereader import iter_records
+    path = tmp_path / "wake.jsonl"
+    write_trace(path, wake_items())
+    m = TopModel()
+    m.feed(list(iter_records(str(path))))
+    snap = m.snapshot()
+    rows = [r for r in snap.failures_recent if r.record.get("woken_threads")]
+    # the two successes get rows of their own; the EEXIST failure has its row
+    assert [r.cause for r in rows] == ["woke_threads", "woke_threads", "dst_populated"]
+    sections = dict(describe_failure(rows[0].record, rows[0].t, snap.t0_ns))
+    lines = dict(sections["Faulting threads (asleep in its range when it began)"])
+    assert lines[f"tid {FAULTER}"] == (
+        "pid 600 (faulter) faulted at 0x7f2000000000: waited at least 50 ms (first seen "
+        "asleep: no hook on page faults); woken by this move")
+    # the DONTWAKE move: the UFFDIO_WAKE 20 ms after it woke its thread
+    lines = dict(dict(describe_failure(rows[1].record, rows[1].t, snap.t0_ns))[
+        "Faulting threads (asleep in its range when it began)"])
+    assert lines[f"tid {FAULTER + 1}"].endswith(
+        f"waited at least 90 ms (first seen asleep: no hook on page faults); woken by "
+        f"UFFDIO_WAKE of tid 600 (monitor) {(T0 + 3_040_000_000 - snap.t0_ns) / 1e9:.6f} s")
+    lines = dict(dict(describe_failure(rows[2].record, rows[2].t, snap.t0_ns))[
+        "Faulting threads (asleep in its range when it began)"])
+    assert lines[f"tid {FAULTER + 2}"].endswith("left asleep (the move failed before its page)")
+
+
+def test_a_faulting_threads_comm_is_made_printable(tmp_path):
+    # (the UI renders detail lines as Text, never as markup: "[red]" stays text)
+    import dataclasses
+    from tests.tracegen import T0, DST, ok, wake, waiter, write_trace
+    from uffdtrace.top.detail import describe_failure
+    from uffdtrace.tracereader import iter_records
+    evil = dataclasses.replace(waiter(700, DST, T0), comm="[red]x\x1b")
+    path = tmp_path / "w.jsonl"
+    write_trace(path, [wake(T0 + 5, DST, (evil,)), ok(pid=600, tid=600, ts_ns=T0 + 5, dst=DST)])
+    m = TopModel()
+    m.feed(list(iter_records(str(path))))
+    row = next(r for r in m.snapshot().failures_recent if r.cause == "woke_threads")
+    text = "\n".join(v for _, lines in describe_failure(row.record, row.t) for _, v in lines)
+    assert "\x1b" not in text and "[red]x\\x1b" in text
+
+
+def test_woken_threads_reach_the_detail_whichever_record_comes_first(tmp_path):
+    from tests.tracegen import wake_items, write_trace
+    from tests.unit.test_wakes import moves_first
+    from uffdtrace.tracereader import iter_records
+
+    def woken(items):
+        path = tmp_path / "w.jsonl"
+        write_trace(path, items)
+        m = TopModel()
+        m.feed(list(iter_records(str(path))))
+        return [(r.cause, [w["tid"] for w in r.record["woken_threads"]])
+                for r in m.snapshot().failures_recent if "woken_threads" in r.record]
+
+    assert woken(moves_first(wake_items())) == woken(wake_items())
+    assert [tids for _, tids in woken(wake_items())] == [[610], [611], [612]]

@@ -11,8 +11,8 @@ import jsonschema
 import pytest
 
 from tests.helpers import ROOT
-from tests.tracegen import (T0, mixed_items, ok, storm_items, success_batch, write_large_trace,
-                           write_trace)
+from tests.tracegen import (T0, mixed_items, ok, storm_items, success_batch, wake_items,
+                           write_large_trace, write_trace)
 from uffdtrace.schemacheck import SchemaError
 from uffdtrace.taxonomy import CAUSES, EVIDENCE_LEVELS
 from uffdtrace.tracereader import ReadStatus, iter_records
@@ -40,7 +40,8 @@ def assert_all_valid(strict, path):
 def test_every_record_of_a_written_trace_is_valid_and_documented(strict, tmp_path):
     path = tmp_path / "mixed.jsonl"
     more_successes = success_batch([ok(ts_ns=T0 + 9_000_000 + i) for i in range(3)])
-    write_trace(path, mixed_items() + storm_items() + [more_successes], success_sample=1)
+    write_trace(path, mixed_items() + storm_items() + wake_items() + [more_successes],
+                success_sample=1)
     records = assert_all_valid(strict, path)
     assert {r["type"] for r in records} == set(RECORD_TYPES)
 

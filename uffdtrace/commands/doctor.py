@@ -67,6 +67,7 @@ def render(c: Capabilities) -> str:
     add(f"  state at exit     {c.state_reader}")
     add(f"  VMAs at exit      {c.vma_reader}")
     add(f"  uffd at exit      {c.uffd_reader}")
+    add(f"  fault waiters     {c.waiter_reader}")
     add(f"  stacks (--stacks) {c.stacks}")
     add("  kernel layout (offsets, enum values and maple-tree facts the BPF code reads, "
         "from this kernel's BTF):")

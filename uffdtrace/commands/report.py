@@ -304,6 +304,56 @@ def _move_paths(s: dict, limit: int = 20) -> list[str]:
     return lines
 
 
+# what a move or UFFDIO_WAKE did to a thread asleep in its range
+OUTCOMES = {"woken": "woken", "dontwake": "left asleep (DONTWAKE; no UFFDIO_WAKE seen after it)",
+            "not_moved": "left asleep (the move failed before its page)",
+            "unknown": "woken unless the move failed before its page (its move record is missing)"}
+
+
+def _waited(r: dict) -> str:
+    if r["wait_evidence"] == "exact":
+        return f"waited {r['waited_ms']:g} ms"
+    return f"waited at least {r['waited_ms']:g} ms"
+
+
+def _woken_threads(s: dict) -> list[str]:
+    w = s.get("woken_threads") or {}
+    rows, counts = w.get("rows") or [], w.get("counts") or {}
+    if not rows and not any(counts.values()):
+        return []
+    lines = ["", "WOKEN FAULTING THREADS (asleep in a uffd page fault when a move or UFFDIO_WAKE "
+             "began)",
+             f"  {plural(counts['woken_by_move'], 'thread')} woken by a move, "
+             f"{counts['woken_by_wake']} by UFFDIO_WAKE, {counts['left_by_dontwake']} left "
+             f"asleep by DONTWAKE, {counts['not_moved']} by a move that failed before their "
+             f"page, {counts['unknown']} unknown (move record missing)"]
+    for r in rows:
+        how = OUTCOMES[r["outcome"]]
+        by = "UFFDIO_WAKE" if r["by"] == "wake" else "move"
+        line = (f"  tid {r['tid']} of {proc(r['pid'], r['comm'])} at {r['addr']:#x}: "
+                f"{_waited(r)}; {how} by the {by} of {proc(r['by_pid'], r['by_comm'])} tid "
+                f"{r['by_tid']} at {r['at_s']:.6f} s")
+        dw = r["after_dontwake_move"]
+        if dw is not None:
+            line += (f", after a DONTWAKE move by tid {dw['tid']} ({printable(dw['comm'])}) "
+                     f"at {dw['at_s']:.6f} s")
+        lines.append(line)
+    notes = []
+    if w["rows_dropped"]:
+        notes.append(f"{w['rows_dropped']} more not listed")
+    if w["undescribed"]:
+        notes.append(f"{w['undescribed']} more waiters were counted beyond the 4 a record "
+                     "describes")
+    if w["raced"]:
+        notes.append(f"{plural(w['raced'], 'walk')} of a fault queue raced with the kernel: "
+                     "some waiters may be missing")
+    if rows and any(r["wait_evidence"] != "exact" for r in rows):
+        notes.append("`at least`: first seen asleep by the tracer (tracepoint tier: no hook "
+                     "on page faults); the kernel tier times each fault exactly")
+    lines += [f"  note: {n}" for n in notes]
+    return lines
+
+
 def _drops(s: dict) -> list[str]:
     d = s["drops"]
     if "ringbuf_drops" not in d:
@@ -334,5 +384,6 @@ def _drops(s: dict) -> list[str]:
 
 def render(s: dict) -> str:
     lines = _header(s) + _totals(s) + _processes(s) + _causes(s) + _latencies(s) + _tlb(s) \
-        + _move_paths(s) + _pinners(s) + _ksm(s) + _unread_events(s) + _drops(s)
+        + _move_paths(s) + _pinners(s) + _ksm(s) + _unread_events(s) + _woken_threads(s) \
+        + _drops(s)
     return "\n".join(lines)

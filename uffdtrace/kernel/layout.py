@@ -141,6 +141,23 @@ OFFSETS = (
            required=False),
     Offset("TASK_COMM", "task_struct", ("comm",), "the raising thread's name (uffd reader)",
            required=False),
+    # the waiter reader (ut_uffdstate.h, ut_uffd_waiters_read): threads
+    # asleep in handle_userfault() on the uffd's two fault queues
+    Offset("UFFD_CTX_FAULT_PENDING_WQH_HEAD", "userfaultfd_ctx", ("fault_pending_wqh.head",),
+           "faults not yet read by the monitor (waiter reader)", required=False),
+    Offset("UFFD_CTX_FAULT_WQH_HEAD", "userfaultfd_ctx", ("fault_wqh.head",),
+           "faults read by the monitor, not yet resolved (waiter reader)", required=False),
+    Offset("UWQ_MSG_ADDRESS", "userfaultfd_wait_queue", ("msg.arg.pagefault.address",),
+           "the address a waiter faulted on (waiter reader)", required=False),
+    Offset("TASK_NVCSW", "task_struct", ("nvcsw",),
+           "a waiter's context switches: asleep since first seen? (waiter reader)",
+           required=False),
+    Offset("TASK_NIVCSW", "task_struct", ("nivcsw",),
+           "a waiter's context switches: asleep since first seen? (waiter reader)",
+           required=False),
+    Offset("VM_FAULT_ADDRESS", "vm_fault", ("address",),
+           "the faulting address at handle_userfault() entry (kernel tier: exact waits)",
+           required=False),
 )
 
 
@@ -217,6 +234,12 @@ UFFD_CTX_FACTS = ("TASK_FILES", "FILES_FDT", "FDTABLE_MAX_FDS", "FDTABLE_FD",
 UFFD_READER_FACTS = UFFD_CTX_FACTS + (
     "UFFD_CTX_MMAP_CHANGING", "UFFD_CTX_EVENT_WQH_HEAD", "WQ_ENTRY_PRIVATE", "WQ_ENTRY_ENTRY",
     "UWQ_MSG_EVENT", "UWQ_WQ", "TASK_PID", "TASK_TGID", "TASK_COMM")
+# What the waiter reader (who a move or UFFDIO_WAKE wakes) needs besides
+# those (it finds the uffd's context the same way, and includes
+# ut_vmastate.h for it).
+WAITER_READER_FACTS = VMA_READER_FACTS + UFFD_READER_FACTS + (
+    "UFFD_CTX_FAULT_PENDING_WQH_HEAD", "UFFD_CTX_FAULT_WQH_HEAD", "UWQ_MSG_ADDRESS",
+    "TASK_NVCSW", "TASK_NIVCSW", "VM_FAULT_ADDRESS")
 
 # include/linux/swap.h: swap types [0, MAX_SWAPFILES) are swap devices; above
 # them, in this order: one hwpoison type (CONFIG_MEMORY_FAILURE), three

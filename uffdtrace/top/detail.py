@@ -158,6 +158,33 @@ def _page_state(en: dict | None) -> Section:
     return "Page state (read from /proc after the call)", lines
 
 
+OUTCOME = {"woken": "woken", "dontwake": "left asleep (DONTWAKE; no UFFDIO_WAKE seen yet)",
+           "not_moved": "left asleep (the move failed before its page)"}
+
+
+def _faulting_threads(record: dict, t0_ns: int | None) -> Section | None:
+    """Q9: the threads asleep in a uffd page fault in this move's range: who
+    woke them (this move, or the UFFDIO_WAKE after it asked DONTWAKE), and
+    how long they had waited."""
+    rows = record.get("woken_threads")
+    if not rows:
+        return None
+    lines = []
+    for r in rows:
+        waited = r["waited_ns"] / 1e6
+        wait = f"waited {waited:g} ms" if r["wait_evidence"] == "exact" else \
+            f"waited at least {waited:g} ms (first seen asleep: no hook on page faults)"
+        how = OUTCOME.get(r["outcome"], r["outcome"])
+        if r["by"] == "wake":
+            when = f" {(r['ts_ns'] - t0_ns) / 1e9:.6f} s" if t0_ns is not None else ""
+            how += f" by UFFDIO_WAKE of tid {r['by_tid']} ({printable(r['by_comm'])}){when}"
+        elif r["outcome"] == "woken":
+            how += " by this move"
+        lines.append((f"tid {r['tid']}", f"pid {r['pid']} ({printable(r['comm'])}) faulted at "
+                                         f"{_addr(r['addr'])}: {wait}; {how}"))
+    return "Faulting threads (asleep in its range when it began)", lines
+
+
 def describe_failure(record: dict, t: float | None = None, t0_ns: int | None = None,
                      page_size: int = records.DEFAULT_PAGE_SIZE,
                      repeats: int = 0) -> list[Section]:
@@ -169,6 +196,9 @@ def describe_failure(record: dict, t: float | None = None, t0_ns: int | None = N
     issued = _issued_by(record)
     if issued is not None:
         sections.insert(2, issued)
+    woken = _faulting_threads(record, t0_ns)
+    if woken is not None:
+        sections.insert(1, woken)
     if repeats:
         text = (f"{repeats:,} more failures of this thread identical to this one (request, "
                 "errno, progress, page state), counted in the kernel; the time is the last one's"

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import math
 import threading
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .. import records
+from ..wakes import WakeLinker, wake_sent
 from .stats import LatencyHistogram, RateMeter, log2_bucket
 
 MIB = 1 << 20
 SPARKLINE_SECONDS = 60
 RECENT_FAILURES = 500
+# moves whose woken threads are kept for the detail view
+WAKING_MOVES = 1000
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,11 @@ class TopModel:
         self._seq = 0
         self._linker = records.RepeatLinker()
         self._livelocks: dict[int, dict] = {}    # tid -> its ongoing livelock record
+        # Q9: moves that found faulting threads asleep in their range, by
+        # (tid, ts_ns): their records collect who they (or the UFFDIO_WAKE
+        # after a DONTWAKE one) woke, for the detail view
+        self._wakes = WakeLinker(max_rows=0, on_row=self._woken)
+        self._waking: OrderedDict[tuple[int, int], dict | None] = OrderedDict()
         self.pins = 0
         # in-kernel totals, from aggregates records
         self._kernel_t: float | None = None
@@ -203,6 +211,16 @@ class TopModel:
         t = self.clock.time(r)
         if t > self.now:
             self.now = t
+        key = (int(r["tid"]), int(r["ts_ns"]))
+        if key in self._waking or wake_sent(r):
+            # before the linker decides (it calls _woken at once): the
+            # record collects its woken threads; a success gets a row of
+            # its own to open them from
+            r = self._waking[key] = {**r, "woken_threads": []}
+            self._trim_waking()
+            if ret == 0:
+                self._row(p, t, r, "woke_threads", "observed")
+        self._wakes.move(r)
         # A sampled success stands for success_sample of them (chosen at
         # random in the kernel): its bytes, latency and TLB flushes are
         # counted that many times -- estimates (Snapshot.mib_quality says so).
@@ -231,11 +249,36 @@ class TopModel:
         p.causes[cause] += n
         self._failures += n
         self._causes[cause] += n
+        p.last_failure = self._row(p, t, r, cause, d.get("evidence") or "?", n)
+
+    def _row(self, p: _Proc, t: float, r: dict, cause: str, evidence: str,
+             n: int = 1) -> FailureRow:
         self._seq += 1
-        p.last_failure = FailureRow(self._seq, t, p.pid, p.comm, r.get("errno"), cause,
-                                    records.outcome(r) == records.PARTIAL,
-                                    d.get("evidence") or "?", r, repeats=n if n > 1 else 0)
-        self._recent.append(p.last_failure)
+        row = FailureRow(self._seq, t, p.pid, p.comm, r.get("errno"), cause,
+                         records.outcome(r) == records.PARTIAL, evidence, r,
+                         repeats=n if n > 1 else 0)
+        self._recent.append(row)
+        return row
+
+    def _wake(self, r: dict):
+        if r["cause"] == "move":
+            # its move record may have come first (another ring buffer)
+            self._waking.setdefault((int(r["tid"]), int(r["ts_ns"])), None)
+            self._trim_waking()
+        self._wakes.wake(r)
+
+    def _trim_waking(self):
+        while len(self._waking) > WAKING_MOVES:
+            self._waking.popitem(last=False)
+
+    def _woken(self, row: dict):
+        """A faulting thread a move woke or left asleep (or a UFFDIO_WAKE
+        woke after a DONTWAKE move): onto that move's record."""
+        dw = row.get("after_dontwake_move")
+        key = (dw["tid"], dw["ts_ns"]) if dw else (row["by_tid"], row["ts_ns"])
+        record = self._waking.get(key)
+        if record is not None:
+            record["woken_threads"].append(row)
 
     def _repeat(self, r: dict):
         """`count` more failures like the move record it repeats, coalesced
@@ -305,6 +348,7 @@ class TopModel:
             self.drops = max(self.drops, int(r["drops"]))
 
     _HANDLERS = {"header": _header, "move": _move, "pin": _pin, "repeat": _repeat,
+                 "wake": _wake,
                  "livelock": _livelock,
                  "aggregates": _aggregates, "footer": _footer}
 

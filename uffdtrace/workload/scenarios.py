@@ -360,6 +360,30 @@ def _mmap_changing(r: Round):
             r.record(uffd.move(dst.addr, src.addr, r.pages * PAGE_SIZE))
 
 
+# How long the monitor holds each fault before filling it: waits long
+# enough to tell apart from the tracer's own timing.
+FAULT_HOLD_MS = 20
+
+
+def _fault_wake(r: Round):
+    # A userfaultfd monitor at work: threads read missing pages of dst and
+    # sleep in the kernel until the monitor fills each with a move.  Every
+    # other move asks DONTWAKE and its thread is woken by a UFFDIO_WAKE
+    # FAULT_HOLD_MS later: the tracer must tell who each move or wake woke,
+    # and how long they had waited.
+    src, dst = r.pair(r.pages)
+    # the moves are issued by native code, between the faults: each planned
+    # before the threads fault (the pages it moves stay as planned till then)
+    for i in range(r.pages):
+        r.planned(dst.page(i), src.page(i), PAGE_SIZE,
+                  lib().UFFDT_MOVE_MODE_DONTWAKE if i % 2 else 0)
+    waiters, served = r.uffd.serve_faults(dst.addr, src.addr, r.pages, hold_ms=FAULT_HOLD_MS)
+    r.facts["waiters"] = [w.to_json() for w in waiters]
+    r.facts["served"] = [{k: v for k, v in s.to_json().items() if k != "move"} for s in served]
+    for s in served:
+        r.record(s.move)
+
+
 def _cross_mm(r: Round):
     src, dst = r.pair(r.pages)
     r.planned(dst.addr, src.addr, r.pages * PAGE_SIZE, cross_mm=True)
@@ -507,6 +531,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              "(REMOVE: MADV_DONTNEED, UNMAP: munmap, REMAP: mremap, FORK: fork)",
              _mmap_changing, default_pages=2, expect_errno="EAGAIN"),
     # issue 16: request, VMA and huge-page classes
+    Scenario("fault_wake", "threads fault on missing dst pages, each filled by a move "
+             "(every other one DONTWAKE, then UFFDIO_WAKE)", _fault_wake, default_pages=4,
+             min_pages=2),
     Scenario("zero_len", "a move of len 0", _zero_len, expect_errno="EINVAL"),
     Scenario("bad_mode", "mode has a bit that is no UFFDIO_MOVE_MODE_*", _bad_mode,
              expect_errno="EINVAL"),
@@ -537,6 +564,7 @@ OUTSIDE_MIXED = {
     "swapped": "adds a swap device to the machine (root)",
     "swap_shared": "adds a swap device to the machine (root)",
     "thp_pinned": "a kernel that retries the split stalls it until its mover is killed",
+    "fault_wake": f"paced by its own faults ({FAULT_HOLD_MS} ms a page), not by --rate",
 }
 
 

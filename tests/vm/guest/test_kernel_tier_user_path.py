@@ -4,7 +4,9 @@ failure storm and a livelock-like retry loop), then `report`, `report
 --json`, `export --perfetto` and `top --replay` on that trace -- each exits
 0 without a traceback, and says for each scenario the cause, evidence
 `observed`, and the pinner's pid and method; every failure of the storms is
-accounted for, and the retry loop is flagged as a livelock.
+accounted for, and the retry loop is flagged as a livelock.  A fault_wake
+workload (threads faulting on pages a monitor fills by moves) says which
+threads each move or UFFDIO_WAKE woke, with exact waits (tests/wakecheck.py).
 
 One record (one BPF compile: several minutes under TCG) serves every test.
 """
@@ -16,6 +18,7 @@ from collections import Counter
 
 import pytest
 
+from tests import wakecheck
 from tests.helpers import SCENARIO_CAUSES, assert_move_path, evidence_of, uffdtrace
 from uffdtrace import movepaths
 from tests.traceevents import check_trace_events
@@ -26,6 +29,10 @@ from uffdtrace.tracereader import iter_records
 # their failures are counted by the workload, not listed call by call
 STORMS = {"failure-storm": (["--iterations", "30000"], "dst_populated"),
           "retry-loop": (["-d", "1.5", "--rate", "500"], "page_pinned")}
+
+
+# threads of the fault_wake workload (each ~20 ms: short in guest time)
+WAKE_PAGES = 4
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,8 @@ def recorded(tmp_path_factory):
               f"> {d}/mixed.json; {py} -m uffdtrace workload -s ksm --json > {d}/ksm.json; "
               + "".join(f"{py} -m uffdtrace workload -s {name} {' '.join(args)} --json "
                         f"> {d}/{name}.json; " for name, (args, _) in STORMS.items())
-              + "exit 0")
+              + f"{py} -m uffdtrace workload -s fault_wake --pages {WAKE_PAGES} --json "
+              f"> {d}/fault_wake.json; exit 0")
     proc = uffdtrace("record", "-o", str(trace), "--", "sh", "-c", script, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     calls = []
@@ -58,8 +66,14 @@ def _records(trace):
     return list(iter_records(str(trace)))
 
 
-def _storm_pids(storms) -> set[int]:
-    return {out["pid"] for out in storms.values()}
+def _wake_workload(trace) -> dict:
+    return json.loads((trace.parent / "fault_wake.json").read_text())
+
+
+def _storm_pids(storms, trace) -> set[int]:
+    """The processes whose moves are not among `calls`: the storms' and the
+    fault_wake workload's."""
+    return {out["pid"] for out in storms.values()} | {_wake_workload(trace)["pid"]}
 
 
 def _expected(call: dict, record: dict) -> tuple[str, str | None]:
@@ -73,7 +87,7 @@ def test_every_scenario_recorded_observed_with_its_cause(recorded):
     records = _records(trace)
     assert records[0]["tier"] == "kernel" and records[-1]["type"] == "footer"
     moves = sorted((r for r in records if r["type"] == "move"
-                    and r["pid"] not in _storm_pids(storms)), key=lambda r: r["ts_ns"])
+                    and r["pid"] not in _storm_pids(storms, trace)), key=lambda r: r["ts_ns"])
     assert len(moves) == len(calls)
     seen_events = set()
     for call, m in zip(calls, moves):
@@ -129,7 +143,7 @@ def test_report_text_and_json(recorded):
     assert proc.returncode == 0, proc.stderr
     s = json.loads(proc.stdout)
     moves = [r for r in _records(trace) if r["type"] == "move"
-             and r["pid"] not in _storm_pids(storms)]
+             and r["pid"] not in _storm_pids(storms, trace)]
     want = Counter(r["diagnosis"]["underlying"] or r["diagnosis"]["cause"]
                    for r in moves if r["ret"])
     want_evidence = Counter((r["diagnosis"]["underlying"] or r["diagnosis"]["cause"],
@@ -142,7 +156,8 @@ def test_report_text_and_json(recorded):
     for c in s["causes"]:
         assert c["evidence"] == {ev: n for (cause, ev), n in want_evidence.items()
                                  if cause == c["cause"]}, c
-    made = len(calls) + sum(out["summary"]["calls"] for out in storms.values())
+    made = len(calls) + sum(out["summary"]["calls"] for out in storms.values()) + \
+        _wake_workload(trace)["summary"]["calls"]
     assert s["totals"]["moves"] == made
     assert s["totals"]["failures_recorded"] == s["totals"]["failed"], s["totals"]["notes"]
     pinners = {p["pid"]: p for p in s["pinners"]}
@@ -172,9 +187,13 @@ def test_export_perfetto(recorded, tmp_path):
     assert proc.returncode == 0, proc.stderr
     events = check_trace_events(out)["traceEvents"]
     records = _records(trace)
-    storm_moves = [r for r in records if r["type"] == "move" and r["pid"] in _storm_pids(storms)]
+    wake_pid = _wake_workload(trace)["pid"]
+    storm_moves = [r for r in records if r["type"] == "move"
+                   and r["pid"] in _storm_pids(storms, trace) - {wake_pid}]
+    wake_moves = [r for r in records if r["type"] == "move" and r["pid"] == wake_pid]
     repeats = [r for r in records if r["type"] == "repeat"]
-    assert sum(e["ph"] == "X" for e in events) == len(calls) + len(storm_moves) + len(repeats)
+    assert sum(e["ph"] == "X" and e.get("cat") != "fault_wait" for e in events) == \
+        len(calls) + len(storm_moves) + len(wake_moves) + len(repeats)
     failures = [e["args"] for e in events if e.get("cat") == "uffd_move_failure"]
     assert len(failures) == sum(1 for c in calls if c["errno"]) + len(storm_moves)
     pinned = [a for a in failures if a["underlying"] == "page_pinned"]
@@ -233,3 +252,24 @@ def test_retry_loop_flagged_as_livelock(recorded):
     assert [r["state"] for r in livelocks] == ["ongoing", "ended"], livelocks
     assert livelocks[0]["cause"] == "page_pinned" and livelocks[0]["culprit"]["pid"] == pid
     assert livelocks[1]["failures"] == storms["retry-loop"]["summary"]["failed"]
+
+
+def test_woken_threads_recorded_with_exact_waits(recorded):
+    trace = recorded[0]
+    wakecheck.check_wake_records(trace, _wake_workload(trace), "kernel")
+
+
+def test_woken_threads_report(recorded):
+    trace = recorded[0]
+    wakecheck.check_report(trace, _wake_workload(trace), "kernel")
+
+
+def test_woken_threads_export(recorded, tmp_path):
+    trace = recorded[0]
+    wakecheck.check_export(trace, _wake_workload(trace), tmp_path)
+
+
+@pytest.mark.asyncio
+async def test_woken_threads_top_replay(recorded):
+    trace = recorded[0]
+    await wakecheck.check_top_replay(trace, _wake_workload(trace))
