@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,22 @@ SCENARIO_CAUSES = {
     "crosses_vma": ("invalid_crosses_vma", None),
     "dst_thp": ("dst_populated", None),        # the dst PMD is a huge page
     "huge_zero_page": ("ok", None),            # moved whole (6.9+: zero pages move)
+    # issue 16: contended -- success, or the alt_errno of OUTCOME_CAUSES
+    "contended": ("ok", None),
 }
+
+# (scenario, errno) -> (cause, underlying): a scenario whose calls may end
+# another way than SCENARIO_CAUSES says (its Scenario.alt_errno)
+OUTCOME_CAUSES = {
+    # Linux 6.18: moved, then the rerun step's EEXIST (scenarios.py _contended)
+    ("contended", "EEXIST"): ("moved_then_eexist", None),
+}
+
+
+def expected_cause(scenario: str, errno: str | None = None) -> tuple[str, str | None]:
+    """What a correct diagnosis of a call of `scenario` that returned
+    `errno` says (cause, underlying cause of a partial move)."""
+    return OUTCOME_CAUSES.get((scenario, errno), SCENARIO_CAUSES[scenario])
 
 
 # EINVAL from the VMAs: explained by the VMAs the kernel's VMA tree held
@@ -48,6 +64,28 @@ VMA_SCENARIOS = frozenset({"dst_not_registered", "vma_shared", "src_readonly",
                            "crosses_vma"})
 
 
+MOVE_KEY = ("tid", "dst", "src", "len")
+
+
+def paired(calls: list[dict], moves: list) -> list[tuple[dict, object]]:
+    """Each call a workload made, with the traced move that is it: the same
+    thread and request, the earliest not taken yet (time order across
+    threads is not the list's: `contended` lists its movers' calls in page
+    order).  moves: TracedMoves or trace records; a call with no such move
+    (a success the tracer dropped) is paired with None."""
+    def field(m, name):
+        return m[name] if isinstance(m, dict) else getattr(m.event, name)
+
+    by_key: dict[tuple, list] = {}
+    for m in sorted(moves, key=lambda m: field(m, "ts_ns")):
+        by_key.setdefault(tuple(field(m, k) for k in MOVE_KEY), []).append(m)
+    out = []
+    for c in calls:
+        same = by_key.get(tuple(c[k] for k in MOVE_KEY))
+        out.append((c, same.pop(0) if same else None))
+    return out
+
+
 def trace_records(path) -> list[dict]:
     """A trace's records as every reader sees them, through uffdtrace's own
     reader: a `successes` record comes as its move records, a partial last
@@ -56,10 +94,13 @@ def trace_records(path) -> list[dict]:
     return list(iter_records(str(path)))
 
 
-def evidence_of(scenario: str, tier: str) -> str:
-    """The evidence level `scenario`'s diagnosis has in `tier`."""
+def evidence_of(scenario: str, tier: str, errno: str | None = None) -> str:
+    """The evidence level the diagnosis of a call of `scenario` that
+    returned `errno` has in `tier`."""
     if scenario == "cross_mm" and tier == "tracepoint":
         return "inferred"       # no ioctl hook: the unwritten `move` says it
+    if expected_cause(scenario, errno)[0] == "moved_then_eexist" and tier == "tracepoint":
+        return "inferred"       # the page at dst: moved by this call or an earlier one?
     # mmap_changing too: the uffd's counter and its unread event are read
     # when the move returns (bpf/ut_uffdstate.h), in both tiers
     return "observed"
@@ -86,12 +127,17 @@ def traced_workload(session, *args, expect_outcomes: bool = True):
     expect_outcomes=False accepts a run whose moves did not end as the
     scenario expects (the workload then exits 1, still printing its JSON)."""
     session.drain()
-    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", *args, "--json"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    items = []
-    while proc.poll() is None:
-        items += session.poll(50)
-    stdout, stderr = proc.communicate()
+    # stdout and stderr in files: a pipe nobody reads while the workload runs
+    # would block a workload whose JSON outgrows it (contended: MBs)
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", *args,
+                                 "--json"], cwd=ROOT, stdout=stdout, stderr=stderr, text=True)
+        items = []
+        while proc.poll() is None:
+            items += session.poll(50)
+        stdout.seek(0)
+        stderr.seek(0)
+        stdout, stderr = stdout.read(), stderr.read()
     items += session.drain()
     assert proc.returncode == 0 or (not expect_outcomes and proc.returncode == 1), stderr
     out = json.loads(stdout)
