@@ -86,6 +86,22 @@ def paired(calls: list[dict], moves: list) -> list[tuple[dict, object]]:
     return out
 
 
+def seen_calls(calls: list[dict], moves: list) -> list[dict]:
+    """The calls less the moves of `contended` the kernel tier never saw.
+    Measured on 7.3 (one vCPU): its movers' threads preempt each other
+    inside the fentry programs, and the kernel skips a program a thread
+    enters while another run of it is under way on that CPU (BPF recursion
+    protection: 48 moves of 1280 missed, as many recursion_misses in the
+    userfaultfd_ioctl program's fdinfo) -- a loss the tracer does not count
+    yet.  Any other call missing fails."""
+    pairs = paired(calls, moves)
+    unseen = [c for c, m in pairs if m is None]
+    assert all(c["scenario"] == "contended" for c in unseen), unseen
+    if unseen:
+        print(f"{len(unseen)} contended moves unseen by the kernel tier (BPF recursion misses)")
+    return [c for c, m in pairs if m is not None]
+
+
 def trace_records(path) -> list[dict]:
     """A trace's records as every reader sees them, through uffdtrace's own
     reader: a `successes` record comes as its move records, a partial last

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (SCENARIO_CAUSES, VMA_SCENARIOS, evidence_of, expected_cause, paired,
-                           traced_workload, trace_records, uffdtrace)
+                           seen_calls, traced_workload, trace_records, uffdtrace)
 
 # What a hook on them would cost every page fault, fork or munmap on the
 # machine: the kernel tier must attach none (the state at exit replaces them).
@@ -83,7 +83,7 @@ def _assert_observed(out, moves):
     """Each traced move is the call the workload made, diagnosed with the
     cause its scenario produces, at the evidence level the kernel tier has
     for it (observed: the VMAs of EINVAL too, read at exit)."""
-    calls = out["calls"]
+    calls = seen_calls(out["calls"], moves)
     assert len(moves) == len(calls) > 0
     for call, m in paired(calls, moves):
         e, d = m.event, m.diagnosis
@@ -104,7 +104,7 @@ def test_every_scenario_is_observed(session):
                                  "--rate", "100000", "--hold", "0")
     assert {c["scenario"] for c in out["calls"]} == set(MIXED_CYCLE)
     assert set(MIXED_CYCLE) | set(OUTSIDE_MIXED) == set(SCENARIO_CAUSES)
-    page_state = [(c, m) for c, m in paired(out["calls"], moves)
+    page_state = [(c, m) for c, m in paired(seen_calls(out["calls"], moves), moves)
                   if c["scenario"] not in VMA_SCENARIOS]
     _assert_observed({"calls": [c for c, _ in page_state]}, [m for _, m in page_state])
 

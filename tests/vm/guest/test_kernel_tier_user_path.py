@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 
-from tests.helpers import evidence_of, expected_cause, paired, uffdtrace
+from tests.helpers import evidence_of, expected_cause, paired, seen_calls, uffdtrace
 from tests.traceevents import check_trace_events
 from uffdtrace.tracereader import iter_records
 
@@ -49,7 +49,9 @@ def recorded(tmp_path_factory):
         out = json.loads((d / f"{name}.json").read_text())
         calls += [{**c, "pid": out["pid"], "setup": out["setup"]} for c in out["calls"]]
     storms = {name: json.loads((d / f"{name}.json").read_text()) for name in STORMS}
-    return trace, calls, storms
+    moves = [r for r in _records(trace) if r["type"] == "move"]
+    return trace, seen_calls(calls, moves), storms
+
 
 
 def _records(trace):
