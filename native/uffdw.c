@@ -692,6 +692,59 @@ out:
 	return rc;
 }
 
+/* --- several threads moving pages of one large folio at once -------------------- */
+
+/* The start line of uffdw_move_contended's movers: `go` turns 1 once every
+ * mover exists, -1 if one could not be created (the others then leave). */
+struct contended_mover {
+	int *go;
+	int fd;
+	uint64_t dst, src, pages, first, stride;
+	struct uffdw_call *calls;
+};
+
+static void *contended_main(void *p)
+{
+	struct contended_mover *m = p;
+	uint64_t ps = page_size(), i;
+	int go;
+
+	/* Spin, not sleep: the movers already on a CPU leave at the same
+	 * instant and meet on the huge page (a futex wake-up lets one finish
+	 * the split before the next is even running).  sched_yield() leaves
+	 * the CPU to the thread that sets `go` (one CPU: the only one). */
+	while (!(go = __atomic_load_n(m->go, __ATOMIC_ACQUIRE)))
+		sched_yield();
+	for (i = m->first; go > 0 && i < m->pages; i += m->stride)
+		uffdw_move(m->fd, m->dst + i * ps, m->src + i * ps, ps, 0, &m->calls[i]);
+	return NULL;
+}
+
+int uffdw_move_contended(int fd, uint64_t dst, uint64_t src, uint64_t len, uint32_t threads,
+			 struct uffdw_call *calls)
+{
+	struct contended_mover movers[UFFDW_MAX_MOVERS];
+	pthread_t th[UFFDW_MAX_MOVERS];
+	uint32_t t, started;
+	int rc = 0, go = 0;
+
+	if (threads < 1 || threads > UFFDW_MAX_MOVERS || len % page_size())
+		return -EINVAL;
+	memset(calls, 0, len / page_size() * sizeof(*calls));
+	for (started = 0; started < threads; started++) {
+		movers[started] = (struct contended_mover){ &go, fd, dst, src, len / page_size(),
+							    started, threads, calls };
+		rc = pthread_create(&th[started], NULL, contended_main, &movers[started]);
+		if (rc)
+			break;
+	}
+	/* all at once, and only once every mover exists: none runs ahead */
+	__atomic_store_n(&go, started == threads ? 1 : -1, __ATOMIC_RELEASE);
+	for (t = 0; t < started; t++)
+		pthread_join(th[t], NULL);
+	return started == threads ? 0 : -rc;
+}
+
 /* --- a pending non-cooperative event (mmap_changing) -------------------------- */
 
 

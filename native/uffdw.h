@@ -149,6 +149,19 @@ struct uffdw_served {
 int uffdw_fault_wake(int fd, uint64_t dst, uint64_t src, int threads, int hold_ms,
                      int timeout_ms, struct uffdw_waiter *waiters, struct uffdw_served *served);
 
+/*
+ * `threads` threads (at most UFFDW_MAX_MOVERS) move the pages of
+ * [src, src+len) to [dst, dst+len) at once, one page per call: thread t
+ * moves pages t, t+threads, t+2*threads, ... in order, all released together
+ * by one start line, so they meet on the same large folio (the first move splits
+ * it while the others find it locked).  calls[i] is page i's call (len /
+ * page size entries).  Threads, not processes: each is a real pthread, so
+ * Python's GIL serializes nothing.  0, or -errno if a thread could not start.
+ */
+#define UFFDW_MAX_MOVERS 16
+int uffdw_move_contended(int fd, uint64_t dst, uint64_t src, uint64_t len, uint32_t threads,
+                         struct uffdw_call *calls);
+
 /* Anonymous mapping aligned to `align` (a power of two >= page size). */
 int64_t uffdw_map(uint64_t len, int prot, int flags, uint64_t align);
 int uffdw_unmap(uint64_t addr, uint64_t len);

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,22 @@ SCENARIO_CAUSES = {
     "thp_split": ("ok", None),
     # issue 16, question 9: threads faulting on the pages it moves
     "fault_wake": ("ok", None),
+    # issue 16: contended -- success, or the alt_errno of OUTCOME_CAUSES
+    "contended": ("ok", None),
 }
+
+# (scenario, errno) -> (cause, underlying): a scenario whose calls may end
+# another way than SCENARIO_CAUSES says (its Scenario.alt_errno)
+OUTCOME_CAUSES = {
+    # Linux 6.18: moved, then the rerun step's EEXIST (scenarios.py _contended)
+    ("contended", "EEXIST"): ("moved_then_eexist", None),
+}
+
+
+def expected_cause(scenario: str, errno: str | None = None) -> tuple[str, str | None]:
+    """What a correct diagnosis of a call of `scenario` that returned
+    `errno` says (cause, underlying cause of a partial move)."""
+    return OUTCOME_CAUSES.get((scenario, errno), SCENARIO_CAUSES[scenario])
 
 
 # Question 6: the one path each successful move of these scenarios takes,
@@ -91,6 +107,44 @@ VMA_SCENARIOS = frozenset({"dst_not_registered", "vma_shared", "src_readonly",
                            "crosses_vma"})
 
 
+MOVE_KEY = ("tid", "dst", "src", "len")
+
+
+def paired(calls: list[dict], moves: list) -> list[tuple[dict, object]]:
+    """Each call a workload made, with the traced move that is it: the same
+    thread and request, the earliest not taken yet (time order across
+    threads is not the list's: `contended` lists its movers' calls in page
+    order).  moves: TracedMoves or trace records; a call with no such move
+    (a success the tracer dropped) is paired with None."""
+    def field(m, name):
+        return m[name] if isinstance(m, dict) else getattr(m.event, name)
+
+    by_key: dict[tuple, list] = {}
+    for m in sorted(moves, key=lambda m: field(m, "ts_ns")):
+        by_key.setdefault(tuple(field(m, k) for k in MOVE_KEY), []).append(m)
+    out = []
+    for c in calls:
+        same = by_key.get(tuple(c[k] for k in MOVE_KEY))
+        out.append((c, same.pop(0) if same else None))
+    return out
+
+
+def seen_calls(calls: list[dict], moves: list) -> list[dict]:
+    """The calls less the moves of `contended` the kernel tier never saw.
+    Measured on 7.3 (one vCPU): its movers' threads preempt each other
+    inside the fentry programs, and the kernel skips a program a thread
+    enters while another run of it is under way on that CPU (BPF recursion
+    protection: 48 moves of 1280 missed, as many recursion_misses in the
+    userfaultfd_ioctl program's fdinfo) -- a loss the tracer does not count
+    yet.  Any other call missing fails."""
+    pairs = paired(calls, moves)
+    unseen = [c for c, m in pairs if m is None]
+    assert all(c["scenario"] == "contended" for c in unseen), unseen
+    if unseen:
+        print(f"{len(unseen)} contended moves unseen by the kernel tier (BPF recursion misses)")
+    return [c for c, m in pairs if m is not None]
+
+
 def trace_records(path) -> list[dict]:
     """A trace's records as every reader sees them, through uffdtrace's own
     reader: a `successes` record comes as its move records, a partial last
@@ -99,10 +153,13 @@ def trace_records(path) -> list[dict]:
     return list(iter_records(str(path)))
 
 
-def evidence_of(scenario: str, tier: str) -> str:
-    """The evidence level `scenario`'s diagnosis has in `tier`."""
+def evidence_of(scenario: str, tier: str, errno: str | None = None) -> str:
+    """The evidence level the diagnosis of a call of `scenario` that
+    returned `errno` has in `tier`."""
     if scenario == "cross_mm" and tier == "tracepoint":
         return "inferred"       # no ioctl hook: the unwritten `move` says it
+    if expected_cause(scenario, errno)[0] == "moved_then_eexist" and tier == "tracepoint":
+        return "inferred"       # the page at dst: moved by this call or an earlier one?
     # mmap_changing too: the uffd's counter and its unread event are read
     # when the move returns (bpf/ut_uffdstate.h), in both tiers
     return "observed"
@@ -129,12 +186,17 @@ def traced_workload(session, *args, expect_outcomes: bool = True):
     expect_outcomes=False accepts a run whose moves did not end as the
     scenario expects (the workload then exits 1, still printing its JSON)."""
     session.drain()
-    proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", *args, "--json"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    items = []
-    while proc.poll() is None:
-        items += session.poll(50)
-    stdout, stderr = proc.communicate()
+    # stdout and stderr in files: a pipe nobody reads while the workload runs
+    # would block a workload whose JSON outgrows it (contended: MBs)
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "uffdtrace", "workload", *args,
+                                 "--json"], cwd=ROOT, stdout=stdout, stderr=stderr, text=True)
+        items = []
+        while proc.poll() is None:
+            items += session.poll(50)
+        stdout.seek(0)
+        stderr.seek(0)
+        stdout, stderr = stdout.read(), stderr.read()
     items += session.drain()
     assert proc.returncode == 0 or (not expect_outcomes and proc.returncode == 1), stderr
     out = json.loads(stdout)

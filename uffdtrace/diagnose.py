@@ -83,6 +83,13 @@ def _blocking_page(move: MoveEvent, en: Enrichment, pins: PinTable,
     en.src_addr, checked in the kernel's order (tracepoint tier).  None when
     the state shows nothing that would stop a move (it changed since)."""
     dst, src = en.dst_page, en.src_page
+    if dst is not None and dst.present and src is not None and not src.present and \
+            not src.swapped:
+        # moved, then refused (Linux 6.18 reruns a step that moved its page
+        # after an internal retry) -- or moved by an earlier call
+        return C.MOVED_THEN_EEXIST, None, [
+            f"dst page {en.dst_addr:#x} is populated and src page {en.src_addr:#x} is empty: "
+            "this move (or an earlier one) moved it"]
     if dst is not None and (dst.present or dst.swapped):
         return C.DST_POPULATED, None, [f"dst page {en.dst_addr:#x} is populated"
                                        + (" (a huge page)" if dst.has("thp") else "")]

@@ -35,6 +35,18 @@ class Seen:
         self.step_failed = bool(k & L.UT_K_STEP_FAILED)
 
     @property
+    def uncounted_steps(self) -> int:
+        """Steps that succeeded in a move whose result counts no byte moved.
+        move_pages() adds every successful step to what it returns, except
+        after an internal -EAGAIN on Linux 6.18: it keeps that error, runs
+        the step that just succeeded again, and returns the error of the
+        rerun (its dst is now populated: -EEXIST)."""
+        m = self.move
+        if m.partial or m.move >= 0 or not m.steps:
+            return 0
+        return m.steps - m.retries - (1 if self.step_failed else 0)
+
+    @property
     def errno_at_fail(self) -> int | None:
         """The real errno where the move stopped: the failing step's, or
         move_pages()'s own, which is the syscall's when nothing was moved (a
@@ -63,6 +75,10 @@ def _stopped_by(seen: Seen, err: int | None):
     """What the step errno alone says stopped the move: (cause, culprit,
     notes) or None.  The page itself is the state at exit's to judge."""
     m = seen.move
+    if err == E.EEXIST and seen.uncounted_steps > 0:
+        return C.MOVED_THEN_EEXIST, None, [
+            f"{seen.uncounted_steps} step(s) moved pages that the result does not count, "
+            "then a step returned -EEXIST at the destination they filled"]
     if err == E.EEXIST:
         return C.DST_POPULATED, None, []     # the step's EEXIST is noted by the caller
     if err == E.ENOENT and seen.step_failed:

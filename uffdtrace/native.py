@@ -262,6 +262,16 @@ class Uffd:
               "clone")
         return MoveCall.from_native(out), bool(killed[0])
 
+    def move_contended(self, dst: int, src: int, length: int, threads: int) -> list[MoveCall]:
+        """`threads` native threads move the pages of [src, src+length) to
+        dst at once, one 4 KiB page per call, interleaved (thread t moves
+        pages t, t+threads, ...); the calls in page order."""
+        pages = length // PAGE_SIZE
+        calls = ffi().new("struct uffdw_call[]", pages)
+        check(lib().uffdw_move_contended(self.fd, dst, src, length, threads, calls),
+              "pthread_create")
+        return [MoveCall.from_native(calls[i]) for i in range(pages)]
+
     def move_loop(self, a: Mapping, b: Mapping, chunk: int, count: int, *,
                   rate: int = 0, fail_every: int = 0, first_step: int = 0) -> LoopStats:
         """`count` ping-pong moves of `chunk` bytes between a and b, in C.

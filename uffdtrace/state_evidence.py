@@ -15,7 +15,8 @@ from typing import Callable
 from .culprits import KsmCulprit
 from .diagnosis import Diagnosis
 from .events import MoveEvent
-from .taxonomy import ERRNO_CAUSES, OBSERVED, PARTIAL_STOPS, CauseCode as C, allowed_causes
+from .taxonomy import (ERRNO_CAUSES, INFERRED, OBSERVED, PARTIAL_STOPS, CauseCode as C,
+                       allowed_causes)
 from .walkstate import WalkedPage
 
 # Where the walk stopped (UT_PSW_* names): nothing mapped ...
@@ -25,6 +26,9 @@ HOLE = frozenset({"PGD_NONE", "P4D_NONE", "PUD_NONE", "PMD_NONE", "PTE_NONE"})
 POPULATED = frozenset({"PTE_PRESENT", "PTE_SWAP", "PTE_MIGRATION", "PTE_OTHER", "PMD_HUGE",
                        "PMD_MIGRATION", "PMD_OTHER"})
 MAPPED = frozenset({"PTE_PRESENT", "PMD_HUGE"})
+# Causes the state shows only as an outcome: seen at exit, but who made it
+# so (this move or an earlier one) is a conclusion, not an observation.
+INFERRED_FROM_STATE = frozenset({C.MOVED_THEN_EEXIST})
 PMD_BYTES = 2 << 20
 
 Finding = tuple[C, object, list[str]]
@@ -80,6 +84,13 @@ def stopped_by(move: MoveEvent, pinner_of: PinnerOf,
         return C.DST_POPULATED, None, [
             "the dst PMD is a huge page: move_pages() refuses it before looking at the src "
             "(MADV_DONTNEED the whole 2 MiB)"]
+    if dst is not None and dst.where_name == "PTE_PRESENT" and src is not None and \
+            src.where_name in HOLE:
+        # the page is at dst and src is empty: moved, then refused (Linux
+        # 6.18 reruns a step that moved its page after an internal retry) --
+        # or moved by an earlier call; the state cannot tell which
+        return C.MOVED_THEN_EEXIST, None, [
+            "the page is at dst and src is empty: this move (or an earlier one) moved it"]
     if dst is not None and dst.where_name in POPULATED:
         return C.DST_POPULATED, None, []
     if src is None:
@@ -112,6 +123,7 @@ def diagnose_at_exit(move: MoveEvent, pinner_of: PinnerOf, ksm_lookup: KsmLookup
     notes = notes + [describe(name, page) for name, page in
                      (("src", move.src_state), ("dst", move.dst_state)) if page is not None]
     fail_addr = move.src_state.addr if move.src_state is not None else None
+    evidence = INFERRED if code in INFERRED_FROM_STATE else OBSERVED
     if move.partial:
-        return Diagnosis(C.PARTIAL, OBSERVED, fail_addr, code, culprit, notes)
-    return Diagnosis(code, OBSERVED, fail_addr, None, culprit, notes)
+        return Diagnosis(C.PARTIAL, evidence, fail_addr, code, culprit, notes)
+    return Diagnosis(code, evidence, fail_addr, None, culprit, notes)

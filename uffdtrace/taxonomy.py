@@ -36,6 +36,7 @@ class CauseCode(StrEnum):
     OK = "ok"
     PARTIAL = "partial"
     DST_POPULATED = "dst_populated"
+    MOVED_THEN_EEXIST = "moved_then_eexist"
     SRC_HOLE = "src_hole"
     NO_VMA = "no_vma"
     PAGE_PINNED = "page_pinned"
@@ -89,6 +90,13 @@ _CAUSES = [
           "move only into unpopulated, registered destination pages (MADV_DONTNEED "
           "the destination first)",
           stops_moves=True, errno_default=True),
+    Cause(C.MOVED_THEN_EEXIST, "EEXIST", "the page did move (it is at dst, src is empty), "
+          "yet the move failed: another thread held the source huge page's lock, the kernel "
+          "retried internally (-EAGAIN), and Linux 6.18's move_pages() kept that -EAGAIN "
+          "after the step succeeded, re-ran the step and found the page it had just placed",
+          "nothing is lost: count the page as moved (do not MADV_DONTNEED dst); move the "
+          "pages of one huge page from one thread (or MADV_NOHUGEPAGE the source)",
+          stops_moves=True),
     Cause(C.SRC_HOLE, "ENOENT", "a source page is not populated",
           "use UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, or only move populated pages",
           stops_moves=True, errno_default=True),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, SCENARIO_CAUSES, uffdtrace
+from tests.helpers import ROOT, expected_cause, uffdtrace
 from tests.unit.test_metrics import dashboard_metric_names
 
 PROMETHEUS, PROMTOOL = "/usr/bin/prometheus", "/usr/bin/promtool"
@@ -137,7 +137,7 @@ def causes_made(out: dict) -> Counter:
         made = Counter()
         for call in out["calls"]:
             if call["ret"] != 0:
-                cause, underlying = SCENARIO_CAUSES[call["scenario"]]
+                cause, underlying = expected_cause(call["scenario"], call["errno"])
                 made[underlying or cause] += 1
         return made
     if out["scenario"] == "failure-storm":

@@ -27,7 +27,10 @@ from uffdtrace.workload.runner import run_workload
 from uffdtrace.workload.scenarios import SCENARIOS, ksm_merged
 
 HUGE = hpage_size()
-SCENARIO_NAMES = list(SCENARIOS)
+# contended's calls are made by threads at once: no hook runs right before
+# each, and what each answers depends on the others' timing, which nothing
+# looked at before the moves can predict
+SCENARIO_NAMES = [name for name in SCENARIOS if name != "contended"]
 
 
 def _ksm_ok(name):

@@ -38,6 +38,9 @@ def test_list_names_every_scenario():
     listed = {line.split()[0] for line in proc.stdout.splitlines()[1:]}
     assert listed == set(scenario_names())
     assert len(listed) >= 16
+    # a scenario's other right answer is listed with its expected one
+    assert "success or EEXIST" in next(line for line in proc.stdout.splitlines()
+                                       if line.split()[0] == "contended")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -585,6 +585,45 @@ def check(row: Row, strict, tmp_path):
     return d, record
 
 
+# -- contended: several threads moving pages of one huge page at once (issue 16) ----
+# Linux 6.18's move_pages() keeps an internal -EAGAIN (the large folio was
+# locked by another mover) after the retried step succeeds, reruns the step
+# and returns the -EEXIST of its now populated dst: the page moved.
+MOVED_AWAY = dict(src=("PTE_NONE",), dst=("PTE_PRESENT", *ANON))
+TRACEPOINT_ROWS += [
+    Row("EEXIST, dst populated and src empty: moved (by this call or an earlier one)",
+        failure(E.EEXIST, len=PAGE), state(src=page(**HOLE), dst=page(DST)),
+        "moved_then_eexist", "inferred", note="this move (or an earlier one) moved it"),
+    Row("ENOENT, dst populated and src empty: not a cause ENOENT allows",
+        failure(E.ENOENT, len=PAGE), state(src=page(**HOLE), dst=page(DST)),
+        "src_hole", "errno", note="ENOENT rules out"),
+]
+AT_EXIT_ROWS += [
+    Row("EEXIST: the page at dst and src empty at exit: inferred, not observed",
+        at_exit(E.EEXIST, len=PAGE, **MOVED_AWAY), None, "moved_then_eexist", "inferred",
+        note="dst 0x7f0000000000 at exit: pte_present"),
+    Row("partial: stopped where the page is at dst and src empty", at_exit(
+        E.EAGAIN, moved=4 * PAGE, **MOVED_AWAY), None, "partial", "inferred",
+        "moved_then_eexist"),
+]
+KERNEL_ROWS += [
+    Row("EEXIST after a retry and a step that moved its page: observed", kernel_failure(
+        E.EEXIST, len=PAGE, kflags=L.UT_K_STEP_FAILED, step_err=-E.EEXIST, steps=3,
+        retries=1, fail_addr=SRC), None, "moved_then_eexist", "observed",
+        note="1 step(s) moved pages that the result does not count"),
+    Row("EEXIST after retries, no step succeeded: dst populated before", kernel_failure(
+        E.EEXIST, len=PAGE, kflags=L.UT_K_STEP_FAILED, step_err=-E.EEXIST, steps=2,
+        retries=1, fail_addr=SRC), None, "dst_populated", "observed"),
+    Row("the kernel saw no uncounted step: its EEXIST beats the state at exit", at_exit(
+        E.EEXIST, len=PAGE, kernel=True, kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES |
+        L.UT_K_STEP_FAILED, step_err=-E.EEXIST, steps=1, **MOVED_AWAY), None,
+        "dst_populated", "observed"),
+    Row("EEXIST, no step hook (6.12): move_pages()'s own -EEXIST decides", at_exit(
+        E.EEXIST, len=PAGE, kernel=True, kflags=L.UT_K_IOCTL_SEEN | L.UT_K_MOVE_PAGES |
+        L.UT_K_MOVE_PAGES_RETURNED, kernel_ret=-E.EEXIST, **MOVED_AWAY), None,
+        "dst_populated", "observed"),
+]
+
 @pytest.mark.parametrize("row", TRACEPOINT_ROWS, ids=lambda r: r.name)
 def test_tracepoint_tier_rule(row, strict, tmp_path):
     assert not row.event.kernel_tier

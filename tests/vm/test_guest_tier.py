@@ -20,7 +20,7 @@ import pytest
 
 from tests.vm import harness, kernels
 
-GUEST_TESTS_TIMEOUT = 1500
+GUEST_TESTS_TIMEOUT = 1800
 
 
 def guest_pytest_argv() -> list[str]:

@@ -95,6 +95,8 @@ def list_scenarios() -> str:
         outcome = s.expect_errno or "success"
         if s.expect_partial:
             outcome += " (partial)"
+        if s.alt_errno:
+            outcome += f" or {s.alt_errno}"
         lines.append(f"  {s.name:<20} {outcome:<18} {s.summary}")
     for name, summary in SPECIAL.items():
         lines.append(f"  {name:<20} {'-':<18} {summary}")

@@ -124,6 +124,7 @@ def _run_round(uffd: Uffd, name: str, pages: int, result: WorkloadResult, hold: 
         problem = unexpected(scenario, call)
         if problem:
             result.problems.append(f"{name}: {problem}")
+    result.problems.extend(f"{name}: {problem}" for problem in r.problems)
 
 
 def _storm(uffd: Uffd, pages: int, moves: int, result: WorkloadResult):

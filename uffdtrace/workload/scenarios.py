@@ -52,6 +52,9 @@ class Round:
     scenario: str
     calls: list[tuple[str, MoveCall]] = field(default_factory=list)
     facts: dict = field(default_factory=dict)
+    # What went wrong in the round beyond any one call's result (e.g. a page
+    # not moved exactly once): reported as the workload's problems.
+    problems: list[str] = field(default_factory=list)
     # After each failed move, change its pages the way a compacting GC moves
     # on: the destination unpopulated, the source rewritten.  A tracer that
     # reads page state after the call then sees none of why it failed.
@@ -431,10 +434,12 @@ def _crosses_vma(r: Round):
     r.move(dst.addr, src.addr, length)
 
 
-def _huge_pair(r: Round, **kw) -> tuple[Mapping, Mapping]:
-    """r.pages 2 MiB pages of MADV_HUGEPAGE src and dst, 2 MiB-aligned."""
+def _huge_pair(r: Round, pages: int | None = None, **kw) -> tuple[Mapping, Mapping]:
+    """`pages` (default r.pages) 2 MiB pages of MADV_HUGEPAGE src and dst,
+    2 MiB-aligned."""
     huge = hpage_size()
-    return r.pair(r.pages * huge // PAGE_SIZE, align=huge, advice=lib().MADV_HUGEPAGE, **kw)
+    return r.pair((pages or r.pages) * huge // PAGE_SIZE, align=huge,
+                  advice=lib().MADV_HUGEPAGE, **kw)
 
 
 def _heads(m: Mapping, count: int) -> list[int]:
@@ -492,6 +497,55 @@ def _thp_split(r: Round):
     r.facts["src_thp_after"] = _all_have(heads, "thp")
 
 
+# --- issue 16: contended ----------------------------------------------------------
+
+# Movers of one huge page at once: two CPUs or one, some find its folio
+# locked by another (measured: 4 threads, 1 THP, a retry in most rounds).
+CONTENDED_THREADS = 4
+
+
+def _contended_check(src: Mapping, dst: Mapping, calls: list[MoveCall]) -> list[str]:
+    """Every page moved exactly once, whatever each call answered: at dst
+    with its own content (src.fill(): page i starts with i * PAGE_SIZE), and
+    gone from src."""
+    problems = []
+    dsts = read_page_states(os.getpid(), [c.dst for c in calls])
+    srcs = read_page_states(os.getpid(), [c.src for c in calls])
+    for i, (call, d, s) in enumerate(zip(calls, dsts, srcs)):
+        # only a present dst page is read: a missing one of a registered
+        # range would raise a userfault nobody serves
+        at_dst = d.present and int.from_bytes(ctypes.string_at(call.dst, 8), "little") == \
+            call.src - src.addr
+        if not at_dst or s.present or s.swapped:
+            problems.append(f"page {i} ({call.errno or 'ok'}) is "
+                            + ("not at dst" if not at_dst else "still at src too"))
+    return problems
+
+
+def _contended(r: Round):
+    # CONTENDED_THREADS native threads move r.pages 4 KiB pages of THPs at
+    # once, interleaved.  The first move splits the PMD, then must split the
+    # large folio under its lock; the movers that find it locked get an
+    # internal -EAGAIN and retry (move_pages_ptes: folio_trylock fails on a
+    # large folio) until the split is done.  Linux 6.18 keeps that -EAGAIN
+    # after the retried step moved the page, reruns the step and answers
+    # -EEXIST (its dst is now populated): the page moved, the call "failed".
+    huge = hpage_size()
+    src, dst = _huge_pair(r, pages=-(-r.pages * PAGE_SIZE // huge))
+    heads = _heads(src, src.length // huge)
+    r.facts["src_thp"] = _all_have(heads, "thp")
+    if not r.facts["src_thp"]:
+        raise UserError("src is not a THP (transparent_hugepage disabled, or no huge page "
+                        "free): contended needs one")
+    r.facts["threads"] = CONTENDED_THREADS
+    calls = r.uffd.move_contended(dst.addr, src.addr, r.pages * PAGE_SIZE, CONTENDED_THREADS)
+    # checked before record(): --rewrite would refill what a failed call moved
+    r.problems += _contended_check(src, dst, calls)
+    r.facts["moved_then_eexist"] = sum(c.errno == "EEXIST" for c in calls)
+    for call in calls:
+        r.record(call)
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("ok", "4 KiB pages moved one call per page", _ok, default_pages=4),
     Scenario("thp", "2 MiB PMD moves of MADV_HUGEPAGE memory (--pages counts 2 MiB pages)",
@@ -547,6 +601,12 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
              default_pages=4),
     Scenario("thp_split", "the first 4 KiB of a THP moved: its folio is split (--pages "
              "counts 2 MiB pages)", _thp_split),
+    # EEXIST: Linux 6.18 answers it for a move that moved its page after an
+    # internal retry (6.12 and 7.3 answer success)
+    Scenario("contended", f"{CONTENDED_THREADS} threads moving 4 KiB pages of one THP at "
+             "once, interleaved: the kernel's internal retries on the locked huge folio "
+             "(--pages counts 4 KiB pages, from as many THPs as they fill)",
+             _contended, default_pages=64, min_pages=2, alt_errno="EEXIST"),
 ]}
 
 # What `mixed` cycles through: mostly healthy moves, every failure class now
@@ -555,9 +615,9 @@ MIXED_CYCLE = ["ok", "ok", "ok", "thp", "partial", "ok", "dst_populated", "src_h
                "ok", "src_hole_allowed", "pinned", "ok", "fork_shared", "misaligned",
                "ok", "dst_not_registered", "vma_shared", "src_readonly", "cross_mm",
                "ok", "mmap_changing",
-               # issue 16: request, VMA and huge-page classes, and the move paths
+               # issue 16: request, VMA and huge-page classes, the move paths
                "ok", "zero_len", "bad_mode", "crosses_vma", "dst_thp", "huge_zero_page",
-               "zero_page", "thp_split"]
+               "zero_page", "thp_split", "contended"]
 # Scenarios `mixed` leaves out, and why.
 OUTSIDE_MIXED = {
     "ksm": "changes machine-wide ksmd settings",
@@ -575,7 +635,7 @@ def unexpected(scenario: Scenario, call: MoveCall) -> str | None:
         expected = " or ".join(e for e in (scenario.expect_errno or "none", scenario.alt_errno)
                                if e)
         return f"errno {call.errno or 'none'} (expected {expected})"
-    if scenario.expect_errno is None and call.move != call.len:
+    if scenario.expect_errno is None and call.errno is None and call.move != call.len:
         return f"moved {call.move} of {call.len} bytes"
     if scenario.expect_partial and not 0 < call.move < call.len:
         return f"move={call.move}, expected a partial count"

@@ -19,7 +19,8 @@ from collections import Counter
 import pytest
 
 from tests import wakecheck
-from tests.helpers import SCENARIO_CAUSES, assert_move_path, evidence_of, uffdtrace
+from tests.helpers import (assert_move_path, evidence_of, expected_cause, paired, seen_calls,
+                           uffdtrace)
 from uffdtrace import movepaths
 from tests.traceevents import check_trace_events
 from uffdtrace.tracereader import iter_records
@@ -58,7 +59,9 @@ def recorded(tmp_path_factory):
         out = json.loads((d / f"{name}.json").read_text())
         calls += [{**c, "pid": out["pid"], "setup": out["setup"]} for c in out["calls"]]
     storms = {name: json.loads((d / f"{name}.json").read_text()) for name in STORMS}
-    return trace, calls, storms
+    moves = [r for r in _records(trace) if r["type"] == "move"]
+    return trace, seen_calls(calls, moves), storms
+
 
 
 def _records(trace):
@@ -79,7 +82,7 @@ def _storm_pids(storms, trace) -> set[int]:
 def _expected(call: dict, record: dict) -> tuple[str, str | None]:
     if call["scenario"] == "ksm" and record["ret"] == 0:
         return "ok", None   # 6.12 moves pages the workload saw merged (measured)
-    return SCENARIO_CAUSES[call["scenario"]]
+    return expected_cause(call["scenario"], record["errno"])
 
 
 def test_every_scenario_recorded_observed_with_its_cause(recorded):
@@ -90,12 +93,12 @@ def test_every_scenario_recorded_observed_with_its_cause(recorded):
                     and r["pid"] not in _storm_pids(storms, trace)), key=lambda r: r["ts_ns"])
     assert len(moves) == len(calls)
     seen_events = set()
-    for call, m in zip(calls, moves):
+    for call, m in paired(calls, moves):
         assert (m["dst"], m["src"], m["len"], m["errno"], m["move"]) == \
             (call["dst"], call["src"], call["len"], call["errno"], call["move"])
         d = m["diagnosis"]
         assert (d["cause"], d["underlying"]) == _expected(call, m), (call, d)
-        assert d["evidence"] == evidence_of(call["scenario"], "kernel"), (call, d)
+        assert d["evidence"] == evidence_of(call["scenario"], "kernel", m["errno"]), (call, d)
         assert not any(k.startswith("scratch") for k in m)   # no kernel pointer leaves
         if call["scenario"] == "pinned":
             c = d["culprit"]
