@@ -202,8 +202,10 @@ def test_export_perfetto(recorded, tmp_path):
     pinned = [a for a in failures if a["underlying"] == "page_pinned"]
     assert pinned and all(a["culprit"]["source"] == "GUP hook" and a["evidence"] == "observed"
                           for a in pinned)
-    # each move's path (question 6), as its record says ("count": a repeat's slice)
-    slices = [e for e in events if e["ph"] == "X" and "count" not in e["args"]]
+    # each move's path (question 6), as its record says (not a repeat's slice,
+    # which has a "count", nor a faulting thread's wait)
+    slices = [e for e in events if e["ph"] == "X" and e.get("cat") == "uffd_move"
+              and "count" not in e["args"]]
     assert slices and all(e["args"]["paths"] for e in slices)
     holes = [e for e in slices if "src holes skipped" in e["args"]["paths"]]
     assert len(holes) == sum(c["scenario"] == "src_hole_allowed" for c in calls) * \
