@@ -49,8 +49,18 @@ def session():
     s.close()
 
 
+# Every BPF compile costs about 3 minutes under TCG, and the 7.3 guest's suite
+# is CI's longest path (1,463 s of its 1,800 s bound with this compile in
+# it): kprobe mode is compiled and traced in the 6.12 guest; the host loads
+# every kprobe program through the verifier (tests/live/test_kernel_tier_program.py).
+KPROBE_MODE_GUEST = "6.12"
+
+
 @pytest.fixture(scope="module")
 def kprobe_session():
+    if not os.uname().release.startswith(KPROBE_MODE_GUEST):
+        pytest.skip(f"kprobe mode is traced in the {KPROBE_MODE_GUEST} guest only "
+                    "(one BPF compile less on this guest's CI path)")
     s = _start("kprobe")
     yield s
     s.close()
