@@ -38,6 +38,12 @@ class StateReader:
     def usable(self) -> bool:
         return self.calibration is not None
 
+    def _lacking(self, facts) -> str:
+        """Why a reader needing `facts` of the layout is off ("" if none is missing)."""
+        lacking = self.layout.lacks(facts)
+        return "this kernel's BTF lacks " + ", ".join(layout.PREFIX + n for n in lacking) \
+            if lacking else ""
+
     @property
     def vma_reason(self) -> str:
         """Why the VMA reader is off ("" when it is on)."""
@@ -45,10 +51,7 @@ class StateReader:
             return self.reason or "turned off"
         if self.layout is None:
             return self.reason or "kernel layout unknown"
-        lacking = self.layout.lacks(layout.VMA_READER_FACTS)
-        if lacking:
-            return "this kernel's BTF lacks " + ", ".join(layout.PREFIX + n for n in lacking)
-        return ""
+        return self._lacking(layout.VMA_READER_FACTS)
 
     @property
     def vmas_usable(self) -> bool:
@@ -60,10 +63,7 @@ class StateReader:
         moving fd's context the VMA reader's way (ut_vs_uffd_ctx)."""
         if not self.vmas_usable:
             return self.vma_reason
-        lacking = self.layout.lacks(layout.UFFD_READER_FACTS)
-        if lacking:
-            return "this kernel's BTF lacks " + ", ".join(layout.PREFIX + n for n in lacking)
-        return ""
+        return self._lacking(layout.UFFD_READER_FACTS)
 
     @property
     def waiters_reason(self) -> str:
@@ -74,10 +74,7 @@ class StateReader:
             return "turned off"
         if self.layout is None:
             return self.reason or "kernel layout unknown"
-        lacking = self.layout.lacks(layout.WAITER_READER_FACTS)
-        if lacking:
-            return "this kernel's BTF lacks " + ", ".join(layout.PREFIX + n for n in lacking)
-        return ""
+        return self._lacking(layout.WAITER_READER_FACTS)
 
     def defines(self) -> dict[str, int]:
         """#defines for the tracer's program: the layout (struct offsets, no
