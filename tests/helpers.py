@@ -129,19 +129,27 @@ def paired(calls: list[dict], moves: list) -> list[tuple[dict, object]]:
     return out
 
 
-def seen_calls(calls: list[dict], moves: list) -> list[dict]:
-    """The calls less the moves of `contended` the kernel tier never saw.
-    Measured on 7.3 (one vCPU): its movers' threads preempt each other
-    inside the fentry programs, and the kernel skips a program a thread
-    enters while another run of it is under way on that CPU (BPF recursion
-    protection: 48 moves of 1280 missed, as many recursion_misses in the
-    userfaultfd_ioctl program's fdinfo) -- a loss the tracer does not count
-    yet.  Any other call missing fails."""
+def counted_losses(counters: dict) -> int:
+    """The moves the tracer counted as lost: runs of its programs the kernel
+    skipped (BPF recursion protection) and events a full ring buffer lost."""
+    return sum(counters.get(k, 0) for k in ("recursion_misses", "ringbuf_drops",
+                                            "success_drops"))
+
+
+def seen_calls(calls: list[dict], moves: list, lost: int) -> list[dict]:
+    """The calls the tracer saw: any it missed must be among the `lost` it
+    counted (counted_losses).  Measured on 7.3 (one vCPU): the movers of
+    `contended` preempt each other inside the fentry programs, and the
+    kernel skips a program a thread enters while another run of it is under
+    way on that CPU (48 moves of 1280 missed, as many recursion_misses in
+    the userfaultfd_ioctl program's fdinfo)."""
     pairs = paired(calls, moves)
     unseen = [c for c, m in pairs if m is None]
-    assert all(c["scenario"] == "contended" for c in unseen), unseen
+    assert len(unseen) <= lost, (f"{len(unseen)} moves unseen, {lost} counted lost",
+                                 unseen[:5])
     if unseen:
-        print(f"{len(unseen)} contended moves unseen by the kernel tier (BPF recursion misses)")
+        print(f"{len(unseen)} moves unseen by the tracer, {lost} counted lost "
+              "(recursion misses, ring buffers full)")
     return [c for c, m in pairs if m is not None]
 
 

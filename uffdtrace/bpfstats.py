@@ -1,7 +1,8 @@
 """What the loaded BPF programs cost the machine, as the kernel measures it:
 each program's run time and run count from /proc/self/fdinfo (the kernel
 only counts while the sysctl kernel.bpf_stats_enabled is 1: it costs every
-program run a clock read, so uffdtrace never turns it on itself)."""
+program run a clock read, so uffdtrace never turns it on itself), and the
+runs the kernel skipped (recursion_misses, counted whatever that sysctl)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,6 +15,11 @@ class ProgramStats:
     name: str
     run_time_ns: int
     run_count: int
+    # Runs the kernel skipped because the program was already running on that
+    # CPU (BPF recursion protection: a thread preempted inside an fentry
+    # program, a kprobe reached from within another BPF program): whatever
+    # event that run would have sent is lost.
+    recursion_misses: int = 0
 
 
 def stats_enabled() -> bool | None:
@@ -46,5 +52,11 @@ def read_stats(programs: dict[str, int]) -> list[ProgramStats]:
             continue
         if "run_time_ns" in fields:
             out.append(ProgramStats(name, int(fields["run_time_ns"]),
-                                    int(fields.get("run_cnt", 0))))
+                                    int(fields.get("run_cnt", 0)),
+                                    int(fields.get("recursion_misses", 0))))
     return out
+
+
+def recursion_misses(programs: dict[str, int]) -> int:
+    """The runs the kernel skipped over every program (programs: name -> fd)."""
+    return sum(s.recursion_misses for s in read_stats(programs))

@@ -426,7 +426,8 @@ def _kernel(state: MetricsState) -> list[Metric]:
             out.append(_counter(name, doc, unit=unit))
             out[-1].add_metric([], c[counter])
     drops = _counter("drops", "What the tracer lost or left out, by the kernel counter that "
-                     "counted it: ring buffers full, unreadable move arguments, full maps",
+                     "counted it: ring buffers full, unreadable move arguments, full maps, "
+                     "hook runs the kernel skipped (recursion_misses)",
                      ["kind"])
     for kind in records.LOSS_COUNTERS:
         if kind in c:

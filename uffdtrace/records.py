@@ -131,9 +131,12 @@ DROP_COUNTERS = ("ringbuf_drops", "repeat_drops", "success_drops")
 MAP_FULL_COUNTERS = ("outcomes_full", "follow_full", "saved_args_full")
 # Every in-kernel counter of something lost or left out (report's DROPS, the
 # exporter's uffdtrace_drops_total): ring buffers full, unreadable move
-# arguments, full maps (runs_full: failures then sent one by one instead).
+# arguments, full maps (runs_full: failures then sent one by one instead),
+# hook runs the kernel skipped (recursion_misses: their moves or pins are
+# missing from every count, the in-kernel totals too).
 LOSS_COUNTERS = ("ringbuf_drops", "success_drops", "repeat_drops", "runs_full",
-                 "arg_read_fails", "inflight_full", "wake_drops", *MAP_FULL_COUNTERS)
+                 "arg_read_fails", "inflight_full", "wake_drops", "recursion_misses",
+                 *MAP_FULL_COUNTERS)
 
 
 def drops(counters: dict) -> int:

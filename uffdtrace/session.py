@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from . import bpfprog, kernel_tier, records, stateatexit, tiers, vma_evidence
+from . import bpfprog, bpfstats, kernel_tier, records, stateatexit, tiers, vma_evidence
 from .stacks import StackResolver
 from .diagnose import PinTable, diagnose
 from .diagnosis import Diagnosis
@@ -515,9 +515,13 @@ class Session:
         return {"merged_ts_ns": merge.ts_ns, "ksmd_pid": merge.pid}
 
     def counters(self) -> dict[str, int]:
-        """In-kernel counters, exact whatever the sampling (stat_names())."""
+        """In-kernel counters, exact whatever the sampling (stat_names()),
+        and the program runs the kernel skipped (recursion_misses: no map
+        counts those, the kernel does per program)."""
         values = {i.value: _total(v) for i, v in self.bpf[b"stats"].items()}
-        return {name: values.get(i, 0) for i, name in enumerate(stat_names())}
+        counters = {name: values.get(i, 0) for i, name in enumerate(stat_names())}
+        counters["recursion_misses"] = bpfstats.recursion_misses(bpfstats.program_fds(self.bpf))
+        return counters
 
     @staticmethod
     def drops(counters: dict[str, int]) -> int:

@@ -321,6 +321,8 @@ class TraceSummary:
         drops = records.drops(d)
         if drops:
             reasons.append(f"{drops} moves dropped")
+        if d.get("recursion_misses"):
+            reasons.append(f"{d['recursion_misses']} hook runs skipped (see DROPS)")
         return "; ".join(reasons) or None
 
     def _estimate_note(self) -> str | None:

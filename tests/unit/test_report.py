@@ -249,6 +249,24 @@ def test_full_kernel_maps_are_reported_and_close_the_accounting(tmp_path):
     assert "3 moves missing from the per-process counts, 1 children" in render(s)
 
 
+def test_hook_runs_the_kernel_skipped_are_reported(tmp_path):
+    """recursion_misses (read from each program's fdinfo) lose moves that no
+    other counter has: report says so under DROPS and in its notes."""
+    path = tmp_path / "t.jsonl"
+    write_trace(path, [ok(), ok()])
+    lines = open(path).read().splitlines()
+    agg = next(i for i, line in enumerate(lines) if '"type":"aggregates"' in line)
+    record = json.loads(lines[agg])
+    record["counters"]["recursion_misses"] = 48
+    lines[agg] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    s = summarize(str(path))
+    assert s["drops"]["recursion_misses"] == 48
+    text = render(s)
+    assert "48 hook runs skipped by the kernel (BPF recursion protection" in text
+    assert "48 hook runs skipped (see DROPS)" in text
+
+
 def test_woken_faulting_threads(tmp_path):
     from tests.tracegen import FAULTER, wake_items
     path = tmp_path / "t.jsonl"

@@ -194,9 +194,10 @@ def test_sampled_successes_estimate_bytes_and_drops_add_up():
     (p,) = m.snapshot().processes
     assert p.p50_us < 10 and p.tlb_per_page == 0
     m.feed([{"type": "aggregates", "elapsed_s": 2.0,
-             "counters": {"ringbuf_drops": 2, "success_drops": 5}, "outcomes": []}])
+             "counters": {"ringbuf_drops": 2, "success_drops": 5, "recursion_misses": 3},
+             "outcomes": []}])
     s = m.snapshot()
-    assert s.drops == 7 and s.mib_quality == "at least"
+    assert s.drops == 10 and s.mib_quality == "at least"
 
 
 def test_untrusted_records_are_counted_not_fatal():

@@ -373,6 +373,10 @@ def _drops(s: dict) -> list[str]:
     lines = ["", "DROPS",
              f"  {verdict}; unreadable move arguments {d.get('arg_read_fails', 0)}, "
              f"in-flight table full {d.get('inflight_full', 0)}"]
+    if d.get("recursion_misses"):
+        lines.append(f"  {d['recursion_misses']} hook runs skipped by the kernel (BPF recursion "
+                     "protection: a thread entered a program already running on its CPU); "
+                     "the moves or pins they would have seen are missing, from the totals too")
     full = {k: d.get(k, 0) for k in MAP_FULL_COUNTERS}
     if any(full.values()):
         lines.append(f"  full in-kernel maps: {full['outcomes_full']} moves missing from the "

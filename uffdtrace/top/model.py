@@ -318,7 +318,9 @@ class TopModel:
         self.now = max(self.now, t)
         counters = r.get("counters") or {}
         if "ringbuf_drops" in counters:
-            self.drops = records.drops(counters)
+            # and the hook runs the kernel skipped: each may have been a move
+            # or pin that is now missing from every count
+            self.drops = records.drops(counters) + int(counters.get("recursion_misses", 0))
         per_pid: dict[int, list[int]] = {}
         for o in r.get("outcomes") or ():
             counts = per_pid.setdefault(int(o["pid"]), [0, 0])
