@@ -26,6 +26,14 @@ def save_for_host(job_dir):
     return save
 
 
+@pytest.fixture(scope="session")
+def kernel_tier_recording(tmp_path_factory):
+    """The one `uffdtrace record --stacks` the user-path and --stacks test
+    files share (tests/vm/guest/recording.py: one BPF compile for both)."""
+    from tests.vm.guest import recording
+    return recording.record(tmp_path_factory.mktemp("record"))
+
+
 # Per-test limit inside a guest.  Everything runs under TCG (one emulated
 # vCPU, several times slower than the host), so the suite's 300 s is what a
 # BPF compile plus a recorded workload can take there: measured 205-276 s on

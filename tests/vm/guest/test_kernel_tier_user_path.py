@@ -8,60 +8,41 @@ accounted for, and the retry loop is flagged as a livelock.  A fault_wake
 workload (threads faulting on pages a monitor fills by moves) says which
 threads each move or UFFDIO_WAKE woke, with exact waits (tests/wakecheck.py).
 
-One record (one BPF compile: several minutes under TCG) serves every test.
+One `record --stacks` (one BPF compile: several minutes under TCG) serves
+every test here and in test_stacks.py (tests/vm/guest/recording.py).
 """
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 
 import pytest
 
 from tests import wakecheck
-from tests.helpers import (assert_move_path, evidence_of, expected_cause, paired, seen_calls,
-                           uffdtrace)
-from uffdtrace import movepaths
+from tests.helpers import (assert_move_path, counted_losses, evidence_of, expected_cause, paired,
+                           seen_calls, uffdtrace)
 from tests.traceevents import check_trace_events
+from tests.vm.guest import recording
+from tests.vm.guest.recording import STORMS
+from uffdtrace import movepaths
 from uffdtrace.tracereader import iter_records
 
 
-# the storms: (scenario, its arguments, cause); made by native loops, so
-# their failures are counted by the workload, not listed call by call
-STORMS = {"failure-storm": (["--iterations", "30000"], "dst_populated"),
-          "retry-loop": (["-d", "1.5", "--rate", "500"], "page_pinned")}
-
-
-# threads of the fault_wake workload (each ~20 ms: short in guest time)
-WAKE_PAGES = 4
-
-
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    """(trace path, the workloads' calls each tagged with its scenario and
-    pid, in the order made; the storms' workload outputs by scenario)."""
-    d = tmp_path_factory.mktemp("record")
-    trace = d / "all.jsonl"
-    py = sys.executable
-    # ksm exits 1 where the kernel moves merged pages (6.12): still recorded.
-    # --hold: EINVAL's VMA flags are read from /proc after the call.
-    script = (f"{py} -m uffdtrace workload -s mixed --iterations 1 --rate 100000 "
-              "--hold 0.3 --json "
-              f"> {d}/mixed.json; {py} -m uffdtrace workload -s ksm --json > {d}/ksm.json; "
-              + "".join(f"{py} -m uffdtrace workload -s {name} {' '.join(args)} --json "
-                        f"> {d}/{name}.json; " for name, (args, _) in STORMS.items())
-              + f"{py} -m uffdtrace workload -s fault_wake --pages {WAKE_PAGES} --json "
-              f"> {d}/fault_wake.json; exit 0")
-    proc = uffdtrace("record", "-o", str(trace), "--", "sh", "-c", script, timeout=1200)
-    assert proc.returncode == 0, proc.stderr
+def recorded(kernel_tier_recording):
+    """(trace path, the listed workloads' calls each tagged with its scenario,
+    pid and setup, in the order made, less any the tracer counted as lost;
+    the storms' workload outputs by scenario)."""
+    trace = kernel_tier_recording.trace
     calls = []
-    for name in ("mixed", "ksm"):
-        out = json.loads((d / f"{name}.json").read_text())
+    for name in recording.LISTED:
+        out = kernel_tier_recording.workload(name)
         calls += [{**c, "pid": out["pid"], "setup": out["setup"]} for c in out["calls"]]
-    storms = {name: json.loads((d / f"{name}.json").read_text()) for name in STORMS}
-    moves = [r for r in _records(trace) if r["type"] == "move"]
-    return trace, seen_calls(calls, moves), storms
-
+    storms = {name: kernel_tier_recording.workload(name) for name in STORMS}
+    records = _records(trace)
+    moves = [r for r in records if r["type"] == "move"]
+    counters = [r for r in records if r["type"] == "aggregates"][-1]["counters"]
+    return trace, seen_calls(calls, moves, counted_losses(counters)), storms
 
 
 def _records(trace):
