@@ -1,7 +1,7 @@
 """Which path each page of a move took (user question 6), and the large
 folios the move split (question 7): the one reading of a move record's
-`path_*`, `thp_splits` and `split_pages` fields, for report, export and
-`top`.
+`path_*`, `thp_splits` and `split_pages` fields, for report, export, `top`
+and `trace` lines.
 
 Only the kernel tier sees them: its hooks on the step functions count each
 successful step by the destination entry it left (bpf/uffdtrace_kernel.bpf.c,

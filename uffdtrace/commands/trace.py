@@ -1,11 +1,12 @@
 """`uffdtrace trace`: one line per UFFDIO_MOVE as it happens, diagnosed."""
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 
 from . import command_parser
-from .. import stacks
+from .. import movepaths, stacks
 from ..livelock import Livelock
 from ..recording import run_session
 from ..session import TracedMove, TracedRepeat
@@ -52,7 +53,18 @@ def format_move(m: TracedMove, t0_ns: int) -> str:
         who = stacks.issuer(m.stack)
         if who:
             line += f" by {printable(who)}"
-    return line
+    return line + _paths(m)
+
+
+def _paths(m: TracedMove) -> str:
+    """"; 3 pages by PTE, ..." where the tier saw the move's steps and a
+    page moved or a folio was split (question 6 and 7), else nothing."""
+    if not m.event.kernel_tier:
+        return ""
+    p = movepaths.paths(m.to_json(), os.sysconf("SC_PAGE_SIZE"))
+    if p is None or not (any(p.counts.values()) or p.unseen_pages or p.thp_splits):
+        return ""
+    return f"; {movepaths.describe(p)}"
 
 
 def format_repeat(r: TracedRepeat, t0_ns: int) -> str:
