@@ -65,6 +65,6 @@ def record(directory: Path) -> Recording:
     script = "".join(f"{py} -m uffdtrace workload {' '.join(args)} --json "
                      f"> {directory}/{name}.json; " for name, args in _workloads().items())
     proc = uffdtrace("record", "--stacks", "--tier", "kernel", "-o", str(trace), "--",
-                     "sh", "-c", script + "exit 0", timeout=1500)
+                     "sh", "-c", script + "exit 0", timeout=1200)
     assert proc.returncode == 0, proc.stderr
     return Recording(trace)
