@@ -125,7 +125,10 @@ def run(args) -> int:
     total = sum(causes.values())
     summary = ", ".join(f"{k} {v}" for k, v in causes.most_common()) or "none"
     runs = f" ({repeat_lines} lines of repeat counts)" if repeat_lines else ""
+    skipped = counters.get("recursion_misses", 0)
+    skipped = (f"; hook runs the kernel skipped: {skipped} (their moves are missing)"
+               if skipped else "")
     print(f"\n{total} moves shown{runs} of {counters['moves_entered']} traced ({result.reason}); "
-          f"causes shown: {summary}; ring-buffer drops: {session.drops(counters)}",
+          f"causes shown: {summary}; ring-buffer drops: {session.drops(counters)}{skipped}",
           file=sys.stderr)
     return 0
