@@ -18,7 +18,7 @@ class ProgramStats:
     # Runs the kernel skipped because the program was already running on that
     # CPU (BPF recursion protection: a thread preempted inside an fentry
     # program, a kprobe reached from within another BPF program): whatever
-    # event that run would have sent is lost.
+    # that run would have seen or counted is lost.
     recursion_misses: int = 0
 
 

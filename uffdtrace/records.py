@@ -132,8 +132,9 @@ MAP_FULL_COUNTERS = ("outcomes_full", "follow_full", "saved_args_full")
 # Every in-kernel counter of something lost or left out (report's DROPS, the
 # exporter's uffdtrace_drops_total): ring buffers full, unreadable move
 # arguments, full maps (runs_full: failures then sent one by one instead),
-# hook runs the kernel skipped (recursion_misses: their moves or pins are
-# missing from every count, the in-kernel totals too).
+# hook runs the kernel skipped (recursion_misses: the move, pin or step each
+# would have seen is not recorded; a skipped move entry or exit is missing
+# from the in-kernel totals too).
 LOSS_COUNTERS = ("ringbuf_drops", "success_drops", "repeat_drops", "runs_full",
                  "arg_read_fails", "inflight_full", "wake_drops", "recursion_misses",
                  *MAP_FULL_COUNTERS)

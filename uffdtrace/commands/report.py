@@ -375,8 +375,9 @@ def _drops(s: dict) -> list[str]:
              f"in-flight table full {d.get('inflight_full', 0)}"]
     if d.get("recursion_misses"):
         lines.append(f"  {d['recursion_misses']} hook runs skipped by the kernel (BPF recursion "
-                     "protection: a thread entered a program already running on its CPU); "
-                     "the moves or pins they would have seen are missing, from the totals too")
+                     "protection: a thread entered a program already running on its CPU): the "
+                     "moves, pins or move steps they would have seen are not recorded, and a "
+                     "move whose entry or exit was skipped is missing from the totals too")
     full = {k: d.get(k, 0) for k in MAP_FULL_COUNTERS}
     if any(full.values()):
         lines.append(f"  full in-kernel maps: {full['outcomes_full']} moves missing from the "

@@ -126,7 +126,7 @@ def run(args) -> int:
     summary = ", ".join(f"{k} {v}" for k, v in causes.most_common()) or "none"
     runs = f" ({repeat_lines} lines of repeat counts)" if repeat_lines else ""
     skipped = counters.get("recursion_misses", 0)
-    skipped = (f"; hook runs the kernel skipped: {skipped} (their moves are missing)"
+    skipped = (f"; hook runs the kernel skipped: {skipped} (what they would have seen is missing)"
                if skipped else "")
     print(f"\n{total} moves shown{runs} of {counters['moves_entered']} traced ({result.reason}); "
           f"causes shown: {summary}; ring-buffer drops: {session.drops(counters)}{skipped}",

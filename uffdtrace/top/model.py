@@ -319,7 +319,7 @@ class TopModel:
         counters = r.get("counters") or {}
         if "ringbuf_drops" in counters:
             # and the hook runs the kernel skipped: each may have been a move
-            # or pin that is now missing from every count
+            # or pin that no record and perhaps no total counts
             self.drops = records.drops(counters) + int(counters.get("recursion_misses", 0))
         per_pid: dict[int, list[int]] = {}
         for o in r.get("outcomes") or ():
