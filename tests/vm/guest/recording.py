@@ -24,7 +24,7 @@ STORMS = {"failure-storm": (["--iterations", "30000"], "dst_populated"),
 # threads of the fault_wake workload (each ~20 ms: short in guest time)
 WAKE_PAGES = 4
 
-# --stacks: one failing move and one pinned page, each held HOLD_S so the
+# --stacks: one failing move and one pinned page, each held STACKS_HOLD_S so the
 # collector symbolizes their stacks while the process lives (under TCG it
 # reaches them later than a short workload lives; a process gone first
 # leaves raw addresses and says so: tests/unit/test_stacks.py)
