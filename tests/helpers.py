@@ -129,16 +129,9 @@ def paired(calls: list[dict], moves: list) -> list[tuple[dict, object]]:
     return out
 
 
-def counted_losses(counters: dict) -> int:
-    """The moves the tracer counted as lost: runs of its programs the kernel
-    skipped (BPF recursion protection) and events a full ring buffer lost."""
-    return sum(counters.get(k, 0) for k in ("recursion_misses", "ringbuf_drops",
-                                            "success_drops"))
-
-
 def seen_calls(calls: list[dict], moves: list, lost: int) -> list[dict]:
     """The calls the tracer saw: any it missed must be among the `lost` it
-    counted (counted_losses).  Measured on 7.3 (one vCPU): the movers of
+    counted (uffdtrace.records.events_lost).  Measured on 7.3 (one vCPU): the movers of
     `contended` preempt each other inside the fentry programs, and the
     kernel skips a program a thread enters while another run of it is under
     way on that CPU (48 moves of 1280 missed, as many recursion_misses in

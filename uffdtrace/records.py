@@ -146,6 +146,12 @@ def drops(counters: dict) -> int:
     return sum(int(counters.get(k, 0)) for k in DROP_COUNTERS)
 
 
+def events_lost(counters: dict) -> int:
+    """What may be missing from the records: drops(), and the hook runs the
+    kernel skipped (each may have been a move or a pin)."""
+    return drops(counters) + int(counters.get("recursion_misses", 0))
+
+
 def page_size(header: dict | None) -> int:
     """The traced machine's page size (older headers lack it)."""
     return (header or {}).get("page_size") or DEFAULT_PAGE_SIZE

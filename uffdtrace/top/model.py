@@ -318,9 +318,7 @@ class TopModel:
         self.now = max(self.now, t)
         counters = r.get("counters") or {}
         if "ringbuf_drops" in counters:
-            # and the hook runs the kernel skipped: each may have been a move
-            # or pin that no record and perhaps no total counts
-            self.drops = records.drops(counters) + int(counters.get("recursion_misses", 0))
+            self.drops = records.events_lost(counters)
         per_pid: dict[int, list[int]] = {}
         for o in r.get("outcomes") or ():
             counts = per_pid.setdefault(int(o["pid"]), [0, 0])

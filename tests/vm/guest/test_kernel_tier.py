@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import (SCENARIO_CAUSES, VMA_SCENARIOS, assert_move_path, counted_losses,
+from tests.helpers import (SCENARIO_CAUSES, VMA_SCENARIOS, assert_move_path,
                            evidence_of, expected_cause, paired, scenario_path, seen_calls,
                            traced_workload, uffdtrace)
+from uffdtrace import records
 from uffdtrace.kernel import headers
 
 # What a hook on them would cost every page fault, fork or munmap on the
@@ -137,7 +138,7 @@ def test_nothing_attached_on_the_page_fault_or_fork_path(session):
 def _seen(session, out, moves) -> list[dict]:
     """The workload's calls the session saw; any other must be among the
     losses it counted so far (the module's session: every run so far)."""
-    return seen_calls(out["calls"], moves, counted_losses(session.counters()))
+    return seen_calls(out["calls"], moves, records.events_lost(session.counters()))
 
 
 def _assert_observed(session, out, moves):

@@ -19,12 +19,13 @@ from collections import Counter
 import pytest
 
 from tests import wakecheck
-from tests.helpers import (assert_move_path, counted_losses, evidence_of, expected_cause, paired,
+from tests.helpers import (assert_move_path, evidence_of, expected_cause, paired,
                            seen_calls, uffdtrace)
 from tests.traceevents import check_trace_events
 from tests.vm.guest import recording
 from tests.vm.guest.recording import STORMS
 from uffdtrace import movepaths
+from uffdtrace.records import events_lost
 from uffdtrace.tracereader import iter_records
 
 
@@ -42,7 +43,7 @@ def recorded(kernel_tier_recording):
     records = _records(trace)
     moves = [r for r in records if r["type"] == "move"]
     counters = [r for r in records if r["type"] == "aggregates"][-1]["counters"]
-    return trace, seen_calls(calls, moves, counted_losses(counters)), storms
+    return trace, seen_calls(calls, moves, events_lost(counters)), storms
 
 
 def _records(trace):
