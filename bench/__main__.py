@@ -18,6 +18,7 @@ from . import census, collector, failures, hookcosts, kernel_paths, machine, rep
 from .sidebyside import side_by_side
 from .tracers import (Untraced, bpftrace_one_liner, hook_floor, uffdtrace_all,
                       uffdtrace_cheapest, uffdtrace_cheapest_no_state,
+                      uffdtrace_cheapest_stopped,
                       uffdtrace_cheapest_tracepoint_tier, uffdtrace_no_cost_stats,
                       uffdtrace_sampled)
 from .workloads import bystander_workloads, move_workloads
@@ -85,7 +86,8 @@ def bystander_conditions(args) -> list:
 def kernel_tier_conditions(args) -> list:
     """The kernel tier, and the tracepoint tier on the same kernel."""
     extra = tuple(args.uffdtrace_arg)
-    return [Untraced(), uffdtrace_cheapest(args.sample, extra), uffdtrace_all(extra),
+    return [Untraced(), uffdtrace_cheapest(args.sample, extra),
+            uffdtrace_cheapest_stopped(args.sample, extra), uffdtrace_all(extra),
             uffdtrace_cheapest_tracepoint_tier(args.sample, extra), bpftrace_one_liner()]
 
 

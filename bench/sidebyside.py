@@ -178,7 +178,8 @@ def _measure(cond, workloads, rep, cells, reports, problems) -> int:
                                 f"than twice its idle CPU ({idle:.3f} cores) after "
                                 f"{SETTLE_LIMIT_S:.0f} s: measured while it catches up")
             cpu0 = cond.cpu_ns()
-            sample = w.run()
+            with cond.measuring():
+                sample = w.run()
             cell = cells[(cond.key, w.key)]
             cell.samples[rep] = sample
             cell.tracer_cores.append((cond.cpu_ns() - cpu0) / sample.wall_ns)

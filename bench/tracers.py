@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +72,20 @@ class TracerReport:
     detail: dict = field(default_factory=dict)
 
 
-class Untraced:
+class Condition:
+    """What every condition has: a process (or none) and what it does
+    around each measured workload run."""
+
+    pid: int | None = None
+
+    def measuring(self):
+        """Around each measured workload run (see StoppedRecorder)."""
+        return nullcontext()
+
+
+class Untraced(Condition):
     key = "untraced"
     label = "untraced"
-    pid = None
 
     def unavailable(self) -> str | None:
         return None
@@ -97,7 +108,7 @@ class TracerStopError(RuntimeError):
     """A tracer process that did not stop on SIGINT in STOP_TIMEOUT_S."""
 
 
-class _Process:
+class _Process(Condition):
     """A tracer process that says on one of its output lines when it is ready."""
 
     ready_marker = ""
@@ -307,6 +318,24 @@ class Bpftrace(_Process):
         return TracerReport(moves_seen=seen, ready_s=self.ready_s, detail={"results": counts})
 
 
+class StoppedRecorder(Uffdtrace):
+    """`uffdtrace record` with its process stopped (SIGSTOP) while each
+    workload is measured, continued between workloads: its BPF programs
+    stay attached and run, its collector takes no CPU and is never woken.
+    Beside the running recorder, this separates what the hooks cost from
+    what the collector's CPU costs -- on a guest of one vCPU the collector
+    runs on the workload's CPU.  A stopped collector drains nothing, so moves
+    beyond the ring buffers' room are counted as drops, not recorded."""
+
+    @contextmanager
+    def measuring(self):
+        os.kill(self.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
+
+
 def uffdtrace_all(extra: tuple[str, ...] = ()) -> Uffdtrace:
     return Uffdtrace("uffdtrace", "uffdtrace record", extra)
 
@@ -321,6 +350,15 @@ def uffdtrace_cheapest(n: int, extra: tuple[str, ...] = ()) -> Uffdtrace:
     return Uffdtrace("uffdtrace-cheap",
                      f"uffdtrace record --sample-successes {n} --no-cost-stats",
                      ("--sample-successes", str(n), "--no-cost-stats", *extra))
+
+
+def uffdtrace_cheapest_stopped(n: int, extra: tuple[str, ...] = ()) -> StoppedRecorder:
+    """The cheapest configuration, its collector stopped while measured: the
+    hooks' own cost (StoppedRecorder)."""
+    return StoppedRecorder("uffdtrace-cheap-stopped",
+                           f"uffdtrace record --sample-successes {n} --no-cost-stats, "
+                           "collector stopped while measured (hooks only)",
+                           ("--sample-successes", str(n), "--no-cost-stats", *extra))
 
 
 def uffdtrace_cheapest_no_state(n: int, extra: tuple[str, ...] = ()) -> Uffdtrace:

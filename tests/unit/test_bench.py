@@ -2,11 +2,16 @@
 zero-drop rate, and how targets and rows that could not run are shown."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import pytest
 
 from bench import failures, report
 from bench.__main__ import render
 from bench.stats import paired_ratios
+from bench.tracers import StoppedRecorder, process_cpu_ns
 
 
 def test_ratios_pair_each_repetition_with_its_own_baseline():
@@ -189,6 +194,14 @@ def test_kernel_tier_bystanders_each_need_97_percent():
         comp["cells"][f"untraced/{wl}"] = comp["cells"]["untraced/move-4k"]
     line = _verdict(report.targets({"kernel-tier": comp}), "each bystander")
     assert "[NOT MET]" in line and "fork 96.0%" in line and "not run here: direct_read" in line
+    assert "hooks only" not in line   # not measured: not claimed
+    # the collector-stopped condition is shown beside the target, not judged by it
+    for wl, ratio in (("fault", 1.01), ("fork", 0.99)):
+        comp["cells"][f"uffdtrace-cheap-stopped/{wl}"] = {
+            **comp["cells"][f"uffdtrace-cheap/{wl}"], "ratio_median": ratio}
+    line = _verdict(report.targets({"kernel-tier": comp}), "each bystander")
+    assert "[NOT MET]" in line
+    assert "collector stopped while measured (hooks only): fault 101.0%, fork 99.0%" in line
     text = "\n".join(report.comparison("Kernel tier", comp, "/s", ratios_only=True))
     assert "O_DIRECT: not run here: no zram" in text
     # ratios only (TCG): the untraced rate is shown for scale, traced rates are not
@@ -218,15 +231,12 @@ class _BusyThenIdle:
     tracer's."""
 
     def __init__(self, busy_s: float):
-        import subprocess
-        import sys
         code = ("import time; t = time.monotonic()\n"
                 f"while time.monotonic() - t < {busy_s}: pass\n"
                 "time.sleep(60)")
         self.proc = subprocess.Popen([sys.executable, "-c", code])
 
     def cpu_ns(self) -> int:
-        from bench.tracers import process_cpu_ns
         return process_cpu_ns(self.proc.pid)
 
     def close(self):
@@ -251,3 +261,27 @@ def test_settle_gives_up_on_a_tracer_that_never_catches_up():
         assert settle(tracer, idle_cores=0.0, limit_s=1.0) is None
     finally:
         tracer.close()
+
+
+def test_a_stopped_recorder_is_stopped_only_while_a_workload_is_measured():
+    """The hooks-only condition: its process takes no CPU while measured
+    (state T), and runs again between workloads, to drain and be stopped."""
+    def state(pid: int) -> str:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        cond = StoppedRecorder("stopped", "stopped")
+        cond.pid = proc.pid
+        with cond.measuring():
+            time.sleep(0.1)
+            assert state(proc.pid) == "T"
+            cpu = process_cpu_ns(proc.pid)
+            time.sleep(0.2)
+            assert process_cpu_ns(proc.pid) == cpu
+        time.sleep(0.1)
+        assert state(proc.pid) in ("R", "S")
+    finally:
+        proc.kill()
+        proc.wait()
