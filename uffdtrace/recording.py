@@ -129,8 +129,9 @@ def write_aggregates(records: TraceRecords, session: Session, elapsed_s: float,
     snapshot (Session.forget_processes): a reader sees each leave the
     outcomes with its final count."""
     exited = session.exited_processes() if retire_exited else set()
-    records.aggregates(elapsed_s=elapsed_s, counters=session.counters(),
-                       outcomes=session.outcomes(), histograms=session.histograms())
+    counters, outcomes, histograms = session.aggregates()
+    records.aggregates(elapsed_s=elapsed_s, counters=counters, outcomes=outcomes,
+                       histograms=histograms)
     if exited:
         session.forget_processes(exited)
 

@@ -188,6 +188,8 @@ class Session:
         self._next_exited_check = 0.0
         self._exited_pending: list[tuple[float, RepeatEvent]] = []   # (taken at, run)
         self._failures_empty_at = 0.0    # when a drain last began that emptied `events`
+        # (latency sum the maps were read at, outcomes, histograms): aggregates()
+        self._aggregates_read: tuple[int, list[dict], dict] | None = None
         # each thread's latest failure: the first of the run a repeat closes
         self._run_first = records.LatestFailure(MAX_RUN_THREADS)   # for the repeats that follow
         self.started_wall = self.started_ktime_ns = None
@@ -523,6 +525,20 @@ class Session:
         counters["recursion_misses"] = bpfstats.recursion_misses(bpfstats.program_fds(self.bpf))
         return counters
 
+    def aggregates(self) -> tuple[dict[str, int], list[dict], dict[str, dict[int, int]]]:
+        """counters(), outcomes() and histograms() for a snapshot.  The last
+        two are read again only when a move ended since they were: every
+        move's end adds its latency to `latency_ns`, and nothing else
+        changes them (but forget_processes).  Each read walks its maps a
+        syscall per key (130 histogram buckets): most of an idle recorder's
+        CPU, which a one-vCPU guest takes from whatever else runs."""
+        counters = self.counters()
+        ended = counters["latency_ns"]
+        if self._aggregates_read is None or self._aggregates_read[0] != ended:
+            self._aggregates_read = (ended, self.outcomes(), self.histograms())
+        _, outcomes, histograms = self._aggregates_read
+        return counters, outcomes, histograms
+
     @staticmethod
     def drops(counters: dict[str, int]) -> int:
         """Moves and pins lost to a full ring buffer (records.drops)."""
@@ -549,6 +565,7 @@ class Session:
         that had exited before their counts were last read (outcomes()), so
         that none is lost."""
         self.pins.forget(pids)
+        self._aggregates_read = None
         table = self.bpf[b"outcomes"]
         for key in list(table.keys()):
             if key.pid in pids:

@@ -230,3 +230,33 @@ def test_a_zero_len_move_is_counted_in_size_bucket_zero(root_required):
         sizes = s.histograms()["size_log2"]
     assert [m.event.len for m in moves] == [0, 0, 0]
     assert sizes == {0: 3}
+
+def test_aggregates_read_the_maps_again_only_after_a_move_ended(root_required):
+    """A recorder snapshots the aggregates every second; walking the
+    histogram and outcome maps is most of its idle CPU, so they are read
+    again only when a move ended since (Session.aggregates).  A move that
+    ends later must still be in the next snapshot."""
+    from uffdtrace.recording import launch_gated
+    from uffdtrace.session import Session
+
+    def zero_len_moves(s, n: int):
+        proc = launch_gated(s, [sys.executable, "-m", "uffdtrace", "workload", "-s",
+                                "zero_len", "--iterations", str(n), "--json"],
+                            output=subprocess.DEVNULL)
+        assert proc.wait(timeout=60) == 0
+        s.drain()
+
+    with Session(follow=True) as s:
+        s.start()
+        zero_len_moves(s, 3)
+        counters, outcomes, histograms = s.aggregates()
+        assert histograms["size_log2"] == {0: 3}
+        assert sum(o["count"] for o in outcomes) == 3
+        reads = []
+        read_histograms = s.histograms
+        s.histograms = lambda: reads.append(1) or read_histograms()
+        assert s.aggregates()[1:] == (outcomes, histograms) and not reads
+        zero_len_moves(s, 2)
+        counters, outcomes, histograms = s.aggregates()
+        assert reads and histograms["size_log2"] == {0: 5}
+        assert sum(o["count"] for o in outcomes) == 5 and counters["moves_entered"] == 5
