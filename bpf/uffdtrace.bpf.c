@@ -329,6 +329,9 @@ static __always_inline int success_sampled(void)
 #if UT_RUN_MAX_NS
 static __always_inline int overflow_account(const struct ut_move_event *ev);
 #endif
+#if UT_STATE_AT_EXIT && !UT_KERNEL_TIER
+static __always_inline void paths_at_exit(struct ut_move_event *ev);
+#endif
 
 /* The wire record only: the in-flight state around it stays in the kernel. */
 static __always_inline void send_move(const struct ut_move_event *ev, int always)
@@ -367,11 +370,40 @@ static __always_inline void send_move(const struct ut_move_event *ev, int always
 	}
 	__builtin_memcpy(e, ev, UT_MOVE_SUCCESS_BYTES);
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+#if UT_STATE_AT_EXIT && !UT_KERNEL_TIER
+	paths_at_exit(e);
+#endif
 	if (UT_SUCCESS_SAMPLE > 1)
 		e->flags |= UT_F_SAMPLED;
 	u64 sent = stat_add(UT_STAT_EVENTS_SENT, 1);
 	success_events.ringbuf_submit(e, sent % UT_WAKEUP_BATCH ? BPF_RB_NO_WAKEUP
 							       : BPF_RB_FORCE_WAKEUP);
+}
+
+/* Count `pages` base pages (or one PMD, `pmd`) of a move on the path the
+ * destination entry they left says they took (user question 6), given that
+ * entry's UT_PSW_* `where` and UT_PS_* `flags` (0 and 0: not read).  The
+ * kernel tier calls it per successful step (ut_step_path), the tracepoint
+ * tier per destination entry read at exit (paths_at_exit). */
+static __always_inline void count_path(struct ut_move_event *ev, int where, int flags,
+				       u64 pages, int pmd)
+{
+	if (pmd) {
+		if (flags & UT_PS_HUGE_ZERO_PAGE)
+			ev->path_huge_zero_pmds++;
+		else
+			ev->path_pmds++;
+	} else if (where == UT_PSW_PTE_PRESENT && (flags & UT_PS_ZERO_PAGE)) {
+		ev->path_zero_pages += pages;
+	} else if (where == UT_PSW_PTE_SWAP) {
+		ev->path_swap_pages += pages;
+	} else if (where == UT_PSW_PTE_NONE) {
+		ev->path_hole_pages += pages;
+	} else {
+		/* present, or not read (then zero pages and swap entries count
+		 * here too: UT_K_PATHS_READ is clear) */
+		ev->path_pte_pages += pages;
+	}
 }
 
 #if UT_STATE_AT_EXIT
@@ -399,6 +431,42 @@ static __always_inline void state_at_exit(struct ut_move_event *ev)
 	ut_page_state_walk(&ev->dst_state, mm, ev->dst + done, cfg);
 	ev->flags |= UT_F_STATE_AT_EXIT;
 }
+
+#if !UT_KERNEL_TIER
+/* The tracepoint tier's answer to user question 6, for a move that is sent
+ * (a sampled success, or a partial failure): the destination entries the
+ * move left, read at exit as the kernel tier reads each step's.  A PMD leaf
+ * is one whole THP (or the huge zero page) moved by PMD; a PTE is one page,
+ * by its kind.  At most UT_PATH_READS entries: the collector counts the
+ * pages of a larger move past them as not read.  Splits (question 7) are
+ * not seen: no tracepoint marks them. */
+#define UT_PATH_READS 16
+static __always_inline void paths_at_exit(struct ut_move_event *ev)
+{
+	u32 zero = 0;
+	struct ut_walk_cfg *cfg = walk_cfg.lookup(&zero);
+
+	if (!cfg || !cfg->page_offset_base)
+		return;
+	u64 moved = ev->ret == 0 ? ev->len : (ev->move > 0 ? ev->move : 0);
+	u64 addr = ev->dst, end = ev->dst + moved;
+	u64 mm = ut_ps_current_mm();
+
+	for (int i = 0; i < UT_PATH_READS && addr < end; i++) {
+		struct ut_page_state ps = {};
+
+		ut_ps_walk_tables(&ps, mm, addr, cfg);
+		if (ps.where == UT_PSW_PMD_HUGE) {
+			count_path(ev, ps.where, ps.flags, UT_HPAGE_PMD_NR, 1);
+			addr = (addr | ((UT_HPAGE_PMD_NR << UT_X86_PAGE_SHIFT) - 1)) + 1;
+		} else {
+			count_path(ev, ps.where, ps.flags, 1, 0);
+			addr += 1ULL << UT_X86_PAGE_SHIFT;
+		}
+	}
+	ev->kflags |= UT_K_PATHS_READ | UT_K_PATHS_AT_EXIT;
+}
+#endif
 #endif
 
 #if UT_VMAS_AT_EXIT
@@ -736,6 +804,10 @@ static __always_inline void move_end(void *ctx, struct ut_move_inflight *rec, s6
 #if UT_STATE_AT_EXIT
 	if (rec->ev.ret < 0)
 		state_at_exit(&rec->ev);
+#if !UT_KERNEL_TIER
+	if (rec->ev.ret < 0 && rec->ev.move > 0)
+		paths_at_exit(&rec->ev);   /* the pages a partial move did move */
+#endif
 #endif
 #if UT_VMAS_AT_EXIT
 	if (rec->ev.ret < 0)

@@ -40,6 +40,9 @@
 					* are only bytes moved minus PMDs) */
 #define UT_K_PATHS_READ 0x40           /* each step's destination entry was read: zero
 					* pages, swap entries and holes told apart */
+#define UT_K_PATHS_AT_EXIT 0x80        /* tracepoint tier: path_* count the destination
+					* entries read at exit, at most 16 (PMD or PTE):
+					* the rest of a larger move is not counted */
 
 /* ut_pin_event.method: how the pages were pinned */
 #define UT_PIN_IO_URING_REGISTER 1     /* io_uring_register(2) fixed buffers */

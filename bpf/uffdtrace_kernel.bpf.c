@@ -288,22 +288,7 @@ static __always_inline void ut_step_path(struct ut_move_inflight *rec, u64 mm, u
 		rec->ev.kflags |= UT_K_PATHS_READ;
 	}
 #endif
-	if (kind == UT_STEP_PMD) {
-		if (flags & UT_PS_HUGE_ZERO_PAGE)
-			rec->ev.path_huge_zero_pmds++;
-		else
-			rec->ev.path_pmds++;
-	} else if (where == UT_PSW_PTE_PRESENT && (flags & UT_PS_ZERO_PAGE)) {
-		rec->ev.path_zero_pages += pages;
-	} else if (where == UT_PSW_PTE_SWAP) {
-		rec->ev.path_swap_pages += pages;
-	} else if (where == UT_PSW_PTE_NONE) {
-		rec->ev.path_hole_pages += pages;
-	} else {
-		/* present, or not read (then zero pages and swap entries count
-		 * here too: UT_K_PATHS_READ is clear) */
-		rec->ev.path_pte_pages += pages;
-	}
+	count_path(&rec->ev, where, flags, pages, kind == UT_STEP_PMD);
 }
 
 /* One move step (a PTE batch or a PMD) returned `ret`: bytes or 0 on

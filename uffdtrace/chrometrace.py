@@ -127,7 +127,7 @@ class ChromeTraceExporter:
                      "tlb_flushes": m["tlb_flushes"], "tlb_pages": m["tlb_pages"],
                      "mmap_lock_wait_ns": m["mmap_lock_wait_ns"],
                      "lock_wait_ns": m["lock_wait_ns"], "retries": m["retries"],
-                     "thp_splits": m["thp_splits"], **self._paths(m),
+                     **self._paths(m),
                      **stacks.args(m.get("stack"))}})
         end_ns = m["ts_ns"] + m["latency_ns"]
         if failed:
@@ -135,10 +135,16 @@ class ChromeTraceExporter:
         self._count(pid, end_ns, failed, moved, m["tlb_flushes"])
 
     def _paths(self, m: dict) -> dict:
-        """The kernel tier's path per moved page and folio splits, as args."""
+        """The path per moved page and the folio splits, as args: splits
+        only where they are seen (the kernel tier), never a 0 that means
+        "not seen"."""
         paths = movepaths.paths(m, records.page_size(self.header))
-        return {} if paths is None else {"paths": movepaths.describe(paths),
-                                         "split_pages": paths.split_pages}
+        if paths is None:
+            return {}
+        if paths.read_at_exit:
+            return {"paths": movepaths.describe(paths)}
+        return {"paths": movepaths.describe(paths), "thp_splits": paths.thp_splits,
+                "split_pages": paths.split_pages}
 
     def _repeat(self, r: dict):
         """A run's repeats: one slice from its first failure's end to its last

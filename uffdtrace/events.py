@@ -63,8 +63,9 @@ class MoveEvent:
     pinner_method: int
     pinner_gup_flags: int
     pinner_comm: str
-    # kernel tier: the path each moved page took, the folios split
-    # (uffdtrace/movepaths.py reads them; zero in the tracepoint tier)
+    # the path each moved page took (kernel tier: per step; tracepoint
+    # tier: the destination entries read at exit), the folios split (kernel
+    # tier only); uffdtrace/movepaths.py reads them
     path_pte_pages: int = 0
     path_zero_pages: int = 0
     path_swap_pages: int = 0

@@ -476,9 +476,11 @@ class TraceSummary:
 
     def _move_paths(self) -> dict:
         """Questions 6 and 7 per process: the path each moved page took and
-        the huge-page coverage the moves' folio splits lost (kernel tier)."""
+        the huge-page coverage the moves' folio splits lost (splits: kernel
+        tier only; split_bytes None where they are not seen)."""
         rows = [{"pid": pid, "comm": p.comm, **p.paths.result().to_json(),
-                 "split_bytes": p.paths.split_pages * self.page_size,
+                 "split_bytes": None if p.paths.read_at_exit
+                 else p.paths.split_pages * self.page_size,
                  "summary": movepaths.describe(p.paths.result())}
                 for pid, p in sorted(self.processes.items()) if p.paths is not None]
         seen = bool(rows) or self.header.get("tier") == "kernel"

@@ -12,7 +12,7 @@ import pytest
 
 from collections import Counter
 
-from tests.helpers import SCENARIO_CAUSES, record_then_sigkill, uffdtrace
+from tests.helpers import SCENARIO_CAUSES, record_then_sigkill, scenario_path, uffdtrace
 from tests.live.test_tracing import expected, hold_for
 from tests.traceevents import check_trace_events
 from uffdtrace.taxonomy import contradiction
@@ -104,6 +104,14 @@ def test_record_report_export(live, schema, tmp_path, scenario):
         assert report["ksm"] and report["ksm"][0]["blocked_moves"] == made["failed"]
         assert sum(r["type"] == "ksm" for r in records) == made["failed"]
 
+    # question 6: the path its successes took, read at exit
+    facts = {f["scenario"]: f for f in workload.get("setup", ())}
+    path = scenario_path(scenario, facts.get(scenario, {}))
+    if path and made["ok"]:
+        (row,) = [r for r in report["move_paths"]["processes"] if r["pid"] == workload["pid"]]
+        assert row["read_at_exit"] and row["counts"][path] > 0, row
+        assert sum(row["counts"].values()) == row["counts"][path], row
+
     text = uffdtrace("report", trace)
     assert text.returncode == 0 and "TOTALS (from in-kernel counters)" in text.stdout
 
@@ -126,6 +134,9 @@ def test_record_report_export(live, schema, tmp_path, scenario):
     failures = [e for e in events if e.get("cat") == "uffd_move_failure"]
     assert len(failures) == sum(m["ret"] != 0 for m in moves)
     assert exported["otherData"]["events_before_start"] == 0
+    if path and made["ok"]:
+        assert all("paths" in e["args"] for e in events if e.get("cat") == "uffd_move"
+                   and e["args"].get("result") == "ok"), events
     assert {e["pid"] for e in events if e["ph"] == "X"} <= \
         {e["pid"] for e in events if e["ph"] == "M" and e["name"] == "process_name"}
 

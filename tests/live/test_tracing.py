@@ -14,8 +14,9 @@ import pytest
 
 from tests.conftest import require_bcc_root
 
-from tests.helpers import (ROOT, SCENARIO_CAUSES, evidence_of, expected_cause, paired,
-                           record_then_sigkill, trace_records, traced_workload, uffdtrace)
+from tests.helpers import (ROOT, SCENARIO_CAUSES, assert_move_path, evidence_of,
+                           expected_cause, paired, record_then_sigkill, trace_records,
+                           traced_workload, uffdtrace)
 
 # What the tracepoint tier can know about each scenario (helpers.evidence_of):
 # page state and, for EINVAL, the VMAs are read in the kernel when a failed
@@ -42,8 +43,10 @@ def session():
 
 def assert_traced(out: dict, moves: list):
     """Each call of the workload is a traced move, diagnosed as its
-    scenario (and result) says."""
+    scenario (and result) says; each success counted on its scenario's
+    path, read at exit (question 6)."""
     calls = out["calls"]
+    facts = {f["scenario"]: f for f in out.get("setup", ())}
     assert len(moves) == len(calls)
     for call, m in paired(calls, moves):
         e = m.event
@@ -57,6 +60,9 @@ def assert_traced(out: dict, moves: list):
             (d, m.enrichment)
         if e.failed:
             assert d.to_json()["remedy"] and d.to_json()["explanation"]
+        else:
+            assert_move_path(call["scenario"], facts.get(call["scenario"], {}), m.to_json(),
+                             splits_hooked=False)
 
 
 @pytest.mark.parametrize("scenario", list(SCENARIO_CAUSES))

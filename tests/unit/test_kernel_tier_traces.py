@@ -138,8 +138,27 @@ def test_tracepoint_tier_report_says_it_cannot_see_paths(tmp_path):
     path = tmp_path / "tp.jsonl"
     write_trace(path, mixed_items())
     out = uffdtrace("report", str(path)).stdout
-    assert "MOVE PATHS" in out and "seen by the kernel tier only" in out
+    assert "MOVE PATHS" in out and "not seen in this trace" in out
     assert "pages by PTE" not in out
+
+
+def test_tracepoint_tier_paths_are_the_entries_read_at_exit():
+    """The tracepoint tier reads at most PATH_READS destination entries of a
+    sent move at exit: a larger move's other pages are counted as not read,
+    never guessed, and splits are said to be unseen, not zero."""
+    from uffdtrace import movepaths
+    from uffdtrace.native import lib
+    move = {"flags": 0, "kflags": lib().UT_K_PATHS_AT_EXIT | lib().UT_K_PATHS_READ, "ret": 0,
+            "errno": None, "len": 20 * 4096, "move": 20 * 4096, "path_pte_pages": 15,
+            "path_zero_pages": 1, "path_pmds": 0, "thp_splits": 0, "split_pages": 0}
+    p = movepaths.paths(move, 4096)
+    assert p.read_at_exit and p.unseen_pages == 4 and p.counts["pte"] == 15
+    assert p.to_json()["splits_seen"] is False
+    assert movepaths.describe(p) == (
+        "15 pages by PTE, 1 zero page, 4 pages past the first 16 entries read (destination "
+        "entries read at exit; splits seen by the kernel tier only)")
+    # a tracepoint-tier move without the reader says nothing
+    assert movepaths.paths({**move, "kflags": 0}, 4096) is None
 
 
 def test_a_kernel_that_inlines_the_pte_step_counts_only_what_it_sees():

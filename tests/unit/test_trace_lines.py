@@ -1,5 +1,6 @@
 """`uffdtrace trace` lines: a TLB count that was not measured shows as '-',
-never as 0; a kernel-tier move says the paths its pages took."""
+never as 0; a move says the paths its pages took (read at exit in the
+tracepoint tier)."""
 from __future__ import annotations
 
 from uffdtrace.commands.trace import format_move
@@ -40,3 +41,9 @@ def test_a_kernel_tier_move_says_its_paths():
     # a move whose steps the tier did not see, or that moved nothing: no paths
     assert format_move(_move(0, 0, path_pmds=1), 0).endswith("ok")
     assert format_move(_move(kernel, 0, kflags=steps), 0).endswith("ok")
+
+
+def test_a_tracepoint_tier_move_says_the_paths_read_at_exit():
+    at_exit = lib().UT_K_PATHS_AT_EXIT | lib().UT_K_PATHS_READ
+    line = format_move(_move(0, 0, kflags=at_exit, path_zero_pages=1), 0)
+    assert line.endswith("ok; 1 zero page"), line

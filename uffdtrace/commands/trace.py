@@ -57,14 +57,13 @@ def format_move(m: TracedMove, t0_ns: int) -> str:
 
 
 def _paths(m: TracedMove) -> str:
-    """"; 3 pages by PTE, ..." where the tier saw the move's steps and a
-    page moved or a folio was split (question 6 and 7), else nothing."""
-    if not m.event.kernel_tier:
-        return ""
+    """"; 3 pages by PTE, ..." where the move's paths were seen (its steps,
+    or its destination entries read at exit) and a page moved or a folio was
+    split (question 6 and 7), else nothing."""
     p = movepaths.paths(m.to_json(), os.sysconf("SC_PAGE_SIZE"))
     if p is None or not (any(p.counts.values()) or p.unseen_pages or p.thp_splits):
         return ""
-    return f"; {movepaths.describe(p)}"
+    return f"; {movepaths.describe(p, tier_note=False)}"
 
 
 def format_repeat(r: TracedRepeat, t0_ns: int) -> str:
