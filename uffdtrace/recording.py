@@ -14,6 +14,7 @@ import os
 import subprocess
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import IO, Callable
 
@@ -23,6 +24,16 @@ from .signals import stop_on_signals
 from .tracefile import TraceRecords
 
 AGGREGATE_EVERY_S = 1.0     # how often a recording snapshots the in-kernel aggregates
+# How long the run loop waits for records: POLL_BUSY_MS while they come,
+# doubling up to POLL_IDLE_MS while none do (and never past the next
+# aggregates tick or the end of -d).  An idle recorder then wakes about once
+# a second instead of ten times: on a guest of one vCPU under QEMU TCG its
+# wake-ups cost a tenth of the CPU.  What must not wait wakes it at once: a
+# failure (its ring buffer's wakeup), a stop signal (the wakeup pipe), the
+# COMMAND's exit (its pidfd).  Successes, sent without a wakeup, may wait
+# up to POLL_IDLE_MS after an idle spell.  A run stopped from another thread
+# (`stop`: top's worker) keeps the busy cadence: nothing wakes it early.
+POLL_BUSY_MS, POLL_IDLE_MS = 100, 1000
 
 
 @dataclass
@@ -75,12 +86,20 @@ def run_session(session: Session, command: list[str], duration: float,
     next_tick = start + tick_every
     proc = None
     reason = "interrupted"
-    with stop_on_signals() as signalled:
+    wait_ms = POLL_BUSY_MS
+    with stop_on_signals() as signalled, ExitStack() as watching:
         try:
+            _watch(session, watching, signalled.wakeup_fd, drain=True)
             if command:
                 proc = launch_gated(session, command, command_output)
+                _watch(session, watching, _pidfd(proc.pid))
             while not signalled:
-                deliver(session.poll(100))
+                items = session.poll(_wait_bound(wait_ms, time.monotonic(), next_tick if tick
+                                                 else None, start + duration if duration
+                                                 else None))
+                deliver(items)
+                wait_ms = (POLL_BUSY_MS if items or stop is not None
+                           else min(2 * wait_ms, POLL_IDLE_MS))
                 now = time.monotonic()
                 if tick and now >= next_tick:
                     tick(now - start)
@@ -105,6 +124,35 @@ def run_session(session: Session, command: list[str], duration: float,
             deliver(session.finish(), end=True)
     return RunResult(reason, proc.returncode if proc is not None else None,
                      time.monotonic() - start)
+
+
+def _wait_bound(wait_ms: int, now: float, *deadlines: float | None) -> int:
+    """wait_ms, or less if a deadline (monotonic s) comes sooner."""
+    for d in deadlines:
+        if d is not None:
+            wait_ms = min(wait_ms, max(int((d - now) * 1000) + 1, 0))
+    return wait_ms
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd of the child `pid` (readable once it exits), or None where
+    the kernel has none (before 5.3): the loop then sees the exit at its
+    next wake-up."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+
+
+def _watch(session: Session, stack: ExitStack, fd: int | None, drain: bool = False):
+    """Let `fd` end the session's waits until `stack` closes (a pidfd is
+    closed then too; the wakeup pipe belongs to stop_on_signals)."""
+    if fd is None:
+        return
+    if not drain:
+        stack.callback(os.close, fd)      # callbacks run last first: after unwatch
+    session.rings.watch(fd, drain)
+    stack.callback(session.rings.unwatch, fd)
 
 
 def filters(session: Session, command: list[str], duration: float) -> dict:

@@ -82,18 +82,40 @@ class RingSet:
         self._epoll = select.epoll()
         for r in rings:
             self._epoll.register(r.map_fd, select.EPOLLIN)
+        self._drained: set[int] = set()     # watched fds read empty when they wake us
 
     def __getitem__(self, name: str) -> RingReader:
         return self.rings[name]
 
+    def watch(self, fd: int, drain: bool = False):
+        """Let `fd` end a wait too: something that must not wait for the
+        timeout (a stop signal's wakeup pipe, a COMMAND's pidfd).  drain: it
+        is read empty when it wakes us (a pipe), or it would keep waking."""
+        self._epoll.register(fd, select.EPOLLIN)
+        if drain:
+            self._drained.add(fd)
+
+    def unwatch(self, fd: int):
+        self._epoll.unregister(fd)
+        self._drained.discard(fd)
+
     def wait(self, timeout_ms: int) -> bool:
-        """Until a ring has records (True) or timeout_ms passed (False).
-        Records sent without a wakeup are seen by pending(), not by epoll."""
+        """Until a ring has records or a watched fd is readable (True), or
+        timeout_ms passed (False).  Records sent without a wakeup are seen by
+        pending(), not by epoll."""
         if any(r.pending() for r in self.rings.values()):
             return True
         if timeout_ms <= 0:
             return False
-        return bool(self._epoll.poll(timeout_ms / 1000))
+        ready = self._epoll.poll(timeout_ms / 1000)
+        for fd, _ in ready:
+            if fd in self._drained:
+                try:
+                    while os.read(fd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+        return bool(ready)
 
     def close(self):
         for r in self.rings.values():

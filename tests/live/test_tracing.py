@@ -266,3 +266,58 @@ def test_aggregates_read_the_maps_again_only_after_a_move_ended(root_required):
         counters, outcomes, histograms = s.aggregates()
         assert reads and histograms["size_log2"] == {0: 5}
         assert sum(o["count"] for o in outcomes) == 5 and counters["moves_entered"] == 5
+
+
+def _idle_session():
+    """A session that traces only a process that never moves: nothing wakes it."""
+    from uffdtrace.session import Session
+    sleeper = subprocess.Popen(["sleep", "60"])
+    return sleeper, Session(pid=sleeper.pid)
+
+
+def test_an_idle_run_wakes_about_once_a_second_and_a_stop_signal_ends_it_at_once(
+        root_required):
+    """An idle recorder backs off to a wake-up a second (it was ten: on a
+    one-vCPU guest under TCG those cost a tenth of the CPU), and Ctrl-C still
+    ends it at once: the signal's wakeup pipe ends the wait, which Python
+    would otherwise resume until its timeout."""
+    import threading
+    from uffdtrace.recording import run_session
+    sleeper, s = _idle_session()
+    timer = threading.Timer(2.5, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        with s:
+            s.start()
+            waits = []
+            poll = s.poll
+            s.poll = lambda ms: waits.append(ms) or poll(ms)
+            t0 = time.monotonic()
+            timer.start()
+            result = run_session(s, [], 10, lambda items: None, tick=lambda t: None)
+            took = time.monotonic() - t0
+    finally:
+        timer.cancel()
+        sleeper.kill()
+        sleeper.wait()
+    assert result.reason == "interrupted"
+    assert took - 2.5 < 0.3, took
+    assert len(waits) <= 10 and max(waits) >= 900, waits
+
+
+def test_a_run_ends_as_its_command_exits_even_when_idle(root_required):
+    """COMMAND's pidfd ends the wait: an idle run that waits up to a second
+    at a time still ends as the command exits, not at its next wake-up."""
+    from uffdtrace.recording import run_session
+    sleeper, s = _idle_session()
+    try:
+        with s:
+            s.start()
+            t0 = time.monotonic()
+            result = run_session(s, ["sleep", "1.5"], 0, lambda items: None,
+                                 tick=lambda t: None)
+            took = time.monotonic() - t0
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # waking on its own it would end at the 2 s tick
+    assert result.reason == "command exited" and took < 1.8, (result, took)
