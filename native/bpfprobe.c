@@ -111,3 +111,26 @@ int bpfp_close(int fd)
 {
 	return close(fd) < 0 ? -errno : 0;
 }
+
+int bpfp_prog_counters(int prog_fd, uint64_t *run_time_ns, uint64_t *run_cnt,
+		       uint64_t *recursion_misses)
+{
+	/* the kernel fills what it knows of the struct and checks that the rest
+	 * is zero: a kernel without recursion_misses (before 5.12) leaves it 0 */
+	struct bpf_prog_info info;
+	union bpf_attr attr;
+	int err;
+
+	memset(&info, 0, sizeof(info));
+	memset(&attr, 0, sizeof(attr));
+	attr.info.bpf_fd = (uint32_t)prog_fd;
+	attr.info.info_len = sizeof(info);
+	attr.info.info = (uint64_t)(uintptr_t)&info;
+	err = sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &attr);
+	if (err < 0)
+		return err;
+	*run_time_ns = info.run_time_ns;
+	*run_cnt = info.run_cnt;
+	*recursion_misses = info.recursion_misses;
+	return 0;
+}

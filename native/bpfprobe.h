@@ -19,3 +19,9 @@ int bpfp_attach_raw(int prog_fd, const char *name);
  * of max_depth words: a stack map needs the kernel's perf callchains. */
 int bpfp_stack_map(uint32_t max_depth);
 int bpfp_close(int fd);
+/* BPF_OBJ_GET_INFO_BY_FD of a loaded program: the kernel's counters of it
+ * (run time and count only while kernel.bpf_stats_enabled is 1; runs skipped
+ * by recursion protection always).  One syscall, where /proc/self/fdinfo
+ * costs an open and a text parse.  0 or a negative errno. */
+int bpfp_prog_counters(int prog_fd, uint64_t *run_time_ns, uint64_t *run_cnt,
+                       uint64_t *recursion_misses);

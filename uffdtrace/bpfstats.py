@@ -1,11 +1,13 @@
 """What the loaded BPF programs cost the machine, as the kernel measures it:
-each program's run time and run count from /proc/self/fdinfo (the kernel
+each program's run time and run count (BPF_OBJ_GET_INFO_BY_FD; the kernel
 only counts while the sysctl kernel.bpf_stats_enabled is 1: it costs every
 program run a clock read, so uffdtrace never turns it on itself), and the
 runs the kernel skipped (recursion_misses, counted whatever that sysctl)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .native import ffi, lib
 
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
@@ -38,22 +40,17 @@ def program_fds(bpf) -> dict[str, int]:
 
 
 def read_stats(programs: dict[str, int]) -> list[ProgramStats]:
-    """Each program's counters (programs: name -> fd of this process); a
-    program whose fd is gone (closed at shutdown) is left out."""
+    """Each program's counters (programs: name -> fd of this process), one
+    bpf() syscall each (native/bpfprobe.c): a recorder reads them every
+    second, and parsing /proc/self/fdinfo was most of an idle kernel-tier
+    recorder's CPU under QEMU TCG.  A program whose fd is gone (closed at
+    shutdown) is left out."""
+    F, L = ffi(), lib()
+    run_time, runs, misses = F.new("uint64_t *"), F.new("uint64_t *"), F.new("uint64_t *")
     out = []
     for name, fd in sorted(programs.items()):
-        fields = {}
-        try:
-            with open(f"/proc/self/fdinfo/{fd}") as f:
-                for line in f:
-                    key, _, value = line.partition(":")
-                    fields[key] = value.strip()
-        except OSError:
-            continue
-        if "run_time_ns" in fields:
-            out.append(ProgramStats(name, int(fields["run_time_ns"]),
-                                    int(fields.get("run_cnt", 0)),
-                                    int(fields.get("recursion_misses", 0))))
+        if L.bpfp_prog_counters(fd, run_time, runs, misses) == 0:
+            out.append(ProgramStats(name, run_time[0], runs[0], misses[0]))
     return out
 
 

@@ -321,3 +321,29 @@ def test_a_run_ends_as_its_command_exits_even_when_idle(root_required):
         sleeper.wait()
     # waking on its own it would end at the 2 s tick
     assert result.reason == "command exited" and took < 1.8, (result, took)
+
+
+def test_program_counters_are_the_kernels_own(session):
+    """bpfstats.read_stats: each loaded program's counters, one bpf() call
+    each.  With kernel.bpf_stats_enabled on, the programs that traced a move
+    ran and took time, and /proc/self/fdinfo, read after, shows no less."""
+    from uffdtrace import bpfstats
+    programs = bpfstats.program_fds(session.bpf)
+    before = bpfstats.stats_enabled()
+    assert before is not None, "no kernel.bpf_stats_enabled sysctl"
+    with open(bpfstats.STATS_SYSCTL, "w") as f:
+        f.write("1")
+    try:
+        traced_workload(session, "-s", "ok")
+        stats = bpfstats.read_stats(programs)
+    finally:
+        with open(bpfstats.STATS_SYSCTL, "w") as f:
+            f.write("1" if before else "0")
+    assert sorted(s.name for s in stats) == sorted(programs)
+    ran = [s for s in stats if s.run_count]
+    assert ran and all(s.run_time_ns > 0 for s in ran), stats
+    for s in stats:
+        with open(f"/proc/self/fdinfo/{programs[s.name]}") as f:
+            fdinfo = dict(line.split(":", 1) for line in f)
+        assert int(fdinfo["run_cnt"]) >= s.run_count
+        assert int(fdinfo["recursion_misses"]) >= s.recursion_misses
