@@ -128,6 +128,20 @@ def _total(value) -> int:
     return sum(value) if isinstance(value, ctypes.Array) else value.value
 
 
+def _array_totals(table) -> dict[int, int]:
+    """An array map's values by index, summed over CPUs: one
+    BPF_MAP_LOOKUP_BATCH syscall.  bcc's items() costs two a key (130 for the
+    histograms), and a recorder reads these every second while moves come:
+    under QEMU TCG that was most of its CPU.  Key by key where the kernel
+    has no batch lookup for arrays (before 5.7)."""
+    try:
+        items = list(table.items_lookup_batch())
+    except Exception:   # noqa: BLE001 - bcc raises a bare Exception for a failed syscall
+        items = list(table.items())
+    # the batch gives plain ints for keys, items() ctypes ones
+    return {getattr(k, "value", k): _total(v) for k, v in items}
+
+
 class Session:
     def __init__(self, *, pid: int = 0, tid: int = 0, follow: bool = False,
                  failed_only: bool = False, success_sample: int = 1,
@@ -520,7 +534,7 @@ class Session:
         """In-kernel counters, exact whatever the sampling (stat_names()),
         and the program runs the kernel skipped (recursion_misses: no map
         counts those, the kernel does per program)."""
-        values = {i.value: _total(v) for i, v in self.bpf[b"stats"].items()}
+        values = _array_totals(self.bpf[b"stats"])
         counters = {name: values.get(i, 0) for i, name in enumerate(stat_names())}
         counters["recursion_misses"] = bpfstats.recursion_misses(bpfstats.program_fds(self.bpf))
         return counters
@@ -579,8 +593,8 @@ class Session:
         counts the value 0 (size_log2: moves of len 0)."""
         out = {}
         for name in ("latency_log2", "size_log2"):
-            counts = ((k.value, _total(v)) for k, v in self.bpf[name.encode()].items())
-            out[name] = {b: n for b, n in counts if n}
+            counts = _array_totals(self.bpf[name.encode()])
+            out[name] = {b: n for b, n in counts.items() if n}
         return out
 
     def close(self):
