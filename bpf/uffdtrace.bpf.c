@@ -1042,12 +1042,12 @@ TRACEPOINT_PROBE(ksm, ksm_merge_with_ksm_page)
 	return 0;
 }
 
+#if UT_FOLLOW
 /* Children of a followed command are followed too (cross_mm moves come
- * from a forked child). */
+ * from a forked child).  Compiled only when following: every fork of the
+ * machine reaches it. */
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
-	if (!UT_FOLLOW)
-		return 0;
 	u32 parent = args->parent_pid, child = args->child_pid;
 	u8 one = 1;
 
@@ -1055,6 +1055,7 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 		stat_add(UT_STAT_FOLLOW_FULL, 1);
 	return 0;
 }
+#endif
 
 static __always_inline void send_pin(u32 type, u32 fd, u32 opcode, u32 index, u64 addr, u64 len,
 				    const struct ut_stack_ids *stack)

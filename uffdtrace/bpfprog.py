@@ -101,7 +101,7 @@ TRACEPOINTS = (
     Tracepoint("syscalls:sys_exit_ioctl", "UT_MOVES_FROM_HANDLER", 0),
     Tracepoint("ksm:ksm_merge_one_page"),
     Tracepoint("ksm:ksm_merge_with_ksm_page"),
-    Tracepoint("sched:sched_process_fork"),
+    Tracepoint("sched:sched_process_fork", "UT_FOLLOW"),
     Tracepoint("syscalls:sys_enter_io_uring_register", "UT_PINS_FROM_GUP", 0),
     Tracepoint("raw:tlb_flush", "UT_COST_STATS"),
     Tracepoint("raw:mmap_lock_start_locking", "UT_COST_STATS"),
