@@ -376,8 +376,12 @@ def test_contended_movers_retry_inside_the_kernel(session):
           f"folio splits, {sum(e.failed for e in seen)} failed")
     if step_hooked:
         assert retried, "no contended move retried inside the kernel"
-        # a retry is a step that returned -EAGAIN, then the step again
-        assert all(e.steps > e.retries for e in retried)
+        # a retry is a step that returned -EAGAIN, then the step again --
+        # unless the kernel skipped the exit run of that last step (the
+        # movers preempt each other inside the programs on 1 vCPU): each move
+        # short of a step is one of the runs it counted as skipped
+        short = [e for e in retried if e.steps <= e.retries]
+        assert len(short) <= session.counters()["recursion_misses"], short
     elif "split_folio_to_list" in hooks:
         assert sum(e.thp_splits for e in seen) > 0
 
