@@ -154,6 +154,23 @@ def seen_calls(calls: list[dict], moves: list, lost: int) -> list[dict]:
     return [c for c, m in pairs if m is not None]
 
 
+def failure_story(records: list[dict], pid: int) -> list[tuple]:
+    """A process's failures as the trace has them, one tuple a record, to
+    say in a failed assertion why a livelock counted what it counted."""
+    out = []
+    for r in records:
+        if r.get("pid") != pid:
+            continue
+        if r["type"] == "move":
+            state = r.get("src_state") or {}
+            out.append(("move", r["ts_ns"], r["tid"], r["src"], r["errno"],
+                        r["diagnosis"]["cause"], state.get("pfn"), state.get("flags")))
+        elif r["type"] in ("repeat", "livelock"):
+            out.append((r["type"], r.get("closed_by") or r.get("state"), r.get("count")
+                        or r.get("failures"), r["first_ts_ns"], r.get("last_ts_ns")))
+    return out
+
+
 def trace_records(path) -> list[dict]:
     """A trace's records as every reader sees them, through uffdtrace's own
     reader: a `successes` record comes as its move records, a partial last

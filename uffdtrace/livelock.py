@@ -1,13 +1,15 @@
 """Livelocks, flagged while they happen: a thread that keeps failing the
 same move, without a success in between, for LIVELOCK_MIN_S or more.
 
-"The same move" is the kernel's own judgement, not a guess made here: a run
-of identical failures (bpf/uffdtrace_event.h, struct ut_repeat_event)
-closed by time alone is followed by the thread's next failure, identical
-again, which opens the next run.  So a chain of runs each closed by `time`
-is one failure repeated; a run closed by a different failure or a success
-ends the chain.  A GC that retries a move onto a populated page, or onto a
-page another thread keeps pinned, is exactly this.
+"The same move" is the same request (src, dst, len, mode) failing with the
+same errno for the same cause: what a GC retrying one move sees.  The
+kernel coalesces identical failures into runs (bpf/uffdtrace_event.h,
+struct ut_repeat_event), but its "identical" also compares page facts
+(pfn, folio flags, the failing step) that can change under a retry loop
+without changing the request or its cause: a run it closes as `different`
+or by `time` is therefore no end of the chain by itself; the thread's next
+failure decides.  A success, a different failure, or a run closed because
+its thread is gone (`end`) ends the chain.
 
 The detector is fed what a Session delivers, in order, and hands back a
 Livelock when a chain first passes the threshold ("ongoing") and when it
@@ -36,7 +38,6 @@ class _Chain:
     first: TracedMove           # the chain's first failure
     last_ns: int
     failures: int
-    open_by_time: bool = False  # its last run closed by time: the next failure continues it
     flagged: bool = False
 
 
@@ -71,13 +72,20 @@ def _src_page(m: TracedMove) -> int | None:
     return s.pfn if s is not None and s.pfn else None
 
 
+def _same_move(a: TracedMove, b: TracedMove) -> bool:
+    """`b` retries the request `a` made and fails the same way (see the
+    module's docstring)."""
+    ea, eb = a.event, b.event
+    return (ea.src, ea.dst, ea.len, ea.mode, ea.ret) == (eb.src, eb.dst, eb.len, eb.mode, eb.ret) \
+        and a.diagnosis.effective_cause == b.diagnosis.effective_cause
+
+
 class LivelockDetector:
     def __init__(self, min_s: float = LIVELOCK_MIN_S):
         self.min_ns = int(min_s * 1e9)
         self._chains: dict[int, _Chain] = {}
         # src page -> other threads that failed on it: {tid: (pid, tid, comm)}
         self._page_parties: dict[int, dict[int, tuple[int, int, str]]] = {}
-        self._time = lib().UT_RUN_CLOSED_TIME
         self._over = (lib().UT_RUN_CLOSED_SUCCESS, lib().UT_RUN_CLOSED_END)
 
     def feed(self, items: list) -> list[Livelock]:
@@ -114,10 +122,9 @@ class LivelockDetector:
                 self._end(tid, out)
             return
         self._note_party(m)
-        if chain is not None and chain.open_by_time:
+        if chain is not None and _same_move(chain.first, m):
             chain.failures += 1
-            chain.last_ns = m.event.ts_ns
-            chain.open_by_time = False
+            chain.last_ns = max(chain.last_ns, m.event.ts_ns)
             self._check(chain, out)
             return
         if chain is not None:
@@ -135,7 +142,6 @@ class LivelockDetector:
             return      # its first failure was lost: nothing to attribute it to
         chain.failures += r.repeat.count
         chain.last_ns = max(chain.last_ns, r.repeat.last_ts_ns)
-        chain.open_by_time = r.repeat.closed_by == self._time
         self._check(chain, out)
         if r.repeat.closed_by in self._over:
             # the thread succeeded (no success event comes with --failed-only)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import trace_records, uffdtrace
+from tests.helpers import failure_story, trace_records, uffdtrace
 from tests.traceevents import check_trace_events
 
 STORM_MOVES = 300_000
@@ -79,7 +79,8 @@ def test_the_retry_loop_is_flagged_as_a_livelock_with_its_pinner(live, storms):
     assert ongoing["evidence"] == "observed"
     assert ongoing["culprit"]["kind"] == "pin" and ongoing["culprit"]["pid"] == pid
     assert (ongoing["last_ts_ns"] - ongoing["first_ts_ns"]) / 1e9 >= 1.0
-    assert ended["failures"] == made["retry"]["summary"]["failed"]
+    assert ended["failures"] == made["retry"]["summary"]["failed"], \
+        failure_story(_records(trace), pid)
     storm_pid = made["storm"]["pid"]
     # the storm lasts about a second too: flagged only if it ran past 1 s
     assert all(r["cause"] == "dst_populated" for r in _records(trace)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from tests.tracegen import (LOST_RUN_ERRNO, T0, failed, ok, repeat, storm_items, write_trace)
+from tests.tracegen import (LOST_RUN_ERRNO, PAGE, T0, failed, ok, repeat, storm_items, write_trace)
 from uffdtrace.chrometrace import export
 from uffdtrace.commands.report import render
 from uffdtrace.commands.trace import format_livelock, format_repeat
@@ -150,11 +150,11 @@ def _page(pfn: int) -> WalkedPage:
                       level=lib().UT_PSL_PAGE, order=0, swp_type=0)
 
 
-def _gc_failure(tid: int, ts_ns: int, pfn: int = 0x4242):
+def _gc_failure(tid: int, ts_ns: int, pfn: int = 0x4242, src: int = 0x7f1000000000):
     culprit = PinCulprit(pid=300, tid=300, comm="fio", ts_ns=T0, method="io_uring fixed buffer",
                          longterm=True, source=PIN_REGISTRATION, range=None)
     return failed(E.EBUSY, "page_pinned", OBSERVED, culprit=culprit, pid=400, tid=tid,
-                  comm=f"gc-{tid}", ts_ns=ts_ns, src_state=_page(pfn))
+                  comm=f"gc-{tid}", ts_ns=ts_ns, src=src, src_state=_page(pfn))
 
 
 def test_the_detector_flags_a_chain_of_runs_closed_by_time_once():
@@ -177,15 +177,41 @@ def test_the_detector_flags_a_chain_of_runs_closed_by_time_once():
     assert d.finish() == []
 
 
-def test_a_run_ended_by_a_different_failure_breaks_the_chain():
+def _runs_of(failure_at, closed_by: int, runs: int = 12) -> list:
+    """`runs` runs of 1000 failures, 100 ms apart: failure_at(i) opens run i."""
+    items = []
+    for i in range(runs):
+        m = failure_at(i)
+        items += [m, repeat(m, 999, span_ns=99_000_000, closed_by=closed_by)]
+    return items
+
+
+def test_moves_of_other_pages_are_no_livelock():
+    # a GC making progress: each run a move of another page, failing the same way
     d = LivelockDetector(min_s=1.0)
-    found = []
-    for i in range(12):
-        m = _gc_failure(401, T0 + i * 100_000_000)
-        # each run ends because the next failure differed (say, another page)
-        found += d.feed([m, repeat(m, 999, span_ns=99_000_000,
-                                   closed_by=lib().UT_RUN_CLOSED_DIFFERENT)])
-    assert found == []
+    items = _runs_of(lambda i: _gc_failure(401, T0 + i * 100_000_000, src=0x7f1000000000 +
+                                           i * PAGE, pfn=0x4242 + i),
+                     lib().UT_RUN_CLOSED_DIFFERENT)
+    assert d.feed(items) == [] and d.finish() == []
+
+
+def test_a_run_the_kernel_closed_for_a_page_fact_does_not_break_the_chain():
+    # the same move, failing for the same cause, on a page the kernel saw
+    # change (another pfn: the kernel closes its run as `different`)
+    d = LivelockDetector(min_s=1.0)
+    items = _runs_of(lambda i: _gc_failure(401, T0 + i * 100_000_000, pfn=0x4242 + i % 2),
+                     lib().UT_RUN_CLOSED_DIFFERENT)
+    assert [(f.state, f.failures) for f in d.feed(items)] == [("ongoing", 10_001)]
+    assert [(f.state, f.failures) for f in d.finish()] == [("ended", 12_000)]
+
+
+def test_another_errno_for_the_same_move_breaks_the_chain():
+    d = LivelockDetector(min_s=1.0)
+    items = _runs_of(lambda i: _gc_failure(401, T0 + i * 100_000_000), lib().UT_RUN_CLOSED_TIME)
+    other = failed(E.EEXIST, "dst_populated", OBSERVED, pid=400, tid=401, src=0x7f1000000000,
+                   ts_ns=T0 + 499_500_000)
+    items[10:10] = [other]      # after run 4, before run 5: no chain reaches 1 s
+    assert d.feed(items) == []
 
 
 def test_a_livelock_still_ongoing_when_tracing_ends_is_ended_by_finish():

@@ -19,8 +19,8 @@ from collections import Counter
 import pytest
 
 from tests import wakecheck
-from tests.helpers import (assert_move_path, evidence_of, expected_cause, paired,
-                           seen_calls, uffdtrace)
+from tests.helpers import (assert_move_path, evidence_of, expected_cause, failure_story,
+                           paired, seen_calls, uffdtrace)
 from tests.traceevents import check_trace_events
 from tests.vm.guest import recording
 from tests.vm.guest.recording import STORMS
@@ -238,7 +238,8 @@ def test_retry_loop_flagged_as_livelock(recorded):
     livelocks = [r for r in _records(trace) if r["type"] == "livelock" and r["pid"] == pid]
     assert [r["state"] for r in livelocks] == ["ongoing", "ended"], livelocks
     assert livelocks[0]["cause"] == "page_pinned" and livelocks[0]["culprit"]["pid"] == pid
-    assert livelocks[1]["failures"] == storms["retry-loop"]["summary"]["failed"]
+    assert livelocks[1]["failures"] == storms["retry-loop"]["summary"]["failed"], \
+        failure_story(_records(trace), pid)
 
 
 def test_woken_threads_recorded_with_exact_waits(recorded):
