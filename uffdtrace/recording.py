@@ -44,16 +44,23 @@ class RunResult:
     counters: dict | None = None   # the in-kernel counters at the end (record() sets them)
 
 
+# COMMAND's exit status when its gate broke before it opened (it never ran)
+GATE_BROKEN = 125
+
+
 def launch_gated(session: Session, command: list[str], output: IO | None = None
                  ) -> subprocess.Popen:
     """Start COMMAND held at a gate until its pid is in the traced map, so
     not one of its moves is missed.  With `output`, COMMAND's stdout and
     stderr go there and its stdin is /dev/null (a TUI owns the terminal)."""
     gate_r, gate_w = os.pipe()
-    # /dev/fd/N, not <&N: dash only redirects single-digit fds, and a process
-    # with many files open (a TUI) has higher ones.  No preexec_fn to dup2 it
-    # low: that is unsafe in a threaded process (top launches from a thread).
-    script = f'read -r _ < /dev/fd/{gate_r}; exec "$@"'
+    # /proc/self/fd/N, not <&N: dash only redirects single-digit fds, and a
+    # process with many files open (a TUI) has higher ones; not /dev/fd/N:
+    # a system without udev (a minimal VM, a container) has no /dev/fd.  No
+    # preexec_fn to dup2 it low: that is unsafe in a threaded process (top
+    # launches from a thread).  A gate that cannot be read (the recorder
+    # gone) runs nothing: the command would be untraced.
+    script = f'read -r _ < /proc/self/fd/{gate_r} || exit {GATE_BROKEN}; exec "$@"'
     io = {} if output is None else {"stdin": subprocess.DEVNULL, "stdout": output,
                                     "stderr": output}
     try:
@@ -62,8 +69,12 @@ def launch_gated(session: Session, command: list[str], output: IO | None = None
     finally:
         os.close(gate_r)
     session.follow_pid(proc.pid)
-    os.write(gate_w, b"go\n")
-    os.close(gate_w)
+    try:
+        os.write(gate_w, b"go\n")
+    except BrokenPipeError:
+        pass        # its shell is gone from the gate: its exit status says why
+    finally:
+        os.close(gate_w)
     return proc
 
 
