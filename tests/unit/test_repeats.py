@@ -157,16 +157,22 @@ def _gc_failure(tid: int, ts_ns: int, pfn: int = 0x4242, src: int = 0x7f10000000
                   comm=f"gc-{tid}", ts_ns=ts_ns, src=src, src_state=_page(pfn))
 
 
+def _runs_of(failure_at, closed_by: int, runs: int = 12) -> list:
+    """`runs` runs of 1000 failures, 100 ms apart: failure_at(i) opens run i."""
+    items = []
+    for i in range(runs):
+        m = failure_at(i)
+        items += [m, repeat(m, 999, span_ns=99_000_000, closed_by=closed_by)]
+    return items
+
+
 def test_the_detector_flags_a_chain_of_runs_closed_by_time_once():
     d = LivelockDetector(min_s=1.0)
     other = _gc_failure(402, T0 + 10)          # another thread, on the same page
     found = d.feed([other])
-    first = _gc_failure(401, T0 + 100)
-    items, ts = [first, repeat(first, 999, span_ns=99_000_000)], T0 + 100
-    for i in range(1, 11):
-        ts = T0 + 100 + i * 100_000_000
-        m = _gc_failure(401, ts)
-        items += [m, repeat(m, 999, span_ns=99_000_000)]
+    items = _runs_of(lambda i: _gc_failure(401, T0 + 100 + i * 100_000_000),
+                     lib().UT_RUN_CLOSED_TIME, runs=11)
+    first, ts = items[0], items[-2].event.ts_ns
     found += d.feed(items)
     # flagged by the failure that reaches 1 s: 10 runs of 1000, and it
     assert [(f.state, f.failures) for f in found] == [("ongoing", 10_001)]
@@ -175,15 +181,6 @@ def test_the_detector_flags_a_chain_of_runs_closed_by_time_once():
     ended = d.feed([ok(pid=400, tid=401, ts_ns=ts + 200_000_000)])
     assert [(f.state, f.failures) for f in ended] == [("ended", 11_000)]
     assert d.finish() == []
-
-
-def _runs_of(failure_at, closed_by: int, runs: int = 12) -> list:
-    """`runs` runs of 1000 failures, 100 ms apart: failure_at(i) opens run i."""
-    items = []
-    for i in range(runs):
-        m = failure_at(i)
-        items += [m, repeat(m, 999, span_ns=99_000_000, closed_by=closed_by)]
-    return items
 
 
 def test_moves_of_other_pages_are_no_livelock():
